@@ -1,0 +1,381 @@
+//! Configuration: one TOML file per process, every key documented in README.md, with
+//! environment overrides (`VEIL_SOURCE_DSN`, `VEIL_SINK_DSN`, `VEIL_KAFKA_BROKERS`,
+//! `VEIL_KAFKA_TOPIC`, `VEIL_REGISTRY_DIR`, `VEIL_MASTER_KEY`, `VEIL_METRICS_LISTEN`).
+//!
+//! Secrets (DSN passwords, the master key) live in [`Secret`] / [`Dsn`], whose `Debug` and
+//! `Display` never show them.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// A libpq-style connection string (`host=… user=… password=…` or `postgres://…`). Its
+/// `Debug`/`Display` show it with the password masked.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Dsn(pub String);
+
+impl Dsn {
+    pub fn parse(&self) -> Result<tokio_postgres::Config, ConfigError> {
+        self.0
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| ConfigError::Invalid(format!("invalid DSN {self}: {e}")))
+    }
+
+    /// The DSN with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        if let Some(rest) = s.strip_prefix("postgres://").or_else(|| s.strip_prefix("postgresql://")) {
+            // user:pass@host → user:***@host
+            if let Some(at) = rest.find('@') {
+                let creds = &rest[..at];
+                if let Some(colon) = creds.find(':') {
+                    return format!("postgres://{}:***{}", &creds[..colon], &rest[at..]);
+                }
+            }
+            return s.clone();
+        }
+        s.split_whitespace()
+            .map(|kv| {
+                if kv.starts_with("password=") {
+                    "password=***".to_owned()
+                } else {
+                    kv.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Dsn({})", self.redacted())
+    }
+}
+
+impl fmt::Display for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// A secret string; never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Production database (the replication connection uses the same DSN).
+    pub dsn: Dsn,
+    /// Base name of the replication slot; the run epoch is appended (`veil_e3`).
+    #[serde(default = "default_slot")]
+    pub slot: String,
+    #[serde(default = "default_publication")]
+    pub publication: String,
+    /// Seconds between standby status updates.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_secs: u64,
+    /// Seconds between heartbeat messages written into the WAL (0 = off).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval_secs: u64,
+    /// Where streamed in-progress transactions spill once past `spool_memory_bytes`.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    #[serde(default = "default_spool_memory")]
+    pub spool_memory_bytes: usize,
+}
+
+fn default_slot() -> String {
+    "veil".into()
+}
+fn default_publication() -> String {
+    "veil_pub".into()
+}
+fn default_status_interval() -> u64 {
+    5
+}
+fn default_heartbeat() -> u64 {
+    10
+}
+fn default_spool_memory() -> usize {
+    16 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`
+    pub brokers: String,
+    /// Change-event topic (one partition per source database keeps its order).
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Replication factor used when veil creates the topic.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// Extra librdkafka options, passed through.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_topic() -> String {
+    "veil.changes".into()
+}
+fn default_replication() -> i32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    #[serde(default = "default_registry_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_registry_dir() -> PathBuf {
+    PathBuf::from("schema-registry")
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            dir: default_registry_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// File holding the master key as 64 hex characters. `VEIL_MASTER_KEY` overrides.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub master_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Development database.
+    pub dsn: Dsn,
+    /// Rows applied per dev transaction at most (whole source transactions are never split
+    /// across batches unless one alone is larger).
+    #[serde(default = "default_batch")]
+    pub batch_max_rows: usize,
+}
+
+fn default_batch() -> usize {
+    5000
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` for the Prometheus `/metrics` endpoint; absent = no endpoint.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+/// The whole file. `veil stream` needs `source`, `kafka`, `registry` and `keys`; `veil sink`
+/// needs `sink` and `kafka` and never reads keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub source: Option<SourceConfig>,
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub sink: Option<SinkConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        // Relative paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        if cfg.registry.dir.is_relative() && !cfg.registry.dir.exists() {
+            cfg.registry.dir = base.join(&cfg.registry.dir);
+        }
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        cfg.apply_env(|k| std::env::var(k).ok());
+        Ok(cfg)
+    }
+
+    /// Applies the documented environment overrides.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("VEIL_SOURCE_DSN") {
+            match &mut self.source {
+                Some(s) => s.dsn = Dsn(v),
+                None => {
+                    self.source = Some(SourceConfig {
+                        dsn: Dsn(v),
+                        slot: default_slot(),
+                        publication: default_publication(),
+                        status_interval_secs: default_status_interval(),
+                        heartbeat_interval_secs: default_heartbeat(),
+                        spool_dir: None,
+                        spool_memory_bytes: default_spool_memory(),
+                    })
+                }
+            }
+        }
+        if let Some(v) = get("VEIL_SINK_DSN") {
+            match &mut self.sink {
+                Some(s) => s.dsn = Dsn(v),
+                None => {
+                    self.sink = Some(SinkConfig {
+                        dsn: Dsn(v),
+                        batch_max_rows: default_batch(),
+                    })
+                }
+            }
+        }
+        if let Some(v) = get("VEIL_KAFKA_BROKERS") {
+            match &mut self.kafka {
+                Some(k) => k.brokers = v,
+                None => {
+                    self.kafka = Some(KafkaConfig {
+                        brokers: v,
+                        topic: default_topic(),
+                        replication_factor: default_replication(),
+                        options: BTreeMap::new(),
+                    })
+                }
+            }
+        }
+        if let (Some(v), Some(k)) = (get("VEIL_KAFKA_TOPIC"), self.kafka.as_mut()) {
+            k.topic = v;
+        }
+        if let Some(v) = get("VEIL_REGISTRY_DIR") {
+            self.registry.dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("VEIL_MASTER_KEY") {
+            self.keys.master_key = Some(Secret(v));
+        }
+        if let Some(v) = get("VEIL_METRICS_LISTEN") {
+            self.metrics.listen = Some(v);
+        }
+    }
+
+    pub fn source(&self) -> Result<&SourceConfig, ConfigError> {
+        self.source
+            .as_ref()
+            .ok_or_else(|| ConfigError::Invalid("missing [source] section (or VEIL_SOURCE_DSN)".into()))
+    }
+    pub fn kafka(&self) -> Result<&KafkaConfig, ConfigError> {
+        self.kafka
+            .as_ref()
+            .ok_or_else(|| ConfigError::Invalid("missing [kafka] section (or VEIL_KAFKA_BROKERS)".into()))
+    }
+    pub fn sink(&self) -> Result<&SinkConfig, ConfigError> {
+        self.sink
+            .as_ref()
+            .ok_or_else(|| ConfigError::Invalid("missing [sink] section (or VEIL_SINK_DSN)".into()))
+    }
+
+    /// The master key: `VEIL_MASTER_KEY`, else the key file. 32 bytes as 64 hex characters.
+    pub fn master_key(&self) -> Result<[u8; 32], ConfigError> {
+        let text = match (&self.keys.master_key, &self.keys.master_key_file) {
+            (Some(s), _) => s.0.clone(),
+            (None, Some(p)) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?,
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "no master key: set [keys] master_key_file or VEIL_MASTER_KEY".into(),
+                ));
+            }
+        };
+        let bytes = hex::decode(text.trim())
+            .map_err(|_| ConfigError::Invalid("master key is not hex (expected 64 hex characters)".into()))?;
+        bytes
+            .try_into()
+            .map_err(|_| ConfigError::Invalid("master key must be 32 bytes (64 hex characters)".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_password_never_printed() {
+        let d = Dsn("host=db user=veil password=hunter2 dbname=app".into());
+        assert!(!format!("{d:?}").contains("hunter2"));
+        assert!(!format!("{d}").contains("hunter2"));
+        let u = Dsn("postgres://veil:hunter2@db/app".into());
+        assert!(!format!("{u}").contains("hunter2"));
+        let s = Secret("00ff".into());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        let e = Config::parse("[source]\ndsn = 5\n").unwrap_err().to_string();
+        assert!(e.contains("dsn"), "{e}");
+        let e = Config::parse("[sink]\ndsn='x'\nbogus = 1\n").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "VEIL_KAFKA_BROKERS" => Some("b:1".into()),
+            "VEIL_MASTER_KEY" => Some("ab".repeat(32)),
+            _ => None,
+        });
+        assert_eq!(c.kafka().unwrap().brokers, "b:1");
+        assert_eq!(c.master_key().unwrap(), [0xab; 32]);
+        assert!(format!("{c:?}").contains("Secret(***)"));
+    }
+}

@@ -1,0 +1,297 @@
+//! The classification gate, fail closed. For each table it turns the catalog definition and the
+//! registry into a [`TablePlan`]: what happens to every column, and the schema event dev gets.
+//! A table or column without a registry decision, a type that differs from the registry's, or
+//! a type veil cannot carry is an error naming database, table, column and type — the stream
+//! stops there and nothing of that table is published. Row values pass through
+//! [`TablePlan::transform`] and nowhere else on their way out.
+
+use crate::catalog::{TableInfo, TypeClass};
+use crate::pgoutput::{TupleData, TupleValue, fmt_lsn};
+use crate::proto;
+use crate::registry::{Decision, Registry};
+use crate::tokenize::{self, DeidError, MasterKey, RuleKey};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GateError {
+    #[error("held: table {database}.{table} has no registry entry (classify it in schema-registry/)")]
+    UnclassifiedTable { database: String, table: String },
+    #[error("held: column {database}.{table}.{column} ({type_name}) has no registry decision")]
+    UnclassifiedColumn {
+        database: String,
+        table: String,
+        column: String,
+        type_name: String,
+    },
+    #[error(
+        "held: column {database}.{table}.{column} changed type: registry says {registry_type}, \
+         production has {actual_type}"
+    )]
+    TypeChanged {
+        database: String,
+        table: String,
+        column: String,
+        registry_type: String,
+        actual_type: String,
+    },
+    #[error("unsupported type {type_name} in column {table}.{column}")]
+    UnsupportedType {
+        table: String,
+        column: String,
+        type_name: String,
+    },
+    #[error("column {table}.{column}: {source}")]
+    Rule {
+        table: String,
+        column: String,
+        #[source]
+        source: DeidError,
+    },
+    #[error("column {table}.{column} is part of the replica identity and cannot be blocked (tokenize it)")]
+    BlockedKey { table: String, column: String },
+    #[error("column {table}.{column} ({type_name}) at LSN {lsn}: {problem}")]
+    Value {
+        table: String,
+        column: String,
+        type_name: String,
+        lsn: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    pub name: String,
+    pub type_name: String,
+    pub class: TypeClass,
+    /// None = blocked: the column is removed from events and from the dev schema.
+    pub action: Option<RuleKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub qualified: String,
+    pub oid: u32,
+    /// The whole table is blocked: its changes are dropped.
+    pub blocked: bool,
+    /// Every source column, in source order.
+    pub columns: Vec<ColumnPlan>,
+    /// What dev is told about the table (published columns only).
+    pub schema: proto::TableSchema,
+}
+
+/// Builds the plan of one table, or says why it must not flow.
+pub fn plan_table(
+    database: &str,
+    info: &TableInfo,
+    key_columns: &[String],
+    registry: &Registry,
+    master: &MasterKey,
+) -> Result<TablePlan, GateError> {
+    let table = info.qualified();
+    let entry = registry.table(&table).ok_or_else(|| GateError::UnclassifiedTable {
+        database: database.to_owned(),
+        table: table.clone(),
+    })?;
+    if entry.blocked {
+        return Ok(TablePlan {
+            qualified: table,
+            oid: info.oid,
+            blocked: true,
+            columns: Vec::new(),
+            schema: proto::TableSchema::default(),
+        });
+    }
+    let mut columns = Vec::with_capacity(info.columns.len());
+    let mut published = Vec::new();
+    for c in &info.columns {
+        let ce = entry.columns.get(&c.name).ok_or_else(|| GateError::UnclassifiedColumn {
+            database: database.to_owned(),
+            table: table.clone(),
+            column: c.name.clone(),
+            type_name: c.type_name.clone(),
+        })?;
+        if ce.type_name != c.type_name {
+            return Err(GateError::TypeChanged {
+                database: database.to_owned(),
+                table: table.clone(),
+                column: c.name.clone(),
+                registry_type: ce.type_name.clone(),
+                actual_type: c.type_name.clone(),
+            });
+        }
+        let class = c.class.clone().ok_or_else(|| GateError::UnsupportedType {
+            table: table.clone(),
+            column: c.name.clone(),
+            type_name: c.type_name.clone(),
+        })?;
+        let action = match &ce.decision {
+            Decision::Blocked => {
+                if key_columns.contains(&c.name) || info.primary_key.contains(&c.name) {
+                    return Err(GateError::BlockedKey {
+                        table: table.clone(),
+                        column: c.name.clone(),
+                    });
+                }
+                None
+            }
+            Decision::Publish(rule) => {
+                let bound = RuleKey::bind(rule, &class, master).map_err(|source| GateError::Rule {
+                    table: table.clone(),
+                    column: c.name.clone(),
+                    source,
+                })?;
+                published.push(proto::Column {
+                    name: c.name.clone(),
+                    type_name: c.type_name.clone(),
+                    type_oid: c.type_oid,
+                    not_null: c.not_null && !matches!(rule, crate::registry::Rule::Scrub { replacement: None }),
+                    rule: rule.describe(),
+                });
+                Some(bound)
+            }
+        };
+        columns.push(ColumnPlan {
+            name: c.name.clone(),
+            type_name: c.type_name.clone(),
+            class,
+            action,
+        });
+    }
+    let is_pub = |n: &String| published.iter().any(|c| &c.name == n);
+    let all_pub = |cols: &[String]| cols.iter().all(is_pub);
+    let schema = proto::TableSchema {
+        schema: info.schema.clone(),
+        name: info.name.clone(),
+        columns: published.clone(),
+        primary_key: if all_pub(&info.primary_key) {
+            info.primary_key.clone()
+        } else {
+            Vec::new()
+        },
+        unique_keys: info
+            .unique_keys
+            .iter()
+            .filter(|(_, cols)| all_pub(cols))
+            .map(|(name, cols)| proto::UniqueKey {
+                name: name.clone(),
+                columns: cols.clone(),
+            })
+            .collect(),
+        foreign_keys: info
+            .foreign_keys
+            .iter()
+            .filter(|fk| all_pub(&fk.columns))
+            .map(|fk| proto::ForeignKey {
+                name: fk.name.clone(),
+                columns: fk.columns.clone(),
+                ref_table: fk.ref_table.clone(),
+                ref_columns: fk.ref_columns.clone(),
+            })
+            .collect(),
+        enums: info
+            .enums
+            .iter()
+            .map(|(name, labels)| proto::EnumType {
+                name: name.clone(),
+                labels: labels.clone(),
+            })
+            .collect(),
+        replica_identity: match info.replica_identity {
+            b'f' => "full",
+            b'n' => "nothing",
+            b'i' => "index",
+            _ => "default",
+        }
+        .into(),
+    };
+    Ok(TablePlan {
+        qualified: table,
+        oid: info.oid,
+        blocked: false,
+        columns,
+        schema,
+    })
+}
+
+impl TablePlan {
+    /// De-identifies one row given as optional text values in source column order.
+    /// `None` entries of `unchanged` mark TOASTed values the update did not touch.
+    pub fn transform<'a, I>(&self, values: I, lsn: u64) -> Result<Vec<proto::Value>, GateError>
+    where
+        I: IntoIterator<Item = RowValue<'a>>,
+    {
+        let mut out = Vec::with_capacity(self.schema.columns.len());
+        let mut n = 0;
+        for (col, v) in self.columns.iter().zip(values) {
+            n += 1;
+            let Some(action) = &col.action else { continue };
+            let kind = match v {
+                RowValue::Null => proto::value::Kind::Null(true),
+                RowValue::Unchanged => proto::value::Kind::Unchanged(true),
+                RowValue::Text(bytes) => {
+                    let s = std::str::from_utf8(bytes).map_err(|_| self.value_err(col, lsn, "value is not valid UTF-8"))?;
+                    match tokenize::apply(action, &col.class, s) {
+                        Ok(Some(t)) => proto::value::Kind::Text(t),
+                        Ok(None) => proto::value::Kind::Null(true),
+                        Err(e) => return Err(self.value_err(col, lsn, &e.to_string())),
+                    }
+                }
+                RowValue::Binary => return Err(self.value_err(col, lsn, "binary tuple values are not requested")),
+            };
+            out.push(proto::Value { kind: Some(kind) });
+        }
+        if n != self.columns.len() {
+            return Err(GateError::Value {
+                table: self.qualified.clone(),
+                column: "*".into(),
+                type_name: "row".into(),
+                lsn: fmt_lsn(lsn),
+                problem: format!("row has {n} columns, the relation has {}", self.columns.len()),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn transform_tuple(&self, t: &TupleData, lsn: u64) -> Result<Vec<proto::Value>, GateError> {
+        self.transform(t.0.iter().map(RowValue::from), lsn)
+    }
+
+    fn value_err(&self, col: &ColumnPlan, lsn: u64, problem: &str) -> GateError {
+        GateError::Value {
+            table: self.qualified.clone(),
+            column: col.name.clone(),
+            type_name: col.type_name.clone(),
+            lsn: fmt_lsn(lsn),
+            problem: problem.to_owned(),
+        }
+    }
+}
+
+/// One source value on its way through the gate.
+#[derive(Clone, Copy)]
+pub enum RowValue<'a> {
+    Null,
+    Unchanged,
+    Text(&'a [u8]),
+    Binary,
+}
+
+impl<'a> From<&'a TupleValue> for RowValue<'a> {
+    fn from(v: &'a TupleValue) -> Self {
+        match v {
+            TupleValue::Null => RowValue::Null,
+            TupleValue::Unchanged => RowValue::Unchanged,
+            TupleValue::Text(b) => RowValue::Text(b),
+            TupleValue::Binary(_) => RowValue::Binary,
+        }
+    }
+}
+
+impl<'a> From<&'a Option<Vec<u8>>> for RowValue<'a> {
+    fn from(v: &'a Option<Vec<u8>>) -> Self {
+        match v {
+            None => RowValue::Null,
+            Some(s) => RowValue::Text(s),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Prometheus metrics: names in one place (the Grafana dashboard and alert rules in `ops/`
+//! refer to them), and the `/metrics` endpoint. Labels are table names and operations — never
+//! row values.
+
+use std::net::SocketAddr;
+
+pub const REPLICATION_LAG_BYTES: &str = "veil_replication_lag_bytes";
+pub const CONFIRMED_LSN: &str = "veil_confirmed_lsn";
+pub const EVENTS: &str = "veil_events_total";
+pub const TRANSACTIONS: &str = "veil_transactions_total";
+pub const SNAPSHOT_ROWS: &str = "veil_snapshot_rows_total";
+pub const SCHEMA_CHANGES: &str = "veil_schema_changes_total";
+pub const SLOT_INVALIDATIONS: &str = "veil_slot_invalidations_total";
+pub const SPOOL_BYTES: &str = "veil_spool_memory_bytes";
+pub const EPOCH: &str = "veil_epoch";
+pub const SINK_APPLIED_ROWS: &str = "veil_sink_applied_rows_total";
+pub const SINK_APPLIED_TXNS: &str = "veil_sink_applied_transactions_total";
+pub const SINK_APPLY_LAG_SECONDS: &str = "veil_sink_apply_lag_seconds";
+pub const SINK_LAST_COMMIT_LSN: &str = "veil_sink_last_commit_lsn";
+pub const SINK_SKIPPED_TXNS: &str = "veil_sink_skipped_transactions_total";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics listen address {addr:?} is not host:port")]
+    Address { addr: String },
+    #[error("cannot start the metrics endpoint: {0}")]
+    Install(String),
+}
+
+/// Starts the `/metrics` endpoint on `listen` (e.g. `127.0.0.1:9187`).
+pub fn install(listen: &str) -> Result<(), MetricsError> {
+    let addr: SocketAddr = listen.parse().map_err(|_| MetricsError::Address { addr: listen.into() })?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| MetricsError::Install(e.to_string()))
+}

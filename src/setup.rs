@@ -1,0 +1,123 @@
+//! `veil setup`: prepares production. Checks `wal_level=logical`, creates the publication
+//! (FOR ALL TABLES, so new tables are seen and can be held), refuses — listing them — tables whose
+//! UPDATE/DELETE would fail in a publication for lack of a replica identity, and installs the DDL
+//! event trigger: it gives a new table without a primary key `REPLICA IDENTITY FULL` (so
+//! production writes never fail because of veil) and writes a `veil_ddl` logical message that
+//! the gate reads.
+
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("source database ({0}): {1}")]
+    Postgres(&'static str, String),
+    #[error("wal_level is {0}; logical replication needs wal_level = logical (then restart PostgreSQL)")]
+    WalLevel(String),
+    #[error(
+        "these tables have no replica identity, so their UPDATE and DELETE would fail once published: {}. \
+         Give each a primary key or run ALTER TABLE … REPLICA IDENTITY FULL, then run setup again",
+        .0.join(", ")
+    )]
+    NoReplicaIdentity(Vec<String>),
+}
+
+/// What setup did, for the CLI to print.
+#[derive(Debug, Default)]
+pub struct SetupReport {
+    pub publication_created: bool,
+    pub trigger_installed: bool,
+    pub tables: usize,
+}
+
+const TRIGGER_SQL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS veil;
+CREATE OR REPLACE FUNCTION veil.on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql AS $veil$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    IF r.command_tag = 'CREATE TABLE' AND r.object_type = 'table' THEN
+      IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = r.objid AND i.indisprimary) THEN
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', r.object_identity);
+      END IF;
+    END IF;
+    IF r.object_type IN ('table', 'table column', 'type') THEN
+      PERFORM pg_logical_emit_message(true, 'veil_ddl',
+        json_build_object('tag', r.command_tag, 'object', r.object_identity)::text);
+    END IF;
+  END LOOP;
+END
+$veil$;
+DROP EVENT TRIGGER IF EXISTS veil_ddl;
+CREATE EVENT TRIGGER veil_ddl ON ddl_command_end EXECUTE FUNCTION veil.on_ddl();
+"#;
+
+pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
+    let src = cfg.source()?;
+    let (client, conn) = src
+        .dsn
+        .parse()?
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| SetupError::Postgres("connect", e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let pg = |what: &'static str| move |e: tokio_postgres::Error| SetupError::Postgres(what, e.to_string());
+    let wal: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(pg("show wal_level"))?
+        .get(0);
+    if wal != "logical" {
+        return Err(SetupError::WalLevel(wal));
+    }
+    let missing: Vec<String> = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'veil') AND n.nspname NOT LIKE 'pg\\_%' \
+               AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS \
+                    (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(pg("check replica identities"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !missing.is_empty() {
+        return Err(SetupError::NoReplicaIdentity(missing));
+    }
+    let mut report = SetupReport::default();
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", &[&src.publication])
+        .await
+        .map_err(pg("look up publication"))?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!(
+                "CREATE PUBLICATION \"{}\" FOR ALL TABLES",
+                src.publication.replace('"', "\"\"")
+            ))
+            .await
+            .map_err(pg("create publication"))?;
+        report.publication_created = true;
+    }
+    client.batch_execute(TRIGGER_SQL).await.map_err(pg("install DDL event trigger"))?;
+    report.trigger_installed = true;
+    report.tables = client
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_publication_tables WHERE pubname = $1",
+            &[&src.publication],
+        )
+        .await
+        .map_err(pg("count published tables"))?
+        .get::<_, i64>(0) as usize;
+    Ok(report)
+}

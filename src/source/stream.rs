@@ -1,0 +1,550 @@
+//! `veil stream`: the production-side loop. Recovers the run epoch from the topic's last
+//! envelope, creates a slot and runs the snapshot when a new epoch starts (first run, or a
+//! snapshot that never finished, or a lost slot), then reads pgoutput, passes every change
+//! through the gate and publishes it. The LSN confirmed to PostgreSQL is the end of the last
+//! commit whose events Kafka acknowledged; only when nothing is in flight does it move to the
+//! server's WAL position from a keepalive, so an idle slot does not pin WAL. A periodic
+//! heartbeat message keeps the slot moving too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+use super::SourceError;
+use super::conn::ReplicationConn;
+use super::spool::Spool;
+use crate::catalog::{self, CatalogError};
+use crate::config::{Config, ConfigError};
+use crate::gate::{self, GateError, TablePlan};
+use crate::pgoutput::{self, LogicalMessage, OldTuple, PG_EPOCH_OFFSET_US, Relation, ReplicationMessage, fmt_lsn};
+use crate::proto::{self, envelope::Event};
+use crate::publish::{self, PublishError, Publisher};
+use crate::registry::{Registry, RegistryError};
+use crate::tokenize::MasterKey;
+
+/// Prefix of logical messages veil writes itself; every other message is dropped.
+pub const HEARTBEAT_PREFIX: &str = "veil_heartbeat";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("source database ({0}): {1}")]
+    Postgres(&'static str, String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("pgoutput: {0}")]
+    Decode(#[from] pgoutput::DecodeError),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("spool: {0}")]
+    Spool(#[from] std::io::Error),
+}
+
+impl StreamError {
+    /// Transient errors are worth a restart from the confirmed LSN; the others need a person
+    /// (a registry decision, a config fix) and must not be retried in a loop.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StreamError::Source(e) => matches!(e, SourceError::Io(_) | SourceError::Closed),
+            StreamError::Publish(_) | StreamError::Postgres(..) | StreamError::Spool(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn pg_time_to_unix_us(t: i64) -> i64 {
+    t + PG_EPOCH_OFFSET_US
+}
+
+/// State of the stream shared by the snapshot and the replication loop.
+pub struct Streamer {
+    pub database: String,
+    pub source_id: String,
+    pub publication: String,
+    pub slot_name: String,
+    pub registry: Registry,
+    pub master: MasterKey,
+    key_id: String,
+    pub epoch: u64,
+    last_commit_lsn: u64,
+    pub publisher: Publisher,
+    catalog: tokio_postgres::Client,
+    plans: HashMap<u32, Arc<TablePlan>>,
+    published_schemas: HashMap<String, proto::TableSchema>,
+    txn: Option<TxnState>,
+}
+
+struct TxnState {
+    commit_lsn: u64,
+    rows: u64,
+}
+
+impl Streamer {
+    fn envelope(&self, phase: proto::Phase, event: Event) -> proto::Envelope {
+        proto::Envelope {
+            epoch: self.epoch,
+            source_id: self.source_id.clone(),
+            last_commit_lsn: self.last_commit_lsn,
+            registry_version: self.registry.version.clone(),
+            key_id: self.key_id.clone(),
+            phase: phase as i32,
+            event: Some(event),
+        }
+    }
+
+    pub async fn publish(&mut self, phase: proto::Phase, event: Event, done_lsn: Option<u64>) -> Result<(), StreamError> {
+        let env = self.envelope(phase, event);
+        self.publisher.send(&env, done_lsn).await?;
+        Ok(())
+    }
+
+    pub fn remember_schema(&mut self, plan: &TablePlan) {
+        self.published_schemas.insert(plan.qualified.clone(), plan.schema.clone());
+        self.plans.insert(plan.oid, Arc::new(plan.clone()));
+    }
+
+    async fn begin(&mut self, commit_lsn: u64, commit_time: i64, xid: u32) -> Result<(), StreamError> {
+        self.txn = Some(TxnState { commit_lsn, rows: 0 });
+        self.publish(
+            proto::Phase::Stream,
+            Event::Begin(proto::Begin {
+                commit_lsn,
+                commit_time_us: pg_time_to_unix_us(commit_time),
+                xid,
+            }),
+            None,
+        )
+        .await
+    }
+
+    async fn commit(&mut self, commit_lsn: u64, end_lsn: u64, commit_time: i64) -> Result<(), StreamError> {
+        let rows = self.txn.take().map(|t| t.rows).unwrap_or(0);
+        self.last_commit_lsn = commit_lsn;
+        self.publish(
+            proto::Phase::Stream,
+            Event::Commit(proto::Commit {
+                commit_lsn,
+                end_lsn,
+                commit_time_us: pg_time_to_unix_us(commit_time),
+                rows,
+            }),
+            Some(end_lsn),
+        )
+        .await?;
+        metrics::counter!(crate::metrics::TRANSACTIONS).increment(1);
+        Ok(())
+    }
+
+    async fn relation(&mut self, rel: Relation) -> Result<(), StreamError> {
+        let cols: Vec<(String, u32, i32)> = rel
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.type_oid, c.type_modifier))
+            .collect();
+        let keys: Vec<String> = rel.columns.iter().filter(|c| c.is_key).map(|c| c.name.clone()).collect();
+        let info = catalog::describe_table(&self.catalog, rel.oid, Some(&cols)).await?;
+        let plan = gate::plan_table(&self.database, &info, &keys, &self.registry, &self.master)?;
+        if !plan.blocked && self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
+            tracing::info!(table = %plan.qualified, "publishing table schema");
+            self.publish(proto::Phase::Stream, Event::Schema(plan.schema.clone()), None)
+                .await?;
+            metrics::counter!(crate::metrics::SCHEMA_CHANGES, "table" => plan.qualified.clone()).increment(1);
+        }
+        self.remember_schema(&plan);
+        Ok(())
+    }
+
+    fn plan(&self, oid: u32) -> Result<Arc<TablePlan>, StreamError> {
+        self.plans
+            .get(&oid)
+            .cloned()
+            .ok_or_else(|| StreamError::Protocol(format!("change for relation oid {oid} before its Relation message")))
+    }
+
+    async fn row(&mut self, plan: &TablePlan, op: proto::Op, new: Vec<proto::Value>, old: Vec<proto::Value>, old_full: bool) -> Result<(), StreamError> {
+        if let Some(t) = self.txn.as_mut() {
+            t.rows += 1;
+        }
+        metrics::counter!(crate::metrics::EVENTS, "table" => plan.qualified.clone(), "op" => op.as_str_name()).increment(1);
+        self.publish(
+            proto::Phase::Stream,
+            Event::Row(proto::RowChange {
+                table: plan.qualified.clone(),
+                op: op as i32,
+                new_values: new,
+                old_values: old,
+                old_is_full: old_full,
+            }),
+            None,
+        )
+        .await
+    }
+
+    /// Handles one message of a transaction (live or replayed from the spool).
+    async fn change(&mut self, msg: LogicalMessage, lsn: u64) -> Result<(), StreamError> {
+        match msg {
+            LogicalMessage::Relation { relation, .. } => self.relation(relation).await?,
+            LogicalMessage::Insert { relation_oid, new, .. } => {
+                let plan = self.plan(relation_oid)?;
+                if !plan.blocked {
+                    let v = plan.transform_tuple(&new, lsn)?;
+                    self.row(&plan, proto::Op::Insert, v, Vec::new(), false).await?;
+                }
+            }
+            LogicalMessage::Update {
+                relation_oid, old, new, ..
+            } => {
+                let plan = self.plan(relation_oid)?;
+                if !plan.blocked {
+                    let v = plan.transform_tuple(&new, lsn)?;
+                    let (o, full) = match &old {
+                        None => (Vec::new(), false),
+                        Some(OldTuple::Key(t)) => (plan.transform_tuple(t, lsn)?, false),
+                        Some(OldTuple::Full(t)) => (plan.transform_tuple(t, lsn)?, true),
+                    };
+                    self.row(&plan, proto::Op::Update, v, o, full).await?;
+                }
+            }
+            LogicalMessage::Delete { relation_oid, old, .. } => {
+                let plan = self.plan(relation_oid)?;
+                if !plan.blocked {
+                    let (o, full) = match &old {
+                        OldTuple::Key(t) => (plan.transform_tuple(t, lsn)?, false),
+                        OldTuple::Full(t) => (plan.transform_tuple(t, lsn)?, true),
+                    };
+                    self.row(&plan, proto::Op::Delete, Vec::new(), o, full).await?;
+                }
+            }
+            LogicalMessage::Truncate {
+                options, relation_oids, ..
+            } => {
+                let mut tables = Vec::new();
+                for oid in relation_oids {
+                    let plan = self.plan(oid)?;
+                    if !plan.blocked {
+                        tables.push(plan.qualified.clone());
+                    }
+                }
+                if !tables.is_empty() {
+                    if let Some(t) = self.txn.as_mut() {
+                        t.rows += 1;
+                    }
+                    self.publish(
+                        proto::Phase::Stream,
+                        Event::Truncate(proto::Truncate {
+                            tables,
+                            cascade: options & 1 == 1,
+                            restart_identity: options & 2 == 2,
+                        }),
+                        None,
+                    )
+                    .await?;
+                }
+            }
+            LogicalMessage::Message { prefix, lsn, .. } => {
+                if prefix == HEARTBEAT_PREFIX {
+                    self.publish(proto::Phase::Stream, Event::Heartbeat(proto::Heartbeat { lsn }), None)
+                        .await?;
+                }
+                // Any other logical message is not ours: dropped, never forwarded.
+            }
+            LogicalMessage::Type { .. } | LogicalMessage::Origin { .. } => {}
+            other => {
+                return Err(StreamError::Protocol(format!(
+                    "unexpected message inside a transaction: {}",
+                    message_name(&other)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn message_name(m: &LogicalMessage) -> &'static str {
+    match m {
+        LogicalMessage::Begin { .. } => "Begin",
+        LogicalMessage::Commit { .. } => "Commit",
+        LogicalMessage::StreamStart { .. } => "Stream Start",
+        LogicalMessage::StreamStop => "Stream Stop",
+        LogicalMessage::StreamCommit { .. } => "Stream Commit",
+        LogicalMessage::StreamAbort { .. } => "Stream Abort",
+        _ => "change",
+    }
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Runs `veil stream` until `shutdown` turns true or an error stops it.
+pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
+    let src = cfg.source()?.clone();
+    let kafka = cfg.kafka()?.clone();
+    let registry = Registry::load(&cfg.registry.dir)?;
+    let master = MasterKey::new(cfg.master_key()?);
+    let pgcfg = src.dsn.parse()?;
+
+    let (catalog_client, conn) = pgcfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| StreamError::Postgres("connect", e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "catalog connection ended");
+        }
+    });
+    catalog::prepare_session(&catalog_client).await?;
+
+    let mut repl = ReplicationConn::connect(&pgcfg).await?;
+    let ident = repl.simple_query("IDENTIFY_SYSTEM").await?;
+    let row = ident.first().ok_or_else(|| StreamError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
+    let sysid = row.first().cloned().flatten().unwrap_or_default();
+    let database = row.get(3).cloned().flatten().unwrap_or_default();
+    let source_id = format!("{sysid}/{database}");
+
+    publish::ensure_topic(&kafka, &kafka.topic, false).await?;
+    let (k2, t2) = (kafka.clone(), kafka.topic.clone());
+    let tail = tokio::task::spawn_blocking(move || publish::read_last(&k2, &t2))
+        .await
+        .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
+
+    let publisher = Publisher::new(&kafka, &kafka.topic, &source_id)?;
+    let mut st = Streamer {
+        database: database.clone(),
+        source_id: source_id.clone(),
+        publication: src.publication.clone(),
+        slot_name: String::new(),
+        key_id: master.key_id(),
+        registry,
+        master,
+        epoch: 0,
+        last_commit_lsn: 0,
+        publisher,
+        catalog: catalog_client,
+        plans: HashMap::new(),
+        published_schemas: HashMap::new(),
+        txn: None,
+    };
+
+    // Decide: resume the current epoch, or start a new one with a fresh slot and snapshot.
+    let mut need_snapshot = true;
+    let mut resume_lsn = 0u64;
+    if let Some((_, env)) = &tail {
+        st.epoch = env.epoch;
+        let snapshot_unfinished =
+            env.phase == proto::Phase::Snapshot as i32 && !matches!(env.event, Some(Event::SnapshotEnd(_)));
+        let slot = format!("{}_e{}", src.slot, env.epoch);
+        let exists = st
+            .catalog
+            .query_opt(
+                "SELECT wal_status, confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots \
+                 WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| StreamError::Postgres("look up slot", e.to_string()))?;
+        let lost = exists
+            .as_ref()
+            .map(|r| r.get::<_, Option<String>>(0).as_deref() == Some("lost"))
+            .unwrap_or(true);
+        if snapshot_unfinished {
+            tracing::warn!(epoch = env.epoch, "previous snapshot did not finish: starting a new epoch");
+        } else if lost {
+            tracing::error!(slot = %slot, "replication slot missing or invalidated (WAL removed): \
+                            starting a new epoch with a new snapshot; dev will be rebuilt");
+            metrics::counter!(crate::metrics::SLOT_INVALIDATIONS).increment(1);
+        } else {
+            need_snapshot = false;
+            resume_lsn = exists
+                .as_ref()
+                .and_then(|r| r.get::<_, Option<String>>(1))
+                .and_then(|s| pgoutput::parse_lsn(&s))
+                .unwrap_or(0);
+            st.last_commit_lsn = env.last_commit_lsn;
+            st.slot_name = slot;
+        }
+    }
+
+    let start_lsn = if need_snapshot {
+        st.epoch += 1;
+        st.slot_name = format!("{}_e{}", src.slot, st.epoch);
+        // Drop slots of earlier epochs (ours only).
+        let pattern = format!("{}_e%", src.slot.replace('_', "\\_"));
+        st.catalog
+            .execute(
+                "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots \
+                 WHERE slot_name LIKE $1 AND slot_name ~ ('^' || $2 || '_e[0-9]+$') AND NOT active",
+                &[&pattern, &src.slot],
+            )
+            .await
+            .map_err(|e| StreamError::Postgres("drop old slots", e.to_string()))?;
+        let created = repl
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT \"{}\" LOGICAL pgoutput (SNAPSHOT 'export')",
+                st.slot_name
+            ))
+            .await?;
+        let row = created
+            .first()
+            .ok_or_else(|| StreamError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+        let consistent = row
+            .get(1)
+            .cloned()
+            .flatten()
+            .and_then(|s| pgoutput::parse_lsn(&s))
+            .ok_or_else(|| StreamError::Protocol("no consistent point".into()))?;
+        let snapshot_name = row
+            .get(2)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| StreamError::Protocol("no exported snapshot".into()))?;
+        tracing::info!(epoch = st.epoch, slot = %st.slot_name, lsn = %fmt_lsn(consistent), "slot created; snapshot starts");
+        let (snap, conn) = pgcfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| StreamError::Postgres("connect for snapshot", e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        super::snapshot::run(&mut st, &snap, &snapshot_name, consistent).await?;
+        consistent
+    } else {
+        tracing::info!(epoch = st.epoch, slot = %st.slot_name, lsn = %fmt_lsn(resume_lsn), "resuming");
+        resume_lsn
+    };
+
+    st.publish(
+        proto::Phase::Stream,
+        Event::StreamStart(proto::StreamStart {
+            resume_lsn: start_lsn,
+            veil_version: env!("CARGO_PKG_VERSION").into(),
+        }),
+        None,
+    )
+    .await?;
+
+    repl.start_replication(&format!(
+        "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '2', streaming 'on', messages 'true', \
+         publication_names {})",
+        st.slot_name,
+        fmt_lsn(start_lsn),
+        quote_literal(&format!("\"{}\"", src.publication))
+    ))
+    .await?;
+    metrics::gauge!(crate::metrics::EPOCH).set(st.epoch as f64);
+
+    let mut spool = Spool::new(src.spool_dir.clone(), src.spool_memory_bytes);
+    let mut in_stream: Option<u32> = None;
+    let mut received: u64 = start_lsn;
+    let mut server_end: u64 = start_lsn;
+    let mut confirmed: u64 = start_lsn;
+    let mut status = tokio::time::interval(Duration::from_secs(src.status_interval_secs.max(1)));
+    let hb_secs = if src.heartbeat_interval_secs == 0 { 3600 * 24 * 365 } else { src.heartbeat_interval_secs };
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(hb_secs));
+    heartbeat.tick().await;
+
+    loop {
+        if let Some(e) = st.publisher.failure() {
+            return Err(e.into());
+        }
+        let mut reply = false;
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+            _ = status.tick() => { reply = true; }
+            _ = heartbeat.tick(), if src.heartbeat_interval_secs > 0 => {
+                if let Err(e) = st.catalog
+                    .execute("SELECT pg_catalog.pg_logical_emit_message(true, $1, '')", &[&HEARTBEAT_PREFIX])
+                    .await {
+                    tracing::warn!(error = %e, "heartbeat message failed");
+                }
+            }
+            data = repl.recv_copy() => {
+                let data = data?;
+                match pgoutput::decode_replication(&data)? {
+                    ReplicationMessage::Keepalive { wal_end, reply_requested, .. } => {
+                        server_end = server_end.max(wal_end);
+                        reply = reply_requested;
+                    }
+                    ReplicationMessage::XLogData { wal_start, data, .. } => {
+                        received = received.max(wal_start);
+                        if let Some(top) = in_stream {
+                            let msg = pgoutput::decode_logical(data, true)?;
+                            match msg {
+                                LogicalMessage::StreamStop => in_stream = None,
+                                m => {
+                                    let sub = m.stream_xid().unwrap_or(top);
+                                    spool.push(top, sub, data)?;
+                                }
+                            }
+                        } else {
+                            let msg = pgoutput::decode_logical(data, false)?;
+                            match msg {
+                                LogicalMessage::Begin { final_lsn, commit_time_us, xid } => {
+                                    st.begin(final_lsn, commit_time_us, xid).await?;
+                                }
+                                LogicalMessage::Commit { commit_lsn, end_lsn, commit_time_us, .. } => {
+                                    st.commit(commit_lsn, end_lsn, commit_time_us).await?;
+                                }
+                                LogicalMessage::StreamStart { xid, .. } => in_stream = Some(xid),
+                                LogicalMessage::StreamStop => {}
+                                LogicalMessage::StreamAbort { xid, subxid } => spool.abort(xid, subxid),
+                                LogicalMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time_us, .. } => {
+                                    let mut reader = spool.take(xid)?;
+                                    st.begin(commit_lsn, commit_time_us, xid).await?;
+                                    while let Some(raw) = reader.next_message()? {
+                                        let m = pgoutput::decode_logical(&raw, true)?;
+                                        st.change(m, commit_lsn).await?;
+                                    }
+                                    st.commit(commit_lsn, end_lsn, commit_time_us).await?;
+                                }
+                                m => st.change(m, wal_start).await?,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if reply {
+            let acked = st.publisher.acked_lsn();
+            let idle = st.publisher.inflight() == 0 && st.txn.is_none() && in_stream.is_none();
+            confirmed = confirmed.max(acked);
+            if idle {
+                confirmed = confirmed.max(server_end);
+            }
+            let write = received.max(confirmed);
+            repl.send_copy(&pgoutput::encode_status_update(write, confirmed, confirmed, now_us() - PG_EPOCH_OFFSET_US, false))
+                .await?;
+            metrics::gauge!(crate::metrics::CONFIRMED_LSN).set(confirmed as f64);
+            metrics::gauge!(crate::metrics::REPLICATION_LAG_BYTES).set(server_end.max(received).saturating_sub(confirmed) as f64);
+            metrics::gauge!(crate::metrics::SPOOL_BYTES).set(spool.memory_bytes() as f64);
+        }
+    }
+    // Orderly stop: wait for what is in flight, confirm it, leave.
+    let _ = tokio::time::timeout(Duration::from_secs(30), st.publisher.drain()).await;
+    let acked = st.publisher.acked_lsn().max(confirmed);
+    let _ = repl
+        .send_copy(&pgoutput::encode_status_update(acked, acked, acked, now_us() - PG_EPOCH_OFFSET_US, false))
+        .await;
+    repl.terminate().await;
+    tracing::info!(confirmed = %fmt_lsn(acked), "stream stopped");
+    Ok(())
+}
