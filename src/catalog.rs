@@ -162,9 +162,15 @@ pub async fn describe_types(
             (Some(TypeClass::Enum), Some(*oid))
         } else if category == "A" && elem != 0 {
             if elem_typtype.as_deref() == Some("e") {
-                (Some(TypeClass::Array(Box::new(TypeClass::Enum))), Some(elem))
+                (
+                    Some(TypeClass::Array(Box::new(TypeClass::Enum))),
+                    Some(elem),
+                )
             } else {
-                (TypeClass::from_oid(elem).map(|e| TypeClass::Array(Box::new(e))), None)
+                (
+                    TypeClass::from_oid(elem).map(|e| TypeClass::Array(Box::new(e))),
+                    None,
+                )
             }
         } else if typtype == "b" {
             (TypeClass::from_oid(*oid), None)
@@ -211,9 +217,13 @@ pub async fn describe_table(
         .collect();
     let cols: Vec<(String, u32, i32)> = match columns {
         Some(c) => c.to_vec(),
-        None => attrs.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(),
+        None => attrs
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
     };
-    let types = describe_types(client, &cols.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>()).await?;
+    let types =
+        describe_types(client, &cols.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>()).await?;
     let mut enum_oids = Vec::new();
     let columns = cols
         .iter()
@@ -294,7 +304,10 @@ pub async fn describe_table(
 }
 
 /// OIDs of the tables in a publication.
-pub async fn publication_tables(client: &Client, publication: &str) -> Result<Vec<u32>, CatalogError> {
+pub async fn publication_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<Vec<u32>, CatalogError> {
     let rows = client
         .query(
             "SELECT c.oid FROM pg_catalog.pg_publication_tables pt \
@@ -311,7 +324,11 @@ pub async fn publication_tables(client: &Client, publication: &str) -> Result<Ve
 /// Orders tables so that every table comes after the tables it references. Tables on an FK
 /// cycle cannot be ordered; they come last (by name) and are returned in the second list.
 pub fn fk_order(tables: &[TableInfo]) -> (Vec<usize>, Vec<String>) {
-    let index: BTreeMap<String, usize> = tables.iter().enumerate().map(|(i, t)| (t.qualified(), i)).collect();
+    let index: BTreeMap<String, usize> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.qualified(), i))
+        .collect();
     let mut deps: Vec<BTreeSet<usize>> = tables
         .iter()
         .enumerate()
@@ -386,7 +403,11 @@ mod tests {
         let (order, cyclic) = fk_order(&tables);
         let names: Vec<_> = order.iter().map(|&i| tables[i].name.as_str()).collect();
         let pos = |n| names.iter().position(|x| *x == n).unwrap();
-        assert!(pos("patients") < pos("enc") && pos("providers") < pos("enc") && pos("enc") < pos("obs"));
+        assert!(
+            pos("patients") < pos("enc")
+                && pos("providers") < pos("enc")
+                && pos("enc") < pos("obs")
+        );
         assert_eq!(cyclic, vec!["public.a", "public.b"]);
         assert_eq!(order.len(), 6);
     }

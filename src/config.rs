@@ -40,7 +40,10 @@ impl Dsn {
     /// The DSN with any password replaced by `***`.
     pub fn redacted(&self) -> String {
         let s = &self.0;
-        if let Some(rest) = s.strip_prefix("postgres://").or_else(|| s.strip_prefix("postgresql://")) {
+        if let Some(rest) = s
+            .strip_prefix("postgres://")
+            .or_else(|| s.strip_prefix("postgresql://"))
+        {
             // user:pass@host → user:***@host
             if let Some(at) = rest.find('@') {
                 let creds = &rest[..at];
@@ -306,14 +309,14 @@ impl Config {
     }
 
     pub fn source(&self) -> Result<&SourceConfig, ConfigError> {
-        self.source
-            .as_ref()
-            .ok_or_else(|| ConfigError::Invalid("missing [source] section (or VEIL_SOURCE_DSN)".into()))
+        self.source.as_ref().ok_or_else(|| {
+            ConfigError::Invalid("missing [source] section (or VEIL_SOURCE_DSN)".into())
+        })
     }
     pub fn kafka(&self) -> Result<&KafkaConfig, ConfigError> {
-        self.kafka
-            .as_ref()
-            .ok_or_else(|| ConfigError::Invalid("missing [kafka] section (or VEIL_KAFKA_BROKERS)".into()))
+        self.kafka.as_ref().ok_or_else(|| {
+            ConfigError::Invalid("missing [kafka] section (or VEIL_KAFKA_BROKERS)".into())
+        })
     }
     pub fn sink(&self) -> Result<&SinkConfig, ConfigError> {
         self.sink
@@ -335,11 +338,12 @@ impl Config {
                 ));
             }
         };
-        let bytes = hex::decode(text.trim())
-            .map_err(|_| ConfigError::Invalid("master key is not hex (expected 64 hex characters)".into()))?;
-        bytes
-            .try_into()
-            .map_err(|_| ConfigError::Invalid("master key must be 32 bytes (64 hex characters)".into()))
+        let bytes = hex::decode(text.trim()).map_err(|_| {
+            ConfigError::Invalid("master key is not hex (expected 64 hex characters)".into())
+        })?;
+        bytes.try_into().map_err(|_| {
+            ConfigError::Invalid("master key must be 32 bytes (64 hex characters)".into())
+        })
     }
 }
 
@@ -360,9 +364,13 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_problem() {
-        let e = Config::parse("[source]\ndsn = 5\n").unwrap_err().to_string();
+        let e = Config::parse("[source]\ndsn = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("dsn"), "{e}");
-        let e = Config::parse("[sink]\ndsn='x'\nbogus = 1\n").unwrap_err().to_string();
+        let e = Config::parse("[sink]\ndsn='x'\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
     }
 

@@ -36,24 +36,66 @@ impl Rng {
 
 const SCRIPTS: &[(&[&str], &[&str])] = &[
     (
-        &["James", "Mary", "José", "Zoë", "Olivia", "Liam", "Amélie", "Søren", "Noah", "Emma", "Siobhán", "Łukasz"],
-        &["Smith", "García", "Müller", "O'Brien", "Nguyen", "Kowalski", "Johnson", "Rossi", "Dubois", "Fernández"],
+        &[
+            "James", "Mary", "José", "Zoë", "Olivia", "Liam", "Amélie", "Søren", "Noah", "Emma",
+            "Siobhán", "Łukasz",
+        ],
+        &[
+            "Smith",
+            "García",
+            "Müller",
+            "O'Brien",
+            "Nguyen",
+            "Kowalski",
+            "Johnson",
+            "Rossi",
+            "Dubois",
+            "Fernández",
+        ],
     ),
     (
-        &["太郎", "花子", "翔太", "さくら", "健一", "美咲", "ユウキ", "陽菜"],
-        &["山田", "佐藤", "鈴木", "高橋", "田中", "渡辺", "伊藤", "中村"],
+        &[
+            "太郎",
+            "花子",
+            "翔太",
+            "さくら",
+            "健一",
+            "美咲",
+            "ユウキ",
+            "陽菜",
+        ],
+        &[
+            "山田", "佐藤", "鈴木", "高橋", "田中", "渡辺", "伊藤", "中村",
+        ],
     ),
     (
         &["Иван", "Анна", "Дмитрий", "Ольга", "Сергей", "Мария"],
         &["Иванов", "Петрова", "Смирнов", "Кузнецова", "Попов"],
     ),
-    (&["محمد", "فاطمة", "أحمد", "ليلى"], &["الحسن", "خليل", "منصور", "حداد"]),
-    (&["Γιώργος", "Μαρία", "Νίκος", "Ελένη"], &["Παπαδόπουλος", "Νικολάου", "Γεωργίου"]),
+    (
+        &["محمد", "فاطمة", "أحمد", "ليلى"],
+        &["الحسن", "خليل", "منصور", "حداد"],
+    ),
+    (
+        &["Γιώργος", "Μαρία", "Νίκος", "Ελένη"],
+        &["Παπαδόπουλος", "Νικολάου", "Γεωργίου"],
+    ),
     (&["민준", "서연", "지호", "하은"], &["김", "이", "박", "최"]),
     (&["伟", "芳", "娜", "强"], &["王", "李", "张", "刘"]),
 ];
 
-const STREETS: &[&str] = &["Maple", "Oak", "Main", "Cedar", "Elm", "Washington", "Lake", "Hill", "Sunset", "Park"];
+const STREETS: &[&str] = &[
+    "Maple",
+    "Oak",
+    "Main",
+    "Cedar",
+    "Elm",
+    "Washington",
+    "Lake",
+    "Hill",
+    "Sunset",
+    "Park",
+];
 const SUFFIXES: &[&str] = &["St", "Ave", "Rd", "Blvd", "Ln"];
 const CITIES: &[(&str, &str)] = &[
     ("Boston", "021"),
@@ -67,7 +109,14 @@ const CITIES: &[(&str, &str)] = &[
     ("Bismarck", "585"),
     ("Chicago", "606"),
 ];
-const SPECIALTIES: &[&str] = &["cardiology", "oncology", "pediatrics", "family medicine", "neurology", "dermatology"];
+const SPECIALTIES: &[&str] = &[
+    "cardiology",
+    "oncology",
+    "pediatrics",
+    "family medicine",
+    "neurology",
+    "dermatology",
+];
 const CODES: &[(&str, &str)] = &[
     ("8480-6", "mm[Hg]"),
     ("8462-4", "mm[Hg]"),
@@ -76,7 +125,14 @@ const CODES: &[(&str, &str)] = &[
     ("2339-0", "mg/dL"),
     ("8310-5", "Cel"),
 ];
-const DRUGS: &[&str] = &["metformin", "lisinopril", "atorvastatin", "amoxicillin", "levothyroxine", "albuterol"];
+const DRUGS: &[&str] = &[
+    "metformin",
+    "lisinopril",
+    "atorvastatin",
+    "amoxicillin",
+    "levothyroxine",
+    "albuterol",
+];
 const KINDS: &[&str] = &["inpatient", "outpatient", "emergency", "telehealth"];
 
 /// The demo schema (production side).
@@ -182,10 +238,25 @@ impl Patient {
         Patient {
             mrn: format!("MRN{:08}", 10_000_000 + i * 13),
             ssn,
-            birth_date: format!("{}-{:02}-{:02}", rng.range(1930, 2021), rng.range(1, 13), rng.range(1, 29)),
-            phone: format!("({}) {}-{:04}", rng.range(201, 990), rng.range(200, 1000), rng.range(0, 10000)),
+            birth_date: format!(
+                "{}-{:02}-{:02}",
+                rng.range(1930, 2021),
+                rng.range(1, 13),
+                rng.range(1, 29)
+            ),
+            phone: format!(
+                "({}) {}-{:04}",
+                rng.range(201, 990),
+                rng.range(200, 1000),
+                rng.range(0, 10000)
+            ),
             email: format!("patient{}.{}@mail.example", i, rng.range(10, 99)),
-            street: format!("{} {} {}", rng.range(1, 9999), rng.pick(STREETS), rng.pick(SUFFIXES)),
+            street: format!(
+                "{} {} {}",
+                rng.range(1, 9999),
+                rng.pick(STREETS),
+                rng.pick(SUFFIXES)
+            ),
             city: city.to_owned(),
             zip: format!("{}{:02}", zip3, rng.range(1, 99)),
             given,
@@ -195,7 +266,11 @@ impl Patient {
 }
 
 /// Creates the demo schema and loads `patients` patients with their history.
-pub async fn load(client: &Client, patients: usize, seed: u64) -> Result<(), tokio_postgres::Error> {
+pub async fn load(
+    client: &Client,
+    patients: usize,
+    seed: u64,
+) -> Result<(), tokio_postgres::Error> {
     client.batch_execute(SCHEMA_SQL).await?;
     let mut rng = Rng::new(seed);
     // Providers.
@@ -220,7 +295,16 @@ pub async fn load(client: &Client, patients: usize, seed: u64) -> Result<(), tok
         for i in chunk_start..end {
             let p = Patient::generate(&mut rng, i as u64);
             for (k, v) in [
-                p.mrn, p.ssn, p.given, p.family, p.birth_date, p.phone, p.email, p.street, p.city, p.zip,
+                p.mrn,
+                p.ssn,
+                p.given,
+                p.family,
+                p.birth_date,
+                p.phone,
+                p.email,
+                p.street,
+                p.city,
+                p.zip,
             ]
             .into_iter()
             .enumerate()
@@ -269,7 +353,11 @@ pub async fn load(client: &Client, patients: usize, seed: u64) -> Result<(), tok
 }
 
 /// One transaction of the live workload. Returns a short name of what it did.
-pub async fn workload_step(client: &mut Client, rng: &mut Rng, next_patient: &mut u64) -> Result<&'static str, tokio_postgres::Error> {
+pub async fn workload_step(
+    client: &mut Client,
+    rng: &mut Rng,
+    next_patient: &mut u64,
+) -> Result<&'static str, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let kind = rng.range(0, 100);
     let what = if kind < 30 {
@@ -314,7 +402,12 @@ pub async fn workload_step(client: &mut Client, rng: &mut Rng, next_patient: &mu
         .await?;
         "new encounter"
     } else if kind < 75 {
-        let phone = format!("({}) {}-{:04}", rng.range(201, 990), rng.range(200, 1000), rng.range(0, 10000));
+        let phone = format!(
+            "({}) {}-{:04}",
+            rng.range(201, 990),
+            rng.range(200, 1000),
+            rng.range(0, 10000)
+        );
         tx.execute(
             "UPDATE patients SET phone = $1, street = street || ' Apt ' || (1 + floor(random() * 30))::int \
              WHERE id = (SELECT id FROM patients ORDER BY random() LIMIT 1)",
@@ -369,7 +462,9 @@ mod tests {
         for i in 0..20_000 {
             let p = Patient::generate(&mut r, i);
             assert!(ssns.insert(p.ssn.clone()), "duplicate ssn at {i}");
-            assert!(!p.ssn.starts_with("666") && !p.ssn.starts_with("000") && !p.ssn.starts_with('9'));
+            assert!(
+                !p.ssn.starts_with("666") && !p.ssn.starts_with("000") && !p.ssn.starts_with('9')
+            );
         }
     }
 }

@@ -38,11 +38,26 @@ pub struct DemoOptions {
 
 /// The registry shipped in `schema-registry/`, embedded so the demo runs from anywhere.
 pub const DEMO_REGISTRY: &[(&str, &str)] = &[
-    ("public.providers.toml", include_str!("../schema-registry/public.providers.toml")),
-    ("public.patients.toml", include_str!("../schema-registry/public.patients.toml")),
-    ("public.encounters.toml", include_str!("../schema-registry/public.encounters.toml")),
-    ("public.observations.toml", include_str!("../schema-registry/public.observations.toml")),
-    ("public.medications.toml", include_str!("../schema-registry/public.medications.toml")),
+    (
+        "public.providers.toml",
+        include_str!("../schema-registry/public.providers.toml"),
+    ),
+    (
+        "public.patients.toml",
+        include_str!("../schema-registry/public.patients.toml"),
+    ),
+    (
+        "public.encounters.toml",
+        include_str!("../schema-registry/public.encounters.toml"),
+    ),
+    (
+        "public.observations.toml",
+        include_str!("../schema-registry/public.observations.toml"),
+    ),
+    (
+        "public.medications.toml",
+        include_str!("../schema-registry/public.medications.toml"),
+    ),
 ];
 
 /// Writes the demo registry into `dir`.
@@ -71,7 +86,14 @@ pub fn random_key_hex() -> String {
 }
 
 /// A complete config for a source and a sink (used by the demo and the tests).
-pub fn config_for(prod_dsn: String, dev_dsn: String, brokers: String, topic: &str, registry: &Path, key_hex: String) -> Config {
+pub fn config_for(
+    prod_dsn: String,
+    dev_dsn: String,
+    brokers: String,
+    topic: &str,
+    registry: &Path,
+    key_hex: String,
+) -> Config {
     let mut cfg = Config::default();
     cfg.source = Some(SourceConfig {
         dsn: Dsn(prod_dsn),
@@ -98,14 +120,22 @@ pub fn config_for(prod_dsn: String, dev_dsn: String, brokers: String, topic: &st
 }
 
 pub async fn connect(dsn: &str) -> Result<Client, DemoError> {
-    let (c, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await.map_err(pgerr)?;
+    let (c, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .map_err(pgerr)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     Ok(c)
 }
 
-const TABLES: [&str; 5] = ["providers", "patients", "encounters", "observations", "medications"];
+const TABLES: [&str; 5] = [
+    "providers",
+    "patients",
+    "encounters",
+    "observations",
+    "medications",
+];
 
 async fn counts(c: &Client) -> Result<Vec<i64>, DemoError> {
     let mut out = Vec::new();
@@ -126,7 +156,10 @@ const JOIN_SQL: &str = "SELECT p.id::text, p.family_name || ' ' || p.given_name,
 
 fn pad(s: &str, w: usize) -> String {
     // Width in characters, wide scripts count twice (good enough for a terminal table).
-    let width: usize = s.chars().map(|c| if (c as u32) >= 0x1100 { 2 } else { 1 }).sum();
+    let width: usize = s
+        .chars()
+        .map(|c| if (c as u32) >= 0x1100 { 2 } else { 1 })
+        .sum();
     let mut out: String = s.to_owned();
     if width > w {
         out = s.chars().take(w / 2).collect();
@@ -171,7 +204,9 @@ pub async fn print_join(prod: &Client, dev: &Client) -> Result<(), DemoError> {
 pub async fn verify(prod: &Client, dev: &Client) -> Result<String, DemoError> {
     let (pc, dc) = (counts(prod).await?, counts(dev).await?);
     if pc != dc {
-        return Err(DemoError::Verify(format!("row counts differ: prod {pc:?}, dev {dc:?} ({TABLES:?})")));
+        return Err(DemoError::Verify(format!(
+            "row counts differ: prod {pc:?}, dev {dc:?} ({TABLES:?})"
+        )));
     }
     let joins = [
         "SELECT count(*) FROM public.encounters e JOIN public.patients p ON p.id = e.patient_id",
@@ -184,20 +219,34 @@ pub async fn verify(prod: &Client, dev: &Client) -> Result<String, DemoError> {
         let a: i64 = prod.query_one(j, &[]).await.map_err(pgerr)?.get(0);
         let b: i64 = dev.query_one(j, &[]).await.map_err(pgerr)?.get(0);
         if a != b {
-            return Err(DemoError::Verify(format!("join count differs ({j}): prod {a}, dev {b}")));
+            return Err(DemoError::Verify(format!(
+                "join count differs ({j}): prod {a}, dev {b}"
+            )));
         }
     }
     let shape = "SELECT coalesce(array_agg(n ORDER BY n), '{}') FROM (SELECT count(*) AS n FROM public.encounters GROUP BY patient_id) s";
     let a: Vec<i64> = prod.query_one(shape, &[]).await.map_err(pgerr)?.get(0);
     let b: Vec<i64> = dev.query_one(shape, &[]).await.map_err(pgerr)?.get(0);
     if a != b {
-        return Err(DemoError::Verify("encounters-per-patient distribution differs".into()));
+        return Err(DemoError::Verify(
+            "encounters-per-patient distribution differs".into(),
+        ));
     }
     let mut leaked = Vec::new();
-    for col in ["mrn", "ssn", "phone", "email", "street", "family_name", "given_name"] {
+    for col in [
+        "mrn",
+        "ssn",
+        "phone",
+        "email",
+        "street",
+        "family_name",
+        "given_name",
+    ] {
         let vals: Vec<String> = prod
             .query(
-                &format!("SELECT DISTINCT {col} FROM public.patients WHERE char_length({col}) >= 5"),
+                &format!(
+                    "SELECT DISTINCT {col} FROM public.patients WHERE char_length({col}) >= 5"
+                ),
                 &[],
             )
             .await
@@ -206,7 +255,10 @@ pub async fn verify(prod: &Client, dev: &Client) -> Result<String, DemoError> {
             .map(|r| r.get(0))
             .collect();
         let n: i64 = dev
-            .query_one(&format!("SELECT count(*) FROM public.patients WHERE {col} = ANY($1)"), &[&vals])
+            .query_one(
+                &format!("SELECT count(*) FROM public.patients WHERE {col} = ANY($1)"),
+                &[&vals],
+            )
             .await
             .map_err(pgerr)?
             .get(0);
@@ -222,12 +274,21 @@ pub async fn verify(prod: &Client, dev: &Client) -> Result<String, DemoError> {
         .await
         .map_err(pgerr)?
         .get(0);
-    let total: i64 = dev.query_one("SELECT count(*) FROM public.patients", &[]).await.map_err(pgerr)?.get(0);
+    let total: i64 = dev
+        .query_one("SELECT count(*) FROM public.patients", &[])
+        .await
+        .map_err(pgerr)?
+        .get(0);
     if total > 100 && ids * 10 > total {
-        leaked.push(format!("patients.id looks untokenized ({ids} of {total} ids are small integers)"));
+        leaked.push(format!(
+            "patients.id looks untokenized ({ids} of {total} ids are small integers)"
+        ));
     }
     if !leaked.is_empty() {
-        return Err(DemoError::Verify(format!("original identifiers found in dev: {}", leaked.join("; "))));
+        return Err(DemoError::Verify(format!(
+            "original identifiers found in dev: {}",
+            leaked.join("; ")
+        )));
     }
     Ok(format!(
         "rows equal per table {TABLES:?} = {dc:?}; FK join counts and the encounters-per-patient \
@@ -236,7 +297,11 @@ pub async fn verify(prod: &Client, dev: &Client) -> Result<String, DemoError> {
 }
 
 /// Waits until dev matches prod (or the timeout passes).
-pub async fn wait_caught_up(prod: &Client, dev: &Client, timeout: Duration) -> Result<Duration, DemoError> {
+pub async fn wait_caught_up(
+    prod: &Client,
+    dev: &Client,
+    timeout: Duration,
+) -> Result<Duration, DemoError> {
     let start = Instant::now();
     loop {
         if verify(prod, dev).await.is_ok() {
@@ -250,23 +315,48 @@ pub async fn wait_caught_up(prod: &Client, dev: &Client, timeout: Duration) -> R
 }
 
 pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Result<(), DemoError> {
-    let start = |what: &'static str| move |e: crate::testkit::TestkitError| DemoError::Start { what, message: e.to_string() };
+    let start = |what: &'static str| {
+        move |e: crate::testkit::TestkitError| DemoError::Start {
+            what,
+            message: e.to_string(),
+        }
+    };
     println!("veil demo: starting the broker and two PostgreSQL 15 clusters…");
     let broker = Broker::start().map_err(start("the broker"))?;
     let prod = PgCluster::start().map_err(start("the prod cluster"))?;
     let dev = PgCluster::start().map_err(start("the dev cluster"))?;
-    prod.create_db("clinic").map_err(start("the prod database"))?;
-    dev.create_db("clinic_dev").map_err(start("the dev database"))?;
-    println!("  broker {}  prod 127.0.0.1:{}  dev 127.0.0.1:{}", broker.bootstrap(), prod.port, dev.port);
+    prod.create_db("clinic")
+        .map_err(start("the prod database"))?;
+    dev.create_db("clinic_dev")
+        .map_err(start("the dev database"))?;
+    println!(
+        "  broker {}  prod 127.0.0.1:{}  dev 127.0.0.1:{}",
+        broker.bootstrap(),
+        prod.port,
+        dev.port
+    );
 
     let prod_client = connect(&prod.dsn("clinic")).await?;
     let t0 = Instant::now();
-    datagen::load(&prod_client, opts.patients, 42).await.map_err(pgerr)?;
+    datagen::load(&prod_client, opts.patients, 42)
+        .await
+        .map_err(pgerr)?;
     let pc = counts(&prod_client).await?;
-    println!("  generated fake patients in {:.1}s: {:?} rows in {:?}", t0.elapsed().as_secs_f64(), pc, TABLES);
+    println!(
+        "  generated fake patients in {:.1}s: {:?} rows in {:?}",
+        t0.elapsed().as_secs_f64(),
+        pc,
+        TABLES
+    );
 
-    let regdir = tempfile::tempdir().map_err(|e| DemoError::Start { what: "registry dir", message: e.to_string() })?;
-    write_registry(regdir.path()).map_err(|e| DemoError::Start { what: "registry", message: e.to_string() })?;
+    let regdir = tempfile::tempdir().map_err(|e| DemoError::Start {
+        what: "registry dir",
+        message: e.to_string(),
+    })?;
+    write_registry(regdir.path()).map_err(|e| DemoError::Start {
+        what: "registry",
+        message: e.to_string(),
+    })?;
     let cfg = config_for(
         prod.dsn("clinic"),
         dev.dsn("clinic_dev"),
@@ -275,8 +365,16 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         regdir.path(),
         random_key_hex(),
     );
-    let report = crate::setup::run(&cfg).await.map_err(|e| DemoError::Start { what: "setup", message: e.to_string() })?;
-    println!("  veil setup: {} tables published, DDL trigger installed", report.tables);
+    let report = crate::setup::run(&cfg)
+        .await
+        .map_err(|e| DemoError::Start {
+            what: "setup",
+            message: e.to_string(),
+        })?;
+    println!(
+        "  veil setup: {} tables published, DDL trigger installed",
+        report.tables
+    );
     let metrics_port = crate::testkit::free_port();
     if crate::metrics::install(&format!("127.0.0.1:{metrics_port}")).is_ok() {
         println!("  metrics: http://127.0.0.1:{metrics_port}/metrics");
@@ -301,7 +399,9 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
             break;
         }
         if snap_start.elapsed() > Duration::from_secs(300) {
-            return Err(DemoError::Verify("snapshot did not reach dev within 5 minutes".into()));
+            return Err(DemoError::Verify(
+                "snapshot did not reach dev within 5 minutes".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -324,7 +424,9 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
             if *wl_stop.borrow() {
                 break;
             }
-            datagen::workload_step(&mut c, &mut rng, &mut next).await.map_err(pgerr)?;
+            datagen::workload_step(&mut c, &mut rng, &mut next)
+                .await
+                .map_err(pgerr)?;
             n += 1;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(10)) => {}
@@ -333,8 +435,13 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         }
         Ok::<u64, DemoError>(n)
     });
-    println!("  live workload running (inserts, updates, deletes on all tables){}",
-        match opts.duration { Some(d) => format!(" for {}s", d.as_secs()), None => "; Ctrl-C to stop".into() });
+    println!(
+        "  live workload running (inserts, updates, deletes on all tables){}",
+        match opts.duration {
+            Some(d) => format!(" for {}s", d.as_secs()),
+            None => "; Ctrl-C to stop".into(),
+        }
+    );
 
     let run_start = Instant::now();
     let mut next_print = Instant::now();
@@ -360,7 +467,9 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         }
     };
     let _ = wl_stop_tx.send(true);
-    let txns = workload.await.map_err(|e| DemoError::Verify(e.to_string()))??;
+    let txns = workload
+        .await
+        .map_err(|e| DemoError::Verify(e.to_string()))??;
     let elapsed = run_start.elapsed();
     if let Some(which) = failure {
         let _ = stop_tx.send(true);
@@ -375,7 +484,11 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
                 _ => "ended early".into(),
             }
         };
-        return Err(if which == "stream" { DemoError::Stream(msg) } else { DemoError::Sink(msg) });
+        return Err(if which == "stream" {
+            DemoError::Stream(msg)
+        } else {
+            DemoError::Sink(msg)
+        });
     }
     let catch_up = wait_caught_up(&prod_client, &dev_client, Duration::from_secs(120)).await;
     print_join(&prod_client, &dev_client).await?;

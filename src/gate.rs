@@ -13,7 +13,9 @@ use crate::tokenize::{self, DeidError, MasterKey, RuleKey};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GateError {
-    #[error("held: table {database}.{table} has no registry entry (classify it in schema-registry/)")]
+    #[error(
+        "held: table {database}.{table} has no registry entry (classify it in schema-registry/)"
+    )]
     UnclassifiedTable { database: String, table: String },
     #[error("held: column {database}.{table}.{column} ({type_name}) has no registry decision")]
     UnclassifiedColumn {
@@ -46,7 +48,9 @@ pub enum GateError {
         #[source]
         source: DeidError,
     },
-    #[error("column {table}.{column} is part of the replica identity and cannot be blocked (tokenize it)")]
+    #[error(
+        "column {table}.{column} is part of the replica identity and cannot be blocked (tokenize it)"
+    )]
     BlockedKey { table: String, column: String },
     #[error("column {table}.{column} ({type_name}) at LSN {lsn}: {problem}")]
     Value {
@@ -88,10 +92,12 @@ pub fn plan_table(
     master: &MasterKey,
 ) -> Result<TablePlan, GateError> {
     let table = info.qualified();
-    let entry = registry.table(&table).ok_or_else(|| GateError::UnclassifiedTable {
-        database: database.to_owned(),
-        table: table.clone(),
-    })?;
+    let entry = registry
+        .table(&table)
+        .ok_or_else(|| GateError::UnclassifiedTable {
+            database: database.to_owned(),
+            table: table.clone(),
+        })?;
     if entry.blocked {
         return Ok(TablePlan {
             qualified: table,
@@ -104,12 +110,15 @@ pub fn plan_table(
     let mut columns = Vec::with_capacity(info.columns.len());
     let mut published = Vec::new();
     for c in &info.columns {
-        let ce = entry.columns.get(&c.name).ok_or_else(|| GateError::UnclassifiedColumn {
-            database: database.to_owned(),
-            table: table.clone(),
-            column: c.name.clone(),
-            type_name: c.type_name.clone(),
-        })?;
+        let ce = entry
+            .columns
+            .get(&c.name)
+            .ok_or_else(|| GateError::UnclassifiedColumn {
+                database: database.to_owned(),
+                table: table.clone(),
+                column: c.name.clone(),
+                type_name: c.type_name.clone(),
+            })?;
         if ce.type_name != c.type_name {
             return Err(GateError::TypeChanged {
                 database: database.to_owned(),
@@ -135,16 +144,18 @@ pub fn plan_table(
                 None
             }
             Decision::Publish(rule) => {
-                let bound = RuleKey::bind(rule, &class, master).map_err(|source| GateError::Rule {
-                    table: table.clone(),
-                    column: c.name.clone(),
-                    source,
-                })?;
+                let bound =
+                    RuleKey::bind(rule, &class, master).map_err(|source| GateError::Rule {
+                        table: table.clone(),
+                        column: c.name.clone(),
+                        source,
+                    })?;
                 published.push(proto::Column {
                     name: c.name.clone(),
                     type_name: c.type_name.clone(),
                     type_oid: c.type_oid,
-                    not_null: c.not_null && !matches!(rule, crate::registry::Rule::Scrub { replacement: None }),
+                    not_null: c.not_null
+                        && !matches!(rule, crate::registry::Rule::Scrub { replacement: None }),
                     rule: rule.describe(),
                 });
                 Some(bound)
@@ -229,14 +240,17 @@ impl TablePlan {
                 RowValue::Null => proto::value::Kind::Null(true),
                 RowValue::Unchanged => proto::value::Kind::Unchanged(true),
                 RowValue::Text(bytes) => {
-                    let s = std::str::from_utf8(bytes).map_err(|_| self.value_err(col, lsn, "value is not valid UTF-8"))?;
+                    let s = std::str::from_utf8(bytes)
+                        .map_err(|_| self.value_err(col, lsn, "value is not valid UTF-8"))?;
                     match tokenize::apply(action, &col.class, s) {
                         Ok(Some(t)) => proto::value::Kind::Text(t),
                         Ok(None) => proto::value::Kind::Null(true),
                         Err(e) => return Err(self.value_err(col, lsn, &e.to_string())),
                     }
                 }
-                RowValue::Binary => return Err(self.value_err(col, lsn, "binary tuple values are not requested")),
+                RowValue::Binary => {
+                    return Err(self.value_err(col, lsn, "binary tuple values are not requested"));
+                }
             };
             out.push(proto::Value { kind: Some(kind) });
         }
@@ -246,7 +260,10 @@ impl TablePlan {
                 column: "*".into(),
                 type_name: "row".into(),
                 lsn: fmt_lsn(lsn),
-                problem: format!("row has {n} columns, the relation has {}", self.columns.len()),
+                problem: format!(
+                    "row has {n} columns, the relation has {}",
+                    self.columns.len()
+                ),
             });
         }
         Ok(out)

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "veil", version, about = "De-identified, near-real-time copy of a production PostgreSQL database")]
+#[command(
+    name = "veil",
+    version,
+    about = "De-identified, near-real-time copy of a production PostgreSQL database"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +52,9 @@ enum Command {
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?} (use e.g. 60s, 5m)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 60s, 5m)"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -61,7 +67,8 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -144,7 +151,11 @@ async fn main() -> ExitCode {
                 Ok(r) => {
                     println!(
                         "setup done: publication {}, DDL trigger installed, {} tables published",
-                        if r.publication_created { "created" } else { "already present" },
+                        if r.publication_created {
+                            "created"
+                        } else {
+                            "already present"
+                        },
                         r.tables
                     );
                     ExitCode::SUCCESS
@@ -156,7 +167,12 @@ async fn main() -> ExitCode {
             }
         }
         Command::Demo { duration, patients } => {
-            match veil::demo::run(veil::demo::DemoOptions { duration, patients }, shutdown_signal()).await {
+            match veil::demo::run(
+                veil::demo::DemoOptions { duration, patients },
+                shutdown_signal(),
+            )
+            .await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("veil demo: {e}");

@@ -17,6 +17,7 @@ pub const SINK_APPLIED_ROWS: &str = "veil_sink_applied_rows_total";
 pub const SINK_APPLIED_TXNS: &str = "veil_sink_applied_transactions_total";
 pub const SINK_APPLY_LAG_SECONDS: &str = "veil_sink_apply_lag_seconds";
 pub const SINK_LAST_COMMIT_LSN: &str = "veil_sink_last_commit_lsn";
+pub const SINK_DUPLICATES: &str = "veil_sink_duplicate_events_total";
 pub const SINK_SKIPPED_TXNS: &str = "veil_sink_skipped_transactions_total";
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +30,9 @@ pub enum MetricsError {
 
 /// Starts the `/metrics` endpoint on `listen` (e.g. `127.0.0.1:9187`).
 pub fn install(listen: &str) -> Result<(), MetricsError> {
-    let addr: SocketAddr = listen.parse().map_err(|_| MetricsError::Address { addr: listen.into() })?;
+    let addr: SocketAddr = listen.parse().map_err(|_| MetricsError::Address {
+        addr: listen.into(),
+    })?;
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()

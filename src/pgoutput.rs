@@ -19,7 +19,9 @@ pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("message truncated: needed {needed} more bytes at offset {offset} while reading {what}")]
+    #[error(
+        "message truncated: needed {needed} more bytes at offset {offset} while reading {what}"
+    )]
     Truncated {
         what: &'static str,
         offset: usize,
@@ -219,19 +221,29 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn i64(&mut self) -> Result<i64, DecodeError> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn cstr(&mut self) -> Result<String, DecodeError> {
         let start = self.pos;
@@ -240,7 +252,8 @@ impl<'a> Reader<'a> {
             .iter()
             .position(|&b| b == 0)
             .ok_or(DecodeError::BadString { offset: start })?;
-        let s = std::str::from_utf8(&rest[..nul]).map_err(|_| DecodeError::BadString { offset: start })?;
+        let s = std::str::from_utf8(&rest[..nul])
+            .map_err(|_| DecodeError::BadString { offset: start })?;
         self.pos += nul + 1;
         Ok(s.to_owned())
     }
@@ -337,7 +350,13 @@ pub fn decode_replication(buf: &[u8]) -> Result<ReplicationMessage<'_>, DecodeEr
 }
 
 /// Encodes a standby status update ('r') payload for a CopyData message.
-pub fn encode_status_update(write: u64, flush: u64, apply: u64, client_time_us: i64, reply: bool) -> Vec<u8> {
+pub fn encode_status_update(
+    write: u64,
+    flush: u64,
+    apply: u64,
+    client_time_us: i64,
+    reply: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(34);
     out.push(b'r');
     out.extend_from_slice(&write.to_be_bytes());
@@ -354,7 +373,11 @@ pub fn decode_logical(buf: &[u8], in_stream: bool) -> Result<LogicalMessage, Dec
     let mut r = Reader::new(buf, "pgoutput message");
     let tag = r.u8()?;
     let sxid = |r: &mut Reader<'_>| -> Result<Option<u32>, DecodeError> {
-        if in_stream { r.u32().map(Some) } else { Ok(None) }
+        if in_stream {
+            r.u32().map(Some)
+        } else {
+            Ok(None)
+        }
     };
     let msg = match tag {
         b'B' => {
@@ -425,7 +448,12 @@ pub fn decode_logical(buf: &[u8], in_stream: bool) -> Result<LogicalMessage, Dec
             let relation_oid = r.u32()?;
             match r.u8()? {
                 b'N' => {}
-                tag => return Err(DecodeError::UnknownTag { what: "Insert", tag }),
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "Insert",
+                        tag,
+                    });
+                }
             }
             LogicalMessage::Insert {
                 xid,
@@ -444,7 +472,10 @@ pub fn decode_logical(buf: &[u8], in_stream: bool) -> Result<LogicalMessage, Dec
                 t = r.u8()?;
             }
             if t != b'N' {
-                return Err(DecodeError::UnknownTag { what: "Update", tag: t });
+                return Err(DecodeError::UnknownTag {
+                    what: "Update",
+                    tag: t,
+                });
             }
             LogicalMessage::Update {
                 xid,
@@ -576,7 +607,11 @@ mod tests {
         c.extend_from_slice(&3i64.to_be_bytes());
         assert!(matches!(
             decode_logical(&c, false).unwrap(),
-            LogicalMessage::Commit { commit_lsn: 1, end_lsn: 2, .. }
+            LogicalMessage::Commit {
+                commit_lsn: 1,
+                end_lsn: 2,
+                ..
+            }
         ));
     }
 
@@ -595,11 +630,17 @@ mod tests {
         let m = decode_logical(&b, true).unwrap();
         assert_eq!(m.stream_xid(), Some(900));
         match m {
-            LogicalMessage::Insert { relation_oid, new, .. } => {
+            LogicalMessage::Insert {
+                relation_oid, new, ..
+            } => {
                 assert_eq!(relation_oid, 16384);
                 assert_eq!(
                     new.0,
-                    vec![TupleValue::Null, TupleValue::Unchanged, TupleValue::Text(b"abc".to_vec())]
+                    vec![
+                        TupleValue::Null,
+                        TupleValue::Unchanged,
+                        TupleValue::Text(b"abc".to_vec())
+                    ]
                 );
             }
             other => panic!("unexpected {other:?}"),
@@ -643,13 +684,18 @@ mod tests {
         u.push(b'2');
         assert!(matches!(
             decode_logical(&u, false).unwrap(),
-            LogicalMessage::Update { old: Some(OldTuple::Key(_)), .. }
+            LogicalMessage::Update {
+                old: Some(OldTuple::Key(_)),
+                ..
+            }
         ));
     }
 
     #[test]
     fn truncated_and_garbage_inputs_are_errors_not_panics() {
-        for tag in [b'B', b'C', b'O', b'R', b'Y', b'I', b'U', b'D', b'T', b'M', b'S', b'c', b'A', b'Z'] {
+        for tag in [
+            b'B', b'C', b'O', b'R', b'Y', b'I', b'U', b'D', b'T', b'M', b'S', b'c', b'A', b'Z',
+        ] {
             for len in 0..40 {
                 let mut b = vec![tag];
                 b.extend(std::iter::repeat_n(0xff, len));
@@ -663,7 +709,10 @@ mod tests {
         t.extend_from_slice(&1u16.to_be_bytes());
         t.push(b't');
         t.extend_from_slice(&(-5i32).to_be_bytes());
-        assert!(matches!(decode_logical(&t, false), Err(DecodeError::BadLength { .. })));
+        assert!(matches!(
+            decode_logical(&t, false),
+            Err(DecodeError::BadLength { .. })
+        ));
     }
 
     #[test]

@@ -64,7 +64,11 @@ pub fn client_config_with(cfg: &KafkaConfig, defaults: &[(&str, &str)]) -> Clien
 }
 
 /// Creates `topic` with one partition if it does not exist.
-pub async fn ensure_topic(cfg: &KafkaConfig, topic: &str, compacted: bool) -> Result<(), PublishError> {
+pub async fn ensure_topic(
+    cfg: &KafkaConfig,
+    topic: &str,
+    compacted: bool,
+) -> Result<(), PublishError> {
     let admin: AdminClient<_> = client_config(cfg).create().map_err(kerr)?;
     let mut t = NewTopic::new(topic, 1, TopicReplication::Fixed(cfg.replication_factor));
     if compacted {
@@ -87,15 +91,27 @@ pub async fn ensure_topic(cfg: &KafkaConfig, topic: &str, compacted: bool) -> Re
 }
 
 /// Reads the last envelope of partition 0 of `topic`, if any.
-pub fn read_last(cfg: &KafkaConfig, topic: &str) -> Result<Option<(i64, Envelope)>, PublishError> {
+///
+/// A predecessor that was killed may still have produce requests in flight that the broker
+/// appends a moment later, so the end of the topic is first watched until it stays put for
+/// `settle`.
+pub fn read_last(cfg: &KafkaConfig, topic: &str, settle: Duration) -> Result<Option<(i64, Envelope)>, PublishError> {
     let consumer: BaseConsumer = client_config(cfg)
         .set("group.id", "veil-tail-reader")
         .set("enable.auto.commit", "false")
         .create()
         .map_err(kerr)?;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(20))
-        .map_err(kerr)?;
+    let mut previous = None;
+    let (low, high) = loop {
+        let w = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(20))
+            .map_err(kerr)?;
+        if previous == Some(w) || settle.is_zero() {
+            break w;
+        }
+        previous = Some(w);
+        std::thread::sleep(settle);
+    };
     if high <= low {
         return Ok(None);
     }
@@ -107,10 +123,12 @@ pub fn read_last(cfg: &KafkaConfig, topic: &str) -> Result<Option<(i64, Envelope
     while std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) if m.offset() == high - 1 => {
-                let env = Envelope::decode(m.payload().unwrap_or_default()).map_err(|e| PublishError::Decode {
-                    topic: topic.to_owned(),
-                    offset: m.offset(),
-                    message: e.to_string(),
+                let env = Envelope::decode(m.payload().unwrap_or_default()).map_err(|e| {
+                    PublishError::Decode {
+                        topic: topic.to_owned(),
+                        offset: m.offset(),
+                        message: e.to_string(),
+                    }
                 })?;
                 return Ok(Some((m.offset(), env)));
             }
@@ -150,11 +168,13 @@ impl Publisher {
                 ("queue.buffering.max.messages", "200000"),
             ],
         )
-        // Never overridable: ordering and no duplicates from retries.
+        // Never overridable: ordering and no duplicates from retries. One request in flight per
+        // connection keeps the order even on brokers whose idempotence support is partial.
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "1")
         .create()
-            .map_err(kerr)?;
+        .map_err(kerr)?;
         let (tx, mut rx) = mpsc::channel::<Pending>(100_000);
         let (acked_tx, acked) = watch::channel(0u64);
         let (failed_tx, failed) = watch::channel(None);
@@ -165,7 +185,9 @@ impl Publisher {
                 let res = match p.fut.await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err((e, _))) => Err(PublishError::Delivery(e.to_string())),
-                    Err(_) => Err(PublishError::Delivery("producer dropped before delivery".into())),
+                    Err(_) => Err(PublishError::Delivery(
+                        "producer dropped before delivery".into(),
+                    )),
                 };
                 match res {
                     Ok(()) => {
@@ -201,7 +223,9 @@ impl Publisher {
         }
         let payload = env.encode_to_vec();
         let fut = loop {
-            let rec = FutureRecord::to(&self.topic).key(&self.key).payload(&payload);
+            let rec = FutureRecord::to(&self.topic)
+                .key(&self.key)
+                .payload(&payload);
             match self.producer.send_result(rec) {
                 Ok(f) => break f,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -62,7 +62,9 @@ impl Rule {
             Rule::Keep => "keep".into(),
             Rule::Tokenize { domain } => format!("tokenize({domain})"),
             Rule::Scrub { replacement: None } => "scrub(null)".into(),
-            Rule::Scrub { replacement: Some(_) } => "scrub(constant)".into(),
+            Rule::Scrub {
+                replacement: Some(_),
+            } => "scrub(constant)".into(),
             Rule::YearOnly => "year_only".into(),
             Rule::Zip3 => "zip3".into(),
         }
@@ -158,7 +160,11 @@ impl Registry {
                 path: path.clone(),
                 source,
             })?;
-            hasher.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+            hasher.update(
+                path.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
             hasher.update(&[0]);
             hasher.update(text.as_bytes());
             hasher.update(&[0]);
@@ -166,7 +172,10 @@ impl Registry {
             if let Some(prev) = reg.tables.get(&name) {
                 return Err(RegistryError::Table {
                     path,
-                    message: format!("table {name} is already classified in {}", prev.file.display()),
+                    message: format!(
+                        "table {name} is already classified in {}",
+                        prev.file.display()
+                    ),
                 });
             }
             reg.tables.insert(name, entry);
@@ -237,7 +246,9 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
                     "year_only" => Rule::YearOnly,
                     "zip3" => Rule::Zip3,
                     "keep" => {
-                        return Err(col_err("a sensitive column cannot use rule keep; classify it safe".into()));
+                        return Err(col_err(
+                            "a sensitive column cannot use rule keep; classify it safe".into(),
+                        ));
                     }
                     other => {
                         return Err(col_err(format!(
@@ -301,7 +312,9 @@ y = { type = "text", class = "blocked" }
         assert_eq!(t.columns["y"].decision, Decision::Blocked);
         assert_eq!(
             t.columns["id"].decision,
-            Decision::Publish(Rule::Tokenize { domain: "t_id".into() })
+            Decision::Publish(Rule::Tokenize {
+                domain: "t_id".into()
+            })
         );
         let v1 = r.version.clone();
         write(d.path(), "public.t.toml", "table = \"public.t\"\n");
@@ -317,7 +330,10 @@ y = { type = "text", class = "blocked" }
             "table = \"public.t\"\n[columns]\nssn = { type = \"text\", class = \"sensitive\" }\n",
         );
         let e = Registry::load(d.path()).unwrap_err().to_string();
-        assert!(e.contains("a.toml") && e.contains("public.t") && e.contains("ssn"), "{e}");
+        assert!(
+            e.contains("a.toml") && e.contains("public.t") && e.contains("ssn"),
+            "{e}"
+        );
         write(d.path(), "a.toml", "table = \"public.t\"\n[columns\n");
         let e = Registry::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("a.toml") && e.contains("line 2"), "{e}");

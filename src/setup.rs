@@ -13,7 +13,9 @@ pub enum SetupError {
     Config(#[from] ConfigError),
     #[error("source database ({0}): {1}")]
     Postgres(&'static str, String),
-    #[error("wal_level is {0}; logical replication needs wal_level = logical (then restart PostgreSQL)")]
+    #[error(
+        "wal_level is {0}; logical replication needs wal_level = logical (then restart PostgreSQL)"
+    )]
     WalLevel(String),
     #[error(
         "these tables have no replica identity, so their UPDATE and DELETE would fail once published: {}. \
@@ -65,7 +67,9 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let pg = |what: &'static str| move |e: tokio_postgres::Error| SetupError::Postgres(what, e.to_string());
+    let pg = |what: &'static str| {
+        move |e: tokio_postgres::Error| SetupError::Postgres(what, e.to_string())
+    };
     let wal: String = client
         .query_one("SHOW wal_level", &[])
         .await
@@ -95,7 +99,10 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
     }
     let mut report = SetupReport::default();
     let exists = client
-        .query_opt("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", &[&src.publication])
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1",
+            &[&src.publication],
+        )
         .await
         .map_err(pg("look up publication"))?
         .is_some();
@@ -109,7 +116,10 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
             .map_err(pg("create publication"))?;
         report.publication_created = true;
     }
-    client.batch_execute(TRIGGER_SQL).await.map_err(pg("install DDL event trigger"))?;
+    client
+        .batch_execute(TRIGGER_SQL)
+        .await
+        .map_err(pg("install DDL event trigger"))?;
     report.trigger_installed = true;
     report.tables = client
         .query_one(

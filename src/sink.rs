@@ -51,12 +51,22 @@ pub enum SinkError {
         expected_prev: String,
         applied: String,
     },
-    #[error("epoch {epoch} at offset {offset} starts without a snapshot (last applied epoch {applied})")]
-    EpochWithoutSnapshot { epoch: u64, offset: i64, applied: u64 },
+    #[error(
+        "epoch {epoch} at offset {offset} starts without a snapshot (last applied epoch {applied})"
+    )]
+    EpochWithoutSnapshot {
+        epoch: u64,
+        offset: i64,
+        applied: u64,
+    },
     #[error("table {table}: {message}")]
     Schema { table: String, message: String },
     #[error("{op} on {table} at commit {lsn} matched no row in dev (dev diverged from the stream)")]
-    Diverged { table: String, op: &'static str, lsn: String },
+    Diverged {
+        table: String,
+        op: &'static str,
+        lsn: String,
+    },
 }
 
 impl SinkError {
@@ -71,7 +81,10 @@ fn pg(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkErro
         what,
         // tokio-postgres' Display includes the server's message; DETAIL (which may quote values)
         // is only in the DbError fields and not printed here.
-        message: e.as_db_error().map(|d| format!("{} {}", d.code().code(), d.message())).unwrap_or_else(|| e.to_string()),
+        message: e
+            .as_db_error()
+            .map(|d| format!("{} {}", d.code().code(), d.message()))
+            .unwrap_or_else(|| e.to_string()),
     }
 }
 
@@ -102,6 +115,9 @@ CREATE TABLE IF NOT EXISTS veil_sink.checkpoint (
     last_commit_time timestamptz,
     source_id text NOT NULL DEFAULT '',
     registry_version text NOT NULL DEFAULT '',
+    run_id bigint NOT NULL DEFAULT 0,
+    seq bigint NOT NULL DEFAULT 0,
+    known_runs bigint[] NOT NULL DEFAULT '{}',
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS veil_sink.tables (
@@ -125,7 +141,27 @@ struct Checkpoint {
     last_commit_time_us: i64,
     source_id: String,
     registry_version: String,
+    /// The stream run whose events are being applied, and the last event number seen of it.
+    run_id: u64,
+    seq: u64,
+    /// Earlier runs: their late writes (a killed process's in-flight batch) are ignored.
+    known_runs: Vec<u64>,
 }
+
+/// How many earlier runs the sink remembers.
+const KNOWN_RUNS: usize = 64;
+
+/// A statement queued for pipelined execution (sent in order, awaited together).
+struct Queued {
+    st: Statement,
+    params: Vec<Option<String>>,
+    /// For row changes: table, operation and commit LSN (for errors), and whether it must
+    /// touch a row.
+    what: Option<(String, &'static str, u64, bool)>,
+}
+
+/// Statements queued before the queue is drained (pipelining depth).
+const PIPELINE_DEPTH: usize = 2000;
 
 struct SrcTxn {
     commit_lsn: u64,
@@ -142,6 +178,11 @@ pub struct Applier {
     in_dev_txn: bool,
     batch_rows: usize,
     src: Option<SrcTxn>,
+    queue: Vec<Queued>,
+    chain_unverified: bool,
+    pub duplicates: u64,
+    savepoint: Statement,
+    release: Statement,
     pub applied_rows: u64,
     pub applied_txns: u64,
     pub skipped_txns: u64,
@@ -161,17 +202,25 @@ impl Applier {
             }
         });
         client
-            .batch_execute("SET session_replication_role = replica; SET synchronous_commit = on;")
+            .batch_execute(
+                "SET session_replication_role = replica; SET synchronous_commit = on; \
+                 SET client_min_messages = warning;",
+            )
             .await
-            .map_err(pg("session settings (the sink role must be allowed to set session_replication_role)"))?;
-        client.batch_execute(BOOTSTRAP_SQL).await.map_err(pg("bootstrap veil_sink"))?;
+            .map_err(pg(
+                "session settings (the sink role must be allowed to set session_replication_role)",
+            ))?;
+        client
+            .batch_execute(BOOTSTRAP_SQL)
+            .await
+            .map_err(pg("bootstrap veil_sink"))?;
         let mut ckpt = Checkpoint {
             offset: -1,
             ..Default::default()
         };
         if let Some(r) = client
             .query_opt(
-                "SELECT kafka_offset, epoch, last_commit_lsn, source_id, registry_version \
+                "SELECT kafka_offset, epoch, last_commit_lsn, source_id, registry_version, run_id, seq, known_runs \
                  FROM veil_sink.checkpoint WHERE topic = $1",
                 &[&topic],
             )
@@ -183,6 +232,9 @@ impl Applier {
             ckpt.last_commit_lsn = r.get::<_, i64>(2) as u64;
             ckpt.source_id = r.get(3);
             ckpt.registry_version = r.get(4);
+            ckpt.run_id = r.get::<_, i64>(5) as u64;
+            ckpt.seq = r.get::<_, i64>(6) as u64;
+            ckpt.known_runs = r.get::<_, Vec<i64>>(7).into_iter().map(|x| x as u64).collect();
         }
         let mut schemas = HashMap::new();
         for r in client
@@ -198,7 +250,20 @@ impl Applier {
             })?;
             schemas.insert(q, s);
         }
+        let savepoint = client
+            .prepare("SAVEPOINT veil_src")
+            .await
+            .map_err(pg("prepare savepoint"))?;
+        let release = client
+            .prepare("RELEASE SAVEPOINT veil_src")
+            .await
+            .map_err(pg("prepare release"))?;
         Ok(Applier {
+            savepoint,
+            release,
+            queue: Vec::new(),
+            chain_unverified: false,
+            duplicates: 0,
             client,
             topic: topic.to_owned(),
             ckpt,
@@ -237,7 +302,10 @@ impl Applier {
 
     async fn ensure_txn(&mut self) -> Result<(), SinkError> {
         if !self.in_dev_txn {
-            self.client.batch_execute("BEGIN").await.map_err(pg("begin"))?;
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(pg("begin"))?;
             self.in_dev_txn = true;
         }
         Ok(())
@@ -248,16 +316,19 @@ impl Applier {
         if !self.in_dev_txn || self.src.is_some() {
             return Ok(());
         }
+        self.drain().await?;
         let t = self.ckpt.last_commit_time_us;
         self.client
             .execute(
                 "INSERT INTO veil_sink.checkpoint AS c (topic, kafka_offset, epoch, last_commit_lsn, last_commit_time, \
-                 source_id, registry_version, updated_at) \
-                 VALUES ($1, $2, $3, $4, CASE WHEN $5::bigint = 0 THEN NULL ELSE to_timestamp($5::bigint / 1e6) END, $6, $7, now()) \
+                 source_id, registry_version, run_id, seq, known_runs, updated_at) \
+                 VALUES ($1, $2, $3, $4, CASE WHEN $5::bigint = 0 THEN NULL ELSE to_timestamp($5::bigint / 1e6) END, \
+                         $6, $7, $8, $9, $10, now()) \
                  ON CONFLICT (topic) DO UPDATE SET kafka_offset = EXCLUDED.kafka_offset, epoch = EXCLUDED.epoch, \
                  last_commit_lsn = EXCLUDED.last_commit_lsn, \
                  last_commit_time = COALESCE(EXCLUDED.last_commit_time, c.last_commit_time), \
-                 source_id = EXCLUDED.source_id, registry_version = EXCLUDED.registry_version, updated_at = now()",
+                 source_id = EXCLUDED.source_id, registry_version = EXCLUDED.registry_version, \
+                 run_id = EXCLUDED.run_id, seq = EXCLUDED.seq, known_runs = EXCLUDED.known_runs, updated_at = now()",
                 &[
                     &self.topic,
                     &self.ckpt.offset,
@@ -266,17 +337,27 @@ impl Applier {
                     &t,
                     &self.ckpt.source_id,
                     &self.ckpt.registry_version,
+                    &(self.ckpt.run_id as i64),
+                    &(self.ckpt.seq as i64),
+                    &self.ckpt.known_runs.iter().map(|&x| x as i64).collect::<Vec<i64>>(),
                 ],
             )
             .await
             .map_err(pg("write checkpoint"))?;
-        self.client.batch_execute("COMMIT").await.map_err(pg("commit"))?;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(pg("commit"))?;
         self.in_dev_txn = false;
         self.batch_rows = 0;
         metrics::gauge!(crate::metrics::SINK_LAST_COMMIT_LSN).set(self.ckpt.last_commit_lsn as f64);
         if t > 0 {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-            metrics::gauge!(crate::metrics::SINK_APPLY_LAG_SECONDS).set((now - t).max(0) as f64 / 1e6);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or(0);
+            metrics::gauge!(crate::metrics::SINK_APPLY_LAG_SECONDS)
+                .set((now - t).max(0) as f64 / 1e6);
         }
         Ok(())
     }
@@ -284,6 +365,11 @@ impl Applier {
     async fn rollback_half_txn(&mut self, offset: i64) -> Result<(), SinkError> {
         if let Some(s) = self.src.take() {
             if !s.skipping {
+                // The half transaction's statements may still be queued; their errors do not
+                // matter, the savepoint goes anyway.
+                if let Err(e) = self.drain().await {
+                    tracing::warn!(error = %e, "error inside a half transaction that is being discarded");
+                }
                 tracing::warn!(offset, commit_lsn = %fmt_lsn(s.commit_lsn), "discarding a half transaction left by a stream restart");
                 self.client
                     .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
@@ -322,6 +408,54 @@ impl Applier {
                 message: "envelope without event".into(),
             });
         };
+        // Fence by run: duplicates and the late writes of a killed run are dropped; a missing
+        // event inside a run is a gap.
+        let mut new_run = false;
+        if env.run_id == self.ckpt.run_id {
+            if env.seq <= self.ckpt.seq {
+                self.ckpt.offset = offset;
+                self.duplicates += 1;
+                metrics::counter!(crate::metrics::SINK_DUPLICATES).increment(1);
+                return Ok(());
+            }
+            if env.seq != self.ckpt.seq + 1 {
+                return Err(SinkError::Gap {
+                    offset,
+                    commit_lsn: format!("event #{}", env.seq),
+                    expected_prev: format!("event #{}", self.ckpt.seq + 1),
+                    applied: format!("event #{} of the same stream run", self.ckpt.seq),
+                });
+            }
+        } else if self.ckpt.known_runs.contains(&env.run_id) {
+            self.ckpt.offset = offset;
+            self.duplicates += 1;
+            metrics::counter!(crate::metrics::SINK_DUPLICATES).increment(1);
+            tracing::debug!(offset, "late event of an earlier stream run ignored");
+            return Ok(());
+        } else {
+            if env.seq != 1 {
+                return Err(SinkError::Gap {
+                    offset,
+                    commit_lsn: format!("event #{} of a new stream run", env.seq),
+                    expected_prev: "its event #1".into(),
+                    applied: fmt_lsn(self.ckpt.last_commit_lsn),
+                });
+            }
+            if self.ckpt.run_id != 0 {
+                self.ckpt.known_runs.push(self.ckpt.run_id);
+                if self.ckpt.known_runs.len() > KNOWN_RUNS {
+                    self.ckpt.known_runs.remove(0);
+                }
+            }
+            self.ckpt.run_id = env.run_id;
+            new_run = true;
+        }
+        self.ckpt.seq = env.seq;
+        if new_run {
+            // The first transaction of a new run may name a predecessor from a stale view of the
+            // topic's end; within the run, event numbers prove continuity.
+            self.chain_unverified = true;
+        }
         if env.epoch < self.ckpt.epoch {
             self.ckpt.offset = offset;
             return Ok(()); // an older epoch: superseded by a newer snapshot
@@ -341,7 +475,11 @@ impl Applier {
         self.ckpt.registry_version = env.registry_version;
         match event {
             Event::SnapshotBegin(b) => {
-                tracing::info!(epoch = env.epoch, tables = b.tables.len(), "snapshot begins");
+                tracing::info!(
+                    epoch = env.epoch,
+                    tables = b.tables.len(),
+                    "snapshot begins"
+                );
             }
             Event::SnapshotEnd(e) => {
                 self.ensure_txn().await?;
@@ -364,7 +502,16 @@ impl Applier {
                     });
                     return Ok(());
                 }
-                if env.last_commit_lsn != self.ckpt.last_commit_lsn {
+                if std::mem::take(&mut self.chain_unverified) {
+                    if env.last_commit_lsn != self.ckpt.last_commit_lsn {
+                        tracing::info!(
+                            offset,
+                            named = %fmt_lsn(env.last_commit_lsn),
+                            applied = %fmt_lsn(self.ckpt.last_commit_lsn),
+                            "first transaction of a new stream run names another predecessor; continuing from the last applied"
+                        );
+                    }
+                } else if env.last_commit_lsn != self.ckpt.last_commit_lsn {
                     return Err(SinkError::Gap {
                         offset,
                         commit_lsn: fmt_lsn(b.commit_lsn),
@@ -373,10 +520,8 @@ impl Applier {
                     });
                 }
                 self.ensure_txn().await?;
-                self.client
-                    .batch_execute("SAVEPOINT veil_src")
-                    .await
-                    .map_err(pg("savepoint"))?;
+                let st = self.savepoint.clone();
+                self.enqueue(st, Vec::new(), None).await?;
                 self.src = Some(SrcTxn {
                     commit_lsn: b.commit_lsn,
                     skipping: false,
@@ -384,11 +529,11 @@ impl Applier {
             }
             Event::Commit(c) => match self.src.take() {
                 Some(SrcTxn { skipping: true, .. }) => {}
-                Some(SrcTxn { skipping: false, .. }) => {
-                    self.client
-                        .batch_execute("RELEASE SAVEPOINT veil_src")
-                        .await
-                        .map_err(pg("release savepoint"))?;
+                Some(SrcTxn {
+                    skipping: false, ..
+                }) => {
+                    let st = self.release.clone();
+                    self.enqueue(st, Vec::new(), None).await?;
                     self.ckpt.last_commit_lsn = c.commit_lsn;
                     self.ckpt.last_commit_time_us = c.commit_time_us;
                     self.applied_txns += 1;
@@ -433,10 +578,18 @@ impl Applier {
                 let sql = format!(
                     "TRUNCATE {}{}{}",
                     names.join(", "),
-                    if t.restart_identity { " RESTART IDENTITY" } else { "" },
+                    if t.restart_identity {
+                        " RESTART IDENTITY"
+                    } else {
+                        ""
+                    },
                     if t.cascade { " CASCADE" } else { "" }
                 );
-                self.client.batch_execute(&sql).await.map_err(pg("truncate"))?;
+                self.drain().await?;
+                self.client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(pg("truncate"))?;
                 self.batch_rows += 1;
             }
             Event::Heartbeat(_) => {}
@@ -445,9 +598,17 @@ impl Applier {
     }
 
     async fn start_epoch(&mut self, epoch: u64) -> Result<(), SinkError> {
-        tracing::warn!(from = self.ckpt.epoch, to = epoch, "new epoch: dropping what the previous epoch built");
+        tracing::warn!(
+            from = self.ckpt.epoch,
+            to = epoch,
+            "new epoch: dropping what the previous epoch built"
+        );
+        self.queue.clear();
         if self.in_dev_txn {
-            self.client.batch_execute("ROLLBACK").await.map_err(pg("rollback"))?;
+            self.client
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(pg("rollback"))?;
             self.in_dev_txn = false;
         }
         self.src = None;
@@ -455,7 +616,10 @@ impl Applier {
         let tables: Vec<String> = self.schemas.keys().cloned().collect();
         for t in tables {
             self.client
-                .batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", quote_qualified(&t)))
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {} CASCADE",
+                    quote_qualified(&t)
+                ))
                 .await
                 .map_err(pg("drop table of old epoch"))?;
         }
@@ -472,6 +636,7 @@ impl Applier {
     }
 
     async fn apply_schema(&mut self, s: proto::TableSchema) -> Result<(), SinkError> {
+        self.drain().await?;
         let q = format!("{}.{}", s.schema, s.name);
         let table = quote_qualified(&q);
         let serr = |message: String| SinkError::Schema {
@@ -492,7 +657,11 @@ impl Applier {
                 labels.join(", ")
             ));
             for l in &e.labels {
-                sql.push_str(&format!("ALTER TYPE {} ADD VALUE IF NOT EXISTS {};\n", e.name, quote_literal(l)));
+                sql.push_str(&format!(
+                    "ALTER TYPE {} ADD VALUE IF NOT EXISTS {};\n",
+                    e.name,
+                    quote_literal(l)
+                ));
             }
         }
         match self.schemas.get(&q) {
@@ -515,7 +684,11 @@ impl Applier {
                 }
                 for u in &s.unique_keys {
                     let uc: Vec<String> = u.columns.iter().map(|c| quote_ident(c)).collect();
-                    cols.push(format!("CONSTRAINT {} UNIQUE ({})", quote_ident(&u.name), uc.join(", ")));
+                    cols.push(format!(
+                        "CONSTRAINT {} UNIQUE ({})",
+                        quote_ident(&u.name),
+                        uc.join(", ")
+                    ));
                 }
                 sql.push_str(&format!(
                     "CREATE SCHEMA IF NOT EXISTS {};\nCREATE TABLE {} ({});\n",
@@ -545,7 +718,11 @@ impl Applier {
                 }
                 for o in &old.columns {
                     if !s.columns.iter().any(|c| c.name == o.name) {
-                        sql.push_str(&format!("ALTER TABLE {} DROP COLUMN {};\n", table, quote_ident(&o.name)));
+                        sql.push_str(&format!(
+                            "ALTER TABLE {} DROP COLUMN {};\n",
+                            table,
+                            quote_ident(&o.name)
+                        ));
                     }
                 }
                 if !sql.is_empty() {
@@ -554,7 +731,10 @@ impl Applier {
             }
         }
         if !sql.is_empty() {
-            self.client.batch_execute(&sql).await.map_err(|e| serr(pg("ddl")(e).to_string()))?;
+            self.client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| serr(pg("ddl")(e).to_string()))?;
         }
         for fk in &s.foreign_keys {
             self.client
@@ -574,7 +754,8 @@ impl Applier {
             )
             .await
             .map_err(pg("record table"))?;
-        self.stmts.retain(|k, _| !k.starts_with(&format!("{q}\u{0}")));
+        self.stmts
+            .retain(|k, _| !k.starts_with(&format!("{q}\u{0}")));
         self.schemas.insert(q, s);
         // Outside the snapshot, add foreign keys as soon as both ends exist.
         self.add_pending_fks().await
@@ -583,20 +764,35 @@ impl Applier {
     async fn add_pending_fks(&mut self) -> Result<(), SinkError> {
         let rows = self
             .client
-            .query("SELECT qualified, name, fk_pb FROM veil_sink.pending_fks", &[])
+            .query(
+                "SELECT qualified, name, fk_pb FROM veil_sink.pending_fks",
+                &[],
+            )
             .await
             .map_err(pg("read pending fks"))?;
         for r in rows {
             let q: String = r.get(0);
             let name: String = r.get(1);
             let b: Vec<u8> = r.get(2);
-            let Ok(fk) = proto::ForeignKey::decode(b.as_slice()) else { continue };
+            let Ok(fk) = proto::ForeignKey::decode(b.as_slice()) else {
+                continue;
+            };
             if !self.schemas.contains_key(&fk.ref_table) || !self.schemas.contains_key(&q) {
                 continue;
             }
+            let exists = self
+                .client
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2)",
+                    &[&name, &quote_qualified(&q)],
+                )
+                .await
+                .map_err(pg("look up foreign key"))?
+                .is_some();
             let cols: Vec<String> = fk.columns.iter().map(|c| quote_ident(c)).collect();
             let refs: Vec<String> = fk.ref_columns.iter().map(|c| quote_ident(c)).collect();
-            self.client
+            if !exists {
+                self.client
                 .batch_execute(&format!(
                     "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) NOT VALID",
                     quote_qualified(&q),
@@ -610,6 +806,7 @@ impl Applier {
                     table: q.clone(),
                     message: pg(format!("add foreign key {name}"))(e).to_string(),
                 })?;
+            }
             self.client
                 .execute(
                     "DELETE FROM veil_sink.pending_fks WHERE qualified = $1 AND name = $2",
@@ -621,7 +818,60 @@ impl Applier {
         Ok(())
     }
 
-    async fn statement(&mut self, key: String, sql: impl FnOnce() -> String, nparams: usize) -> Result<Statement, SinkError> {
+    async fn enqueue(
+        &mut self,
+        st: Statement,
+        params: Vec<Option<String>>,
+        what: Option<(String, &'static str, u64, bool)>,
+    ) -> Result<(), SinkError> {
+        self.queue.push(Queued { st, params, what });
+        if self.queue.len() >= PIPELINE_DEPTH {
+            self.drain().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every queued statement in order (pipelined) and checks each result.
+    pub async fn drain(&mut self) -> Result<(), SinkError> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let queue = std::mem::take(&mut self.queue);
+        let client = &self.client;
+        let results = futures_util::future::join_all(
+            queue
+                .iter()
+                .map(|q| client.execute_raw(&q.st, q.params.iter())),
+        )
+        .await;
+        for (q, r) in queue.iter().zip(results) {
+            match (r, &q.what) {
+                (Err(e), Some((table, op, lsn, _))) => {
+                    return Err(SinkError::Schema {
+                        table: table.clone(),
+                        message: pg(format!("{op} at commit {}", fmt_lsn(*lsn)))(e).to_string(),
+                    });
+                }
+                (Err(e), None) => return Err(pg("savepoint")(e)),
+                (Ok(0), Some((table, op, lsn, true))) => {
+                    return Err(SinkError::Diverged {
+                        table: table.clone(),
+                        op,
+                        lsn: fmt_lsn(*lsn),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn statement(
+        &mut self,
+        key: String,
+        sql: impl FnOnce() -> String,
+        nparams: usize,
+    ) -> Result<Statement, SinkError> {
         if let Some(s) = self.stmts.get(&key) {
             return Ok(s.clone());
         }
@@ -636,10 +886,14 @@ impl Applier {
     }
 
     async fn apply_row(&mut self, r: proto::RowChange, lsn: u64) -> Result<(), SinkError> {
-        let schema = self.schemas.get(&r.table).cloned().ok_or_else(|| SinkError::Schema {
-            table: r.table.clone(),
-            message: "row change before the table's schema event".into(),
-        })?;
+        let schema = self
+            .schemas
+            .get(&r.table)
+            .cloned()
+            .ok_or_else(|| SinkError::Schema {
+                table: r.table.clone(),
+                message: "row change before the table's schema event".into(),
+            })?;
         let ncols = schema.columns.len();
         let table = quote_qualified(&r.table);
         let bad = |what: &str| SinkError::Schema {
@@ -660,43 +914,50 @@ impl Applier {
             .iter()
             .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
             .collect();
-        let where_clause = |first: usize, full: bool, old: &[proto::Value]| -> (String, Vec<usize>) {
-            if !full && !key_idx.is_empty() {
-                let parts: Vec<String> = key_idx
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| {
+        let where_clause =
+            |first: usize, full: bool, old: &[proto::Value]| -> (String, Vec<usize>) {
+                if !full && !key_idx.is_empty() {
+                    let parts: Vec<String> = key_idx
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| {
+                            format!(
+                                "{} = ${}::text::{}",
+                                quote_ident(&schema.columns[c].name),
+                                first + i,
+                                schema.columns[c].type_name
+                            )
+                        })
+                        .collect();
+                    (parts.join(" AND "), key_idx.clone())
+                } else {
+                    let idx: Vec<usize> = (0..ncols)
+                        .filter(|&i| !old.get(i).is_some_and(is_unchanged))
+                        .collect();
+                    let parts: Vec<String> = idx
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| {
+                            format!(
+                                "{}::text IS NOT DISTINCT FROM ${}",
+                                quote_ident(&schema.columns[c].name),
+                                first + i
+                            )
+                        })
+                        .collect();
+                    (
                         format!(
-                            "{} = ${}::text::{}",
-                            quote_ident(&schema.columns[c].name),
-                            first + i,
-                            schema.columns[c].type_name
-                        )
-                    })
-                    .collect();
-                (parts.join(" AND "), key_idx.clone())
-            } else {
-                let idx: Vec<usize> = (0..ncols).filter(|&i| !old.get(i).is_some_and(is_unchanged)).collect();
-                let parts: Vec<String> = idx
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| {
-                        format!(
-                            "{}::text IS NOT DISTINCT FROM ${}",
-                            quote_ident(&schema.columns[c].name),
-                            first + i
-                        )
-                    })
-                    .collect();
-                (
-                    format!(
-                        "ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1)",
-                        if parts.is_empty() { "true".into() } else { parts.join(" AND ") }
-                    ),
-                    idx,
-                )
-            }
-        };
+                            "ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1)",
+                            if parts.is_empty() {
+                                "true".into()
+                            } else {
+                                parts.join(" AND ")
+                            }
+                        ),
+                        idx,
+                    )
+                }
+            };
         match op {
             proto::Op::Insert => {
                 if r.new_values.len() != ncols {
@@ -707,39 +968,48 @@ impl Applier {
                     .statement(
                         key,
                         || {
-                            let cols: Vec<String> = schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
+                            let cols: Vec<String> = schema
+                                .columns
+                                .iter()
+                                .map(|c| quote_ident(&c.name))
+                                .collect();
                             let vals: Vec<String> = schema
                                 .columns
                                 .iter()
                                 .enumerate()
                                 .map(|(i, c)| format!("${}::text::{}", i + 1, c.type_name))
                                 .collect();
-                            format!("INSERT INTO {table} ({}) VALUES ({})", cols.join(", "), vals.join(", "))
+                            format!(
+                                "INSERT INTO {table} ({}) VALUES ({})",
+                                cols.join(", "),
+                                vals.join(", ")
+                            )
                         },
                         ncols,
                     )
                     .await?;
                 let params: Vec<Option<String>> = r.new_values.iter().map(text).collect();
-                self.client
-                    .execute_raw(&st, params.iter())
-                    .await
-                    .map_err(|e| SinkError::Schema {
-                        table: r.table.clone(),
-                        message: pg(format!("insert at commit {}", fmt_lsn(lsn)))(e).to_string(),
-                    })?;
+                self.enqueue(st, params, Some((r.table.clone(), "insert", lsn, false)))
+                    .await?;
             }
             proto::Op::Update | proto::Op::Delete => {
                 let is_update = op == proto::Op::Update;
                 if is_update && r.new_values.len() != ncols {
                     return Err(bad("update"));
                 }
-                let old: &[proto::Value] = if r.old_values.is_empty() { &r.new_values } else { &r.old_values };
+                let old: &[proto::Value] = if r.old_values.is_empty() {
+                    &r.new_values
+                } else {
+                    &r.old_values
+                };
                 if old.len() != ncols {
                     return Err(bad("old row"));
                 }
                 let full = r.old_is_full || key_idx.is_empty();
                 let set_idx: Vec<usize> = if is_update {
-                    (0..ncols).filter(|&i| !is_unchanged(&r.new_values[i])).collect()
+                    (0..ncols)
+                        .filter(|&i| !is_unchanged(&r.new_values[i]))
+                        .collect()
                 } else {
                     Vec::new()
                 };
@@ -747,7 +1017,12 @@ impl Applier {
                 let mask: String = set_idx.iter().map(|i| format!("{i},")).collect::<String>()
                     + "|"
                     + &widx.iter().map(|i| format!("{i},")).collect::<String>();
-                let key = format!("{}\u{0}{}{}", r.table, if is_update { "U" } else { "D" }, mask);
+                let key = format!(
+                    "{}\u{0}{}{}",
+                    r.table,
+                    if is_update { "U" } else { "D" },
+                    mask
+                );
                 let set_sql: Vec<String> = set_idx
                     .iter()
                     .enumerate()
@@ -774,31 +1049,23 @@ impl Applier {
                         nparams,
                     )
                     .await?;
-                let mut params: Vec<Option<String>> = set_idx.iter().map(|&i| text(&r.new_values[i])).collect();
+                let mut params: Vec<Option<String>> =
+                    set_idx.iter().map(|&i| text(&r.new_values[i])).collect();
                 params.extend(widx.iter().map(|&i| text(&old[i])));
                 if is_update && set_idx.is_empty() {
                     return Ok(()); // nothing changed that dev can see
                 }
-                let n = self
-                    .client
-                    .execute_raw(&st, params.iter())
-                    .await
-                    .map_err(|e| SinkError::Schema {
-                        table: r.table.clone(),
-                        message: pg(format!(
-                            "{} at commit {}",
-                            if is_update { "update" } else { "delete" },
-                            fmt_lsn(lsn)
-                        ))(e)
-                        .to_string(),
-                    })?;
-                if n == 0 {
-                    return Err(SinkError::Diverged {
-                        table: r.table.clone(),
-                        op: if is_update { "update" } else { "delete" },
-                        lsn: fmt_lsn(lsn),
-                    });
-                }
+                self.enqueue(
+                    st,
+                    params,
+                    Some((
+                        r.table.clone(),
+                        if is_update { "update" } else { "delete" },
+                        lsn,
+                        true,
+                    )),
+                )
+                .await?;
             }
             proto::Op::Unspecified => {
                 return Err(SinkError::Schema {
@@ -819,17 +1086,20 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     publish::ensure_topic(&kafka, &kafka.topic, false)
         .await
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
-    let consumer: StreamConsumer = publish::client_config_with(&kafka, &[("fetch.wait.max.ms", "50")])
-        .set("group.id", format!("veil-sink-{}", kafka.topic))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+    let consumer: StreamConsumer =
+        publish::client_config_with(&kafka, &[("fetch.wait.max.ms", "50")])
+            .set("group.id", format!("veil-sink-{}", kafka.topic))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(|e| SinkError::Kafka(e.to_string()))?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&kafka.topic, 0, Offset::Offset(applier.next_offset()))
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
-    consumer.assign(&tpl).map_err(|e| SinkError::Kafka(e.to_string()))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| SinkError::Kafka(e.to_string()))?;
     tracing::info!(topic = %kafka.topic, offset = applier.next_offset(), epoch = applier.epoch(),
                    last_commit = %fmt_lsn(applier.last_commit_lsn()), "sink started");
     loop {
@@ -848,10 +1118,13 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             Ok(Err(e)) => return Err(SinkError::Kafka(e.to_string())),
             Ok(Ok(m)) => {
                 let offset = m.offset();
-                let env = proto::Envelope::decode(m.payload().unwrap_or_default()).map_err(|e| SinkError::Decode {
-                    offset,
-                    message: e.to_string(),
-                })?;
+                let env =
+                    proto::Envelope::decode(m.payload().unwrap_or_default()).map_err(|e| {
+                        SinkError::Decode {
+                            offset,
+                            message: e.to_string(),
+                        }
+                    })?;
                 applier.apply(offset, env).await?;
                 if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
                     applier.flush().await?;
@@ -863,6 +1136,10 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         }
     }
     applier.flush().await?;
-    tracing::info!(rows = applier.applied_rows, txns = applier.applied_txns, "sink stopped");
+    tracing::info!(
+        rows = applier.applied_rows,
+        txns = applier.applied_txns,
+        "sink stopped"
+    );
     Ok(())
 }

@@ -138,7 +138,8 @@ impl PgCluster {
         if is_root()
             && let Some((uid, gid)) = postgres_ids()
         {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(io("chown of the cluster dir"))?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(io("chown of the cluster dir"))?;
         }
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
@@ -146,7 +147,8 @@ impl PgCluster {
         if is_root()
             && let Some((uid, gid)) = postgres_ids()
         {
-            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).map_err(io("chown of the password file"))?;
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
+                .map_err(io("chown of the password file"))?;
         }
         let host_auth = match opts.auth {
             Auth::Trust => "trust",
@@ -169,13 +171,18 @@ impl PgCluster {
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 64MB\n\
              password_encryption = '{}'\nlog_min_messages = warning\nmax_connections = 100\n",
             dir.path().display(),
-            if opts.auth == Auth::Md5 { "md5" } else { "scram-sha-256" }
+            if opts.auth == Auth::Md5 {
+                "md5"
+            } else {
+                "scram-sha-256"
+            }
         );
         for (k, v) in &opts.settings {
             conf.push_str(&format!("{k} = '{v}'\n"));
         }
         let conf_path = data.join("postgresql.conf");
-        let mut existing = std::fs::read_to_string(&conf_path).map_err(io("reading postgresql.conf"))?;
+        let mut existing =
+            std::fs::read_to_string(&conf_path).map_err(io("reading postgresql.conf"))?;
         existing.push_str(&conf);
         std::fs::write(&conf_path, existing).map_err(io("writing postgresql.conf"))?;
         if opts.auth == Auth::Md5 {
@@ -196,7 +203,10 @@ impl PgCluster {
         run(ctl, "pg_ctl start")?;
         cluster.stopped = false;
         if opts.auth == Auth::Md5 {
-            cluster.psql("postgres", &format!("ALTER USER veil PASSWORD '{TEST_PASSWORD}'"))?;
+            cluster.psql(
+                "postgres",
+                &format!("ALTER USER veil PASSWORD '{TEST_PASSWORD}'"),
+            )?;
         }
         Ok(cluster)
     }
@@ -207,7 +217,10 @@ impl PgCluster {
 
     /// A libpq-style DSN for database `db` over TCP.
     pub fn dsn(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user=veil password={TEST_PASSWORD} dbname={db}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=veil password={TEST_PASSWORD} dbname={db}",
+            self.port
+        )
     }
 
     /// Runs SQL through psql over the Unix socket (for setup steps in tests and the demo).
@@ -300,8 +313,11 @@ impl Broker {
             .tempdir()
             .map_err(io("creating a temp dir"))?;
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("broker.log")).map_err(io("creating the broker log"))?;
-        let log2 = log.try_clone().map_err(io("cloning the broker log handle"))?;
+        let log = std::fs::File::create(dir.path().join("broker.log"))
+            .map_err(io("creating the broker log"))?;
+        let log2 = log
+            .try_clone()
+            .map_err(io("cloning the broker log handle"))?;
         let child = Command::new(bin)
             .arg("broker")
             .arg("--storage-engine")
@@ -330,7 +346,9 @@ impl Broker {
                 });
             }
             if Instant::now() > deadline {
-                return Err(TestkitError::Timeout("tansu did not listen within 30 s".into()));
+                return Err(TestkitError::Timeout(
+                    "tansu did not listen within 30 s".into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

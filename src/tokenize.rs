@@ -25,8 +25,8 @@ const FALLBACK_CONTEXT: &str = "veil 2026-11 fallback v1";
 /// Three-digit ZIP prefixes whose area has 20,000 people or fewer (HHS Safe Harbor guidance,
 /// 2000 census), generalized to `000`.
 pub const RESTRICTED_ZIP3: [&str; 17] = [
-    "036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830", "831", "878", "879", "884",
-    "890", "893",
+    "036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830", "831", "878",
+    "879", "884", "890", "893",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,7 +82,9 @@ impl std::fmt::Debug for DomainKey {
 
 impl DomainKey {
     fn stream(&self, value: &[u8]) -> blake3::OutputReader {
-        blake3::Hasher::new_keyed(&self.0).update(value).finalize_xof()
+        blake3::Hasher::new_keyed(&self.0)
+            .update(value)
+            .finalize_xof()
     }
 
     fn round(&self, round: u8, half: u64) -> u64 {
@@ -95,7 +97,11 @@ impl DomainKey {
 
     /// Balanced Feistel permutation over `2 * half_bits` bits.
     fn feistel(&self, x: u64, half_bits: u32) -> u64 {
-        let mask = if half_bits == 64 { u64::MAX } else { (1u64 << half_bits) - 1 };
+        let mask = if half_bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << half_bits) - 1
+        };
         let mut l = (x >> half_bits) & mask;
         let mut r = x & mask;
         for round in 0..8u8 {
@@ -203,12 +209,22 @@ impl DomainKey {
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
         let h = hex::encode(b);
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 
     /// `\x…` bytea text: keyed bytes of the same length.
     pub fn bytea(&self, value: &str) -> String {
-        let n = value.strip_prefix("\\x").map(|h| h.len() / 2).unwrap_or(value.len());
+        let n = value
+            .strip_prefix("\\x")
+            .map(|h| h.len() / 2)
+            .unwrap_or(value.len());
         let mut b = vec![0u8; n];
         self.stream(value.as_bytes()).fill(&mut b);
         format!("\\x{}", hex::encode(b))
@@ -219,21 +235,21 @@ impl DomainKey {
 fn char_class(c: char) -> Option<(u32, u32)> {
     let u = c as u32;
     const RANGES: &[(u32, u32)] = &[
-        (0x30, 0x39),     // digits
-        (0x41, 0x5A),     // A-Z
-        (0x61, 0x7A),     // a-z
-        (0x391, 0x3A1),   // Greek capitals (before the gap)
-        (0x3B1, 0x3C9),   // Greek small
-        (0x410, 0x42F),   // Cyrillic capitals
-        (0x430, 0x44F),   // Cyrillic small
-        (0x5D0, 0x5EA),   // Hebrew
-        (0x621, 0x63A),   // Arabic letters
-        (0x641, 0x64A),   // Arabic letters
-        (0x905, 0x939),   // Devanagari
-        (0x3041, 0x3096), // Hiragana
-        (0x30A1, 0x30FA), // Katakana
-        (0x4E00, 0x9FFF), // CJK unified ideographs
-        (0xAC00, 0xD7A3), // Hangul syllables
+        (0x30, 0x39),       // digits
+        (0x41, 0x5A),       // A-Z
+        (0x61, 0x7A),       // a-z
+        (0x391, 0x3A1),     // Greek capitals (before the gap)
+        (0x3B1, 0x3C9),     // Greek small
+        (0x410, 0x42F),     // Cyrillic capitals
+        (0x430, 0x44F),     // Cyrillic small
+        (0x5D0, 0x5EA),     // Hebrew
+        (0x621, 0x63A),     // Arabic letters
+        (0x641, 0x64A),     // Arabic letters
+        (0x905, 0x939),     // Devanagari
+        (0x3041, 0x3096),   // Hiragana
+        (0x30A1, 0x30FA),   // Katakana
+        (0x4E00, 0x9FFF),   // CJK unified ideographs
+        (0xAC00, 0xD7A3),   // Hangul syllables
         (0x1F600, 0x1F64F), // emoticons
     ];
     for &(lo, hi) in RANGES {
@@ -249,7 +265,11 @@ fn char_class(c: char) -> Option<(u32, u32)> {
 }
 
 /// Applies a (validated) rule to one non-null text value of the given type.
-pub fn apply(rule_key: &RuleKey, class: &TypeClass, value: &str) -> Result<Option<String>, DeidError> {
+pub fn apply(
+    rule_key: &RuleKey,
+    class: &TypeClass,
+    value: &str,
+) -> Result<Option<String>, DeidError> {
     Ok(Some(match rule_key {
         RuleKey::Keep => value.to_owned(),
         RuleKey::Scrub(r) => return Ok(r.clone()),
@@ -321,7 +341,10 @@ fn int_bits(class: &TypeClass) -> u32 {
 /// for anything that is not a ZIP.
 pub fn zip3(value: &str) -> String {
     let digits: String = value.chars().take(3).collect();
-    if digits.len() == 3 && digits.chars().all(|c| c.is_ascii_digit()) && !RESTRICTED_ZIP3.contains(&digits.as_str()) {
+    if digits.len() == 3
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && !RESTRICTED_ZIP3.contains(&digits.as_str())
+    {
         digits
     } else {
         "000".into()
@@ -343,7 +366,9 @@ impl RuleKey {
     pub fn bind(rule: &Rule, class: &TypeClass, master: &MasterKey) -> Result<Self, DeidError> {
         let bound = match rule {
             Rule::Keep => RuleKey::Keep,
-            Rule::Tokenize { domain } => RuleKey::Tokenize(master.domain_key(domain), master.fallback_key()),
+            Rule::Tokenize { domain } => {
+                RuleKey::Tokenize(master.domain_key(domain), master.fallback_key())
+            }
             Rule::Scrub { replacement } => RuleKey::Scrub(replacement.clone()),
             Rule::YearOnly => RuleKey::YearOnly,
             Rule::Zip3 => RuleKey::Zip3,
@@ -410,7 +435,11 @@ mod tests {
         let t = k.text("山田 太郎");
         assert_eq!(t.chars().count(), 5);
         assert_eq!(t.chars().nth(2), Some(' '));
-        assert!(t.chars().filter(|c| *c != ' ').all(|c| ('\u{4E00}'..='\u{9FFF}').contains(&c)));
+        assert!(
+            t.chars()
+                .filter(|c| *c != ' ')
+                .all(|c| ('\u{4E00}'..='\u{9FFF}').contains(&c))
+        );
         let s = k.text("123-45-6789");
         assert_eq!(s.len(), 11);
         assert_eq!(&s[3..4], "-");

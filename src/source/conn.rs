@@ -68,13 +68,19 @@ impl ReplicationConn {
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let io: Pin<Box<dyn Io>> = match host {
             Host::Tcp(h) => {
-                let s = tokio::net::TcpStream::connect((h.as_str(), port)).await.map_err(io_err)?;
+                let s = tokio::net::TcpStream::connect((h.as_str(), port))
+                    .await
+                    .map_err(io_err)?;
                 s.set_nodelay(true).map_err(io_err)?;
                 Box::pin(s)
             }
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));
-                Box::pin(tokio::net::UnixStream::connect(path).await.map_err(io_err)?)
+                Box::pin(
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(io_err)?,
+                )
             }
         };
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
@@ -117,13 +123,16 @@ impl ReplicationConn {
 
     async fn authenticate(&mut self, password: Option<&[u8]>) -> Result<(), SourceError> {
         let need_password = || {
-            password.ok_or_else(|| SourceError::Auth("the server asks for a password and the DSN has none".into()))
+            password.ok_or_else(|| {
+                SourceError::Auth("the server asks for a password and the DSN has none".into())
+            })
         };
         loop {
             match self.recv().await? {
                 Backend::Other(backend::Message::AuthenticationOk) => return Ok(()),
                 Backend::Other(backend::Message::AuthenticationCleartextPassword) => {
-                    frontend::password_message(need_password()?, &mut self.wbuf).map_err(encode_err)?;
+                    frontend::password_message(need_password()?, &mut self.wbuf)
+                        .map_err(encode_err)?;
                     self.flush().await?;
                 }
                 Backend::Other(backend::Message::AuthenticationMd5Password(body)) => {
@@ -132,35 +141,63 @@ impl ReplicationConn {
                 Backend::Other(backend::Message::AuthenticationSasl(body)) => {
                     let mut mechs = body.mechanisms();
                     let mut has_scram = false;
-                    while let Some(m) = mechs.next().map_err(|e| SourceError::Protocol(e.to_string()))? {
+                    while let Some(m) = mechs
+                        .next()
+                        .map_err(|e| SourceError::Protocol(e.to_string()))?
+                    {
                         has_scram |= m == "SCRAM-SHA-256";
                     }
                     if !has_scram {
                         return Err(SourceError::Auth("server offers no SCRAM-SHA-256".into()));
                     }
-                    let mut scram = ScramSha256::new(need_password()?, ChannelBinding::unsupported());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut self.wbuf)
-                        .map_err(encode_err)?;
+                    let mut scram =
+                        ScramSha256::new(need_password()?, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(
+                        "SCRAM-SHA-256",
+                        scram.message(),
+                        &mut self.wbuf,
+                    )
+                    .map_err(encode_err)?;
                     self.flush().await?;
                     match self.recv().await? {
                         Backend::Other(backend::Message::AuthenticationSaslContinue(b)) => {
-                            scram.update(b.data()).map_err(|e| SourceError::Auth(e.to_string()))?;
+                            scram
+                                .update(b.data())
+                                .map_err(|e| SourceError::Auth(e.to_string()))?;
                         }
-                        Backend::Other(backend::Message::ErrorResponse(b)) => return Err(server_error(b)),
-                        _ => return Err(SourceError::Protocol("unexpected message during SCRAM".into())),
+                        Backend::Other(backend::Message::ErrorResponse(b)) => {
+                            return Err(server_error(b));
+                        }
+                        _ => {
+                            return Err(SourceError::Protocol(
+                                "unexpected message during SCRAM".into(),
+                            ));
+                        }
                     }
                     frontend::sasl_response(scram.message(), &mut self.wbuf).map_err(encode_err)?;
                     self.flush().await?;
                     match self.recv().await? {
                         Backend::Other(backend::Message::AuthenticationSaslFinal(b)) => {
-                            scram.finish(b.data()).map_err(|e| SourceError::Auth(e.to_string()))?;
+                            scram
+                                .finish(b.data())
+                                .map_err(|e| SourceError::Auth(e.to_string()))?;
                         }
-                        Backend::Other(backend::Message::ErrorResponse(b)) => return Err(server_error(b)),
-                        _ => return Err(SourceError::Protocol("unexpected message during SCRAM".into())),
+                        Backend::Other(backend::Message::ErrorResponse(b)) => {
+                            return Err(server_error(b));
+                        }
+                        _ => {
+                            return Err(SourceError::Protocol(
+                                "unexpected message during SCRAM".into(),
+                            ));
+                        }
                     }
                 }
                 Backend::Other(backend::Message::ErrorResponse(b)) => return Err(server_error(b)),
-                _ => return Err(SourceError::Auth("unsupported authentication method".into())),
+                _ => {
+                    return Err(SourceError::Auth(
+                        "unsupported authentication method".into(),
+                    ));
+                }
             }
         }
     }
@@ -174,7 +211,9 @@ impl ReplicationConn {
         match self.recv().await? {
             Backend::Other(backend::Message::AuthenticationOk) => Ok(()),
             Backend::Other(backend::Message::ErrorResponse(b)) => Err(server_error(b)),
-            _ => Err(SourceError::Protocol("unexpected message after md5 password".into())),
+            _ => Err(SourceError::Protocol(
+                "unexpected message after md5 password".into(),
+            )),
         }
     }
 
@@ -191,7 +230,9 @@ impl ReplicationConn {
                 let tag = self.rbuf[0];
                 let len = u32::from_be_bytes(self.rbuf[1..5].try_into().expect("4 bytes")) as usize;
                 if len < 4 {
-                    return Err(SourceError::Protocol(format!("backend message length {len} < 4")));
+                    return Err(SourceError::Protocol(format!(
+                        "backend message length {len} < 4"
+                    )));
                 }
                 if self.rbuf.len() >= len + 1 {
                     if tag == b'W' {
@@ -201,7 +242,11 @@ impl ReplicationConn {
                     match backend::Message::parse(&mut self.rbuf) {
                         Ok(Some(m)) => return Ok(Backend::Other(m)),
                         Ok(None) => {}
-                        Err(e) => return Err(SourceError::Protocol(format!("parsing backend message: {e}"))),
+                        Err(e) => {
+                            return Err(SourceError::Protocol(format!(
+                                "parsing backend message: {e}"
+                            )));
+                        }
                     }
                 } else {
                     self.rbuf.reserve(len + 1 - self.rbuf.len());
@@ -215,7 +260,10 @@ impl ReplicationConn {
     }
 
     /// Runs a simple query; returns the text rows of its (last) result set.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, SourceError> {
         frontend::query(sql, &mut self.wbuf).map_err(encode_err)?;
         self.flush().await?;
         let mut rows = Vec::new();
@@ -226,7 +274,10 @@ impl ReplicationConn {
                     let mut row = Vec::new();
                     let buf = body.buffer();
                     let mut ranges = body.ranges();
-                    while let Some(r) = ranges.next().map_err(|e| SourceError::Protocol(e.to_string()))? {
+                    while let Some(r) = ranges
+                        .next()
+                        .map_err(|e| SourceError::Protocol(e.to_string()))?
+                    {
                         row.push(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
                     }
                     rows.push(row);
@@ -234,7 +285,9 @@ impl ReplicationConn {
                 Backend::Other(backend::Message::ErrorResponse(b)) => error = Some(server_error(b)),
                 Backend::Other(backend::Message::ReadyForQuery(_)) => break,
                 Backend::CopyBoth => {
-                    return Err(SourceError::Protocol("unexpected CopyBoth in simple query".into()));
+                    return Err(SourceError::Protocol(
+                        "unexpected CopyBoth in simple query".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -254,7 +307,9 @@ impl ReplicationConn {
                 Backend::CopyBoth => return Ok(()),
                 Backend::Other(backend::Message::ErrorResponse(b)) => return Err(server_error(b)),
                 Backend::Other(backend::Message::ReadyForQuery(_)) => {
-                    return Err(SourceError::Protocol("START_REPLICATION ended without streaming".into()));
+                    return Err(SourceError::Protocol(
+                        "START_REPLICATION ended without streaming".into(),
+                    ));
                 }
                 _ => {}
             }

@@ -73,15 +73,25 @@ fn quote_ident(s: &str) -> String {
 }
 
 /// Copies every published table in the exported snapshot. Returns the number of rows.
-pub async fn run(st: &mut Streamer, snap: &Client, snapshot_name: &str, consistent_lsn: u64) -> Result<u64, StreamError> {
-    let pg = |what: &'static str| move |e: tokio_postgres::Error| StreamError::Postgres(what, e.to_string());
+pub async fn run(
+    st: &mut Streamer,
+    snap: &Client,
+    snapshot_name: &str,
+    consistent_lsn: u64,
+) -> Result<u64, StreamError> {
+    let pg = |what: &'static str| {
+        move |e: tokio_postgres::Error| StreamError::Postgres(what, e.to_string())
+    };
     catalog::prepare_session(snap).await?;
     snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(pg("begin snapshot transaction"))?;
-    snap.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot_name.replace('\'', "")))
-        .await
-        .map_err(pg("import exported snapshot"))?;
+    snap.batch_execute(&format!(
+        "SET TRANSACTION SNAPSHOT '{}'",
+        snapshot_name.replace('\'', "")
+    ))
+    .await
+    .map_err(pg("import exported snapshot"))?;
     let oids = catalog::publication_tables(snap, &st.publication).await?;
     let mut infos = Vec::with_capacity(oids.len());
     for oid in oids {
@@ -104,7 +114,11 @@ pub async fn run(st: &mut Streamer, snap: &Client, snapshot_name: &str, consiste
         let plan = gate::plan_table(&st.database, info, &keys, &st.registry, &st.master)?;
         plans.push(plan);
     }
-    let published: Vec<String> = plans.iter().filter(|p| !p.blocked).map(|p| p.qualified.clone()).collect();
+    let published: Vec<String> = plans
+        .iter()
+        .filter(|p| !p.blocked)
+        .map(|p| p.qualified.clone())
+        .collect();
     st.publish(
         proto::Phase::Snapshot,
         Event::SnapshotBegin(proto::SnapshotBegin {
@@ -121,18 +135,35 @@ pub async fn run(st: &mut Streamer, snap: &Client, snapshot_name: &str, consiste
             tracing::info!(table = %plan.qualified, "snapshot: table blocked by the registry, skipped");
             continue;
         }
-        st.publish(proto::Phase::Snapshot, Event::Schema(plan.schema.clone()), None)
-            .await?;
+        st.publish(
+            proto::Phase::Snapshot,
+            Event::Schema(plan.schema.clone()),
+            None,
+        )
+        .await?;
         st.remember_schema(&plan);
         let cols: Vec<String> = plan
             .columns
             .iter()
-            .map(|c| if c.action.is_some() { quote_ident(&c.name) } else { "NULL".into() })
+            .map(|c| {
+                if c.action.is_some() {
+                    quote_ident(&c.name)
+                } else {
+                    "NULL".into()
+                }
+            })
             .collect();
-        let (schema, name) = plan.qualified.split_once('.').unwrap_or(("public", &plan.qualified));
+        let (schema, name) = plan
+            .qualified
+            .split_once('.')
+            .unwrap_or(("public", &plan.qualified));
         let sql = format!(
             "COPY (SELECT {} FROM {}.{}) TO STDOUT",
-            if cols.is_empty() { "1".into() } else { cols.join(", ") },
+            if cols.is_empty() {
+                "1".into()
+            } else {
+                cols.join(", ")
+            },
             quote_ident(schema),
             quote_ident(name)
         );
@@ -175,11 +206,14 @@ pub async fn run(st: &mut Streamer, snap: &Client, snapshot_name: &str, consiste
                 }
             }
         }
-        metrics::counter!(crate::metrics::SNAPSHOT_ROWS, "table" => plan.qualified.clone()).increment(rows);
+        metrics::counter!(crate::metrics::SNAPSHOT_ROWS, "table" => plan.qualified.clone())
+            .increment(rows);
         tracing::info!(table = %plan.qualified, rows, secs = started.elapsed().as_secs_f64(), "snapshot: table copied");
         total += rows;
     }
-    snap.batch_execute("COMMIT").await.map_err(pg("end snapshot transaction"))?;
+    snap.batch_execute("COMMIT")
+        .await
+        .map_err(pg("end snapshot transaction"))?;
     st.publish(
         proto::Phase::Snapshot,
         Event::SnapshotEnd(proto::SnapshotEnd {

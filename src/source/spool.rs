@@ -174,7 +174,10 @@ mod tests {
         s.push(20, 20, b"other").unwrap();
         s.abort(10, 11);
         let got = drain(s.take(10).unwrap());
-        let expect: Vec<Vec<u8>> = (0..20u8).filter(|i| i % 5 != 0).map(|i| vec![i; 8]).collect();
+        let expect: Vec<Vec<u8>> = (0..20u8)
+            .filter(|i| i % 5 != 0)
+            .map(|i| vec![i; 8])
+            .collect();
         assert_eq!(got, expect);
         s.abort(20, 20);
         assert!(s.is_empty());

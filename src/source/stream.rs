@@ -17,7 +17,9 @@ use super::spool::Spool;
 use crate::catalog::{self, CatalogError};
 use crate::config::{Config, ConfigError};
 use crate::gate::{self, GateError, TablePlan};
-use crate::pgoutput::{self, LogicalMessage, OldTuple, PG_EPOCH_OFFSET_US, Relation, ReplicationMessage, fmt_lsn};
+use crate::pgoutput::{
+    self, LogicalMessage, OldTuple, PG_EPOCH_OFFSET_US, Relation, ReplicationMessage, fmt_lsn,
+};
 use crate::proto::{self, envelope::Event};
 use crate::publish::{self, PublishError, Publisher};
 use crate::registry::{Registry, RegistryError};
@@ -46,6 +48,8 @@ pub enum StreamError {
     Decode(#[from] pgoutput::DecodeError),
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("replication slot {0} is in use by another process (is another veil stream running?)")]
+    SlotBusy(String),
     #[error("spool: {0}")]
     Spool(#[from] std::io::Error),
 }
@@ -56,7 +60,9 @@ impl StreamError {
     pub fn is_transient(&self) -> bool {
         match self {
             StreamError::Source(e) => matches!(e, SourceError::Io(_) | SourceError::Closed),
-            StreamError::Publish(_) | StreamError::Postgres(..) | StreamError::Spool(_) => true,
+            StreamError::Publish(_) | StreamError::Postgres(..) | StreamError::Spool(_) | StreamError::SlotBusy(_) => {
+                true
+            }
             _ => false,
         }
     }
@@ -89,16 +95,20 @@ pub struct Streamer {
     plans: HashMap<u32, Arc<TablePlan>>,
     published_schemas: HashMap<String, proto::TableSchema>,
     txn: Option<TxnState>,
+    run_id: u64,
+    seq: u64,
 }
 
 struct TxnState {
-    commit_lsn: u64,
     rows: u64,
 }
 
 impl Streamer {
-    fn envelope(&self, phase: proto::Phase, event: Event) -> proto::Envelope {
+    fn envelope(&mut self, phase: proto::Phase, event: Event) -> proto::Envelope {
+        self.seq += 1;
         proto::Envelope {
+            run_id: self.run_id,
+            seq: self.seq,
             epoch: self.epoch,
             source_id: self.source_id.clone(),
             last_commit_lsn: self.last_commit_lsn,
@@ -109,19 +119,30 @@ impl Streamer {
         }
     }
 
-    pub async fn publish(&mut self, phase: proto::Phase, event: Event, done_lsn: Option<u64>) -> Result<(), StreamError> {
+    pub async fn publish(
+        &mut self,
+        phase: proto::Phase,
+        event: Event,
+        done_lsn: Option<u64>,
+    ) -> Result<(), StreamError> {
         let env = self.envelope(phase, event);
         self.publisher.send(&env, done_lsn).await?;
         Ok(())
     }
 
     pub fn remember_schema(&mut self, plan: &TablePlan) {
-        self.published_schemas.insert(plan.qualified.clone(), plan.schema.clone());
+        self.published_schemas
+            .insert(plan.qualified.clone(), plan.schema.clone());
         self.plans.insert(plan.oid, Arc::new(plan.clone()));
     }
 
-    async fn begin(&mut self, commit_lsn: u64, commit_time: i64, xid: u32) -> Result<(), StreamError> {
-        self.txn = Some(TxnState { commit_lsn, rows: 0 });
+    async fn begin(
+        &mut self,
+        commit_lsn: u64,
+        commit_time: i64,
+        xid: u32,
+    ) -> Result<(), StreamError> {
+        self.txn = Some(TxnState { rows: 0 });
         self.publish(
             proto::Phase::Stream,
             Event::Begin(proto::Begin {
@@ -134,7 +155,12 @@ impl Streamer {
         .await
     }
 
-    async fn commit(&mut self, commit_lsn: u64, end_lsn: u64, commit_time: i64) -> Result<(), StreamError> {
+    async fn commit(
+        &mut self,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_time: i64,
+    ) -> Result<(), StreamError> {
         let rows = self.txn.take().map(|t| t.rows).unwrap_or(0);
         self.last_commit_lsn = commit_lsn;
         self.publish(
@@ -158,27 +184,45 @@ impl Streamer {
             .iter()
             .map(|c| (c.name.clone(), c.type_oid, c.type_modifier))
             .collect();
-        let keys: Vec<String> = rel.columns.iter().filter(|c| c.is_key).map(|c| c.name.clone()).collect();
+        let keys: Vec<String> = rel
+            .columns
+            .iter()
+            .filter(|c| c.is_key)
+            .map(|c| c.name.clone())
+            .collect();
         let info = catalog::describe_table(&self.catalog, rel.oid, Some(&cols)).await?;
         let plan = gate::plan_table(&self.database, &info, &keys, &self.registry, &self.master)?;
         if !plan.blocked && self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
             tracing::info!(table = %plan.qualified, "publishing table schema");
-            self.publish(proto::Phase::Stream, Event::Schema(plan.schema.clone()), None)
-                .await?;
-            metrics::counter!(crate::metrics::SCHEMA_CHANGES, "table" => plan.qualified.clone()).increment(1);
+            self.publish(
+                proto::Phase::Stream,
+                Event::Schema(plan.schema.clone()),
+                None,
+            )
+            .await?;
+            metrics::counter!(crate::metrics::SCHEMA_CHANGES, "table" => plan.qualified.clone())
+                .increment(1);
         }
         self.remember_schema(&plan);
         Ok(())
     }
 
     fn plan(&self, oid: u32) -> Result<Arc<TablePlan>, StreamError> {
-        self.plans
-            .get(&oid)
-            .cloned()
-            .ok_or_else(|| StreamError::Protocol(format!("change for relation oid {oid} before its Relation message")))
+        self.plans.get(&oid).cloned().ok_or_else(|| {
+            StreamError::Protocol(format!(
+                "change for relation oid {oid} before its Relation message"
+            ))
+        })
     }
 
-    async fn row(&mut self, plan: &TablePlan, op: proto::Op, new: Vec<proto::Value>, old: Vec<proto::Value>, old_full: bool) -> Result<(), StreamError> {
+    async fn row(
+        &mut self,
+        plan: &TablePlan,
+        op: proto::Op,
+        new: Vec<proto::Value>,
+        old: Vec<proto::Value>,
+        old_full: bool,
+    ) -> Result<(), StreamError> {
         if let Some(t) = self.txn.as_mut() {
             t.rows += 1;
         }
@@ -201,15 +245,21 @@ impl Streamer {
     async fn change(&mut self, msg: LogicalMessage, lsn: u64) -> Result<(), StreamError> {
         match msg {
             LogicalMessage::Relation { relation, .. } => self.relation(relation).await?,
-            LogicalMessage::Insert { relation_oid, new, .. } => {
+            LogicalMessage::Insert {
+                relation_oid, new, ..
+            } => {
                 let plan = self.plan(relation_oid)?;
                 if !plan.blocked {
                     let v = plan.transform_tuple(&new, lsn)?;
-                    self.row(&plan, proto::Op::Insert, v, Vec::new(), false).await?;
+                    self.row(&plan, proto::Op::Insert, v, Vec::new(), false)
+                        .await?;
                 }
             }
             LogicalMessage::Update {
-                relation_oid, old, new, ..
+                relation_oid,
+                old,
+                new,
+                ..
             } => {
                 let plan = self.plan(relation_oid)?;
                 if !plan.blocked {
@@ -222,18 +272,23 @@ impl Streamer {
                     self.row(&plan, proto::Op::Update, v, o, full).await?;
                 }
             }
-            LogicalMessage::Delete { relation_oid, old, .. } => {
+            LogicalMessage::Delete {
+                relation_oid, old, ..
+            } => {
                 let plan = self.plan(relation_oid)?;
                 if !plan.blocked {
                     let (o, full) = match &old {
                         OldTuple::Key(t) => (plan.transform_tuple(t, lsn)?, false),
                         OldTuple::Full(t) => (plan.transform_tuple(t, lsn)?, true),
                     };
-                    self.row(&plan, proto::Op::Delete, Vec::new(), o, full).await?;
+                    self.row(&plan, proto::Op::Delete, Vec::new(), o, full)
+                        .await?;
                 }
             }
             LogicalMessage::Truncate {
-                options, relation_oids, ..
+                options,
+                relation_oids,
+                ..
             } => {
                 let mut tables = Vec::new();
                 for oid in relation_oids {
@@ -260,8 +315,12 @@ impl Streamer {
             }
             LogicalMessage::Message { prefix, lsn, .. } => {
                 if prefix == HEARTBEAT_PREFIX {
-                    self.publish(proto::Phase::Stream, Event::Heartbeat(proto::Heartbeat { lsn }), None)
-                        .await?;
+                    self.publish(
+                        proto::Phase::Stream,
+                        Event::Heartbeat(proto::Heartbeat { lsn }),
+                        None,
+                    )
+                    .await?;
                 }
                 // Any other logical message is not ours: dropped, never forwarded.
             }
@@ -289,6 +348,12 @@ fn message_name(m: &LogicalMessage) -> &'static str {
     }
 }
 
+/// A random, non-zero id for this process run.
+fn new_run_id() -> u64 {
+    let h = crate::demo::random_key_hex();
+    u64::from_str_radix(&h[..16], 16).unwrap_or(1).max(1)
+}
+
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -314,14 +379,38 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
 
     let mut repl = ReplicationConn::connect(&pgcfg).await?;
     let ident = repl.simple_query("IDENTIFY_SYSTEM").await?;
-    let row = ident.first().ok_or_else(|| StreamError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
+    let row = ident
+        .first()
+        .ok_or_else(|| StreamError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
     let sysid = row.first().cloned().flatten().unwrap_or_default();
     let database = row.get(3).cloned().flatten().unwrap_or_default();
     let source_id = format!("{sysid}/{database}");
 
+    // Fencing: a predecessor is gone once no slot of ours is active (its walsender exits when
+    // the connection drops). Only then is the topic's end worth reading.
+    let mut waited = 0;
+    loop {
+        let busy: Option<String> = catalog_client
+            .query_opt(
+                "SELECT slot_name::text FROM pg_catalog.pg_replication_slots \
+                 WHERE slot_name ~ ('^' || $1 || '_e[0-9]+$') AND active LIMIT 1",
+                &[&src.slot],
+            )
+            .await
+            .map_err(|e| StreamError::Postgres("look up slots", e.to_string()))?
+            .map(|r| r.get(0));
+        match busy {
+            None => break,
+            Some(slot) if waited >= 60 => return Err(StreamError::SlotBusy(slot)),
+            Some(_) => {
+                waited += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
     publish::ensure_topic(&kafka, &kafka.topic, false).await?;
     let (k2, t2) = (kafka.clone(), kafka.topic.clone());
-    let tail = tokio::task::spawn_blocking(move || publish::read_last(&k2, &t2))
+    let tail = tokio::task::spawn_blocking(move || publish::read_last(&k2, &t2, Duration::from_millis(700)))
         .await
         .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
 
@@ -341,6 +430,8 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         plans: HashMap::new(),
         published_schemas: HashMap::new(),
         txn: None,
+        run_id: new_run_id(),
+        seq: 0,
     };
 
     // Decide: resume the current epoch, or start a new one with a fresh slot and snapshot.
@@ -348,8 +439,8 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     let mut resume_lsn = 0u64;
     if let Some((_, env)) = &tail {
         st.epoch = env.epoch;
-        let snapshot_unfinished =
-            env.phase == proto::Phase::Snapshot as i32 && !matches!(env.event, Some(Event::SnapshotEnd(_)));
+        let snapshot_unfinished = env.phase == proto::Phase::Snapshot as i32
+            && !matches!(env.event, Some(Event::SnapshotEnd(_)));
         let slot = format!("{}_e{}", src.slot, env.epoch);
         let exists = st
             .catalog
@@ -365,7 +456,10 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             .map(|r| r.get::<_, Option<String>>(0).as_deref() == Some("lost"))
             .unwrap_or(true);
         if snapshot_unfinished {
-            tracing::warn!(epoch = env.epoch, "previous snapshot did not finish: starting a new epoch");
+            tracing::warn!(
+                epoch = env.epoch,
+                "previous snapshot did not finish: starting a new epoch"
+            );
         } else if lost {
             tracing::error!(slot = %slot, "replication slot missing or invalidated (WAL removed): \
                             starting a new epoch with a new snapshot; dev will be rebuilt");
@@ -383,7 +477,22 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     }
 
     let start_lsn = if need_snapshot {
-        st.epoch += 1;
+        // The new epoch is above the topic's and above every slot of ours (a predecessor killed
+        // before its first delivery leaves a slot but nothing in the topic).
+        let slot_epochs: Vec<String> = st
+            .catalog
+            .query(
+                "SELECT substring(slot_name::text FROM '_e([0-9]+)$') FROM pg_catalog.pg_replication_slots \
+                 WHERE slot_name ~ ('^' || $1 || '_e[0-9]+$')",
+                &[&src.slot],
+            )
+            .await
+            .map_err(|e| StreamError::Postgres("list slots", e.to_string()))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let max_slot_epoch = slot_epochs.iter().filter_map(|e| e.parse::<u64>().ok()).max().unwrap_or(0);
+        st.epoch = st.epoch.max(max_slot_epoch) + 1;
         st.slot_name = format!("{}_e{}", src.slot, st.epoch);
         // Drop slots of earlier epochs (ours only).
         let pattern = format!("{}_e%", src.slot.replace('_', "\\_"));
@@ -401,9 +510,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 st.slot_name
             ))
             .await?;
-        let row = created
-            .first()
-            .ok_or_else(|| StreamError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+        let row = created.first().ok_or_else(|| {
+            StreamError::Protocol("CREATE_REPLICATION_SLOT returned no row".into())
+        })?;
         let consistent = row
             .get(1)
             .cloned()
@@ -456,7 +565,11 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     let mut server_end: u64 = start_lsn;
     let mut confirmed: u64 = start_lsn;
     let mut status = tokio::time::interval(Duration::from_secs(src.status_interval_secs.max(1)));
-    let hb_secs = if src.heartbeat_interval_secs == 0 { 3600 * 24 * 365 } else { src.heartbeat_interval_secs };
+    let hb_secs = if src.heartbeat_interval_secs == 0 {
+        3600 * 24 * 365
+    } else {
+        src.heartbeat_interval_secs
+    };
     let mut heartbeat = tokio::time::interval(Duration::from_secs(hb_secs));
     heartbeat.tick().await;
 
@@ -531,10 +644,17 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 confirmed = confirmed.max(server_end);
             }
             let write = received.max(confirmed);
-            repl.send_copy(&pgoutput::encode_status_update(write, confirmed, confirmed, now_us() - PG_EPOCH_OFFSET_US, false))
-                .await?;
+            repl.send_copy(&pgoutput::encode_status_update(
+                write,
+                confirmed,
+                confirmed,
+                now_us() - PG_EPOCH_OFFSET_US,
+                false,
+            ))
+            .await?;
             metrics::gauge!(crate::metrics::CONFIRMED_LSN).set(confirmed as f64);
-            metrics::gauge!(crate::metrics::REPLICATION_LAG_BYTES).set(server_end.max(received).saturating_sub(confirmed) as f64);
+            metrics::gauge!(crate::metrics::REPLICATION_LAG_BYTES)
+                .set(server_end.max(received).saturating_sub(confirmed) as f64);
             metrics::gauge!(crate::metrics::SPOOL_BYTES).set(spool.memory_bytes() as f64);
         }
     }
@@ -542,7 +662,13 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     let _ = tokio::time::timeout(Duration::from_secs(30), st.publisher.drain()).await;
     let acked = st.publisher.acked_lsn().max(confirmed);
     let _ = repl
-        .send_copy(&pgoutput::encode_status_update(acked, acked, acked, now_us() - PG_EPOCH_OFFSET_US, false))
+        .send_copy(&pgoutput::encode_status_update(
+            acked,
+            acked,
+            acked,
+            now_us() - PG_EPOCH_OFFSET_US,
+            false,
+        ))
         .await;
     repl.terminate().await;
     tracing::info!(confirmed = %fmt_lsn(acked), "stream stopped");

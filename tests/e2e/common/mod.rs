@@ -1,0 +1,307 @@
+//! Shared helpers: an environment of prod + dev clusters, broker and registry; the expected
+//! de-identified copy computed from prod through the library's own gate; row comparisons.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, SimpleQueryMessage};
+use veil::config::Config;
+use veil::testkit::{Broker, ClusterOptions, PgCluster};
+
+pub struct Env {
+    pub broker: Broker,
+    pub prod: PgCluster,
+    pub dev: PgCluster,
+    pub registry: tempfile::TempDir,
+    pub key_hex: String,
+    pub cfg: Config,
+}
+
+pub const PROD_DB: &str = "clinic";
+pub const DEV_DB: &str = "clinic_dev";
+
+/// Registry entries for the extra test tables (the demo registry covers the clinic tables).
+pub const EXTRA_REGISTRY: &[(&str, &str)] = &[
+    (
+        "public.scratch.toml",
+        r#"table = "public.scratch"
+[columns]
+id = { type = "integer", class = "sensitive", rule = "tokenize", domain = "scratch_id" }
+v  = { type = "text", class = "sensitive", rule = "tokenize", domain = "scratch_v" }
+"#,
+    ),
+    (
+        "public.docs.toml",
+        r#"table = "public.docs"
+[columns]
+id    = { type = "integer", class = "safe" }
+big   = { type = "text", class = "sensitive", rule = "tokenize", domain = "doc" }
+small = { type = "integer", class = "safe" }
+"#,
+    ),
+    (
+        "public.type_zoo.toml",
+        r#"table = "public.type_zoo"
+[columns]
+id   = { type = "integer", class = "safe" }
+b    = { type = "boolean", class = "safe" }
+i2   = { type = "smallint", class = "safe" }
+i4   = { type = "integer", class = "safe" }
+i8   = { type = "bigint", class = "safe" }
+n    = { type = "numeric", class = "safe" }
+f4   = { type = "real", class = "safe" }
+f8   = { type = "double precision", class = "safe" }
+t    = { type = "text", class = "safe" }
+vc   = { type = "character varying(20)", class = "safe" }
+c    = { type = "character(5)", class = "safe" }
+d    = { type = "date", class = "safe" }
+ts   = { type = "timestamp without time zone", class = "safe" }
+tstz = { type = "timestamp with time zone", class = "safe" }
+tm   = { type = "time without time zone", class = "safe" }
+iv   = { type = "interval", class = "safe" }
+u    = { type = "uuid", class = "safe" }
+by   = { type = "bytea", class = "safe" }
+j    = { type = "json", class = "safe" }
+jb   = { type = "jsonb", class = "safe" }
+m    = { type = "public.mood", class = "safe" }
+ai   = { type = "integer[]", class = "safe" }
+at   = { type = "text[]", class = "safe" }
+am   = { type = "public.mood[]", class = "safe" }
+nul  = { type = "text", class = "safe" }
+"#,
+    ),
+    (
+        "public.blocked_audit.toml",
+        r#"table = "public.blocked_audit"
+blocked = true
+"#,
+    ),
+];
+
+pub const EXTRA_SCHEMA: &str = "
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE scratch (id int PRIMARY KEY, v text);
+CREATE TABLE docs (id int PRIMARY KEY, big text, small int);
+CREATE TABLE type_zoo (
+    id int PRIMARY KEY, b bool, i2 int2, i4 int4, i8 int8, n numeric, f4 float4, f8 float8, t text,
+    vc varchar(20), c char(5), d date, ts timestamp, tstz timestamptz, tm time, iv interval, u uuid,
+    by bytea, j json, jb jsonb, m mood, ai int4[], at text[], am mood[], nul text);
+CREATE TABLE blocked_audit (id int PRIMARY KEY, secret text);
+";
+
+pub async fn connect(dsn: &str) -> Client {
+    veil::demo::connect(dsn).await.expect("connect")
+}
+
+impl Env {
+    /// Clusters, broker, registry (demo tables + extra tables) and a config for them.
+    pub fn start(prod_settings: &[(&str, &str)]) -> Env {
+        let broker = Broker::start().expect("broker (install tansu: see README)");
+        let prod = PgCluster::start_with(ClusterOptions {
+            settings: prod_settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .expect("prod cluster");
+        let dev = PgCluster::start().expect("dev cluster");
+        prod.create_db(PROD_DB).unwrap();
+        dev.create_db(DEV_DB).unwrap();
+        let registry = tempfile::tempdir().unwrap();
+        veil::demo::write_registry(registry.path()).unwrap();
+        for (name, text) in EXTRA_REGISTRY {
+            std::fs::write(registry.path().join(name), text).unwrap();
+        }
+        let key_hex = veil::demo::random_key_hex();
+        let cfg = veil::demo::config_for(
+            prod.dsn(PROD_DB),
+            dev.dsn(DEV_DB),
+            broker.bootstrap(),
+            "veil.test.changes",
+            registry.path(),
+            key_hex.clone(),
+        );
+        Env {
+            broker,
+            prod,
+            dev,
+            registry,
+            key_hex,
+            cfg,
+        }
+    }
+
+    pub async fn prod_client(&self) -> Client {
+        connect(&self.prod.dsn(PROD_DB)).await
+    }
+    pub async fn dev_client(&self) -> Client {
+        connect(&self.dev.dsn(DEV_DB)).await
+    }
+
+    pub fn registry_dir(&self) -> PathBuf {
+        self.registry.path().to_owned()
+    }
+
+    /// Writes the config as a TOML file for the CLI.
+    pub fn write_config(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("veil.toml");
+        let text = format!(
+            "[source]\ndsn = {:?}\nslot = \"veil\"\npublication = \"veil_pub\"\nstatus_interval_secs = 1\n\
+             heartbeat_interval_secs = 2\nspool_memory_bytes = 65536\n\n[kafka]\nbrokers = {:?}\ntopic = \"veil.test.changes\"\n\n\
+             [registry]\ndir = {:?}\n\n[keys]\nmaster_key_file = {:?}\n\n[sink]\ndsn = {:?}\nbatch_max_rows = 500\n",
+            self.prod.dsn(PROD_DB),
+            self.broker.bootstrap(),
+            self.registry.path(),
+            dir.join("master.key"),
+            self.dev.dsn(DEV_DB),
+        );
+        std::fs::write(dir.join("master.key"), &self.key_hex).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// Runs a query through the simple protocol; every value as text.
+pub async fn text_rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for m in c.simple_query(sql).await.expect(sql) {
+        if let SimpleQueryMessage::Row(r) = m {
+            out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
+        }
+    }
+    out
+}
+
+/// The de-identified copy dev must hold: every prod row of `table` through the gate, sorted.
+/// Returns (published column names, rows).
+pub async fn expected_copy(
+    env: &Env,
+    prod: &Client,
+    table: &str,
+) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let registry = veil::registry::Registry::load(env.registry.path()).unwrap();
+    let master =
+        veil::tokenize::MasterKey::new(hex::decode(&env.key_hex).unwrap().try_into().unwrap());
+    veil::catalog::prepare_session(prod).await.unwrap();
+    let oid: u32 = prod
+        .query_one(
+            "SELECT $1::text::regclass::oid",
+            &[&format!("public.{table}")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let info = veil::catalog::describe_table(prod, oid, None)
+        .await
+        .unwrap();
+    let plan =
+        veil::gate::plan_table(PROD_DB, &info, &info.primary_key, &registry, &master).unwrap();
+    prod.batch_execute("SET search_path = public")
+        .await
+        .unwrap();
+    let cols: Vec<String> = plan
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect();
+    let rows = text_rows(prod, &format!("SELECT {} FROM {table}", cols.join(", "))).await;
+    let mut out = Vec::new();
+    for r in rows {
+        let bytes: Vec<Option<Vec<u8>>> =
+            r.into_iter().map(|v| v.map(String::into_bytes)).collect();
+        let vals = plan
+            .transform(bytes.iter().map(veil::gate::RowValue::from), 0)
+            .unwrap();
+        out.push(
+            vals.into_iter()
+                .map(|v| match v.kind {
+                    Some(veil::proto::value::Kind::Text(t)) => Some(t),
+                    _ => None,
+                })
+                .collect(),
+        );
+    }
+    out.sort();
+    let names = plan.schema.columns.iter().map(|c| c.name.clone()).collect();
+    (names, out)
+}
+
+/// What dev holds for `table` (published columns), sorted; None while the table is missing.
+pub async fn dev_copy(
+    dev: &Client,
+    table: &str,
+    cols: &[String],
+) -> Option<Vec<Vec<Option<String>>>> {
+    let q: Vec<String> = cols.iter().map(|c| format!("\"{c}\"")).collect();
+    let msgs = dev
+        .simple_query(&format!("SELECT {} FROM public.{table}", q.join(", ")))
+        .await
+        .ok()?;
+    let mut rows: Vec<Vec<Option<String>>> = msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    rows.sort();
+    Some(rows)
+}
+
+/// Waits until `check` holds or `timeout` passes; returns whether it held.
+pub async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    check().await
+}
+
+/// Waits until dev equals the expected de-identified copy for every table in `tables`.
+pub async fn assert_dev_matches(env: &Env, tables: &[&str], timeout: Duration) {
+    let prod = env.prod_client().await;
+    let dev = env.dev_client().await;
+    let start = Instant::now();
+    let mut last = BTreeMap::new();
+    loop {
+        last.clear();
+        for t in tables {
+            let (cols, want) = expected_copy(env, &prod, t).await;
+            let Some(have) = dev_copy(&dev, t, &cols).await else {
+                last.insert(t.to_string(), "missing in dev".into());
+                continue;
+            };
+            if have != want {
+                let extra = have.iter().filter(|r| !want.contains(r)).count();
+                let missing = want.iter().filter(|r| !have.contains(r)).count();
+                last.insert(
+                    t.to_string(),
+                    format!(
+                        "dev {} rows, expected {} ({missing} missing, {extra} unexpected)",
+                        have.len(),
+                        want.len()
+                    ),
+                );
+            }
+        }
+        if last.is_empty() {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!("dev never matched the expected copy: {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests with real components: throwaway PostgreSQL 15 clusters and a real
+//! Kafka-protocol broker (tansu). Nothing here is mocked.
+
+mod common;
+
+mod pipeline;
+mod protocol;
+mod restart;
