@@ -94,29 +94,35 @@ pub fn config_for(
     registry: &Path,
     key_hex: String,
 ) -> Config {
-    let mut cfg = Config::default();
-    cfg.source = Some(SourceConfig {
-        dsn: Dsn(prod_dsn),
-        slot: "veil".into(),
-        publication: "veil_pub".into(),
-        status_interval_secs: 1,
-        heartbeat_interval_secs: 5,
-        spool_dir: None,
-        spool_memory_bytes: 1 << 20,
-    });
-    cfg.kafka = Some(KafkaConfig {
-        brokers,
-        topic: topic.into(),
-        replication_factor: 1,
-        options: Default::default(),
-    });
-    cfg.registry.dir = registry.to_owned();
-    cfg.keys.master_key = Some(Secret(key_hex));
-    cfg.sink = Some(SinkConfig {
-        dsn: Dsn(dev_dsn),
-        batch_max_rows: 5000,
-    });
-    cfg
+    Config {
+        source: Some(SourceConfig {
+            dsn: Dsn(prod_dsn),
+            slot: "veil".into(),
+            publication: "veil_pub".into(),
+            status_interval_secs: 1,
+            heartbeat_interval_secs: 5,
+            spool_dir: None,
+            spool_memory_bytes: 1 << 20,
+        }),
+        kafka: Some(KafkaConfig {
+            brokers,
+            topic: topic.into(),
+            replication_factor: 1,
+            options: Default::default(),
+        }),
+        registry: crate::config::RegistryConfig {
+            dir: registry.to_owned(),
+        },
+        keys: crate::config::KeysConfig {
+            master_key_file: None,
+            master_key: Some(Secret(key_hex)),
+        },
+        sink: Some(SinkConfig {
+            dsn: Dsn(dev_dsn),
+            batch_max_rows: 5000,
+        }),
+        metrics: Default::default(),
+    }
 }
 
 pub async fn connect(dsn: &str) -> Result<Client, DemoError> {
@@ -175,9 +181,8 @@ pub async fn print_join(prod: &Client, dev: &Client) -> Result<(), DemoError> {
     let b = dev.query(JOIN_SQL, &[]).await.map_err(pgerr)?;
     println!();
     println!(
-        "{} | {}",
-        pad("PRODUCTION  id / name / ssn / encounters", 62),
-        "DEV (de-identified)  id / name / ssn / encounters"
+        "{} | DEV (de-identified)  id / name / ssn / encounters",
+        pad("PRODUCTION  id / name / ssn / encounters", 62)
     );
     println!("{}-+-{}", "-".repeat(62), "-".repeat(62));
     for i in 0..a.len().max(b.len()) {

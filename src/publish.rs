@@ -95,7 +95,11 @@ pub async fn ensure_topic(
 /// A predecessor that was killed may still have produce requests in flight that the broker
 /// appends a moment later, so the end of the topic is first watched until it stays put for
 /// `settle`.
-pub fn read_last(cfg: &KafkaConfig, topic: &str, settle: Duration) -> Result<Option<(i64, Envelope)>, PublishError> {
+pub fn read_last(
+    cfg: &KafkaConfig,
+    topic: &str,
+    settle: Duration,
+) -> Result<Option<(i64, Envelope)>, PublishError> {
     let consumer: BaseConsumer = client_config(cfg)
         .set("group.id", "veil-tail-reader")
         .set("enable.auto.commit", "false")

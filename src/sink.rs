@@ -363,21 +363,21 @@ impl Applier {
     }
 
     async fn rollback_half_txn(&mut self, offset: i64) -> Result<(), SinkError> {
-        if let Some(s) = self.src.take() {
-            if !s.skipping {
-                // The half transaction's statements may still be queued; their errors do not
-                // matter, the savepoint goes anyway.
-                if let Err(e) = self.drain().await {
-                    tracing::warn!(error = %e, "error inside a half transaction that is being discarded");
-                }
-                tracing::warn!(offset, commit_lsn = %fmt_lsn(s.commit_lsn), "discarding a half transaction left by a stream restart");
-                self.client
-                    .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
-                    .await
-                    .map_err(pg("rollback half transaction"))?;
-                // Statements prepared inside the savepoint survive; schema changes were undone.
-                self.reload_schemas().await?;
+        if let Some(s) = self.src.take()
+            && !s.skipping
+        {
+            // The half transaction's statements may still be queued; their errors do not
+            // matter, the savepoint goes anyway.
+            if let Err(e) = self.drain().await {
+                tracing::warn!(error = %e, "error inside a half transaction that is being discarded");
             }
+            tracing::warn!(offset, commit_lsn = %fmt_lsn(s.commit_lsn), "discarding a half transaction left by a stream restart");
+            self.client
+                .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
+                .await
+                .map_err(pg("rollback half transaction"))?;
+            // Statements prepared inside the savepoint survive; schema changes were undone.
+            self.reload_schemas().await?;
         }
         Ok(())
     }

@@ -234,7 +234,7 @@ impl ReplicationConn {
                         "backend message length {len} < 4"
                     )));
                 }
-                if self.rbuf.len() >= len + 1 {
+                if self.rbuf.len() > len {
                     if tag == b'W' {
                         self.rbuf.advance(len + 1);
                         return Ok(Backend::CopyBoth);

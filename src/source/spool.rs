@@ -134,8 +134,8 @@ impl SpoolReader {
                     }
                     Err(e) => return Err(e),
                 }
-                let subxid = u32::from_le_bytes(hdr[..4].try_into().expect("4 bytes"));
-                let len = u32::from_le_bytes(hdr[4..].try_into().expect("4 bytes")) as usize;
+                let subxid = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+                let len = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as usize;
                 let mut d = vec![0u8; len];
                 f.read_exact(&mut d)?;
                 (subxid, d)

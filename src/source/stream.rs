@@ -37,7 +37,7 @@ pub enum StreamError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
-    Gate(#[from] GateError),
+    Gate(Box<GateError>),
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error(transparent)]
@@ -54,15 +54,22 @@ pub enum StreamError {
     Spool(#[from] std::io::Error),
 }
 
+impl From<GateError> for StreamError {
+    fn from(e: GateError) -> Self {
+        StreamError::Gate(Box::new(e))
+    }
+}
+
 impl StreamError {
     /// Transient errors are worth a restart from the confirmed LSN; the others need a person
     /// (a registry decision, a config fix) and must not be retried in a loop.
     pub fn is_transient(&self) -> bool {
         match self {
             StreamError::Source(e) => matches!(e, SourceError::Io(_) | SourceError::Closed),
-            StreamError::Publish(_) | StreamError::Postgres(..) | StreamError::Spool(_) | StreamError::SlotBusy(_) => {
-                true
-            }
+            StreamError::Publish(_)
+            | StreamError::Postgres(..)
+            | StreamError::Spool(_)
+            | StreamError::SlotBusy(_) => true,
             _ => false,
         }
     }
@@ -410,9 +417,11 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     }
     publish::ensure_topic(&kafka, &kafka.topic, false).await?;
     let (k2, t2) = (kafka.clone(), kafka.topic.clone());
-    let tail = tokio::task::spawn_blocking(move || publish::read_last(&k2, &t2, Duration::from_millis(700)))
-        .await
-        .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
+    let tail = tokio::task::spawn_blocking(move || {
+        publish::read_last(&k2, &t2, Duration::from_millis(700))
+    })
+    .await
+    .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
 
     let publisher = Publisher::new(&kafka, &kafka.topic, &source_id)?;
     let mut st = Streamer {
@@ -491,7 +500,11 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let max_slot_epoch = slot_epochs.iter().filter_map(|e| e.parse::<u64>().ok()).max().unwrap_or(0);
+        let max_slot_epoch = slot_epochs
+            .iter()
+            .filter_map(|e| e.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
         st.epoch = st.epoch.max(max_slot_epoch) + 1;
         st.slot_name = format!("{}_e{}", src.slot, st.epoch);
         // Drop slots of earlier epochs (ours only).
