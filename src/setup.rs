@@ -63,12 +63,12 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
         .parse()?
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| SetupError::Postgres("connect", e.to_string()))?;
+        .map_err(|e| SetupError::Postgres("connect", crate::pgerr::describe(&e)))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     let pg = |what: &'static str| {
-        move |e: tokio_postgres::Error| SetupError::Postgres(what, e.to_string())
+        move |e: tokio_postgres::Error| SetupError::Postgres(what, crate::pgerr::describe(&e))
     };
     let wal: String = client
         .query_one("SHOW wal_level", &[])

@@ -79,12 +79,7 @@ fn pg(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkErro
     let what = what.into();
     move |e| SinkError::Postgres {
         what,
-        // tokio-postgres' Display includes the server's message; DETAIL (which may quote values)
-        // is only in the DbError fields and not printed here.
-        message: e
-            .as_db_error()
-            .map(|d| format!("{} {}", d.code().code(), d.message()))
-            .unwrap_or_else(|| e.to_string()),
+        message: crate::pgerr::describe(&e),
     }
 }
 

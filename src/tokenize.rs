@@ -460,6 +460,27 @@ mod tests {
         assert!(apply(&RuleKey::YearOnly, &TypeClass::Bool, "t").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn int_permutation_roundtrips_on_full_ranges(v in proptest::num::i64::ANY, w in proptest::num::i32::ANY) {
+            let k = MasterKey::new([3; 32]).domain_key("p");
+            proptest::prop_assert_eq!(k.unpermute_int(k.permute_int(v, 63), 63), v);
+            let t = k.permute_int(w as i64, 31);
+            proptest::prop_assert!(t >= i32::MIN as i64 && t <= i32::MAX as i64);
+            proptest::prop_assert_eq!(k.unpermute_int(t, 31), w as i64);
+        }
+
+        #[test]
+        fn text_tokens_keep_length_and_never_echo(s in "\\PC{1,40}") {
+            let k = MasterKey::new([4; 32]).domain_key("t");
+            let t = k.text(&s);
+            proptest::prop_assert_eq!(t.chars().count(), s.chars().count());
+            if s.chars().filter(|c| c.is_alphanumeric()).count() >= 6 {
+                proptest::prop_assert_ne!(t, s);
+            }
+        }
+    }
+
     #[test]
     fn tokenize_rejects_inapplicable_types() {
         let m = key();

@@ -80,7 +80,7 @@ pub async fn run(
     consistent_lsn: u64,
 ) -> Result<u64, StreamError> {
     let pg = |what: &'static str| {
-        move |e: tokio_postgres::Error| StreamError::Postgres(what, e.to_string())
+        move |e: tokio_postgres::Error| StreamError::Postgres(what, crate::pgerr::describe(&e))
     };
     catalog::prepare_session(snap).await?;
     snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -376,7 +376,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     let (catalog_client, conn) = pgcfg
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| StreamError::Postgres("connect", e.to_string()))?;
+        .map_err(|e| StreamError::Postgres("connect", crate::pgerr::describe(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!(error = %e, "catalog connection ended");
@@ -404,7 +404,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 &[&src.slot],
             )
             .await
-            .map_err(|e| StreamError::Postgres("look up slots", e.to_string()))?
+            .map_err(|e| StreamError::Postgres("look up slots", crate::pgerr::describe(&e)))?
             .map(|r| r.get(0));
         match busy {
             None => break,
@@ -459,7 +459,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 &[&slot],
             )
             .await
-            .map_err(|e| StreamError::Postgres("look up slot", e.to_string()))?;
+            .map_err(|e| StreamError::Postgres("look up slot", crate::pgerr::describe(&e)))?;
         let lost = exists
             .as_ref()
             .map(|r| r.get::<_, Option<String>>(0).as_deref() == Some("lost"))
@@ -496,7 +496,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 &[&src.slot],
             )
             .await
-            .map_err(|e| StreamError::Postgres("list slots", e.to_string()))?
+            .map_err(|e| StreamError::Postgres("list slots", crate::pgerr::describe(&e)))?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -516,7 +516,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 &[&pattern, &src.slot],
             )
             .await
-            .map_err(|e| StreamError::Postgres("drop old slots", e.to_string()))?;
+            .map_err(|e| StreamError::Postgres("drop old slots", crate::pgerr::describe(&e)))?;
         let created = repl
             .simple_query(&format!(
                 "CREATE_REPLICATION_SLOT \"{}\" LOGICAL pgoutput (SNAPSHOT 'export')",
@@ -538,10 +538,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             .flatten()
             .ok_or_else(|| StreamError::Protocol("no exported snapshot".into()))?;
         tracing::info!(epoch = st.epoch, slot = %st.slot_name, lsn = %fmt_lsn(consistent), "slot created; snapshot starts");
-        let (snap, conn) = pgcfg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| StreamError::Postgres("connect for snapshot", e.to_string()))?;
+        let (snap, conn) = pgcfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+            StreamError::Postgres("connect for snapshot", crate::pgerr::describe(&e))
+        })?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
