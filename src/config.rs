@@ -31,10 +31,9 @@ pub enum ConfigError {
 pub struct Dsn(pub String);
 
 impl Dsn {
-    pub fn parse(&self) -> Result<tokio_postgres::Config, ConfigError> {
-        self.0
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| ConfigError::Invalid(format!("invalid DSN {self}: {e}")))
+    /// Parses the DSN, including `sslmode` (up to verify-full) and `sslrootcert`.
+    pub fn parse(&self) -> Result<crate::tls::PgTarget, ConfigError> {
+        crate::tls::parse_dsn(&self.0).map_err(|e| ConfigError::Invalid(format!("DSN {self}: {e}")))
     }
 
     /// The DSN with any password replaced by `***`.

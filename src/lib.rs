@@ -15,6 +15,7 @@ pub mod setup;
 pub mod sink;
 pub mod source;
 pub mod testkit;
+pub mod tls;
 pub mod tokenize;
 
 /// Protobuf change events (generated from `proto/veil/v1/change.proto`).

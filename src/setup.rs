@@ -58,15 +58,9 @@ CREATE EVENT TRIGGER veil_ddl ON ddl_command_end EXECUTE FUNCTION veil.on_ddl();
 
 pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
     let src = cfg.source()?;
-    let (client, conn) = src
-        .dsn
-        .parse()?
-        .connect(tokio_postgres::NoTls)
+    let client = crate::tls::connect(&src.dsn.parse()?)
         .await
-        .map_err(|e| SetupError::Postgres("connect", crate::pgerr::describe(&e)))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+        .map_err(|e| SetupError::Postgres("connect", e.to_string()))?;
     let pg = |what: &'static str| {
         move |e: tokio_postgres::Error| SetupError::Postgres(what, crate::pgerr::describe(&e))
     };

@@ -186,16 +186,12 @@ pub struct Applier {
 impl Applier {
     /// Connects, prepares the bookkeeping schema and loads the checkpoint.
     pub async fn connect(dsn: &crate::config::Dsn, topic: &str) -> Result<Self, SinkError> {
-        let (client, conn) = dsn
-            .parse()?
-            .connect(tokio_postgres::NoTls)
+        let client = crate::tls::connect(&dsn.parse()?)
             .await
-            .map_err(pg("connect"))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "dev connection ended");
-            }
-        });
+            .map_err(|e| SinkError::Postgres {
+                what: "connect".into(),
+                message: e.to_string(),
+            })?;
         client
             .batch_execute(
                 "SET session_replication_role = replica; SET synchronous_commit = on; \

@@ -102,6 +102,9 @@ pub enum Auth {
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
     pub auth: Auth,
+    /// Serve TLS with a throwaway CA (`PgCluster::ca_cert`); the server certificate names
+    /// `localhost` only.
+    pub tls: bool,
     /// Extra `postgresql.conf` lines.
     pub settings: Vec<(String, String)>,
 }
@@ -110,6 +113,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             auth: Auth::Trust,
+            tls: false,
             settings: Vec::new(),
         }
     }
@@ -180,6 +184,14 @@ impl PgCluster {
         for (k, v) in &opts.settings {
             conf.push_str(&format!("{k} = '{v}'\n"));
         }
+        if opts.tls {
+            make_certs(dir.path())?;
+            conf.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                dir.path().join("server.crt").display(),
+                dir.path().join("server.key").display()
+            ));
+        }
         let conf_path = data.join("postgresql.conf");
         let mut existing =
             std::fs::read_to_string(&conf_path).map_err(io("reading postgresql.conf"))?;
@@ -213,6 +225,11 @@ impl PgCluster {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The throwaway CA certificate of a cluster started with `tls`.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
     }
 
     /// A libpq-style DSN for database `db` over TCP.
@@ -273,6 +290,78 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A throwaway CA and a server certificate for `localhost` (openssl CLI), readable by the
+/// cluster's OS user.
+fn make_certs(dir: &Path) -> Result<(), TestkitError> {
+    let ossl = |args: &[&str]| {
+        let mut c = Command::new("openssl");
+        c.current_dir(dir).args(args);
+        run(c, "openssl")
+    };
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=veil test CA",
+    ])?;
+    ossl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ])?;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(io("writing ext.cnf"))?;
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])?;
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod server.key"))?;
+    if is_root()
+        && let Some((uid, gid)) = postgres_ids()
+    {
+        for f in ["server.key", "server.crt"] {
+            std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid))
+                .map_err(io("chown of a certificate"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Path of the broker binary: `$VEIL_BROKER_BIN`, else `tansu` on PATH or in ~/.cargo/bin.

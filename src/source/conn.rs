@@ -58,21 +58,53 @@ fn server_error(body: backend::ErrorResponseBody) -> SourceError {
 }
 
 impl ReplicationConn {
-    /// Connects and authenticates. `config` is a parsed libpq-style DSN.
-    pub async fn connect(config: &tokio_postgres::Config) -> Result<Self, SourceError> {
+    /// Connects (with TLS as `sslmode` asks) and authenticates.
+    pub async fn connect(target: &crate::tls::PgTarget) -> Result<Self, SourceError> {
+        let config = &target.config;
         let host = config
             .get_hosts()
             .first()
             .cloned()
             .unwrap_or(Host::Tcp("localhost".into()));
         let port = config.get_ports().first().copied().unwrap_or(5432);
+        let tls =
+            crate::tls::client_config(target).map_err(|e| SourceError::Config(e.to_string()))?;
         let io: Pin<Box<dyn Io>> = match host {
             Host::Tcp(h) => {
-                let s = tokio::net::TcpStream::connect((h.as_str(), port))
+                let mut s = tokio::net::TcpStream::connect((h.as_str(), port))
                     .await
                     .map_err(io_err)?;
                 s.set_nodelay(true).map_err(io_err)?;
-                Box::pin(s)
+                match tls {
+                    None => Box::pin(s),
+                    Some(cfg) => {
+                        let mut req = BytesMut::new();
+                        frontend::ssl_request(&mut req);
+                        s.write_all(&req).await.map_err(io_err)?;
+                        let mut answer = [0u8; 1];
+                        s.read_exact(&mut answer).await.map_err(io_err)?;
+                        match answer[0] {
+                            b'S' => {
+                                let name = rustls::pki_types::ServerName::try_from(h.clone())
+                                    .map_err(|e| {
+                                        SourceError::Config(format!("TLS server name {h:?}: {e}"))
+                                    })?;
+                                let stream = tokio_rustls::TlsConnector::from(cfg)
+                                    .connect(name, s)
+                                    .await
+                                    .map_err(|e| SourceError::Tls(e.to_string()))?;
+                                Box::pin(stream)
+                            }
+                            b'N' if target.ssl_mode == crate::tls::SslMode::Prefer => Box::pin(s),
+                            _ => {
+                                return Err(SourceError::Tls(format!(
+                                    "the server refused TLS, which sslmode={:?} requires",
+                                    target.ssl_mode
+                                )));
+                            }
+                        }
+                    }
+                }
             }
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));
@@ -83,11 +115,6 @@ impl ReplicationConn {
                 )
             }
         };
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(SourceError::Config(
-                "sslmode=require is not supported on the replication connection yet".into(),
-            ));
-        }
         let mut conn = ReplicationConn {
             io,
             rbuf: BytesMut::with_capacity(64 * 1024),

@@ -18,6 +18,8 @@ pub enum SourceError {
     Protocol(String),
     #[error("authentication failed: {0}")]
     Auth(String),
+    #[error("TLS with the source failed: {0}")]
+    Tls(String),
     #[error("source configuration: {0}")]
     Config(String),
 }

@@ -373,15 +373,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     let master = MasterKey::new(cfg.master_key()?);
     let pgcfg = src.dsn.parse()?;
 
-    let (catalog_client, conn) = pgcfg
-        .connect(tokio_postgres::NoTls)
+    let catalog_client = crate::tls::connect(&pgcfg)
         .await
-        .map_err(|e| StreamError::Postgres("connect", crate::pgerr::describe(&e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!(error = %e, "catalog connection ended");
-        }
-    });
+        .map_err(|e| StreamError::Postgres("connect", e.to_string()))?;
     catalog::prepare_session(&catalog_client).await?;
 
     let mut repl = ReplicationConn::connect(&pgcfg).await?;
@@ -538,12 +532,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             .flatten()
             .ok_or_else(|| StreamError::Protocol("no exported snapshot".into()))?;
         tracing::info!(epoch = st.epoch, slot = %st.slot_name, lsn = %fmt_lsn(consistent), "slot created; snapshot starts");
-        let (snap, conn) = pgcfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            StreamError::Postgres("connect for snapshot", crate::pgerr::describe(&e))
-        })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let snap = crate::tls::connect(&pgcfg)
+            .await
+            .map_err(|e| StreamError::Postgres("connect for snapshot", e.to_string()))?;
         super::snapshot::run(&mut st, &snap, &snapshot_name, consistent).await?;
         consistent
     } else {

@@ -9,7 +9,7 @@ use veil::source::conn::ReplicationConn;
 use veil::testkit::{Auth, ClusterOptions, PgCluster};
 
 async fn identify(cluster: &PgCluster) -> Vec<Option<String>> {
-    let cfg: tokio_postgres::Config = cluster.dsn("postgres").parse().unwrap();
+    let cfg = veil::tls::parse_dsn(&cluster.dsn("postgres")).unwrap();
     let mut conn = ReplicationConn::connect(&cfg)
         .await
         .expect("replication connect");
@@ -34,7 +34,7 @@ async fn auth_methods_trust_md5_scram() {
             let dsn = c
                 .dsn("postgres")
                 .replace(veil::testkit::TEST_PASSWORD, "wrong");
-            let cfg: tokio_postgres::Config = dsn.parse().unwrap();
+            let cfg = veil::tls::parse_dsn(&dsn).unwrap();
             let err = ReplicationConn::connect(&cfg)
                 .await
                 .err()
@@ -92,6 +92,69 @@ async fn capture(conn: &mut ReplicationConn, n_commits: usize) -> Vec<(LogicalMe
 }
 
 #[tokio::test]
+async fn tls_sslmodes_on_replication_and_normal_connections() {
+    let c = PgCluster::start_with(ClusterOptions {
+        auth: Auth::Scram,
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let ca = c.ca_cert();
+    let dsn = |host: &str, mode: &str, root: &std::path::Path| {
+        format!(
+            "host={host} port={} user=veil password={} dbname=postgres sslmode={mode} sslrootcert={}",
+            c.port,
+            veil::testkit::TEST_PASSWORD,
+            root.display()
+        )
+    };
+    // Encrypted and verified: both kinds of connection, and the server sees TLS.
+    for (host, mode) in [
+        ("localhost", "verify-full"),
+        ("127.0.0.1", "verify-ca"),
+        ("127.0.0.1", "require"),
+    ] {
+        let t = veil::tls::parse_dsn(&dsn(host, mode, &ca)).unwrap();
+        let mut r = ReplicationConn::connect(&t)
+            .await
+            .unwrap_or_else(|e| panic!("{host} {mode}: {e}"));
+        let rows = r.simple_query("IDENTIFY_SYSTEM").await.unwrap();
+        assert_eq!(rows[0][3].as_deref(), Some("postgres"));
+        r.terminate().await;
+        let client = veil::tls::connect(&t)
+            .await
+            .unwrap_or_else(|e| panic!("{host} {mode}: {e}"));
+        let ssl: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl, "{host} {mode}");
+    }
+    // verify-full checks the host name: the certificate names localhost only.
+    let t = veil::tls::parse_dsn(&dsn("127.0.0.1", "verify-full", &ca)).unwrap();
+    let e = ReplicationConn::connect(&t)
+        .await
+        .err()
+        .expect("name mismatch must fail")
+        .to_string();
+    assert!(e.contains("TLS"), "{e}");
+    assert!(veil::tls::connect(&t).await.is_err());
+    // A certificate from another CA is refused.
+    let other = PgCluster::start_with(ClusterOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let t = veil::tls::parse_dsn(&dsn("localhost", "verify-full", &other.ca_cert())).unwrap();
+    assert!(ReplicationConn::connect(&t).await.is_err());
+    assert!(veil::tls::connect(&t).await.is_err());
+}
+
+#[tokio::test]
 async fn decoder_reads_real_pgoutput_v2() {
     let c = PgCluster::start_with(ClusterOptions {
         settings: vec![("logical_decoding_work_mem".into(), "64kB".into())],
@@ -103,7 +166,7 @@ async fn decoder_reads_real_pgoutput_v2() {
         "CREATE TABLE t (id int PRIMARY KEY, name text, big text); CREATE PUBLICATION p FOR ALL TABLES;",
     )
     .unwrap();
-    let cfg: tokio_postgres::Config = c.dsn("postgres").parse().unwrap();
+    let cfg = veil::tls::parse_dsn(&c.dsn("postgres")).unwrap();
     let mut conn = ReplicationConn::connect(&cfg).await.unwrap();
     let slot = conn
         .simple_query("CREATE_REPLICATION_SLOT s LOGICAL pgoutput (SNAPSHOT 'nothing')")
