@@ -18,6 +18,7 @@ pub const SINK_APPLIED_TXNS: &str = "veil_sink_applied_transactions_total";
 pub const SINK_APPLY_LAG_SECONDS: &str = "veil_sink_apply_lag_seconds";
 pub const SINK_LAST_COMMIT_LSN: &str = "veil_sink_last_commit_lsn";
 pub const SINK_DUPLICATES: &str = "veil_sink_duplicate_events_total";
+pub const SINK_REFETCHES: &str = "veil_sink_refetches_total";
 pub const SINK_SKIPPED_TXNS: &str = "veil_sink_skipped_transactions_total";
 
 #[derive(Debug, thiserror::Error)]

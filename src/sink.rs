@@ -155,6 +155,9 @@ struct Queued {
     what: Option<(String, &'static str, u64, bool)>,
 }
 
+/// How far before the checkpoint the sink starts fetching (see `run`).
+const REWIND: i64 = 20_000;
+
 /// Statements queued before the queue is drained (pipelining depth).
 const PIPELINE_DEPTH: usize = 2000;
 
@@ -527,6 +530,7 @@ impl Applier {
                     self.enqueue(st, Vec::new(), None).await?;
                     self.ckpt.last_commit_lsn = c.commit_lsn;
                     self.ckpt.last_commit_time_us = c.commit_time_us;
+                    tracing::debug!(offset, commit_lsn = %fmt_lsn(c.commit_lsn), rows = c.rows, "transaction applied");
                     self.applied_txns += 1;
                     metrics::counter!(crate::metrics::SINK_APPLIED_TXNS).increment(1);
                 }
@@ -1085,43 +1089,75 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             .set("auto.offset.reset", "earliest")
             .create()
             .map_err(|e| SinkError::Kafka(e.to_string()))?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&kafka.topic, 0, Offset::Offset(applier.next_offset()))
-        .map_err(|e| SinkError::Kafka(e.to_string()))?;
-    consumer
-        .assign(&tpl)
-        .map_err(|e| SinkError::Kafka(e.to_string()))?;
     tracing::info!(topic = %kafka.topic, offset = applier.next_offset(), epoch = applier.epoch(),
                    last_commit = %fmt_lsn(applier.last_commit_lsn()), "sink started");
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { break; }
-                continue;
-            }
-            m = tokio::time::timeout(Duration::from_millis(100), consumer.recv()) => m,
-        };
-        match msg {
-            Err(_) => {
-                // Idle: commit what is applied.
-                applier.flush().await?;
-            }
-            Ok(Err(e)) => return Err(SinkError::Kafka(e.to_string())),
-            Ok(Ok(m)) => {
-                let offset = m.offset();
-                let env =
-                    proto::Envelope::decode(m.payload().unwrap_or_default()).map_err(|e| {
-                        SinkError::Decode {
-                            offset,
-                            message: e.to_string(),
-                        }
-                    })?;
-                applier.apply(offset, env).await?;
-                if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
+    // Offsets of the change topic are contiguous (it is never compacted). The sink insists on
+    // seeing every one of them: a broker that answers a fetch starting inside a record batch with
+    // the next batch would otherwise skip events silently. So it starts a little before the
+    // checkpoint (dropping what is applied), and re-fetches from before any hole it sees.
+    let mut rewind = REWIND;
+    // The next offset the sink must see.
+    let mut expected = applier.next_offset();
+    'assign: loop {
+        let start = (expected - rewind).max(0);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&kafka.topic, 0, Offset::Offset(start))
+            .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break 'assign; }
+                    continue;
+                }
+                m = tokio::time::timeout(Duration::from_millis(100), consumer.recv()) => m,
+            };
+            match msg {
+                Err(_) => {
+                    // Idle: commit what is applied.
                     applier.flush().await?;
-                    let mut c = TopicPartitionList::new();
-                    let _ = c.add_partition_offset(&kafka.topic, 0, Offset::Offset(offset + 1));
-                    let _ = consumer.commit(&c, CommitMode::Async);
+                }
+                Ok(Err(e)) => return Err(SinkError::Kafka(e.to_string())),
+                Ok(Ok(m)) => {
+                    let offset = m.offset();
+                    if offset < expected {
+                        continue; // before the checkpoint: already applied
+                    }
+                    if offset > expected {
+                        if start == 0 || rewind >= 1_000_000 {
+                            return Err(SinkError::Gap {
+                                offset,
+                                commit_lsn: format!("offset {offset}"),
+                                expected_prev: format!("offset {expected}"),
+                                applied: "offsets the broker no longer has (retention?)".into(),
+                            });
+                        }
+                        tracing::warn!(
+                            expected,
+                            got = offset,
+                            "the broker skipped offsets; fetching again from earlier"
+                        );
+                        metrics::counter!(crate::metrics::SINK_REFETCHES).increment(1);
+                        rewind = (rewind * 2).min(1_000_000);
+                        continue 'assign;
+                    }
+                    expected = offset + 1;
+                    let env =
+                        proto::Envelope::decode(m.payload().unwrap_or_default()).map_err(|e| {
+                            SinkError::Decode {
+                                offset,
+                                message: e.to_string(),
+                            }
+                        })?;
+                    applier.apply(offset, env).await?;
+                    if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
+                        applier.flush().await?;
+                        let mut c = TopicPartitionList::new();
+                        let _ = c.add_partition_offset(&kafka.topic, 0, Offset::Offset(offset + 1));
+                        let _ = consumer.commit(&c, CommitMode::Async);
+                    }
                 }
             }
         }

@@ -50,8 +50,13 @@ async fn snapshot_then_live_changes_match_expected_copy() {
     let cfg = env.cfg.clone();
     let rx = stop_rx.clone();
     let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx).await });
-    let cfg = env.cfg.clone();
-    let sink = tokio::spawn(async move { veil::sink::run(&cfg, stop_rx).await });
+    // The sink runs with no key and no source settings: the dev side cannot reveal anything.
+    let mut sink_cfg = env.cfg.clone();
+    sink_cfg.keys = Default::default();
+    sink_cfg.source = None;
+    sink_cfg.registry = Default::default();
+    assert!(sink_cfg.master_key().is_err());
+    let sink = tokio::spawn(async move { veil::sink::run(&sink_cfg, stop_rx).await });
 
     assert_dev_matches(&env, ALL_TABLES, Duration::from_secs(120)).await;
 
@@ -190,5 +195,124 @@ async fn unclassified_column_stops_the_stream_and_never_flows() {
         .get(0);
     assert_eq!(n, 0);
     stop_tx.send(true).unwrap();
+    sink.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_type_stops_the_stream_naming_table_column_and_type() {
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE geo (id int PRIMARY KEY, p point); INSERT INTO geo VALUES (1, '(1,2)');",
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        env.registry_dir().join("public.geo.toml"),
+        "table = \"public.geo\"\n[columns]\nid = { type = \"integer\", class = \"safe\" }\np = { type = \"point\", class = \"safe\" }\n",
+    )
+    .unwrap();
+    veil::setup::run(&env.cfg).await.unwrap();
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        veil::source::stream::run(&env.cfg, stop_rx),
+    )
+    .await
+    .expect("the stream must stop")
+    .expect_err("point is not supported");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("public.geo")
+            && msg.contains("column")
+            && msg.contains("p")
+            && msg.contains("point"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_transaction_spilled_to_disk_arrives_whole() {
+    let mut env = Env::start(&[("logical_decoding_work_mem", "64kB")]);
+    if let Some(s) = env.cfg.source.as_mut() {
+        s.spool_memory_bytes = 64 * 1024;
+    }
+    let prod = env.prod_client().await;
+    veil::datagen::load(&prod, 20, 3).await.unwrap();
+    veil::setup::run(&env.cfg).await.unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cfg = env.cfg.clone();
+    let rx = stop_rx.clone();
+    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx).await });
+    let cfg = env.cfg.clone();
+    let sink = tokio::spawn(async move { veil::sink::run(&cfg, stop_rx).await });
+    assert_dev_matches(&env, &["observations"], Duration::from_secs(60)).await;
+    prod.batch_execute(
+        "INSERT INTO observations (encounter_id, code, value, unit, observed_at)
+         SELECT (SELECT max(id) FROM encounters), 'LATE', g, 'x', now() FROM generate_series(1, 20000) g",
+    )
+    .await
+    .unwrap();
+    assert_dev_matches(&env, &["observations"], Duration::from_secs(120)).await;
+    stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aborted_processes_during_a_large_transaction_recover() {
+    let mut env = Env::start(&[("logical_decoding_work_mem", "64kB")]);
+    if let Some(s) = env.cfg.source.as_mut() {
+        s.spool_memory_bytes = 64 * 1024;
+    }
+    let prod = env.prod_client().await;
+    veil::datagen::load(&prod, 20, 3).await.unwrap();
+    veil::setup::run(&env.cfg).await.unwrap();
+    let start = |env: &Env| {
+        let (tx, rx) = watch::channel(false);
+        let cfg = env.cfg.clone();
+        let rx2 = rx.clone();
+        let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx2).await });
+        let cfg = env.cfg.clone();
+        let sink = tokio::spawn(async move { veil::sink::run(&cfg, rx).await });
+        (tx, stream, sink)
+    };
+    let (_tx, stream, sink) = start(&env);
+    assert_dev_matches(&env, &["observations"], Duration::from_secs(60)).await;
+    let c = env.prod_client().await;
+    let big = tokio::spawn(async move {
+        c.batch_execute(
+            "INSERT INTO observations (encounter_id, code, value, unit, observed_at)
+             SELECT (SELECT max(id) FROM encounters), 'LATE', g, 'x', now() FROM generate_series(1, 20000) g",
+        )
+        .await
+        .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.abort();
+    big.await.unwrap();
+    sink.abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (tx, stream, sink) = start(&env);
+    let r = dev_matches(&env, &["observations"], Duration::from_secs(60)).await;
+    if let Err(e) = r {
+        let dev = env.dev_client().await;
+        let late = text_rows(
+            &dev,
+            "SELECT count(*) FROM observations WHERE code = 'LATE'",
+        )
+        .await;
+        panic!(
+            "{e}; LATE rows in dev: {late:?}\n{}",
+            dump_topic(&env)
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
 }

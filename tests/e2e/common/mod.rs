@@ -271,12 +271,43 @@ where
 
 /// Waits until dev equals the expected de-identified copy for every table in `tables`.
 pub async fn assert_dev_matches(env: &Env, tables: &[&str], timeout: Duration) {
-    let prod = env.prod_client().await;
-    let dev = env.dev_client().await;
+    if let Err(e) = dev_matches(env, tables, timeout).await {
+        panic!("{e}");
+    }
+}
+
+/// Like [`assert_dev_matches`], returning the difference instead of panicking.
+pub async fn dev_matches(env: &Env, tables: &[&str], timeout: Duration) -> Result<(), String> {
     let start = Instant::now();
     let mut last = BTreeMap::new();
     loop {
         last.clear();
+        // Fresh connections each round, and a cheap count comparison before the full one.
+        let prod = env.prod_client().await;
+        let dev = env.dev_client().await;
+        for t in tables {
+            let q = format!("SELECT count(*)::text FROM public.{t}");
+            let (a, b) = (text_rows(&prod, &q).await, dev.simple_query(&q).await.ok());
+            let b = b.and_then(|m| {
+                m.into_iter().find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+            });
+            if Some(a[0][0].clone().unwrap_or_default()) != b {
+                last.insert(
+                    t.to_string(),
+                    format!("count prod {:?}, dev {b:?}", a[0][0]),
+                );
+            }
+        }
+        if !last.is_empty() {
+            if start.elapsed() > timeout {
+                return Err(format!("dev never matched the expected copy: {last:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
         for t in tables {
             let (cols, want) = expected_copy(env, &prod, t).await;
             let Some(have) = dev_copy(&dev, t, &cols).await else {
@@ -297,11 +328,58 @@ pub async fn assert_dev_matches(env: &Env, tables: &[&str], timeout: Duration) {
             }
         }
         if last.is_empty() {
-            return;
+            return Ok(());
         }
         if start.elapsed() > timeout {
-            panic!("dev never matched the expected copy: {last:?}");
+            return Err(format!("dev never matched the expected copy: {last:?}"));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// PHI-free summary of every event in the topic (offset, epoch, run, seq, kind), for diagnosis.
+pub fn dump_topic(env: &Env) -> String {
+    use prost::Message as _;
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let kafka = env.cfg.kafka().unwrap();
+    let consumer: BaseConsumer = veil::publish::client_config(kafka)
+        .set("group.id", "veil-test-dump")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks(&kafka.topic, 0, Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&kafka.topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = String::new();
+    let start = Instant::now();
+    let mut last = -1;
+    while last < high - 1 && start.elapsed() < Duration::from_secs(60) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            last = m.offset();
+            let e = veil::proto::Envelope::decode(m.payload().unwrap_or_default()).unwrap();
+            let kind = match &e.event {
+                Some(veil::proto::envelope::Event::Begin(b)) => format!("begin {:X}", b.commit_lsn),
+                Some(veil::proto::envelope::Event::Commit(c)) => {
+                    format!("commit {:X}", c.commit_lsn)
+                }
+                Some(veil::proto::envelope::Event::Row(r)) => format!("row {}", r.table),
+                Some(other) => format!("{:?}", std::mem::discriminant(other)),
+                None => "none".into(),
+            };
+            out.push_str(&format!(
+                "{} e{} run {:x} seq {} {}\n",
+                m.offset(),
+                e.epoch,
+                e.run_id,
+                e.seq,
+                kind
+            ));
+        }
+    }
+    out
 }
