@@ -47,6 +47,13 @@ enum Command {
     },
     /// Run the local Kafka-protocol broker the demo uses and print its address.
     DevBroker,
+    /// veil and native logical replication side by side on generated data; prints ratios.
+    Bench {
+        #[arg(long, default_value_t = 20000)]
+        patients: usize,
+        #[arg(long, default_value_t = 200000)]
+        changes: usize,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -176,6 +183,15 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("veil demo: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Bench { patients, changes } => {
+            match veil::bench::run(veil::bench::BenchOptions { patients, changes }).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("veil bench: {e}");
                     ExitCode::from(1)
                 }
             }

@@ -694,6 +694,7 @@ impl Applier {
                 tracing::info!(table = %q, columns = s.columns.len(), "creating dev table");
             }
             Some(old) => {
+                let enum_ddl = sql.len();
                 for c in &s.columns {
                     match old.columns.iter().find(|o| o.name == c.name) {
                         None => sql.push_str(&format!(
@@ -720,7 +721,7 @@ impl Applier {
                         ));
                     }
                 }
-                if !sql.is_empty() {
+                if sql.len() > enum_ddl {
                     tracing::info!(table = %q, "altering dev table");
                 }
             }
