@@ -258,8 +258,15 @@ fn char_class(c: char) -> Option<(u32, u32)> {
         }
     }
     if c.is_alphanumeric() {
-        // Any other letter or digit: a lower-case Latin letter (never the original).
-        return Some((0x61, 26));
+        // Any other letter or digit (accented, rarer scripts): a letter of the same script where
+        // veil has a range for it, else a lower-case Latin letter — never the original.
+        return Some(match u {
+            0x370..=0x3FF | 0x1F00..=0x1FFF => (0x3B1, 25), // Greek (tonos, polytonic)
+            0x400..=0x52F => (0x430, 32),                   // Cyrillic extensions
+            0x600..=0x6FF | 0x750..=0x77F => (0x641, 10),   // Arabic extensions
+            0x3040..=0x30FF => (0x3041, 86),                // kana extensions
+            _ => (0x61, 26),
+        });
     }
     None
 }
@@ -445,6 +452,12 @@ mod tests {
         assert_eq!(&s[3..4], "-");
         assert_ne!(s, "123-45-6789");
         assert_eq!(k.text(""), "");
+        let g = k.text("Γιώργος Παπαδόπουλος");
+        assert!(
+            g.chars()
+                .all(|c| c == ' ' || ('\u{391}'..='\u{3C9}').contains(&c)),
+            "{g}"
+        );
         let e = k.text("Zoë 😀 שלום");
         assert_eq!(e.chars().count(), "Zoë 😀 שלום".chars().count());
         assert!(!e.contains("Zo"));
