@@ -70,19 +70,7 @@ pub fn write_registry(dir: &Path) -> std::io::Result<()> {
 
 /// A fresh random master key (demo and tests only).
 pub fn random_key_hex() -> String {
-    let mut seed = Vec::new();
-    seed.extend_from_slice(&std::process::id().to_le_bytes());
-    seed.extend_from_slice(
-        &std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            .to_le_bytes(),
-    );
-    if let Ok(b) = std::fs::read("/proc/sys/kernel/random/uuid") {
-        seed.extend_from_slice(&b);
-    }
-    blake3::hash(&seed).to_hex().to_string()
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 /// A complete config for a source and a sink (used by the demo and the tests).

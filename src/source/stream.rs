@@ -357,8 +357,7 @@ fn message_name(m: &LogicalMessage) -> &'static str {
 
 /// A random, non-zero id for this process run.
 fn new_run_id() -> u64 {
-    let h = crate::demo::random_key_hex();
-    u64::from_str_radix(&h[..16], 16).unwrap_or(1).max(1)
+    rand::random::<u64>().max(1)
 }
 
 fn quote_literal(s: &str) -> String {
