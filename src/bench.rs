@@ -97,10 +97,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     let d = connect(&dev.dsn("clinic_dev")).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let t0 = Instant::now();
-    let (c1, r1) = (cfg.clone(), stop_rx.clone());
-    let stream = tokio::spawn(async move { crate::source::stream::run(&c1, r1).await });
-    let (c2, r2) = (cfg.clone(), stop_rx.clone());
-    let sink = tokio::spawn(async move { crate::sink::run(&c2, r2).await });
+    let (stream, sink) = crate::demo::spawn_pipeline(&cfg, stop_rx);
     let veil_copy = until_rows(&d, rows, t0, Duration::from_secs(600)).await?;
 
     // Initial copy, native (schema first, as native replication needs it).

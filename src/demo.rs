@@ -113,6 +113,20 @@ pub fn config_for(
     }
 }
 
+/// The in-process stream task.
+pub type StreamTask = tokio::task::JoinHandle<Result<(), crate::source::stream::StreamError>>;
+/// The in-process sink task.
+pub type SinkTask = tokio::task::JoinHandle<Result<(), crate::sink::SinkError>>;
+
+/// Runs `veil stream` and `veil sink` in-process until `stop` turns true.
+pub fn spawn_pipeline(cfg: &Config, stop: watch::Receiver<bool>) -> (StreamTask, SinkTask) {
+    let (scfg, srx) = (cfg.clone(), stop.clone());
+    let stream = tokio::spawn(async move { crate::source::stream::run(&scfg, srx).await });
+    let kcfg = cfg.clone();
+    let sink = tokio::spawn(async move { crate::sink::run(&kcfg, stop).await });
+    (stream, sink)
+}
+
 pub async fn connect(dsn: &str) -> Result<Client, DemoError> {
     let (c, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
         .await
@@ -374,12 +388,7 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let scfg = cfg.clone();
-    let srx = stop_rx.clone();
-    let mut stream = tokio::spawn(async move { crate::source::stream::run(&scfg, srx).await });
-    let kcfg = cfg.clone();
-    let krx = stop_rx.clone();
-    let mut sink = tokio::spawn(async move { crate::sink::run(&kcfg, krx).await });
+    let (mut stream, mut sink) = spawn_pipeline(&cfg, stop_rx);
 
     let dev_client = connect(&dev.dsn("clinic_dev")).await?;
     let snap_start = Instant::now();

@@ -232,8 +232,9 @@ impl TablePlan {
         I: IntoIterator<Item = RowValue<'a>>,
     {
         let mut out = Vec::with_capacity(self.schema.columns.len());
+        let mut values = values.into_iter();
         let mut n = 0;
-        for (col, v) in self.columns.iter().zip(values) {
+        for (col, v) in self.columns.iter().zip(values.by_ref()) {
             n += 1;
             let Some(action) = &col.action else { continue };
             let kind = match v {
@@ -254,6 +255,8 @@ impl TablePlan {
             };
             out.push(proto::Value { kind: Some(kind) });
         }
+        // A row with more values than the relation has columns is as wrong as one with fewer.
+        n += values.count();
         if n != self.columns.len() {
             return Err(GateError::Value {
                 table: self.qualified.clone(),

@@ -84,6 +84,7 @@ pub struct ColumnEntry {
     pub decision: Decision,
     pub reviewer: Option<String>,
     pub reason: Option<String>,
+    pub reviewed_at: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +92,8 @@ pub struct TableEntry {
     pub file: PathBuf,
     pub blocked: bool,
     pub profile: String,
+    pub reviewer: Option<String>,
+    pub reason: Option<String>,
     pub columns: BTreeMap<String, ColumnEntry>,
 }
 
@@ -210,7 +213,6 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
             "unknown profile {profile:?} (expected one of {PROFILES:?})"
         )));
     }
-    let _ = (&f.reviewer, &f.reason);
     let mut columns = BTreeMap::new();
     for (col, c) in f.columns {
         let col_err = |message: String| RegistryError::Column {
@@ -263,7 +265,6 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
                 )));
             }
         };
-        let _ = &c.reviewed_at;
         columns.insert(
             col,
             ColumnEntry {
@@ -271,6 +272,7 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
                 decision,
                 reviewer: c.reviewer,
                 reason: c.reason,
+                reviewed_at: c.reviewed_at,
             },
         );
     }
@@ -280,6 +282,8 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
             file: path.to_owned(),
             blocked: f.blocked,
             profile,
+            reviewer: f.reviewer,
+            reason: f.reason,
             columns,
         },
     ))

@@ -21,6 +21,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio_postgres::types::Type;
@@ -99,6 +100,32 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// The table schemas recorded in `veil_sink.tables` (inside the current dev transaction).
+async fn load_schemas(
+    client: &Client,
+) -> Result<HashMap<String, Arc<proto::TableSchema>>, SinkError> {
+    let mut schemas = HashMap::new();
+    for r in client
+        .query("SELECT qualified, schema_pb FROM veil_sink.tables", &[])
+        .await
+        .map_err(pg("read table list"))?
+    {
+        let q: String = r.get(0);
+        let b: Vec<u8> = r.get(1);
+        let s = proto::TableSchema::decode(b.as_slice()).map_err(|e| SinkError::Schema {
+            table: q.clone(),
+            message: format!("stored schema unreadable: {e}"),
+        })?;
+        schemas.insert(q, Arc::new(s));
+    }
+    Ok(schemas)
+}
+
+/// `$n::text::<type>`: a text parameter cast to the column type.
+fn cast_param(n: usize, type_name: &str) -> String {
+    format!("${n}::text::{type_name}")
+}
+
 /// The dev-side bookkeeping tables.
 const BOOTSTRAP_SQL: &str = "
 CREATE SCHEMA IF NOT EXISTS veil_sink;
@@ -171,7 +198,8 @@ pub struct Applier {
     client: Client,
     topic: String,
     ckpt: Checkpoint,
-    schemas: HashMap<String, proto::TableSchema>,
+    /// The dev schema of every table veil manages (shared cheaply with the per-row path).
+    schemas: HashMap<String, Arc<proto::TableSchema>>,
     stmts: HashMap<String, Statement>,
     in_dev_txn: bool,
     batch_rows: usize,
@@ -230,20 +258,7 @@ impl Applier {
             ckpt.seq = r.get::<_, i64>(6) as u64;
             ckpt.known_runs = r.get::<_, Vec<i64>>(7).into_iter().map(|x| x as u64).collect();
         }
-        let mut schemas = HashMap::new();
-        for r in client
-            .query("SELECT qualified, schema_pb FROM veil_sink.tables", &[])
-            .await
-            .map_err(pg("read table list"))?
-        {
-            let q: String = r.get(0);
-            let b: Vec<u8> = r.get(1);
-            let s = proto::TableSchema::decode(b.as_slice()).map_err(|e| SinkError::Schema {
-                table: q.clone(),
-                message: format!("stored schema unreadable: {e}"),
-            })?;
-            schemas.insert(q, s);
-        }
+        let schemas = load_schemas(&client).await?;
         let savepoint = client
             .prepare("SAVEPOINT veil_src")
             .await
@@ -378,19 +393,7 @@ impl Applier {
 
     async fn reload_schemas(&mut self) -> Result<(), SinkError> {
         self.stmts.clear();
-        self.schemas.clear();
-        for r in self
-            .client
-            .query("SELECT qualified, schema_pb FROM veil_sink.tables", &[])
-            .await
-            .map_err(pg("read table list"))?
-        {
-            let q: String = r.get(0);
-            let b: Vec<u8> = r.get(1);
-            if let Ok(s) = proto::TableSchema::decode(b.as_slice()) {
-                self.schemas.insert(q, s);
-            }
-        }
+        self.schemas = load_schemas(&self.client).await?;
         Ok(())
     }
 
@@ -752,7 +755,7 @@ impl Applier {
             .map_err(pg("record table"))?;
         self.stmts
             .retain(|k, _| !k.starts_with(&format!("{q}\u{0}")));
-        self.schemas.insert(q, s);
+        self.schemas.insert(q, Arc::new(s));
         // Outside the snapshot, add foreign keys as soon as both ends exist.
         self.add_pending_fks().await
     }
@@ -910,50 +913,6 @@ impl Applier {
             .iter()
             .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
             .collect();
-        let where_clause =
-            |first: usize, full: bool, old: &[proto::Value]| -> (String, Vec<usize>) {
-                if !full && !key_idx.is_empty() {
-                    let parts: Vec<String> = key_idx
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &c)| {
-                            format!(
-                                "{} = ${}::text::{}",
-                                quote_ident(&schema.columns[c].name),
-                                first + i,
-                                schema.columns[c].type_name
-                            )
-                        })
-                        .collect();
-                    (parts.join(" AND "), key_idx.clone())
-                } else {
-                    let idx: Vec<usize> = (0..ncols)
-                        .filter(|&i| !old.get(i).is_some_and(is_unchanged))
-                        .collect();
-                    let parts: Vec<String> = idx
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &c)| {
-                            format!(
-                                "{}::text IS NOT DISTINCT FROM ${}",
-                                quote_ident(&schema.columns[c].name),
-                                first + i
-                            )
-                        })
-                        .collect();
-                    (
-                        format!(
-                            "ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1)",
-                            if parts.is_empty() {
-                                "true".into()
-                            } else {
-                                parts.join(" AND ")
-                            }
-                        ),
-                        idx,
-                    )
-                }
-            };
         match op {
             proto::Op::Insert => {
                 if r.new_values.len() != ncols {
@@ -973,7 +932,7 @@ impl Applier {
                                 .columns
                                 .iter()
                                 .enumerate()
-                                .map(|(i, c)| format!("${}::text::{}", i + 1, c.type_name))
+                                .map(|(i, c)| cast_param(i + 1, &c.type_name))
                                 .collect();
                             format!(
                                 "INSERT INTO {table} ({}) VALUES ({})",
@@ -1009,48 +968,78 @@ impl Applier {
                 } else {
                     Vec::new()
                 };
-                let (wsql, widx) = where_clause(set_idx.len() + 1, full, old);
+                if is_update && set_idx.is_empty() {
+                    return Ok(()); // nothing changed that dev can see
+                }
+                let widx: Vec<usize> = if full {
+                    (0..ncols).filter(|&i| !is_unchanged(&old[i])).collect()
+                } else {
+                    key_idx
+                };
                 let mask: String = set_idx.iter().map(|i| format!("{i},")).collect::<String>()
                     + "|"
                     + &widx.iter().map(|i| format!("{i},")).collect::<String>();
                 let key = format!(
-                    "{}\u{0}{}{}",
+                    "{}\u{0}{}{}{}",
                     r.table,
                     if is_update { "U" } else { "D" },
+                    if full { "F" } else { "K" },
                     mask
                 );
-                let set_sql: Vec<String> = set_idx
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| {
+                // The SQL is built only when the statement is not cached yet.
+                let sql = || {
+                    let col = |c: usize| quote_ident(&schema.columns[c].name);
+                    let first = set_idx.len() + 1;
+                    let wsql = if full {
+                        let parts: Vec<String> = widx
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &c)| {
+                                format!("{}::text IS NOT DISTINCT FROM ${}", col(c), first + i)
+                            })
+                            .collect();
                         format!(
-                            "{} = ${}::text::{}",
-                            quote_ident(&schema.columns[c].name),
-                            i + 1,
-                            schema.columns[c].type_name
-                        )
-                    })
-                    .collect();
-                let nparams = set_idx.len() + widx.len();
-                let st = self
-                    .statement(
-                        key,
-                        || {
-                            if is_update {
-                                format!("UPDATE {table} SET {} WHERE {wsql}", set_sql.join(", "))
+                            "ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1)",
+                            if parts.is_empty() {
+                                "true".into()
                             } else {
-                                format!("DELETE FROM {table} WHERE {wsql}")
+                                parts.join(" AND ")
                             }
-                        },
-                        nparams,
-                    )
-                    .await?;
+                        )
+                    } else {
+                        widx.iter()
+                            .enumerate()
+                            .map(|(i, &c)| {
+                                format!(
+                                    "{} = {}",
+                                    col(c),
+                                    cast_param(first + i, &schema.columns[c].type_name)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    };
+                    if is_update {
+                        let set: Vec<String> = set_idx
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &c)| {
+                                format!(
+                                    "{} = {}",
+                                    col(c),
+                                    cast_param(i + 1, &schema.columns[c].type_name)
+                                )
+                            })
+                            .collect();
+                        format!("UPDATE {table} SET {} WHERE {wsql}", set.join(", "))
+                    } else {
+                        format!("DELETE FROM {table} WHERE {wsql}")
+                    }
+                };
+                let st = self.statement(key, sql, set_idx.len() + widx.len()).await?;
                 let mut params: Vec<Option<String>> =
                     set_idx.iter().map(|&i| text(&r.new_values[i])).collect();
                 params.extend(widx.iter().map(|&i| text(&old[i])));
-                if is_update && set_idx.is_empty() {
-                    return Ok(()); // nothing changed that dev can see
-                }
                 self.enqueue(
                     st,
                     params,

@@ -159,11 +159,7 @@ async fn unclassified_column_stops_the_stream_and_never_flows() {
     veil::datagen::load(&prod, 50, 3).await.unwrap();
     veil::setup::run(&env.cfg).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let cfg = env.cfg.clone();
-    let rx = stop_rx.clone();
-    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx).await });
-    let cfg = env.cfg.clone();
-    let sink = tokio::spawn(async move { veil::sink::run(&cfg, stop_rx).await });
+    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
     assert_dev_matches(&env, &["patients", "encounters"], Duration::from_secs(60)).await;
 
     prod.batch_execute(
@@ -241,11 +237,7 @@ async fn large_transaction_spilled_to_disk_arrives_whole() {
     veil::datagen::load(&prod, 20, 3).await.unwrap();
     veil::setup::run(&env.cfg).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let cfg = env.cfg.clone();
-    let rx = stop_rx.clone();
-    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx).await });
-    let cfg = env.cfg.clone();
-    let sink = tokio::spawn(async move { veil::sink::run(&cfg, stop_rx).await });
+    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
     assert_dev_matches(&env, &["observations"], Duration::from_secs(60)).await;
     prod.batch_execute(
         "INSERT INTO observations (encounter_id, code, value, unit, observed_at)
@@ -270,11 +262,7 @@ async fn aborted_processes_during_a_large_transaction_recover() {
     veil::setup::run(&env.cfg).await.unwrap();
     let start = |env: &Env| {
         let (tx, rx) = watch::channel(false);
-        let cfg = env.cfg.clone();
-        let rx2 = rx.clone();
-        let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx2).await });
-        let cfg = env.cfg.clone();
-        let sink = tokio::spawn(async move { veil::sink::run(&cfg, rx).await });
+        let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, rx);
         (tx, stream, sink)
     };
     let (_tx, stream, sink) = start(&env);
