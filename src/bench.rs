@@ -58,6 +58,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     let native = PgCluster::start().map_err(start("the native dev cluster"))?;
     prod.create_db("clinic").map_err(start("prod db"))?;
     dev.create_db("clinic_dev").map_err(start("dev db"))?;
+    prod.create_db("veil_vault").map_err(start("vault db"))?;
     native
         .create_db("clinic_native")
         .map_err(start("native db"))?;
@@ -81,6 +82,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         "veil.bench.changes",
         regdir.path(),
         crate::demo::random_key_hex(),
+        Some(prod.dsn("veil_vault")),
     );
     crate::setup::run(&cfg)
         .await

@@ -1,6 +1,7 @@
 //! Configuration: one TOML file per process, every key documented in README.md, with
 //! environment overrides (`VEIL_SOURCE_DSN`, `VEIL_SINK_DSN`, `VEIL_KAFKA_BROKERS`,
-//! `VEIL_KAFKA_TOPIC`, `VEIL_REGISTRY_DIR`, `VEIL_MASTER_KEY`, `VEIL_METRICS_LISTEN`).
+//! `VEIL_KAFKA_TOPIC`, `VEIL_REGISTRY_DIR`, `VEIL_MASTER_KEY`, `VEIL_VAULT_DSN`,
+//! `VEIL_METRICS_LISTEN`).
 //!
 //! Secrets (DSN passwords, the master key) live in [`Secret`] / [`Dsn`], whose `Debug` and
 //! `Display` never show them.
@@ -194,6 +195,22 @@ fn default_batch() -> usize {
     5000
 }
 
+/// The vault: a production-side database no publication covers, holding value → token for
+/// vault-held tokens (Safe Harbor ids, text, SSN, e-mail, surrogates) and the reveal log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Vault database (`VEIL_VAULT_DSN` overrides). Never the dev side.
+    pub dsn: Dsn,
+    /// Tokens kept in memory by the stream (looked up in the vault when evicted).
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+}
+
+fn default_cache_entries() -> usize {
+    1_000_000
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
@@ -217,6 +234,8 @@ pub struct Config {
     pub keys: KeysConfig,
     #[serde(default)]
     pub sink: Option<SinkConfig>,
+    #[serde(default)]
+    pub vault: Option<VaultConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
 }
@@ -302,6 +321,17 @@ impl Config {
         if let Some(v) = get("VEIL_MASTER_KEY") {
             self.keys.master_key = Some(Secret(v));
         }
+        if let Some(v) = get("VEIL_VAULT_DSN") {
+            match &mut self.vault {
+                Some(s) => s.dsn = Dsn(v),
+                None => {
+                    self.vault = Some(VaultConfig {
+                        dsn: Dsn(v),
+                        cache_entries: default_cache_entries(),
+                    })
+                }
+            }
+        }
         if let Some(v) = get("VEIL_METRICS_LISTEN") {
             self.metrics.listen = Some(v);
         }
@@ -315,6 +345,14 @@ impl Config {
     pub fn kafka(&self) -> Result<&KafkaConfig, ConfigError> {
         self.kafka.as_ref().ok_or_else(|| {
             ConfigError::Invalid("missing [kafka] section (or VEIL_KAFKA_BROKERS)".into())
+        })
+    }
+    pub fn vault(&self) -> Result<&VaultConfig, ConfigError> {
+        self.vault.as_ref().ok_or_else(|| {
+            ConfigError::Invalid(
+                "missing [vault] section (or VEIL_VAULT_DSN): the vault lives on the production side only"
+                    .into(),
+            )
         })
     }
     pub fn sink(&self) -> Result<&SinkConfig, ConfigError> {

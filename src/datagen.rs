@@ -169,11 +169,22 @@ CREATE TABLE encounters (
 CREATE TABLE observations (
     id bigserial PRIMARY KEY,
     encounter_id bigint NOT NULL REFERENCES encounters (id),
+    patient_id bigint NOT NULL REFERENCES patients (id),
     code text NOT NULL,
     value numeric(10, 2),
     unit text,
     observed_at timestamptz NOT NULL
 );
+-- The observation's subject, filled from its encounter (as FHIR's Observation.subject).
+CREATE FUNCTION observation_subject() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+  IF NEW.patient_id IS NULL THEN
+    SELECT patient_id INTO NEW.patient_id FROM encounters WHERE id = NEW.encounter_id;
+  END IF;
+  RETURN NEW;
+END $f$;
+CREATE TRIGGER observation_subject BEFORE INSERT ON observations
+  FOR EACH ROW EXECUTE FUNCTION observation_subject();
 CREATE TABLE medications (
     id bigserial PRIMARY KEY,
     patient_id bigint NOT NULL REFERENCES patients (id),

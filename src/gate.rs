@@ -9,7 +9,12 @@ use crate::catalog::{TableInfo, TypeClass};
 use crate::pgoutput::{TupleData, TupleValue, fmt_lsn};
 use crate::proto;
 use crate::registry::{Decision, Registry};
-use crate::tokenize::{self, DeidError, MasterKey, RuleKey};
+use crate::scanner::Scanner;
+use crate::tokenize::{self, BindCx, Cx, DeidError, MasterKey, RuleKey, TokenStore, VaultRequest};
+use std::sync::{Arc, LazyLock};
+
+/// The scanner behind `redact` (default MRN patterns).
+static SCANNER: LazyLock<Arc<Scanner>> = LazyLock::new(|| Arc::new(Scanner::standard()));
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GateError {
@@ -133,6 +138,13 @@ pub fn plan_table(
             column: c.name.clone(),
             type_name: c.type_name.clone(),
         })?;
+        let column_index = |name: &str| info.columns.iter().position(|c| c.name == name);
+        let bind_cx = BindCx {
+            master,
+            profile: ce.profile,
+            column_index: &column_index,
+            scanner: &SCANNER,
+        };
         let action = match &ce.decision {
             Decision::Blocked => {
                 if key_columns.contains(&c.name) || info.primary_key.contains(&c.name) {
@@ -145,7 +157,7 @@ pub fn plan_table(
             }
             Decision::Publish(rule) => {
                 let bound =
-                    RuleKey::bind(rule, &class, master).map_err(|source| GateError::Rule {
+                    RuleKey::bind(rule, &class, &bind_cx).map_err(|source| GateError::Rule {
                         table: table.clone(),
                         column: c.name.clone(),
                         source,
@@ -157,6 +169,7 @@ pub fn plan_table(
                     not_null: c.not_null
                         && !matches!(rule, crate::registry::Rule::Scrub { replacement: None }),
                     rule: rule.describe(),
+                    profile: ce.profile.name().into(),
                 });
                 Some(bound)
             }
@@ -226,24 +239,60 @@ pub fn plan_table(
 
 impl TablePlan {
     /// De-identifies one row given as optional text values in source column order.
-    /// `None` entries of `unchanged` mark TOASTed values the update did not touch.
-    pub fn transform<'a, I>(&self, values: I, lsn: u64) -> Result<Vec<proto::Value>, GateError>
+    /// `Unchanged` entries mark TOASTed values the update did not touch.
+    ///
+    /// Vault-held tokens come from `store`; a value it does not have yet is pushed onto
+    /// `misses` and the returned row is not usable: the caller allocates the misses and calls
+    /// again (see [`crate::vault::Vault::allocate`]).
+    pub fn transform<'a, I>(
+        &self,
+        values: I,
+        lsn: u64,
+        store: &dyn TokenStore,
+        misses: &mut Vec<VaultRequest>,
+    ) -> Result<Vec<proto::Value>, GateError>
     where
         I: IntoIterator<Item = RowValue<'a>>,
     {
+        let values: Vec<RowValue<'a>> = values.into_iter().collect();
+        // A row with more or fewer values than the relation has columns is wrong.
+        if values.len() != self.columns.len() {
+            return Err(GateError::Value {
+                table: self.qualified.clone(),
+                column: "*".into(),
+                type_name: "row".into(),
+                lsn: fmt_lsn(lsn),
+                problem: format!(
+                    "row has {} columns, the relation has {}",
+                    values.len(),
+                    self.columns.len()
+                ),
+            });
+        }
+        let mut texts: Vec<Option<&str>> = Vec::with_capacity(values.len());
+        for (col, v) in self.columns.iter().zip(&values) {
+            texts.push(match v {
+                RowValue::Text(bytes) => Some(
+                    std::str::from_utf8(bytes)
+                        .map_err(|_| self.value_err(col, lsn, "value is not valid UTF-8"))?,
+                ),
+                _ => None,
+            });
+        }
         let mut out = Vec::with_capacity(self.schema.columns.len());
-        let mut values = values.into_iter();
-        let mut n = 0;
-        for (col, v) in self.columns.iter().zip(values.by_ref()) {
-            n += 1;
+        let mut cx = Cx {
+            store,
+            misses,
+            row: &texts,
+        };
+        for ((col, v), text) in self.columns.iter().zip(&values).zip(&texts) {
             let Some(action) = &col.action else { continue };
             let kind = match v {
                 RowValue::Null => proto::value::Kind::Null(true),
                 RowValue::Unchanged => proto::value::Kind::Unchanged(true),
-                RowValue::Text(bytes) => {
-                    let s = std::str::from_utf8(bytes)
-                        .map_err(|_| self.value_err(col, lsn, "value is not valid UTF-8"))?;
-                    match tokenize::apply(action, &col.class, s) {
+                RowValue::Text(_) => {
+                    let s = text.unwrap_or_default();
+                    match tokenize::apply(action, &col.class, s, &mut cx) {
                         Ok(Some(t)) => proto::value::Kind::Text(t),
                         Ok(None) => proto::value::Kind::Null(true),
                         Err(e) => return Err(self.value_err(col, lsn, &e.to_string())),
@@ -255,25 +304,34 @@ impl TablePlan {
             };
             out.push(proto::Value { kind: Some(kind) });
         }
-        // A row with more values than the relation has columns is as wrong as one with fewer.
-        n += values.count();
-        if n != self.columns.len() {
-            return Err(GateError::Value {
-                table: self.qualified.clone(),
-                column: "*".into(),
-                type_name: "row".into(),
-                lsn: fmt_lsn(lsn),
-                problem: format!(
-                    "row has {n} columns, the relation has {}",
-                    self.columns.len()
-                ),
-            });
-        }
         Ok(out)
     }
 
-    pub fn transform_tuple(&self, t: &TupleData, lsn: u64) -> Result<Vec<proto::Value>, GateError> {
-        self.transform(t.0.iter().map(RowValue::from), lsn)
+    pub fn transform_tuple(
+        &self,
+        t: &TupleData,
+        lsn: u64,
+        store: &dyn TokenStore,
+        misses: &mut Vec<VaultRequest>,
+    ) -> Result<Vec<proto::Value>, GateError> {
+        self.transform(t.0.iter().map(RowValue::from), lsn, store, misses)
+    }
+
+    /// Whether column `i` is read from production: published, or the entity of a date shift.
+    pub fn reads(&self, i: usize) -> bool {
+        self.columns[i].action.is_some()
+            || self.columns.iter().any(
+                |c| matches!(&c.action, Some(RuleKey::DateShift { entity, .. }) if *entity == i),
+            )
+    }
+
+    /// Published columns whose rule needs the vault.
+    pub fn vault_columns(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| c.action.as_ref().is_some_and(RuleKey::uses_vault))
+            .map(|c| c.name.as_str())
+            .collect()
     }
 
     fn value_err(&self, col: &ColumnPlan, lsn: u64, problem: &str) -> GateError {

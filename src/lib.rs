@@ -12,12 +12,15 @@ pub mod pgerr;
 pub mod pgoutput;
 pub mod publish;
 pub mod registry;
+pub mod scanner;
 pub mod setup;
 pub mod sink;
 pub mod source;
+pub mod surrogate;
 pub mod testkit;
 pub mod tls;
 pub mod tokenize;
+pub mod vault;
 
 /// Protobuf change events (generated from `proto/veil/v1/change.proto`).
 pub mod proto {

@@ -40,19 +40,102 @@ pub enum RegistryError {
     Table { path: PathBuf, message: String },
 }
 
+/// The de-identification standard a column is held to (45 CFR 164.514).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// 164.514(b)(2): identifiers replaced by tokens not derived from the value (random,
+    /// remembered by the vault), dates reduced to the year, ZIP3, ages over 89 → 90.
+    SafeHarbor,
+    /// 164.514(b)(1): keyed deterministic tokens and per-entity date shift, on an expert's
+    /// sign-off.
+    ExpertDetermination,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::SafeHarbor => "safe_harbor",
+            Profile::ExpertDetermination => "expert_determination",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "safe_harbor" => Some(Profile::SafeHarbor),
+            "expert_determination" => Some(Profile::ExpertDetermination),
+            _ => None,
+        }
+    }
+}
+
+/// Which bundled list a surrogate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SurrogateKind {
+    /// A full person name (given names, then the family name; family first in CJK).
+    Name,
+    GivenName,
+    FamilyName,
+    Street,
+    City,
+}
+
+impl SurrogateKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SurrogateKind::Name => "name",
+            SurrogateKind::GivenName => "given_name",
+            SurrogateKind::FamilyName => "family_name",
+            SurrogateKind::Street => "street",
+            SurrogateKind::City => "city",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        [
+            SurrogateKind::Name,
+            SurrogateKind::GivenName,
+            SurrogateKind::FamilyName,
+            SurrogateKind::Street,
+            SurrogateKind::City,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+    }
+}
+
 /// What happens to a column's values.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Rule {
     /// Safe: published as is.
     Keep,
-    /// Keyed, deterministic token; columns sharing a domain join.
+    /// Identifier token of the column's type; columns sharing a domain join.
     Tokenize { domain: String },
+    /// SSN token in a never-issued area (000, 666, 9xx).
+    Ssn { domain: String },
+    /// E-mail token `local@example.com`.
+    Email { domain: String },
+    /// Surrogate from the bundled lists of the value's script.
+    Surrogate { domain: String, kind: SurrogateKind },
+    /// Dates moved by the keyed offset of the row's entity (the value of column `entity` in
+    /// token domain `domain`), within ±`max_days`. Expert determination only.
+    DateShift {
+        domain: String,
+        entity: String,
+        max_days: u32,
+    },
     /// Replaced by NULL, or by a constant when given.
     Scrub { replacement: Option<String> },
     /// Dates and timestamps reduced to January 1st of their year.
     YearOnly,
     /// ZIP codes reduced to their first three digits (`000` for restricted prefixes).
     Zip3,
+    /// Ages over 89 become 90.
+    AgeCap,
+    /// Free text: scanner spans replaced by typed placeholders, or the whole value.
+    Redact { whole: bool },
+    /// Rules for paths inside JSON; other leaves kept or nulled.
+    Json {
+        paths: Vec<(String, Rule)>,
+        keep_others: bool,
+    },
 }
 
 impl Rule {
@@ -61,12 +144,48 @@ impl Rule {
         match self {
             Rule::Keep => "keep".into(),
             Rule::Tokenize { domain } => format!("tokenize({domain})"),
+            Rule::Ssn { domain } => format!("ssn({domain})"),
+            Rule::Email { domain } => format!("email({domain})"),
+            Rule::Surrogate { domain, kind } => format!("surrogate({domain}, {})", kind.name()),
+            Rule::DateShift {
+                domain,
+                entity,
+                max_days,
+            } => format!("date_shift({domain} by {entity}, ±{max_days}d)"),
             Rule::Scrub { replacement: None } => "scrub(null)".into(),
             Rule::Scrub {
                 replacement: Some(_),
             } => "scrub(constant)".into(),
             Rule::YearOnly => "year_only".into(),
             Rule::Zip3 => "zip3".into(),
+            Rule::AgeCap => "age_cap".into(),
+            Rule::Redact { whole: false } => "redact(spans)".into(),
+            Rule::Redact { whole: true } => "redact(whole)".into(),
+            Rule::Json { paths, keep_others } => format!(
+                "json({}; others {})",
+                paths
+                    .iter()
+                    .map(|(p, r)| format!("{p}: {}", r.describe()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if *keep_others { "kept" } else { "null" }
+            ),
+        }
+    }
+
+    /// The token domain and the token's form, for the one-form-per-domain check.
+    fn domain_form(&self, type_name: &str, profile: Profile) -> Option<(String, String)> {
+        let p = profile.name();
+        match self {
+            Rule::Tokenize { domain } => {
+                Some((domain.clone(), format!("tokenize {type_name} {p}")))
+            }
+            Rule::Ssn { domain } => Some((domain.clone(), format!("ssn {p}"))),
+            Rule::Email { domain } => Some((domain.clone(), format!("email {p}"))),
+            Rule::Surrogate { domain, kind } => {
+                Some((domain.clone(), format!("surrogate {} {p}", kind.name())))
+            }
+            _ => None,
         }
     }
 }
@@ -82,6 +201,8 @@ pub struct ColumnEntry {
     /// The column's type as `format_type` spells it with an empty search_path.
     pub type_name: String,
     pub decision: Decision,
+    /// The column's profile (its own, else the table's).
+    pub profile: Profile,
     pub reviewer: Option<String>,
     pub reason: Option<String>,
     pub reviewed_at: Option<String>,
@@ -91,7 +212,7 @@ pub struct ColumnEntry {
 pub struct TableEntry {
     pub file: PathBuf,
     pub blocked: bool,
-    pub profile: String,
+    pub profile: Profile,
     pub reviewer: Option<String>,
     pub reason: Option<String>,
     pub columns: BTreeMap<String, ColumnEntry>,
@@ -128,11 +249,25 @@ struct ColumnFile {
     type_name: String,
     class: String,
     #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
     rule: Option<String>,
     #[serde(default)]
     domain: Option<String>,
     #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    entity: Option<String>,
+    #[serde(default)]
+    max_days: Option<u32>,
+    #[serde(default)]
     replacement: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    paths: Vec<PathFile>,
+    #[serde(default)]
+    others: Option<String>,
     #[serde(default)]
     reviewer: Option<String>,
     #[serde(default)]
@@ -141,7 +276,163 @@ struct ColumnFile {
     reviewed_at: Option<String>,
 }
 
-const PROFILES: [&str; 2] = ["safe_harbor", "expert_determination"];
+/// The fields that spell a rule (a column's, or one JSON path's).
+#[derive(Default)]
+struct RuleFields {
+    rule: Option<String>,
+    domain: Option<String>,
+    kind: Option<String>,
+    entity: Option<String>,
+    max_days: Option<u32>,
+    replacement: Option<String>,
+    mode: Option<String>,
+    paths: Vec<PathFile>,
+    others: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathFile {
+    path: String,
+    #[serde(default)]
+    rule: Option<String>,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    entity: Option<String>,
+    #[serde(default)]
+    max_days: Option<u32>,
+    #[serde(default)]
+    replacement: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+const RULES: &str =
+    "tokenize, ssn, email, surrogate, date_shift, scrub, year_only, zip3, age_cap, redact or json";
+
+/// Parses one rule; `Err` is the problem (the caller names file, table and column).
+fn parse_rule(f: &RuleFields, profile: Profile, nested: bool) -> Result<Rule, String> {
+    let rule = f.rule.as_deref().ok_or("class sensitive needs a rule")?;
+    let domain = || {
+        f.domain
+            .clone()
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| format!("rule {rule} needs a domain"))
+    };
+    let unused = |names: &[(&str, bool)]| -> Result<(), String> {
+        match names.iter().find(|(_, set)| *set) {
+            Some((n, _)) => Err(format!("rule {rule} takes no {n}")),
+            None => Ok(()),
+        }
+    };
+    if rule != "json" {
+        unused(&[
+            ("paths", !f.paths.is_empty()),
+            ("others", f.others.is_some()),
+        ])?;
+    }
+    if rule != "date_shift" {
+        unused(&[
+            ("entity", f.entity.is_some()),
+            ("max_days", f.max_days.is_some()),
+        ])?;
+    }
+    if rule != "surrogate" {
+        unused(&[("kind", f.kind.is_some())])?;
+    }
+    Ok(match rule {
+        "tokenize" => Rule::Tokenize { domain: domain()? },
+        "ssn" => Rule::Ssn { domain: domain()? },
+        "email" => Rule::Email { domain: domain()? },
+        "surrogate" => {
+            let k = f.kind.as_deref().ok_or(
+                "rule surrogate needs a kind (name, given_name, family_name, street or city)",
+            )?;
+            Rule::Surrogate {
+                domain: domain()?,
+                kind: SurrogateKind::parse(k).ok_or_else(|| {
+                    format!(
+                        "unknown surrogate kind {k:?} (expected name, given_name, family_name, street or city)"
+                    )
+                })?,
+            }
+        }
+        "date_shift" => {
+            if profile == Profile::SafeHarbor {
+                return Err(
+                    "rule date_shift needs profile expert_determination (Safe Harbor keeps only the year: use year_only)"
+                        .into(),
+                );
+            }
+            let max_days = f.max_days.unwrap_or(180);
+            if !(1..=3650).contains(&max_days) {
+                return Err(format!("max_days {max_days} must be between 1 and 3650"));
+            }
+            Rule::DateShift {
+                domain: domain()?,
+                entity: f
+                    .entity
+                    .clone()
+                    .ok_or("rule date_shift needs an entity column (e.g. patient_id)")?,
+                max_days,
+            }
+        }
+        "scrub" => Rule::Scrub {
+            replacement: f.replacement.clone(),
+        },
+        "year_only" => Rule::YearOnly,
+        "zip3" => Rule::Zip3,
+        "age_cap" => Rule::AgeCap,
+        "redact" => Rule::Redact {
+            whole: match f.mode.as_deref() {
+                None | Some("spans") => false,
+                Some("whole") => true,
+                Some(m) => {
+                    return Err(format!(
+                        "unknown redact mode {m:?} (expected spans or whole)"
+                    ));
+                }
+            },
+        },
+        "json" if nested => return Err("rule json cannot be nested inside a JSON path".into()),
+        "json" => {
+            let mut paths = Vec::new();
+            for p in &f.paths {
+                crate::tokenize::parse_path(&p.path)?;
+                let fields = RuleFields {
+                    rule: p.rule.clone(),
+                    domain: p.domain.clone(),
+                    kind: p.kind.clone(),
+                    entity: p.entity.clone(),
+                    max_days: p.max_days,
+                    replacement: p.replacement.clone(),
+                    mode: p.mode.clone(),
+                    ..RuleFields::default()
+                };
+                let r = if fields.rule.as_deref() == Some("keep") {
+                    Rule::Keep
+                } else {
+                    parse_rule(&fields, profile, true)
+                        .map_err(|e| format!("JSON path {}: {e}", p.path))?
+                };
+                paths.push((p.path.clone(), r));
+            }
+            Rule::Json {
+                paths,
+                keep_others: match f.others.as_deref() {
+                    None | Some("null") => false,
+                    Some("keep") => true,
+                    Some(o) => return Err(format!("unknown others {o:?} (expected null or keep)")),
+                },
+            }
+        }
+        "keep" => return Err("a sensitive column cannot use rule keep; classify it safe".into()),
+        other => return Err(format!("unknown rule {other:?} (expected {RULES})")),
+    })
+}
 
 impl Registry {
     /// Loads every `*.toml` file of `dir` (sorted by name).
@@ -183,8 +474,50 @@ impl Registry {
             }
             reg.tables.insert(name, entry);
         }
+        reg.check_domains()?;
         reg.version = hasher.finalize().to_hex()[..16].to_owned();
         Ok(reg)
+    }
+
+    /// Columns that share a token domain must make the same kind of token under the same
+    /// profile, or the same value would get two tokens and joins would break.
+    fn check_domains(&self) -> Result<(), RegistryError> {
+        let mut seen: BTreeMap<String, (String, String, String, PathBuf)> = BTreeMap::new();
+        for (table, t) in &self.tables {
+            for (col, c) in &t.columns {
+                let Decision::Publish(rule) = &c.decision else {
+                    continue;
+                };
+                let mut forms = Vec::new();
+                if let Rule::Json { paths, .. } = rule {
+                    for (_, r) in paths {
+                        forms.extend(r.domain_form("json leaf", c.profile));
+                    }
+                } else {
+                    forms.extend(rule.domain_form(&c.type_name, c.profile));
+                }
+                for (domain, form) in forms {
+                    match seen.get(&domain) {
+                        Some((t0, c0, f0, _)) if *f0 != form => {
+                            return Err(RegistryError::Column {
+                                path: t.file.clone(),
+                                table: table.clone(),
+                                column: col.clone(),
+                                message: format!(
+                                    "domain {domain} is used as \"{form}\" here but as \"{f0}\" by {t0}.{c0}; \
+                                     columns sharing a domain need the same rule, type and profile"
+                                ),
+                            });
+                        }
+                        Some(_) => {}
+                        None => {
+                            seen.insert(domain, (table.clone(), col.clone(), form, t.file.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn table(&self, qualified: &str) -> Option<&TableEntry> {
@@ -207,12 +540,14 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
             f.table
         )));
     }
-    let profile = f.profile.unwrap_or_else(|| "safe_harbor".into());
-    if !PROFILES.contains(&profile.as_str()) {
-        return Err(table_err(format!(
-            "unknown profile {profile:?} (expected one of {PROFILES:?})"
-        )));
-    }
+    let profile = match f.profile.as_deref() {
+        None => Profile::SafeHarbor,
+        Some(p) => Profile::parse(p).ok_or_else(|| {
+            table_err(format!(
+                "unknown profile {p:?} (expected safe_harbor or expert_determination)"
+            ))
+        })?,
+    };
     let mut columns = BTreeMap::new();
     for (col, c) in f.columns {
         let col_err = |message: String| RegistryError::Column {
@@ -220,6 +555,14 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
             table: f.table.clone(),
             column: col.clone(),
             message,
+        };
+        let col_profile = match c.profile.as_deref() {
+            None => profile,
+            Some(p) => Profile::parse(p).ok_or_else(|| {
+                col_err(format!(
+                    "unknown profile {p:?} (expected safe_harbor or expert_determination)"
+                ))
+            })?,
         };
         let decision = match c.class.as_str() {
             "safe" => {
@@ -230,34 +573,18 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
             }
             "blocked" => Decision::Blocked,
             "sensitive" => {
-                let rule = c
-                    .rule
-                    .as_deref()
-                    .ok_or_else(|| col_err("class sensitive needs a rule".into()))?;
-                Decision::Publish(match rule {
-                    "tokenize" => Rule::Tokenize {
-                        domain: c
-                            .domain
-                            .clone()
-                            .filter(|d| !d.is_empty())
-                            .ok_or_else(|| col_err("rule tokenize needs a domain".into()))?,
-                    },
-                    "scrub" => Rule::Scrub {
-                        replacement: c.replacement.clone(),
-                    },
-                    "year_only" => Rule::YearOnly,
-                    "zip3" => Rule::Zip3,
-                    "keep" => {
-                        return Err(col_err(
-                            "a sensitive column cannot use rule keep; classify it safe".into(),
-                        ));
-                    }
-                    other => {
-                        return Err(col_err(format!(
-                            "unknown rule {other:?} (expected tokenize, scrub, year_only or zip3)"
-                        )));
-                    }
-                })
+                let fields = RuleFields {
+                    rule: c.rule.clone(),
+                    domain: c.domain.clone(),
+                    kind: c.kind.clone(),
+                    entity: c.entity.clone(),
+                    max_days: c.max_days,
+                    replacement: c.replacement.clone(),
+                    mode: c.mode.clone(),
+                    paths: c.paths,
+                    others: c.others.clone(),
+                };
+                Decision::Publish(parse_rule(&fields, col_profile, false).map_err(col_err)?)
             }
             other => {
                 return Err(col_err(format!(
@@ -270,6 +597,7 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
             ColumnEntry {
                 type_name: c.type_name,
                 decision,
+                profile: col_profile,
                 reviewer: c.reviewer,
                 reason: c.reason,
                 reviewed_at: c.reviewed_at,

@@ -3,7 +3,8 @@
 //! UPDATE/DELETE would fail in a publication for lack of a replica identity, and installs the DDL
 //! event trigger: it gives a new table without a primary key `REPLICA IDENTITY FULL` (so
 //! production writes never fail because of veil) and writes a `veil_ddl` logical message that
-//! the gate reads.
+//! the gate reads. With a `[vault]` section it also installs the vault's schema and roles in the
+//! vault database, refusing a vault inside the source database.
 
 use crate::config::{Config, ConfigError};
 
@@ -23,6 +24,13 @@ pub enum SetupError {
         .0.join(", ")
     )]
     NoReplicaIdentity(Vec<String>),
+    #[error(
+        "the vault DSN points at the source database itself; the vault must be a separate \
+         database, because the publication covers every table of the source database"
+    )]
+    VaultInSource,
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
 }
 
 /// What setup did, for the CLI to print.
@@ -31,6 +39,7 @@ pub struct SetupReport {
     pub publication_created: bool,
     pub trigger_installed: bool,
     pub tables: usize,
+    pub vault_installed: bool,
 }
 
 const TRIGGER_SQL: &str = r#"
@@ -123,5 +132,20 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
         .await
         .map_err(pg("count published tables"))?
         .get::<_, i64>(0) as usize;
+    if let Some(vcfg) = &cfg.vault {
+        let master = crate::tokenize::MasterKey::new(cfg.master_key()?);
+        let vault = crate::vault::Vault::connect(vcfg, &master).await?;
+        let ident = "SELECT system_identifier::text || '/' || current_database() FROM pg_catalog.pg_control_system()";
+        let source_id: String = client
+            .query_one(ident, &[])
+            .await
+            .map_err(pg("identify source"))?
+            .get(0);
+        if vault.identity().await? == source_id {
+            return Err(SetupError::VaultInSource);
+        }
+        vault.install().await?;
+        report.vault_installed = true;
+    }
     Ok(report)
 }

@@ -5,6 +5,9 @@
 //! Blocked columns are never even read (`NULL` is selected in their place).
 
 use std::time::{Duration, Instant};
+
+/// Rows transformed (and their vault misses allocated) together.
+const ROW_BATCH: usize = 1000;
 use tokio_postgres::Client;
 
 use super::stream::{StreamError, Streamer};
@@ -112,6 +115,7 @@ pub async fn run(
             info.primary_key.clone()
         };
         let plan = gate::plan_table(&st.database, info, &keys, &st.registry, &st.master)?;
+        st.check_vault(&plan)?;
         plans.push(plan);
     }
     let published: Vec<String> = plans
@@ -145,8 +149,9 @@ pub async fn run(
         let cols: Vec<String> = plan
             .columns
             .iter()
-            .map(|c| {
-                if c.action.is_some() {
+            .enumerate()
+            .map(|(i, c)| {
+                if plan.reads(i) {
                     quote_ident(&c.name)
                 } else {
                     "NULL".into()
@@ -173,37 +178,62 @@ pub async fn run(
         let mut last_report = Instant::now();
         let mut rows = 0u64;
         let mut pending = Vec::new();
+        let mut batch: Vec<Vec<Option<Vec<u8>>>> = Vec::with_capacity(ROW_BATCH);
         use futures_util::StreamExt;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(pg("copy out"))?;
-            pending.extend_from_slice(&chunk);
-            while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=nl).collect();
-                let values = parse_copy_line(&line[..line.len() - 1]).map_err(|problem| {
-                    StreamError::Protocol(format!("COPY of {}: {problem}", plan.qualified))
-                })?;
-                let row = if plan.columns.is_empty() {
-                    Vec::new()
+        loop {
+            let chunk = stream.next().await;
+            let done = chunk.is_none();
+            if let Some(chunk) = chunk {
+                let chunk = chunk.map_err(pg("copy out"))?;
+                pending.extend_from_slice(&chunk);
+                let mut start = 0;
+                while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
+                    let line = &pending[start..start + nl];
+                    let values = parse_copy_line(line).map_err(|problem| {
+                        StreamError::Protocol(format!("COPY of {}: {problem}", plan.qualified))
+                    })?;
+                    batch.push(values);
+                    start += nl + 1;
+                }
+                pending.drain(..start);
+            }
+            if batch.len() >= ROW_BATCH || (done && !batch.is_empty()) {
+                let out = if plan.columns.is_empty() {
+                    vec![Vec::new(); batch.len()]
                 } else {
-                    plan.transform(values.iter().map(RowValue::from), consistent_lsn)?
+                    st.transform_batch(&batch, |values, store, misses| {
+                        plan.transform(
+                            values.iter().map(RowValue::from),
+                            consistent_lsn,
+                            store,
+                            misses,
+                        )
+                    })
+                    .await?
                 };
-                st.publish(
-                    proto::Phase::Snapshot,
-                    Event::Row(proto::RowChange {
-                        table: plan.qualified.clone(),
-                        op: proto::Op::Insert as i32,
-                        new_values: row,
-                        old_values: Vec::new(),
-                        old_is_full: false,
-                    }),
-                    None,
-                )
-                .await?;
-                rows += 1;
+                batch.clear();
+                for row in out {
+                    st.publish(
+                        proto::Phase::Snapshot,
+                        Event::Row(proto::RowChange {
+                            table: plan.qualified.clone(),
+                            op: proto::Op::Insert as i32,
+                            new_values: row,
+                            old_values: Vec::new(),
+                            old_is_full: false,
+                        }),
+                        None,
+                    )
+                    .await?;
+                    rows += 1;
+                }
                 if last_report.elapsed() > Duration::from_secs(5) {
                     tracing::info!(table = %plan.qualified, rows, "snapshot in progress");
                     last_report = Instant::now();
                 }
+            }
+            if done {
+                break;
             }
         }
         metrics::counter!(crate::metrics::SNAPSHOT_ROWS, "table" => plan.qualified.clone())

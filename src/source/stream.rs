@@ -23,7 +23,11 @@ use crate::pgoutput::{
 use crate::proto::{self, envelope::Event};
 use crate::publish::{self, PublishError, Publisher};
 use crate::registry::{Registry, RegistryError};
-use crate::tokenize::MasterKey;
+use crate::tokenize::{MasterKey, TokenStore, VaultRequest};
+use crate::vault::{NoVault, Vault, VaultError};
+
+/// Rows transformed (and their vault misses allocated) together.
+const ROW_BATCH: usize = 1000;
 
 /// Prefix of logical messages veil writes itself; every other message is dropped.
 pub const HEARTBEAT_PREFIX: &str = "veil_heartbeat";
@@ -52,6 +56,8 @@ pub enum StreamError {
     SlotBusy(String),
     #[error("spool: {0}")]
     Spool(#[from] std::io::Error),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
 }
 
 impl From<GateError> for StreamError {
@@ -70,6 +76,7 @@ impl StreamError {
             | StreamError::Postgres(..)
             | StreamError::Spool(_)
             | StreamError::SlotBusy(_) => true,
+            StreamError::Vault(v) => v.is_transient(),
             _ => false,
         }
     }
@@ -104,6 +111,17 @@ pub struct Streamer {
     txn: Option<TxnState>,
     run_id: u64,
     seq: u64,
+    pub vault: Option<Vault>,
+    queue: Vec<QueuedRow>,
+}
+
+/// A row change waiting for its batch to be transformed.
+struct QueuedRow {
+    plan: Arc<TablePlan>,
+    op: proto::Op,
+    new: Option<pgoutput::TupleData>,
+    old: Option<OldTuple>,
+    lsn: u64,
 }
 
 struct TxnState {
@@ -134,6 +152,99 @@ impl Streamer {
     ) -> Result<(), StreamError> {
         let env = self.envelope(phase, event);
         self.publisher.send(&env, done_lsn).await?;
+        Ok(())
+    }
+
+    /// A plan whose columns need the vault cannot run without one.
+    pub fn check_vault(&self, plan: &TablePlan) -> Result<(), StreamError> {
+        let cols = plan.vault_columns();
+        if self.vault.is_none() && !cols.is_empty() {
+            return Err(StreamError::Config(ConfigError::Invalid(format!(
+                "table {} columns {} use vault-held tokens, but no [vault] is configured",
+                plan.qualified,
+                cols.join(", ")
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` over every item against the vault cache; the values that missed are allocated
+    /// in one vault round trip and the items that missed are transformed again.
+    pub async fn transform_batch<T, R>(
+        &self,
+        items: &[T],
+        f: impl Fn(&T, &dyn TokenStore, &mut Vec<VaultRequest>) -> Result<R, GateError>,
+    ) -> Result<Vec<R>, StreamError> {
+        let store: &dyn TokenStore = match &self.vault {
+            Some(v) => v,
+            None => &NoVault,
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut misses = Vec::new();
+        let mut missed = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let before = misses.len();
+            out.push(f(item, store, &mut misses)?);
+            if misses.len() > before {
+                missed.push(i);
+            }
+        }
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        let vault = self.vault.as_ref().ok_or_else(|| {
+            StreamError::Config(ConfigError::Invalid(
+                "a column uses vault-held tokens, but no [vault] is configured".into(),
+            ))
+        })?;
+        metrics::counter!(crate::metrics::VAULT_ROUND_TRIPS).increment(1);
+        vault.allocate(std::mem::take(&mut misses)).await?;
+        for i in missed {
+            out[i] = f(&items[i], store, &mut misses)?;
+            if !misses.is_empty() {
+                return Err(StreamError::Protocol(
+                    "vault allocation left a value without a token".into(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Transforms and publishes the queued row changes, in order.
+    async fn flush_rows(&mut self) -> Result<(), StreamError> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let queue = std::mem::take(&mut self.queue);
+        let rows = self
+            .transform_batch(&queue, |q, store, misses| {
+                let new = match &q.new {
+                    Some(t) => q.plan.transform_tuple(t, q.lsn, store, misses)?,
+                    None => Vec::new(),
+                };
+                let (old, full) = match &q.old {
+                    None => (Vec::new(), false),
+                    Some(OldTuple::Key(t)) => {
+                        (q.plan.transform_tuple(t, q.lsn, store, misses)?, false)
+                    }
+                    Some(OldTuple::Full(t)) => {
+                        (q.plan.transform_tuple(t, q.lsn, store, misses)?, true)
+                    }
+                };
+                Ok((new, old, full))
+            })
+            .await?;
+        for (q, (new, old, full)) in queue.iter().zip(rows) {
+            self.row(&q.plan, q.op, new, old, full).await?;
+        }
+        Ok(())
+    }
+
+    async fn queue_row(&mut self, row: QueuedRow) -> Result<(), StreamError> {
+        self.queue.push(row);
+        if self.queue.len() >= ROW_BATCH {
+            self.flush_rows().await?;
+        }
         Ok(())
     }
 
@@ -168,6 +279,7 @@ impl Streamer {
         end_lsn: u64,
         commit_time: i64,
     ) -> Result<(), StreamError> {
+        self.flush_rows().await?;
         let rows = self.txn.take().map(|t| t.rows).unwrap_or(0);
         self.last_commit_lsn = commit_lsn;
         self.publish(
@@ -199,6 +311,8 @@ impl Streamer {
             .collect();
         let info = catalog::describe_table(&self.catalog, rel.oid, Some(&cols)).await?;
         let plan = gate::plan_table(&self.database, &info, &keys, &self.registry, &self.master)?;
+        self.check_vault(&plan)?;
+        self.flush_rows().await?;
         if !plan.blocked && self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
             tracing::info!(table = %plan.qualified, "publishing table schema");
             self.publish(
@@ -257,9 +371,14 @@ impl Streamer {
             } => {
                 let plan = self.plan(relation_oid)?;
                 if !plan.blocked {
-                    let v = plan.transform_tuple(&new, lsn)?;
-                    self.row(&plan, proto::Op::Insert, v, Vec::new(), false)
-                        .await?;
+                    self.queue_row(QueuedRow {
+                        plan,
+                        op: proto::Op::Insert,
+                        new: Some(new),
+                        old: None,
+                        lsn,
+                    })
+                    .await?;
                 }
             }
             LogicalMessage::Update {
@@ -270,13 +389,14 @@ impl Streamer {
             } => {
                 let plan = self.plan(relation_oid)?;
                 if !plan.blocked {
-                    let v = plan.transform_tuple(&new, lsn)?;
-                    let (o, full) = match &old {
-                        None => (Vec::new(), false),
-                        Some(OldTuple::Key(t)) => (plan.transform_tuple(t, lsn)?, false),
-                        Some(OldTuple::Full(t)) => (plan.transform_tuple(t, lsn)?, true),
-                    };
-                    self.row(&plan, proto::Op::Update, v, o, full).await?;
+                    self.queue_row(QueuedRow {
+                        plan,
+                        op: proto::Op::Update,
+                        new: Some(new),
+                        old,
+                        lsn,
+                    })
+                    .await?;
                 }
             }
             LogicalMessage::Delete {
@@ -284,12 +404,14 @@ impl Streamer {
             } => {
                 let plan = self.plan(relation_oid)?;
                 if !plan.blocked {
-                    let (o, full) = match &old {
-                        OldTuple::Key(t) => (plan.transform_tuple(t, lsn)?, false),
-                        OldTuple::Full(t) => (plan.transform_tuple(t, lsn)?, true),
-                    };
-                    self.row(&plan, proto::Op::Delete, Vec::new(), o, full)
-                        .await?;
+                    self.queue_row(QueuedRow {
+                        plan,
+                        op: proto::Op::Delete,
+                        new: None,
+                        old: Some(old),
+                        lsn,
+                    })
+                    .await?;
                 }
             }
             LogicalMessage::Truncate {
@@ -305,6 +427,7 @@ impl Streamer {
                     }
                 }
                 if !tables.is_empty() {
+                    self.flush_rows().await?;
                     if let Some(t) = self.txn.as_mut() {
                         t.rows += 1;
                     }
@@ -322,6 +445,7 @@ impl Streamer {
             }
             LogicalMessage::Message { prefix, lsn, .. } => {
                 if prefix == HEARTBEAT_PREFIX {
+                    self.flush_rows().await?;
                     self.publish(
                         proto::Phase::Stream,
                         Event::Heartbeat(proto::Heartbeat { lsn }),
@@ -416,6 +540,10 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     .await
     .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
 
+    let vault = match &cfg.vault {
+        Some(v) => Some(Vault::connect(v, &master).await?),
+        None => None,
+    };
     let publisher = Publisher::new(&kafka, &kafka.topic, &source_id)?;
     let mut st = Streamer {
         database: database.clone(),
@@ -434,6 +562,8 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         txn: None,
         run_id: new_run_id(),
         seq: 0,
+        vault,
+        queue: Vec::new(),
     };
 
     // Decide: resume the current epoch, or start a new one with a fresh slot and snapshot.

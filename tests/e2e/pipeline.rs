@@ -118,15 +118,24 @@ async fn snapshot_then_live_changes_match_expected_copy() {
         .unwrap()
         .get(0);
     assert_eq!(t, 0);
-    let notes: i64 = dev
+    // Free-text notes arrive redacted: the patient's name replaced by a placeholder.
+    let redacted: i64 = dev
         .query_one(
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'encounters' AND column_name = 'notes'",
+            "SELECT count(*) FROM public.encounters WHERE notes LIKE 'seen for follow-up; patient [NAME] reports%'",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(notes, 0);
+    let with_names: i64 = prod
+        .query_one(
+            "SELECT count(*) FROM public.encounters WHERE notes LIKE 'seen for follow-up; patient %'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(redacted, with_names);
     // Foreign keys exist in dev and hold.
     let fks: i64 = dev
         .query_one(

@@ -1,0 +1,429 @@
+//! The vault: value → token for every vault-held token, in a production-side database that no
+//! publication covers (so its contents never stream back through veil), and the reveal log.
+//!
+//! - Allocation: the stream transforms a batch of rows against its in-memory cache; the values
+//!   that missed are allocated here in one round trip per batch (look up, then insert the
+//!   candidates with `ON CONFLICT DO NOTHING`, then read back the winners), before any event
+//!   of the batch is published. A value first seen by two writers at once gets the one token
+//!   that won the insert; a candidate that is already another value's token is retried with the
+//!   next candidate, so tokens stay unique per domain.
+//! - Roles: `veil setup --vault` creates `veil_vault_writer` (may insert and read tokens, but not
+//!   the `value` column) and `veil_vault_reader` (the compliance role: may read values and must
+//!   write the reveal log). Grant them to login roles.
+//! - Reveal: [`reveal`] writes the reveal-log row (who, ticket, domain, a hash of the token —
+//!   never the value) before it returns the value, and refuses if it cannot.
+//!
+//! Errors never carry a value or a token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::config::{ConfigError, VaultConfig};
+use crate::registry::{Decision, Profile, Registry, Rule};
+use crate::tokenize::{MasterKey, TokenStore, VaultRequest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault database ({0}): {1}")]
+    Postgres(&'static str, String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "vault: domain {domain}: no free token after {attempts} candidates (is the token space of the domain exhausted?)"
+    )]
+    Exhausted { domain: String, attempts: u32 },
+    #[error("vault: {0}")]
+    Refused(String),
+}
+
+impl VaultError {
+    /// Connection and server trouble is worth a retry; the rest needs a person.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, VaultError::Postgres(..))
+    }
+}
+
+fn pg(what: &'static str) -> impl Fn(tokio_postgres::Error) -> VaultError {
+    move |e| VaultError::Postgres(what, crate::pgerr::describe(&e))
+}
+
+/// The vault's schema and roles (idempotent). Run by `veil setup` against the vault database.
+pub const SCHEMA_SQL: &str = "
+CREATE SCHEMA IF NOT EXISTS veil_vault;
+CREATE TABLE IF NOT EXISTS veil_vault.tokens (
+    domain     text        NOT NULL,
+    value_hash bytea       NOT NULL,
+    token      text        NOT NULL,
+    -- BLAKE3 of the token: indexed instead of the token, which can be as long as the value.
+    token_hash bytea       NOT NULL,
+    value      text        NOT NULL,
+    key_id     text        NOT NULL,
+    -- Identifier tokens are unique in their domain; surrogates (names, streets) need not be.
+    uniq       boolean     NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (domain, value_hash)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_unique_token ON veil_vault.tokens (domain, token_hash) WHERE uniq;
+CREATE INDEX IF NOT EXISTS tokens_by_token ON veil_vault.tokens (domain, token_hash);
+CREATE TABLE IF NOT EXISTS veil_vault.reveals (
+    id         bigserial   PRIMARY KEY,
+    at         timestamptz NOT NULL DEFAULT now(),
+    db_user    text        NOT NULL DEFAULT current_user,
+    os_user    text        NOT NULL,
+    ticket     text        NOT NULL,
+    domain     text        NOT NULL,
+    token_hash text        NOT NULL,
+    found      boolean     NOT NULL
+);
+REVOKE ALL ON SCHEMA veil_vault FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA veil_vault FROM PUBLIC;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'veil_vault_writer') THEN
+    CREATE ROLE veil_vault_writer NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'veil_vault_reader') THEN
+    CREATE ROLE veil_vault_reader NOLOGIN;
+  END IF;
+END $$;
+GRANT USAGE ON SCHEMA veil_vault TO veil_vault_writer, veil_vault_reader;
+GRANT SELECT (domain, value_hash, token, token_hash, key_id, uniq, created_at), INSERT ON veil_vault.tokens TO veil_vault_writer;
+GRANT SELECT ON veil_vault.tokens TO veil_vault_reader;
+GRANT INSERT ON veil_vault.reveals TO veil_vault_reader;
+GRANT SELECT ON veil_vault.reveals TO veil_vault_reader;
+GRANT USAGE ON SEQUENCE veil_vault.reveals_id_seq TO veil_vault_reader;
+";
+
+/// Candidates tried per value before giving up.
+const MAX_ATTEMPTS: u32 = 256;
+
+/// The stream's handle on the vault: a connection and a bounded cache of hash → token.
+pub struct Vault {
+    client: tokio_postgres::Client,
+    cache: RwLock<HashMap<[u8; 32], Arc<str>>>,
+    cache_entries: usize,
+    key_id: String,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Vault(key_id={})", self.key_id)
+    }
+}
+
+impl TokenStore for Vault {
+    fn get(&self, _domain: &str, hash: &[u8; 32]) -> Option<Arc<str>> {
+        // Value hashes are keyed per domain, so the hash alone identifies (domain, value).
+        self.cache.read().ok()?.get(hash).cloned()
+    }
+}
+
+/// A store with nothing in it: every lookup misses (used when no vault is configured, so a
+/// vault-held column fails loudly instead of passing anything through).
+pub struct NoVault;
+
+impl TokenStore for NoVault {
+    fn get(&self, _: &str, _: &[u8; 32]) -> Option<Arc<str>> {
+        None
+    }
+}
+
+impl Vault {
+    pub async fn connect(cfg: &VaultConfig, master: &MasterKey) -> Result<Self, VaultError> {
+        let target = cfg.dsn.parse()?;
+        let client = crate::tls::connect(&target).await.map_err(|e| match e {
+            crate::tls::ConnectError::Config(c) => VaultError::Config(c),
+            crate::tls::ConnectError::Postgres(p) => {
+                VaultError::Postgres("connect", crate::pgerr::describe(&p))
+            }
+        })?;
+        Ok(Vault {
+            client,
+            cache: RwLock::new(HashMap::new()),
+            cache_entries: cfg.cache_entries.max(1000),
+            key_id: master.key_id(),
+        })
+    }
+
+    /// Installs the schema and roles (needs a role that may create them).
+    pub async fn install(&self) -> Result<(), VaultError> {
+        self.client
+            .batch_execute(SCHEMA_SQL)
+            .await
+            .map_err(pg("install schema"))
+    }
+
+    /// `system identifier/database` of the vault database (setup refuses the source itself).
+    pub async fn identity(&self) -> Result<String, VaultError> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT system_identifier::text || '/' || current_database() FROM pg_catalog.pg_control_system()",
+                &[],
+            )
+            .await
+            .map_err(pg("identify"))?
+            .get(0))
+    }
+
+    /// The underlying connection (for `veil vault reveal`).
+    pub fn client(&self) -> &tokio_postgres::Client {
+        &self.client
+    }
+
+    pub fn cached(&self) -> usize {
+        self.cache.read().map(|c| c.len()).unwrap_or(0)
+    }
+
+    fn remember(&self, entries: impl IntoIterator<Item = ([u8; 32], Arc<str>)>) {
+        let Ok(mut cache) = self.cache.write() else {
+            return;
+        };
+        for (h, t) in entries {
+            if cache.len() >= self.cache_entries {
+                // Bounded: start over; evicted tokens are looked up again on their next use.
+                cache.clear();
+                metrics::counter!(crate::metrics::VAULT_CACHE_RESETS).increment(1);
+            }
+            cache.insert(h, t);
+        }
+    }
+
+    /// Makes sure every request has a token in the cache: looks up what the vault already has,
+    /// allocates the rest, and reads back the winners of concurrent first sightings.
+    pub async fn allocate(&self, requests: Vec<VaultRequest>) -> Result<(), VaultError> {
+        let mut pending: HashMap<[u8; 32], VaultRequest> = HashMap::new();
+        for r in requests {
+            if self.get(&r.rule.domain, &r.hash).is_none() {
+                pending.entry(r.hash).or_insert(r);
+            }
+        }
+        let mut attempt = 0u32;
+        let mut crossings = 0u32;
+        while !pending.is_empty() {
+            self.lookup(&mut pending).await?;
+            if pending.is_empty() {
+                break;
+            }
+            if attempt >= MAX_ATTEMPTS {
+                let domain = pending
+                    .values()
+                    .next()
+                    .map(|r| r.rule.domain.to_string())
+                    .unwrap_or_default();
+                return Err(VaultError::Exhausted {
+                    domain,
+                    attempts: attempt,
+                });
+            }
+            // Sorted, so concurrent writers take the primary-key locks in the same order.
+            let mut batch: Vec<&VaultRequest> = pending.values().collect();
+            batch.sort_by(|a, b| (&a.rule.domain, a.hash).cmp(&(&b.rule.domain, b.hash)));
+            let mut domains = Vec::with_capacity(batch.len());
+            let mut hashes = Vec::with_capacity(batch.len());
+            let mut tokens = Vec::with_capacity(batch.len());
+            let mut values = Vec::with_capacity(batch.len());
+            let mut uniq = Vec::with_capacity(batch.len());
+            for r in &batch {
+                domains.push(r.rule.domain.to_string());
+                hashes.push(r.hash.to_vec());
+                tokens.push(r.rule.candidate(&r.value, attempt));
+                values.push(r.value.clone());
+                uniq.push(r.rule.kind.unique());
+            }
+            let token_hashes: Vec<Vec<u8>> = tokens
+                .iter()
+                .map(|t| blake3::hash(t.as_bytes()).as_bytes().to_vec())
+                .collect();
+            let result = self
+                .client
+                .query(
+                    "INSERT INTO veil_vault.tokens (domain, value_hash, token, token_hash, value, key_id, uniq) \
+                     SELECT d, h, t, th, v, $5, q FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $6::bool[], $7::bytea[]) \
+                       AS u(d, h, t, v, q, th) \
+                     ON CONFLICT DO NOTHING RETURNING value_hash, token",
+                    &[&domains, &hashes, &tokens, &values, &self.key_id, &uniq, &token_hashes],
+                )
+                .await;
+            let rows = match result {
+                Ok(rows) => rows,
+                Err(e)
+                    if e.code().is_some_and(|c| {
+                        *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                            || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    }) =>
+                {
+                    // Another writer's batch crossed ours; look up and try again.
+                    crossings += 1;
+                    if crossings > 100 {
+                        return Err(pg("allocate tokens")(e));
+                    }
+                    tracing::debug!("vault allocation crossed another writer; retrying");
+                    continue;
+                }
+                Err(e) => return Err(pg("allocate tokens")(e)),
+            };
+            let mut won = Vec::with_capacity(rows.len());
+            for row in rows {
+                let h: Vec<u8> = row.get(0);
+                let t: String = row.get(1);
+                if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
+                    pending.remove(&h);
+                    won.push((h, Arc::<str>::from(t)));
+                }
+            }
+            metrics::counter!(crate::metrics::VAULT_ALLOCATED).increment(won.len() as u64);
+            self.remember(won);
+            // What did not insert either lost a race for its value (the lookup finds the
+            // winner) or hit a taken token (next candidate).
+            attempt += 1;
+        }
+        Ok(())
+    }
+
+    async fn lookup(
+        &self,
+        pending: &mut HashMap<[u8; 32], VaultRequest>,
+    ) -> Result<(), VaultError> {
+        let mut domains = Vec::with_capacity(pending.len());
+        let mut hashes = Vec::with_capacity(pending.len());
+        for r in pending.values() {
+            domains.push(r.rule.domain.to_string());
+            hashes.push(r.hash.to_vec());
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT t.value_hash, t.token FROM unnest($1::text[], $2::bytea[]) AS u(d, h) \
+                 JOIN veil_vault.tokens t ON t.domain = u.d AND t.value_hash = u.h",
+                &[&domains, &hashes],
+            )
+            .await
+            .map_err(pg("look up tokens"))?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in rows {
+            let h: Vec<u8> = row.get(0);
+            let t: String = row.get(1);
+            if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
+                pending.remove(&h);
+                found.push((h, Arc::<str>::from(t)));
+            }
+        }
+        self.remember(found);
+        Ok(())
+    }
+}
+
+/// How a domain's tokens are made, from the registry: an integer permutation (inverts with the
+/// key) or vault-held (looked up).
+enum DomainForm {
+    IntPerm { bits: u32 },
+    Held,
+}
+
+fn domain_form(registry: &Registry, domain: &str) -> Option<DomainForm> {
+    for t in registry.tables.values() {
+        for c in t.columns.values() {
+            let Decision::Publish(rule) = &c.decision else {
+                continue;
+            };
+            let mut rules = vec![rule];
+            if let Rule::Json { paths, .. } = rule {
+                rules.extend(paths.iter().map(|(_, r)| r));
+            }
+            for r in rules {
+                match r {
+                    Rule::Tokenize { domain: d } if d == domain => {
+                        let bits = match c.type_name.as_str() {
+                            "smallint" => Some(15),
+                            "integer" => Some(31),
+                            "bigint" => Some(63),
+                            _ => None,
+                        };
+                        return Some(match (bits, c.profile) {
+                            (Some(bits), Profile::ExpertDetermination) => {
+                                DomainForm::IntPerm { bits }
+                            }
+                            _ => DomainForm::Held,
+                        });
+                    }
+                    Rule::Ssn { domain: d }
+                    | Rule::Email { domain: d }
+                    | Rule::Surrogate { domain: d, .. }
+                        if d == domain =>
+                    {
+                        return Some(DomainForm::Held);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    None
+}
+
+/// One reveal request, as the compliance officer gives it.
+pub struct RevealRequest<'a> {
+    pub domain: &'a str,
+    pub token: &'a str,
+    pub ticket: &'a str,
+    pub os_user: &'a str,
+}
+
+/// Maps a token back to its value: inverts integer permutations with the key, looks other
+/// tokens up in the vault. The reveal-log row is written first; no log row, no value.
+/// `Ok(None)`: the token is unknown in that domain (also logged).
+pub async fn reveal(
+    client: &tokio_postgres::Client,
+    registry: &Registry,
+    master: &MasterKey,
+    req: &RevealRequest<'_>,
+) -> Result<Option<String>, VaultError> {
+    if req.ticket.trim().is_empty() {
+        return Err(VaultError::Refused(
+            "a reveal needs a ticket reference (--ticket)".into(),
+        ));
+    }
+    let form = domain_form(registry, req.domain).ok_or_else(|| {
+        VaultError::Refused(format!(
+            "domain {} is not used by any column of the registry",
+            req.domain
+        ))
+    })?;
+    let value = match form {
+        DomainForm::IntPerm { bits } => req.token.trim().parse::<i64>().ok().map(|t| {
+            master
+                .domain_key(req.domain)
+                .unpermute_int(t, bits)
+                .to_string()
+        }),
+        DomainForm::Held => {
+            // Identifier tokens are unique; a surrogate (a name) may stand for several values.
+            let rows = client
+                .query(
+                    "SELECT value FROM veil_vault.tokens WHERE domain = $1 AND token_hash = $2 AND token = $3 \
+                     ORDER BY created_at",
+                    &[&req.domain, &blake3::hash(req.token.as_bytes()).as_bytes().to_vec(), &req.token],
+                )
+                .await
+                .map_err(pg("look up token"))?;
+            let values: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            (!values.is_empty()).then(|| values.join("\n"))
+        }
+    };
+    let token_hash = blake3::hash(req.token.as_bytes()).to_hex()[..32].to_owned();
+    client
+        .execute(
+            "INSERT INTO veil_vault.reveals (os_user, ticket, domain, token_hash, found) VALUES ($1, $2, $3, $4, $5)",
+            &[&req.os_user, &req.ticket, &req.domain, &token_hash, &value.is_some()],
+        )
+        .await
+        .map_err(pg("write the reveal log (nothing revealed)"))?;
+    tracing::info!(
+        domain = req.domain,
+        ticket = req.ticket,
+        token_hash = %token_hash,
+        found = value.is_some(),
+        "vault reveal"
+    );
+    Ok(value)
+}
