@@ -45,6 +45,11 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         patients: usize,
     },
+    /// The vault (production side, compliance role only).
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
     /// Run the local Kafka-protocol broker the demo uses and print its address.
     DevBroker,
     /// veil and native logical replication side by side on generated data; prints ratios.
@@ -53,6 +58,22 @@ enum Command {
         patients: usize,
         #[arg(long, default_value_t = 200000)]
         changes: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Map a token back to its value. Writes the reveal log (who, ticket, domain, token hash)
+    /// before printing the value; refuses without a ticket.
+    Reveal {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        ticket: String,
     },
 }
 
@@ -157,13 +178,18 @@ async fn main() -> ExitCode {
             match veil::setup::run(&cfg).await {
                 Ok(r) => {
                     println!(
-                        "setup done: publication {}, DDL trigger installed, {} tables published",
+                        "setup done: publication {}, DDL trigger installed, {} tables published{}",
                         if r.publication_created {
                             "created"
                         } else {
                             "already present"
                         },
-                        r.tables
+                        r.tables,
+                        if r.vault_installed {
+                            ", vault schema and roles installed"
+                        } else {
+                            ""
+                        }
                     );
                     ExitCode::SUCCESS
                 }
@@ -193,6 +219,36 @@ async fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("veil bench: {e}");
                     ExitCode::from(1)
+                }
+            }
+        }
+        Command::Vault {
+            command:
+                VaultCommand::Reveal {
+                    config,
+                    domain,
+                    token,
+                    ticket,
+                },
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match veil::vault::reveal_with_config(&cfg, &domain, &token, &ticket).await {
+                Ok(Some(value)) => {
+                    println!("{value}");
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    eprintln!(
+                        "veil vault reveal: no such token in domain {domain} (the attempt is logged)"
+                    );
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("veil vault reveal: {e}");
+                    ExitCode::from(if e.is_transient() { 75 } else { 1 })
                 }
             }
         }

@@ -427,3 +427,34 @@ pub async fn reveal(
     );
     Ok(value)
 }
+
+/// `veil vault reveal`: loads the registry and the master key from the production-side config,
+/// connects to the vault and reveals one token (see [`reveal`]). A config without `[vault]` or
+/// without a key (the dev side's) cannot reveal anything.
+pub async fn reveal_with_config(
+    cfg: &crate::config::Config,
+    domain: &str,
+    token: &str,
+    ticket: &str,
+) -> Result<Option<String>, VaultError> {
+    let vcfg = cfg.vault()?;
+    let master = MasterKey::new(cfg.master_key()?);
+    let registry = Registry::load(&cfg.registry.dir)
+        .map_err(|e| VaultError::Refused(format!("registry: {e}")))?;
+    let vault = Vault::connect(vcfg, &master).await?;
+    let os_user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    reveal(
+        vault.client(),
+        &registry,
+        &master,
+        &RevealRequest {
+            domain,
+            token,
+            ticket,
+            os_user: &os_user,
+        },
+    )
+    .await
+}

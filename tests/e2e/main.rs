@@ -6,3 +6,4 @@ mod common;
 mod pipeline;
 mod protocol;
 mod restart;
+mod tokens;

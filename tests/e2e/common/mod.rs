@@ -410,3 +410,37 @@ pub fn dump_topic(env: &Env) -> String {
     }
     out
 }
+
+/// Every message payload of the change topic, raw.
+pub fn topic_payloads(env: &Env) -> Vec<Vec<u8>> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let kafka = env.cfg.kafka().unwrap();
+    let consumer: BaseConsumer = veil::publish::client_config(kafka)
+        .set("group.id", "veil-test-payloads")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks(&kafka.topic, 0, Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&kafka.topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut last = -1;
+    while last < high - 1 && start.elapsed() < Duration::from_secs(60) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            last = m.offset();
+            out.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+/// True when `needle` occurs in `hay`.
+pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
