@@ -101,7 +101,7 @@ impl std::fmt::Debug for Scanner {
 }
 
 /// Default MRN shapes: an `MRN` label followed by 6–10 digits.
-pub const DEFAULT_MRN_PATTERNS: &[&str] = &[r"(?i)\bMRN[-:# ]?\d{6,10}\b"];
+pub const DEFAULT_MRN_PATTERNS: &[&str] = &[r"(?i)(?-u:\b)MRN[-:# ]?\d{6,10}(?-u:\b)"];
 
 fn re(s: &str) -> Regex {
     Regex::new(s).expect("built-in pattern compiles")
@@ -121,29 +121,38 @@ impl Scanner {
                 Detector::Email,
                 re(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
             ),
-            (Detector::Url, re(r#"\b(?:https?://|www\.)[^\s<>"']+"#)),
-            (Detector::Ssn, re(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b|\b\d{9}\b")),
-            (Detector::Npi, re(r"\b[12]\d{9}\b")),
-            (Detector::Card, re(r"\b\d(?:[ -]?\d){12,18}\b")),
-            (Detector::Imei, re(r"\b\d{15}\b")),
+            (
+                Detector::Url,
+                re(r#"(?-u:\b)(?:https?://|www\.)[^\s<>"']+"#),
+            ),
+            (
+                Detector::Ssn,
+                re(r"(?-u:\b)\d{3}[- ]\d{2}[- ]\d{4}(?-u:\b)|(?-u:\b)\d{9}(?-u:\b)"),
+            ),
+            (Detector::Npi, re(r"(?-u:\b)[12]\d{9}(?-u:\b)")),
+            (Detector::Card, re(r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)")),
+            (Detector::Imei, re(r"(?-u:\b)\d{15}(?-u:\b)")),
             (
                 Detector::Phone,
                 re(
-                    r"(?:\+1[\s.-]?)?(?:\([2-9]\d{2}\)|\b[2-9]\d{2})[\s.-]?[2-9]\d{2}[\s.-]?\d{4}\b",
+                    r"(?:\+1[\s.-]?)?(?:\([2-9]\d{2}\)|(?-u:\b)[2-9]\d{2})[\s.-]?[2-9]\d{2}[\s.-]?\d{4}(?-u:\b)",
                 ),
             ),
             (
                 Detector::Date,
                 re(
-                    r"(?i)\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/(?:\d{4}|\d{2})\b|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? \d{1,2},? \d{4}\b",
+                    r"(?i)(?-u:\b)\d{4}-\d{2}-\d{2}(?-u:\b)|(?-u:\b)\d{1,2}/\d{1,2}/(?:\d{4}|\d{2})(?-u:\b)|(?-u:\b)(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? \d{1,2},? \d{4}(?-u:\b)",
                 ),
             ),
-            (Detector::Vin, re(r"\b[A-HJ-NPR-Z0-9]{17}\b")),
+            (Detector::Vin, re(r"(?-u:\b)[A-HJ-NPR-Z0-9]{17}(?-u:\b)")),
             (
                 Detector::Mac,
-                re(r"\b[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}\b"),
+                re(r"(?-u:\b)[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}(?-u:\b)"),
             ),
-            (Detector::Ipv4, re(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")),
+            (
+                Detector::Ipv4,
+                re(r"(?-u:\b)(?:\d{1,3}\.){3}\d{1,3}(?-u:\b)"),
+            ),
             (
                 Detector::Ipv6,
                 re(r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}"),
@@ -151,10 +160,10 @@ impl Scanner {
             (
                 Detector::Address,
                 re(
-                    r"\b\d{1,6}\s+(?:[A-Z][A-Za-z]+\s+){1,3}(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Ln|Lane|Dr|Drive|Ct|Court|Way|Pl|Place|Hwy)\b\.?",
+                    r"(?-u:\b)\d{1,6}\s+(?:[A-Z][A-Za-z]+\s+){1,3}(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Ln|Lane|Dr|Drive|Ct|Court|Way|Pl|Place|Hwy)(?-u:\b)\.?",
                 ),
             ),
-            (Detector::Zip, re(r"\b\d{5}(?:-\d{4})?\b")),
+            (Detector::Zip, re(r"(?-u:\b)\d{5}(?:-\d{4})?(?-u:\b)")),
         ];
         for p in DEFAULT_MRN_PATTERNS {
             patterns.push((Detector::Mrn, re(p)));
@@ -173,7 +182,22 @@ impl Scanner {
     /// specific detectors win).
     pub fn spans(&self, text: &str) -> Vec<Span> {
         let mut all = Vec::new();
+        // Cheap prefilters: most detectors need a digit, e-mails an @, URLs a scheme or www.
+        let has_digit = text.bytes().any(|b| b.is_ascii_digit());
+        let has_at = text.contains('@');
+        let has_url = text.contains("http") || text.contains("www.");
+        let has_sep = text.contains(':') || text.contains('-');
         for (detector, regex) in &self.patterns {
+            let possible = match detector {
+                Detector::Email => has_at,
+                Detector::Url => has_url,
+                Detector::Ipv6 | Detector::Mac => has_sep,
+                Detector::Mrn | Detector::Name => true,
+                _ => has_digit,
+            };
+            if !possible {
+                continue;
+            }
             for m in regex.find_iter(text) {
                 if validate(*detector, m.as_str()) {
                     all.push(Span {

@@ -552,33 +552,39 @@ pub enum Part {
     Street,
 }
 
+fn eq_ignore_case(a: &str, b: &str) -> bool {
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .eq(b.chars().flat_map(char::to_lowercase))
+}
+
 /// Picks an entry of `list` with the same number of characters as `word` when one exists
-/// (else the nearest length), using `seed`.
+/// (else the nearest length), never the word itself, using `seed`. No allocation.
 pub fn pick(list: &'static [&'static str], word: &str, seed: u64) -> &'static str {
+    const MAX: usize = 128;
     let n = word.chars().count();
-    let best = list
-        .iter()
-        .map(|w| w.chars().count().abs_diff(n))
-        .min()
-        .unwrap_or(0);
-    // Never the original itself (unless the list offers nothing else).
-    let lower = word.to_lowercase();
-    let mut candidates: Vec<&'static str> = list
-        .iter()
-        .copied()
-        .filter(|w| w.chars().count().abs_diff(n) == best && w.to_lowercase() != lower)
-        .collect();
-    if candidates.is_empty() {
-        candidates = list
-            .iter()
-            .copied()
-            .filter(|w| w.to_lowercase() != lower)
-            .collect();
+    // Distance of each entry's length from the word's; the word itself is not eligible (it can
+    // only be an entry of the same length, so the comparison is rarely needed).
+    let mut dist = [usize::MAX; MAX];
+    for (d, w) in dist.iter_mut().zip(list.iter()) {
+        let c = w.chars().count();
+        if c != n || !eq_ignore_case(w, word) {
+            *d = c.abs_diff(n);
+        }
     }
-    if candidates.is_empty() {
+    let used = &dist[..list.len().min(MAX)];
+    let best = used.iter().copied().min().unwrap_or(usize::MAX);
+    if best == usize::MAX {
         return list[0];
     }
-    candidates[(seed % candidates.len() as u64) as usize]
+    let count = used.iter().filter(|d| **d == best).count() as u64;
+    let k = (seed % count.max(1)) as usize;
+    used.iter()
+        .zip(list.iter())
+        .filter(|(d, _)| **d == best)
+        .nth(k)
+        .map(|(_, w)| *w)
+        .unwrap_or(list[0])
 }
 
 fn match_case(original: &str, replacement: &str) -> String {
@@ -714,18 +720,20 @@ fn is_mark(c: char) -> bool {
     matches!(c as u32, 0x300..=0x36F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F | 0x3099..=0x309A)
 }
 
+/// Every given and family name of the lists, lower-cased (for the scanner's name detector).
+static KNOWN_NAMES: std::sync::LazyLock<std::collections::HashSet<String>> =
+    std::sync::LazyLock::new(|| {
+        ALL_SCRIPTS
+            .iter()
+            .flat_map(|s| lists(*s).given.iter().chain(lists(*s).family.iter()))
+            .map(|n| n.to_lowercase())
+            .collect()
+    });
+
 /// True when `word` (compared case-insensitively for cased scripts) is in a given- or
-/// family-name list of its script.
+/// family-name list.
 pub fn is_known_name(word: &str) -> bool {
-    let Some(script) = word_script(word) else {
-        return false;
-    };
-    let l = lists(script);
-    let lower = word.to_lowercase();
-    l.given
-        .iter()
-        .chain(l.family.iter())
-        .any(|n| n.to_lowercase() == lower)
+    word_script(word).is_some() && KNOWN_NAMES.contains(&word.to_lowercase())
 }
 
 #[cfg(test)]
@@ -792,6 +800,16 @@ mod tests {
         let s = run("123 Maple St", Part::Street, false);
         assert!(s.starts_with("123 ") && s.ends_with(" St"), "{s}");
         assert!(!s.contains("Maple"), "{s}");
+    }
+
+    #[test]
+    fn lists_fit_the_picker() {
+        for s in ALL_SCRIPTS {
+            let l = lists(s);
+            for list in [l.given, l.family, l.place, l.street] {
+                assert!(list.len() >= 4 && list.len() <= 128, "{s:?}");
+            }
+        }
     }
 
     #[test]
