@@ -67,6 +67,41 @@ pub enum GateError {
     },
 }
 
+impl GateError {
+    /// (table, column, type) the problem is about, for logs, metrics and the pending list.
+    pub fn subject(&self) -> (String, String, String) {
+        match self {
+            GateError::UnclassifiedTable { table, .. } => (table.clone(), "*".into(), "table".into()),
+            GateError::UnclassifiedColumn {
+                table,
+                column,
+                type_name,
+                ..
+            }
+            | GateError::UnsupportedType {
+                table,
+                column,
+                type_name,
+            }
+            | GateError::Value {
+                table,
+                column,
+                type_name,
+                ..
+            } => (table.clone(), column.clone(), type_name.clone()),
+            GateError::TypeChanged {
+                table,
+                column,
+                actual_type,
+                ..
+            } => (table.clone(), column.clone(), actual_type.clone()),
+            GateError::Rule { table, column, .. } | GateError::BlockedKey { table, column } => {
+                (table.clone(), column.clone(), String::new())
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ColumnPlan {
     pub name: String,
@@ -133,11 +168,18 @@ pub fn plan_table(
                 actual_type: c.type_name.clone(),
             });
         }
-        let class = c.class.clone().ok_or_else(|| GateError::UnsupportedType {
-            table: table.clone(),
-            column: c.name.clone(),
-            type_name: c.type_name.clone(),
-        })?;
+        // A blocked column never needs its type understood (its values are never read).
+        let class = match (&c.class, &ce.decision) {
+            (Some(class), _) => class.clone(),
+            (None, Decision::Blocked) => TypeClass::Text,
+            (None, _) => {
+                return Err(GateError::UnsupportedType {
+                    table: table.clone(),
+                    column: c.name.clone(),
+                    type_name: c.type_name.clone(),
+                });
+            }
+        };
         let column_index = |name: &str| info.columns.iter().position(|c| c.name == name);
         let bind_cx = BindCx {
             master,

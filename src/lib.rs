@@ -12,6 +12,7 @@ pub mod pgerr;
 pub mod pgoutput;
 pub mod publish;
 pub mod registry;
+pub mod review;
 pub mod scanner;
 pub mod setup;
 pub mod sink;

@@ -45,6 +45,11 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         patients: usize,
     },
+    /// The reviewer workflow: what is pending, proposals, decisions.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// The vault (production side, compliance role only).
     Vault {
         #[command(subcommand)]
@@ -58,6 +63,63 @@ enum Command {
         patients: usize,
         #[arg(long, default_value_t = 200000)]
         changes: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Tables and columns production has and the registry does not decide, with the scanner's
+    /// proposal and per-detector hit rates (never values).
+    Pending {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scan every pending column and store the proposals (for `approve --all-proposed`).
+    Propose {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Record a decision for a column (its current production type is taken from the catalog).
+    Approve {
+        #[arg(long)]
+        config: PathBuf,
+        /// schema.table.column
+        target: Option<String>,
+        /// safe or sensitive (with --rule)
+        #[arg(long, default_value = "sensitive")]
+        class: String,
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        entity: Option<String>,
+        /// safe_harbor or expert_determination (default: the table's, or the domain's)
+        #[arg(long)]
+        profile: Option<String>,
+        /// Accept every stored proposal (bootstrap of an existing database).
+        #[arg(long)]
+        all_proposed: bool,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Block a column (removed from events and from dev) or a whole table.
+    Block {
+        #[arg(long)]
+        config: PathBuf,
+        /// schema.table.column or schema.table
+        target: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -222,6 +284,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Registry { command } => registry_command(command).await,
         Command::Vault {
             command:
                 VaultCommand::Reveal {
@@ -265,5 +328,131 @@ async fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+async fn registry_command(command: RegistryCommand) -> ExitCode {
+    use veil::review;
+    let fail = |what: &str, e: review::ReviewError| {
+        eprintln!("veil registry {what}: {e}");
+        ExitCode::from(1)
+    };
+    match command {
+        RegistryCommand::Pending { .. } | RegistryCommand::Propose { .. } => {
+            let (config, json, store) = match command {
+                RegistryCommand::Pending { config, json } => (config, json, false),
+                RegistryCommand::Propose { config } => (config, false, true),
+                _ => unreachable!("matched above"),
+            };
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let items = if store {
+                review::propose(&cfg).await
+            } else {
+                review::pending(&cfg).await
+            };
+            let items = match items {
+                Ok(i) => i,
+                Err(e) => return fail("pending", e),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
+                return ExitCode::SUCCESS;
+            }
+            if items.is_empty() {
+                println!("nothing pending: every published column has a decision");
+            }
+            for p in &items {
+                let prop = p.proposal.as_ref();
+                println!(
+                    "{}.{} ({}) {:?}: propose {} {}{} — {}",
+                    p.table,
+                    p.column,
+                    p.type_name,
+                    p.why,
+                    prop.map(|x| x.class.as_str()).unwrap_or("?"),
+                    prop.and_then(|x| x.rule.clone()).unwrap_or_default(),
+                    prop.and_then(|x| x.domain.clone())
+                        .map(|d| format!("({d})"))
+                        .unwrap_or_default(),
+                    prop.map(|x| x.evidence()).unwrap_or_default()
+                );
+            }
+            if store {
+                println!(
+                    "proposals stored in {}; accept them with `veil registry approve --all-proposed --by NAME`",
+                    review::proposals_path(&cfg.registry.dir).display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        RegistryCommand::Approve {
+            config,
+            target,
+            class,
+            rule,
+            domain,
+            kind,
+            entity,
+            profile,
+            all_proposed,
+            by,
+            reason,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if all_proposed {
+                return match review::approve_all_proposed(&cfg, &by).await {
+                    Ok(n) => {
+                        println!("{n} proposals accepted by {by}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail("approve", e),
+                };
+            }
+            let Some(target) = target else {
+                eprintln!("veil registry approve: give schema.table.column or --all-proposed");
+                return ExitCode::from(2);
+            };
+            let d = review::ColumnDecision {
+                class,
+                rule,
+                domain,
+                kind,
+                entity,
+                profile,
+                by,
+                reason,
+            };
+            match review::approve(&cfg, &target, &d).await {
+                Ok(path) => {
+                    println!("decision written to {}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail("approve", e),
+            }
+        }
+        RegistryCommand::Block {
+            config,
+            target,
+            by,
+            reason,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match review::block(&cfg, &target, &by, &reason).await {
+                Ok(path) => {
+                    println!("decision written to {}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail("block", e),
+            }
+        }
     }
 }

@@ -173,6 +173,18 @@ impl Rule {
         }
     }
 
+    /// The token domain the rule writes into, if any (`date_shift` reads an entity's domain but
+    /// makes no tokens).
+    pub fn domain(&self) -> Option<&str> {
+        match self {
+            Rule::Tokenize { domain }
+            | Rule::Ssn { domain }
+            | Rule::Email { domain }
+            | Rule::Surrogate { domain, .. } => Some(domain),
+            _ => None,
+        }
+    }
+
     /// The token domain and the token's form, for the one-form-per-domain check.
     fn domain_form(&self, type_name: &str, profile: Profile) -> Option<(String, String)> {
         let p = profile.name();

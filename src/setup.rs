@@ -43,8 +43,10 @@ pub struct SetupReport {
 }
 
 const TRIGGER_SQL: &str = r#"
-CREATE SCHEMA IF NOT EXISTS veil;
-CREATE OR REPLACE FUNCTION veil.on_ddl() RETURNS event_trigger
+-- "_veil", not "veil": a role named veil would otherwise create its unqualified tables here
+-- ("$user" comes first in the default search_path).
+CREATE SCHEMA IF NOT EXISTS _veil;
+CREATE OR REPLACE FUNCTION _veil.on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql AS $veil$
 DECLARE r record;
 BEGIN
@@ -62,7 +64,7 @@ BEGIN
 END
 $veil$;
 DROP EVENT TRIGGER IF EXISTS veil_ddl;
-CREATE EVENT TRIGGER veil_ddl ON ddl_command_end EXECUTE FUNCTION veil.on_ddl();
+CREATE EVENT TRIGGER veil_ddl ON ddl_command_end EXECUTE FUNCTION _veil.on_ddl();
 "#;
 
 pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
@@ -86,7 +88,7 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
             "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
-               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'veil') AND n.nspname NOT LIKE 'pg\\_%' \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_veil') AND n.nspname NOT LIKE 'pg\\_%' \
                AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS \
                     (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) \
              ORDER BY 1",

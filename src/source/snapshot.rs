@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use super::stream::{StreamError, Streamer};
 use crate::catalog;
-use crate::gate::{self, RowValue};
+use crate::gate::RowValue;
 use crate::proto::{self, envelope::Event};
 
 /// Parses one line of COPY text format into column values (`None` = NULL).
@@ -81,6 +81,7 @@ pub async fn run(
     snap: &Client,
     snapshot_name: &str,
     consistent_lsn: u64,
+    link: &mut super::stream::Link<'_>,
 ) -> Result<u64, StreamError> {
     let pg = |what: &'static str| {
         move |e: tokio_postgres::Error| StreamError::Postgres(what, crate::pgerr::describe(&e))
@@ -106,17 +107,26 @@ pub async fn run(
                        the sink adds their foreign keys after the snapshot");
     }
     // Plan everything before publishing anything: fail closed.
+    // A hold may end with a new registry: plan every table again until one registry version
+    // planned them all.
     let mut plans = Vec::with_capacity(order.len());
-    for &i in &order {
-        let info = &infos[i];
-        let keys = if info.primary_key.is_empty() {
-            Vec::new()
-        } else {
-            info.primary_key.clone()
-        };
-        let plan = gate::plan_table(&st.database, info, &keys, &st.registry, &st.master)?;
-        st.check_vault(&plan)?;
-        plans.push(plan);
+    loop {
+        plans.clear();
+        let version = st.registry.version.clone();
+        for &i in &order {
+            let info = &infos[i];
+            let keys = if info.primary_key.is_empty() {
+                Vec::new()
+            } else {
+                info.primary_key.clone()
+            };
+            let plan = st.plan_or_hold(info, &keys, link).await?;
+            st.remember_described(info.oid, info.clone(), keys);
+            plans.push(plan);
+        }
+        if st.registry.version == version {
+            break;
+        }
     }
     let published: Vec<String> = plans
         .iter()

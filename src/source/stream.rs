@@ -58,6 +58,9 @@ pub enum StreamError {
     Spool(#[from] std::io::Error),
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// Shutdown was requested while the stream was held (not a failure).
+    #[error("stopped while held")]
+    StoppedWhileHeld,
 }
 
 impl From<GateError> for StreamError {
@@ -113,7 +116,22 @@ pub struct Streamer {
     seq: u64,
     pub vault: Option<Vault>,
     queue: Vec<QueuedRow>,
+    pub registry_dir: std::path::PathBuf,
+    /// What each planned table was planned from, to plan it again when the registry changes.
+    described: HashMap<u32, (catalog::TableInfo, Vec<String>)>,
 }
+
+/// What a hold needs from the replication loop: the connection (to keep it alive with status
+/// updates that never confirm past the hold point) and the shutdown signal.
+pub struct Link<'a> {
+    pub repl: Option<&'a mut ReplicationConn>,
+    pub shutdown: &'a mut watch::Receiver<bool>,
+    /// The WAL position received so far (reported as written, never as flushed).
+    pub received: u64,
+}
+
+/// How often a held stream looks for a registry decision.
+const HOLD_POLL: Duration = Duration::from_secs(1);
 
 /// A row change waiting for its batch to be transformed.
 struct QueuedRow {
@@ -152,6 +170,154 @@ impl Streamer {
     ) -> Result<(), StreamError> {
         let env = self.envelope(phase, event);
         self.publisher.send(&env, done_lsn).await?;
+        Ok(())
+    }
+
+    /// Plans a table; when the gate says the registry has no decision for it (a new table or
+    /// column, a changed type, a rule that does not fit), **holds**: publishes what came before,
+    /// then waits — keeping the replication connection alive with status updates that never
+    /// confirm past the hold point, so the slot keeps the WAL — until a registry change makes the
+    /// plan succeed. A restart while held meets the same Relation again and holds again.
+    pub async fn plan_or_hold(
+        &mut self,
+        info: &catalog::TableInfo,
+        keys: &[String],
+        link: &mut Link<'_>,
+    ) -> Result<TablePlan, StreamError> {
+        let mut since: Option<std::time::Instant> = None;
+        loop {
+            let problem =
+                match gate::plan_table(&self.database, info, keys, &self.registry, &self.master) {
+                    Ok(plan) => {
+                        self.check_vault(&plan)?;
+                        if let Some(t) = since {
+                            tracing::warn!(
+                                table = %plan.qualified,
+                                registry_version = %self.registry.version,
+                                held_secs = t.elapsed().as_secs(),
+                                "hold released: the registry now has a decision; resuming"
+                            );
+                            metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
+                            metrics::gauge!(crate::metrics::HELD_SECONDS).set(0.0);
+                        }
+                        return Ok(plan);
+                    }
+                    Err(e) => e,
+                };
+            if since.is_none() {
+                // Everything before the hold point goes out; nothing after it.
+                self.flush_rows().await?;
+                let (table, column, type_name) = problem.subject();
+                tracing::warn!(
+                    table = %table,
+                    column = %column,
+                    type_name = %type_name,
+                    reason = %problem,
+                    registry_version = %self.registry.version,
+                    "stream HELD: no registry decision; nothing after this point is published                      until a reviewer decides (veil registry pending / approve / block)"
+                );
+                metrics::counter!(crate::metrics::HOLDS, "table" => table.clone()).increment(1);
+                metrics::gauge!(crate::metrics::HELD_ITEMS).set(1.0);
+                since = Some(std::time::Instant::now());
+            }
+            // Wait for a registry change, keeping the connection alive.
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HOLD_POLL) => {}
+                    _ = link.shutdown.changed() => {}
+                }
+                if *link.shutdown.borrow() {
+                    return Err(StreamError::StoppedWhileHeld);
+                }
+                if let Some(repl) = link.repl.as_deref_mut() {
+                    let acked = self.publisher.acked_lsn();
+                    repl.send_copy(&pgoutput::encode_status_update(
+                        link.received.max(acked),
+                        acked,
+                        acked,
+                        now_us() - PG_EPOCH_OFFSET_US,
+                        false,
+                    ))
+                    .await?;
+                }
+                if let Some(t) = since {
+                    metrics::gauge!(crate::metrics::HELD_SECONDS).set(t.elapsed().as_secs_f64());
+                }
+                self.observe_slot().await;
+                match Registry::load(&self.registry_dir) {
+                    Ok(r) if r.version != self.registry.version => {
+                        tracing::info!(from = %self.registry.version, to = %r.version, "registry changed");
+                        self.registry = r;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "registry does not load; staying held");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reloads the registry when its files changed and plans every known table again (a
+    /// stricter decision takes effect at once; a table that no longer plans holds the stream).
+    pub async fn reload_registry(&mut self, link: &mut Link<'_>) -> Result<(), StreamError> {
+        let r = match Registry::load(&self.registry_dir) {
+            Ok(r) if r.version != self.registry.version => r,
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "registry does not load; keeping the loaded version");
+                return Ok(());
+            }
+        };
+        tracing::info!(from = %self.registry.version, to = %r.version, "registry changed; planning tables again");
+        self.flush_rows().await?;
+        self.registry = r;
+        let described: Vec<(u32, catalog::TableInfo, Vec<String>)> = self
+            .described
+            .iter()
+            .map(|(oid, (i, k))| (*oid, i.clone(), k.clone()))
+            .collect();
+        for (_, info, keys) in described {
+            let plan = self.plan_or_hold(&info, &keys, link).await?;
+            self.publish_schema_if_changed(&plan).await?;
+            self.remember_schema(&plan);
+        }
+        Ok(())
+    }
+
+    pub fn remember_described(&mut self, oid: u32, info: catalog::TableInfo, keys: Vec<String>) {
+        self.described.insert(oid, (info, keys));
+    }
+
+    /// Reports the WAL the slot retains (`veil_slot_retained_wal_bytes`).
+    pub async fn observe_slot(&self) {
+        if let Ok(Some(row)) = self
+            .catalog
+            .query_opt(
+                "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::float8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                &[&self.slot_name],
+            )
+            .await
+        {
+            if let Some(b) = row.get::<_, Option<f64>>(0) {
+                metrics::gauge!(crate::metrics::RETAINED_WAL_BYTES).set(b);
+            }
+        }
+    }
+
+    async fn publish_schema_if_changed(&mut self, plan: &TablePlan) -> Result<(), StreamError> {
+        if !plan.blocked && self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
+            tracing::info!(table = %plan.qualified, "publishing table schema");
+            self.publish(
+                proto::Phase::Stream,
+                Event::Schema(plan.schema.clone()),
+                None,
+            )
+            .await?;
+            metrics::counter!(crate::metrics::SCHEMA_CHANGES, "table" => plan.qualified.clone())
+                .increment(1);
+        }
         Ok(())
     }
 
@@ -297,7 +463,7 @@ impl Streamer {
         Ok(())
     }
 
-    async fn relation(&mut self, rel: Relation) -> Result<(), StreamError> {
+    async fn relation(&mut self, rel: Relation, link: &mut Link<'_>) -> Result<(), StreamError> {
         let cols: Vec<(String, u32, i32)> = rel
             .columns
             .iter()
@@ -310,21 +476,11 @@ impl Streamer {
             .map(|c| c.name.clone())
             .collect();
         let info = catalog::describe_table(&self.catalog, rel.oid, Some(&cols)).await?;
-        let plan = gate::plan_table(&self.database, &info, &keys, &self.registry, &self.master)?;
-        self.check_vault(&plan)?;
+        let plan = self.plan_or_hold(&info, &keys, link).await?;
         self.flush_rows().await?;
-        if !plan.blocked && self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
-            tracing::info!(table = %plan.qualified, "publishing table schema");
-            self.publish(
-                proto::Phase::Stream,
-                Event::Schema(plan.schema.clone()),
-                None,
-            )
-            .await?;
-            metrics::counter!(crate::metrics::SCHEMA_CHANGES, "table" => plan.qualified.clone())
-                .increment(1);
-        }
+        self.publish_schema_if_changed(&plan).await?;
         self.remember_schema(&plan);
+        self.described.insert(rel.oid, (info, keys));
         Ok(())
     }
 
@@ -363,9 +519,14 @@ impl Streamer {
     }
 
     /// Handles one message of a transaction (live or replayed from the spool).
-    async fn change(&mut self, msg: LogicalMessage, lsn: u64) -> Result<(), StreamError> {
+    async fn change(
+        &mut self,
+        msg: LogicalMessage,
+        lsn: u64,
+        link: &mut Link<'_>,
+    ) -> Result<(), StreamError> {
         match msg {
-            LogicalMessage::Relation { relation, .. } => self.relation(relation).await?,
+            LogicalMessage::Relation { relation, .. } => self.relation(relation, link).await?,
             LogicalMessage::Insert {
                 relation_oid, new, ..
             } => {
@@ -564,6 +725,8 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         seq: 0,
         vault,
         queue: Vec::new(),
+        registry_dir: cfg.registry.dir.clone(),
+        described: HashMap::new(),
     };
 
     // Decide: resume the current epoch, or start a new one with a fresh slot and snapshot.
@@ -664,7 +827,20 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         let snap = crate::tls::connect(&pgcfg)
             .await
             .map_err(|e| StreamError::Postgres("connect for snapshot", e.to_string()))?;
-        super::snapshot::run(&mut st, &snap, &snapshot_name, consistent).await?;
+        let mut link = Link {
+            repl: None,
+            shutdown: &mut shutdown,
+            received: 0,
+        };
+        match super::snapshot::run(&mut st, &snap, &snapshot_name, consistent, &mut link).await {
+            Ok(_) => {}
+            Err(StreamError::StoppedWhileHeld) => {
+                tracing::info!("stopped while the snapshot was held; the next start snapshots again");
+                repl.terminate().await;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         consistent
     } else {
         tracing::info!(epoch = st.epoch, slot = %st.slot_name, lsn = %fmt_lsn(resume_lsn), "resuming");
@@ -710,10 +886,14 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             return Err(e.into());
         }
         let mut reply = false;
+        let mut link = Link {
+            repl: None,
+            shutdown: &mut shutdown,
+            received,
+        };
+        let step: Result<(), StreamError> = async {
         tokio::select! {
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { break; }
-            }
+            _ = link.shutdown.changed() => {}
             _ = status.tick() => { reply = true; }
             _ = heartbeat.tick(), if src.heartbeat_interval_secs > 0 => {
                 if let Err(e) = st.catalog
@@ -755,20 +935,46 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                                 LogicalMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time_us, .. } => {
                                     let mut reader = spool.take(xid)?;
                                     st.begin(commit_lsn, commit_time_us, xid).await?;
+                                    link.repl = Some(&mut repl);
                                     while let Some(raw) = reader.next_message()? {
                                         let m = pgoutput::decode_logical(&raw, true)?;
-                                        st.change(m, commit_lsn).await?;
+                                        st.change(m, commit_lsn, &mut link).await?;
                                     }
                                     st.commit(commit_lsn, end_lsn, commit_time_us).await?;
                                 }
-                                m => st.change(m, wal_start).await?,
+                                m => {
+                                    link.repl = Some(&mut repl);
+                                    st.change(m, wal_start, &mut link).await?
+                                }
                             }
                         }
                     }
                 }
             }
         }
+        Ok(())
+        }
+        .await;
+        match step {
+            Ok(()) => {}
+            Err(StreamError::StoppedWhileHeld) => break,
+            Err(e) => return Err(e),
+        }
+        if *shutdown.borrow() {
+            break;
+        }
         if reply {
+            let mut link = Link {
+                repl: Some(&mut repl),
+                shutdown: &mut shutdown,
+                received,
+            };
+            match st.reload_registry(&mut link).await {
+                Ok(()) => {}
+                Err(StreamError::StoppedWhileHeld) => break,
+                Err(e) => return Err(e),
+            }
+            st.observe_slot().await;
             let acked = st.publisher.acked_lsn();
             let idle = st.publisher.inflight() == 0 && st.txn.is_none() && in_stream.is_none();
             confirmed = confirmed.max(acked);

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod hold;
 mod pipeline;
 mod protocol;
 mod restart;

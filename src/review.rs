@@ -1,0 +1,671 @@
+//! The reviewer workflow over the registry: what production has that the registry does not
+//! decide (`pending`), the scanner's proposals for it (`propose`), and the decisions (`approve`,
+//! `block`) written into the registry's files — one reviewable line per column, with reviewer,
+//! time and reason. A running stream that is held picks the change up within seconds.
+//!
+//! The scanner reads a bounded sample of each pending column on the production side and reports
+//! per-detector hit rates and the column-name hint — never a value.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::catalog::{self, TableInfo, TypeClass};
+use crate::config::{Config, ConfigError};
+use crate::registry::{Registry, RegistryError};
+use crate::scanner::{Detector, Scanner};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("source database ({0}): {1}")]
+    Postgres(&'static str, String),
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("registry file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Rows read per pending column by the scanner.
+pub const SAMPLE_ROWS: i64 = 1000;
+
+/// Why something is pending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Why {
+    NewTable,
+    NewColumn,
+    TypeChanged { registry_type: String },
+}
+
+/// A scanner proposal for one column: a class and a rule, with the evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// `safe`, `sensitive` or `blocked`.
+    pub class: String,
+    pub rule: Option<String>,
+    pub domain: Option<String>,
+    pub kind: Option<String>,
+    /// Detector name → share of sampled non-null values it fired on (0..1).
+    pub hit_rates: BTreeMap<String, f64>,
+    pub name_hint: Option<String>,
+    pub sampled: usize,
+}
+
+impl Proposal {
+    pub fn evidence(&self) -> String {
+        let mut parts: Vec<String> = self
+            .hit_rates
+            .iter()
+            .map(|(d, r)| format!("{d} {:.0}%", r * 100.0))
+            .collect();
+        if let Some(h) = &self.name_hint {
+            parts.push(format!("name suggests {h}"));
+        }
+        format!(
+            "{} sampled; {}",
+            self.sampled,
+            if parts.is_empty() {
+                "no detector fired".into()
+            } else {
+                parts.join(", ")
+            }
+        )
+    }
+}
+
+/// One column (or a whole table) production has and the registry does not decide.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    pub table: String,
+    pub column: String,
+    pub type_name: String,
+    pub why: Why,
+    pub proposal: Option<Proposal>,
+}
+
+async fn connect_source(cfg: &Config) -> Result<tokio_postgres::Client, ReviewError> {
+    let target = cfg.source()?.dsn.parse()?;
+    let client = crate::tls::connect(&target)
+        .await
+        .map_err(|e| ReviewError::Postgres("connect", e.to_string()))?;
+    catalog::prepare_session(&client).await?;
+    Ok(client)
+}
+
+/// Every published table's definition.
+async fn published_tables(
+    client: &tokio_postgres::Client,
+    publication: &str,
+) -> Result<Vec<TableInfo>, ReviewError> {
+    let oids: Vec<u32> = client
+        .query(
+            "SELECT (quote_ident(schemaname) || '.' || quote_ident(tablename))::regclass::oid \
+             FROM pg_catalog.pg_publication_tables WHERE pubname = $1 ORDER BY 1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| ReviewError::Postgres("list published tables", crate::pgerr::describe(&e)))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::with_capacity(oids.len());
+    for oid in oids {
+        out.push(catalog::describe_table(client, oid, None).await?);
+    }
+    Ok(out)
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Samples a column and proposes a class and a rule.
+async fn propose_column(
+    client: &tokio_postgres::Client,
+    scanner: &Scanner,
+    info: &TableInfo,
+    column: &str,
+    class: Option<&TypeClass>,
+) -> Result<Proposal, ReviewError> {
+    let hint = crate::scanner::column_name_hint(column);
+    let sql = format!(
+        "SELECT {c}::text FROM {s}.{t} WHERE {c} IS NOT NULL LIMIT {SAMPLE_ROWS}",
+        c = quote_ident(column),
+        s = quote_ident(&info.schema),
+        t = quote_ident(&info.name)
+    );
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| ReviewError::Postgres("sample column", crate::pgerr::describe(&e)))?;
+    let mut whole: BTreeMap<Detector, usize> = BTreeMap::new();
+    let mut partial: BTreeMap<Detector, usize> = BTreeMap::new();
+    for r in &rows {
+        let v: String = r.get(0);
+        if let Some(d) = scanner.whole_value(&v) {
+            *whole.entry(d).or_default() += 1;
+        }
+        for d in scanner.detect(&v) {
+            *partial.entry(d).or_default() += 1;
+        }
+    }
+    let n = rows.len();
+    let rate = |c: usize| if n == 0 { 0.0 } else { c as f64 / n as f64 };
+    let hit_rates: BTreeMap<String, f64> = partial
+        .iter()
+        .map(|(d, c)| (d.name().to_owned(), rate(*c)))
+        .collect();
+    // The dominant whole-value detector decides; free text with hits is redacted.
+    let top = whole
+        .iter()
+        .max_by_key(|(_, c)| **c)
+        .filter(|(_, c)| rate(**c) >= 0.5)
+        .map(|(d, _)| *d);
+    let text = matches!(class, Some(TypeClass::Text));
+    let is_date = matches!(
+        class,
+        Some(TypeClass::Date | TypeClass::Timestamp | TypeClass::Timestamptz)
+    );
+    let is_int = matches!(
+        class,
+        Some(TypeClass::Int2 | TypeClass::Int4 | TypeClass::Int8)
+    );
+    let keyish = column == "id" || column.ends_with("_id") || info.primary_key.iter().any(|k| k == column);
+    let (cls, rule, domain, kind): (&str, Option<&str>, Option<String>, Option<&str>) =
+        match (top.or(hint), text) {
+            (Some(Detector::Ssn), true) => ("sensitive", Some("ssn"), Some("ssn".into()), None),
+            (Some(Detector::Email), true) => ("sensitive", Some("email"), Some("email".into()), None),
+            (Some(Detector::Name), true) => (
+                "sensitive",
+                Some("surrogate"),
+                Some(column.to_owned()),
+                Some(if column.contains("given") || column.contains("first") {
+                    "given_name"
+                } else if column.contains("family") || column.contains("last") || column.contains("surname") {
+                    "family_name"
+                } else {
+                    "name"
+                }),
+            ),
+            (Some(Detector::Address), true) => {
+                ("sensitive", Some("surrogate"), Some("street".into()), Some("street"))
+            }
+            (Some(Detector::Zip), true) => ("sensitive", Some("zip3"), None, None),
+            (Some(Detector::Date), _) if is_date || text => ("sensitive", Some("year_only"), None, None),
+            (Some(d), true) => ("sensitive", Some("tokenize"), Some(d.name().to_owned()), None),
+            _ if is_date => ("sensitive", Some("year_only"), None, None),
+            _ if is_int && keyish => (
+                "sensitive",
+                Some("tokenize"),
+                Some(if column == "id" {
+                    format!("{}_id", info.name)
+                } else {
+                    column.to_owned()
+                }),
+                None,
+            ),
+            _ if text && !partial.is_empty() && rate(partial.values().copied().max().unwrap_or(0)) >= 0.05 => {
+                ("sensitive", Some("redact"), None, None)
+            }
+            _ if class.is_none() => ("blocked", None, None, None),
+            _ => ("safe", None, None, None),
+        };
+    Ok(Proposal {
+        class: cls.into(),
+        rule: rule.map(str::to_owned),
+        domain,
+        kind: kind.map(str::to_owned),
+        hit_rates,
+        name_hint: hint.map(|h| h.name().to_owned()),
+        sampled: n,
+    })
+}
+
+/// What production has that the registry does not decide, each with the scanner's proposal.
+pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
+    let registry = Registry::load(&cfg.registry.dir)?;
+    let client = connect_source(cfg).await?;
+    let scanner = Scanner::standard();
+    let mut out = Vec::new();
+    for info in published_tables(&client, &cfg.source()?.publication).await? {
+        let table = info.qualified();
+        let entry = registry.table(&table);
+        if entry.is_some_and(|e| e.blocked) {
+            continue;
+        }
+        for c in &info.columns {
+            let why = match entry {
+                None => Why::NewTable,
+                Some(e) => match e.columns.get(&c.name) {
+                    None => Why::NewColumn,
+                    Some(ce) if ce.type_name != c.type_name => Why::TypeChanged {
+                        registry_type: ce.type_name.clone(),
+                    },
+                    Some(_) => continue,
+                },
+            };
+            let proposal =
+                propose_column(&client, &scanner, &info, &c.name, c.class.as_ref()).await?;
+            out.push(Pending {
+                table: table.clone(),
+                column: c.name.clone(),
+                type_name: c.type_name.clone(),
+                why,
+                proposal: Some(proposal),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The file that keeps `veil registry propose`'s proposals (not a registry file: not `.toml`).
+pub fn proposals_path(registry_dir: &Path) -> PathBuf {
+    registry_dir.join("proposals.json")
+}
+
+/// `veil registry propose`: proposals for every pending column, stored for
+/// `approve --all-proposed`.
+pub async fn propose(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
+    let items = pending(cfg).await?;
+    let path = proposals_path(&cfg.registry.dir);
+    let json = serde_json::to_string_pretty(&items)
+        .map_err(|e| ReviewError::Invalid(format!("proposals: {e}")))?;
+    std::fs::write(&path, json).map_err(|source| ReviewError::Io { path, source })?;
+    Ok(items)
+}
+
+/// A decision for one column.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnDecision {
+    /// `safe`, `sensitive` or `blocked`.
+    pub class: String,
+    pub rule: Option<String>,
+    pub domain: Option<String>,
+    pub kind: Option<String>,
+    pub entity: Option<String>,
+    /// The column's profile; by default the table's, or the profile the domain already has.
+    pub profile: Option<String>,
+    pub by: String,
+    pub reason: String,
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn now_rfc3339() -> String {
+    // UTC, seconds precision, without a date crate.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let date = crate::tokenize::shift_date_text("1970-01-01", days).unwrap_or_default();
+    format!(
+        "{date}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Writes (or replaces) one column's line in the table's registry file, creating the file for a
+/// new table, and checks that the whole registry still loads (restoring the file if not).
+pub fn write_decision(
+    registry_dir: &Path,
+    table: &str,
+    column: &str,
+    type_name: &str,
+    d: &ColumnDecision,
+) -> Result<PathBuf, ReviewError> {
+    if d.by.trim().is_empty() || d.reason.trim().is_empty() {
+        return Err(ReviewError::Invalid(
+            "a decision needs --by (who decides) and --reason".into(),
+        ));
+    }
+    let registry = Registry::load(registry_dir)?;
+    let path = match registry.table(table) {
+        Some(e) => e.file.clone(),
+        None => registry_dir.join(format!("{table}.toml")),
+    };
+    let old = std::fs::read_to_string(&path).ok();
+    let table_profile = registry
+        .table(table)
+        .map(|t| t.profile)
+        .unwrap_or(crate::registry::Profile::SafeHarbor);
+    // A column joining an existing domain takes that domain's profile, so the tokens agree.
+    let domain_profile = d.domain.as_ref().and_then(|dom| {
+        registry.tables.values().find_map(|t| {
+            t.columns.values().find_map(|c| match &c.decision {
+                crate::registry::Decision::Publish(r) if r.domain() == Some(dom.as_str()) => {
+                    Some(c.profile)
+                }
+                _ => None,
+            })
+        })
+    });
+    let profile = d.profile.clone().or_else(|| {
+        domain_profile
+            .filter(|p| *p != table_profile)
+            .map(|p| p.name().to_owned())
+    });
+    let mut fields = vec![
+        format!("type = {}", toml_str(type_name)),
+        format!("class = {}", toml_str(&d.class)),
+    ];
+    if let Some(p) = &profile {
+        fields.push(format!("profile = {}", toml_str(p)));
+    }
+    for (k, v) in [
+        ("rule", &d.rule),
+        ("domain", &d.domain),
+        ("kind", &d.kind),
+        ("entity", &d.entity),
+    ] {
+        if let Some(v) = v {
+            fields.push(format!("{k} = {}", toml_str(v)));
+        }
+    }
+    fields.push(format!("reviewer = {}", toml_str(&d.by)));
+    fields.push(format!("reviewed_at = {}", toml_str(&now_rfc3339())));
+    fields.push(format!("reason = {}", toml_str(&d.reason)));
+    let key = if column
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        column.to_owned()
+    } else {
+        toml_str(column)
+    };
+    let line = format!("{key} = {{ {} }}", fields.join(", "));
+    let text = match &old {
+        None => format!(
+            "# Classification of {table}, started by `veil registry`.\ntable = {}\n\n[columns]\n{line}\n",
+            toml_str(table)
+        ),
+        Some(text) => {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            let mut in_columns = false;
+            let mut replaced = false;
+            let mut columns_at = None;
+            for (i, l) in lines.iter_mut().enumerate() {
+                let t = l.trim_start();
+                if t.starts_with('[') {
+                    in_columns = t.starts_with("[columns]");
+                    if in_columns {
+                        columns_at = Some(i);
+                    }
+                    if t.starts_with(&format!("[columns.{key}]")) {
+                        return Err(ReviewError::Invalid(format!(
+                            "{}: column {column} is written as a [columns.{key}] table; edit it by hand",
+                            path.display()
+                        )));
+                    }
+                    continue;
+                }
+                let starts = t.strip_prefix(&key).is_some_and(|r| {
+                    let r = r.trim_start();
+                    r.starts_with('=')
+                });
+                if in_columns && starts {
+                    *l = line.clone();
+                    replaced = true;
+                }
+            }
+            if !replaced {
+                match columns_at {
+                    Some(i) => {
+                        // After the last line of the [columns] section.
+                        let mut end = i + 1;
+                        while end < lines.len() && !lines[end].trim_start().starts_with('[') {
+                            end += 1;
+                        }
+                        while end > i + 1 && lines[end - 1].trim().is_empty() {
+                            end -= 1;
+                        }
+                        lines.insert(end, line.clone());
+                    }
+                    None => {
+                        lines.push(String::new());
+                        lines.push("[columns]".into());
+                        lines.push(line.clone());
+                    }
+                }
+            }
+            let mut t = lines.join("\n");
+            t.push('\n');
+            t
+        }
+    };
+    std::fs::write(&path, &text).map_err(|source| ReviewError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    if let Err(e) = Registry::load(registry_dir) {
+        // Leave the registry as it was.
+        let _ = match &old {
+            Some(o) => std::fs::write(&path, o),
+            None => std::fs::remove_file(&path),
+        };
+        return Err(ReviewError::Invalid(format!(
+            "the decision does not make a valid registry, nothing written: {e}"
+        )));
+    }
+    tracing::info!(table, column, class = %d.class, rule = ?d.rule, by = %d.by, "registry decision written");
+    Ok(path)
+}
+
+/// Splits `schema.table.column`.
+pub fn split_target(target: &str) -> Result<(String, Option<String>), ReviewError> {
+    let parts: Vec<&str> = target.split('.').collect();
+    match parts.as_slice() {
+        [s, t] => Ok((format!("{s}.{t}"), None)),
+        [s, t, c] => Ok((format!("{s}.{t}"), Some((*c).to_owned()))),
+        _ => Err(ReviewError::Invalid(format!(
+            "{target:?}: expected schema.table.column (or schema.table)"
+        ))),
+    }
+}
+
+async fn current_type(
+    cfg: &Config,
+    table: &str,
+    column: &str,
+) -> Result<String, ReviewError> {
+    let client = connect_source(cfg).await?;
+    let oid: u32 = client
+        .query_opt("SELECT to_regclass($1)::oid", &[&table])
+        .await
+        .map_err(|e| ReviewError::Postgres("look up table", crate::pgerr::describe(&e)))?
+        .and_then(|r| r.get::<_, Option<u32>>(0))
+        .ok_or_else(|| ReviewError::Invalid(format!("table {table} does not exist in production")))?;
+    let info = catalog::describe_table(&client, oid, None).await?;
+    info.columns
+        .iter()
+        .find(|c| c.name == column)
+        .map(|c| c.type_name.clone())
+        .ok_or_else(|| ReviewError::Invalid(format!("column {table}.{column} does not exist in production")))
+}
+
+/// `veil registry approve TABLE.COLUMN …`: records the decision with the column's current type.
+pub async fn approve(
+    cfg: &Config,
+    target: &str,
+    d: &ColumnDecision,
+) -> Result<PathBuf, ReviewError> {
+    let (table, column) = split_target(target)?;
+    let column = column.ok_or_else(|| {
+        ReviewError::Invalid("approve takes schema.table.column (block takes a whole table)".into())
+    })?;
+    let type_name = current_type(cfg, &table, &column).await?;
+    write_decision(&cfg.registry.dir, &table, &column, &type_name, d)
+}
+
+/// `veil registry block TABLE[.COLUMN] --by --reason`.
+pub async fn block(
+    cfg: &Config,
+    target: &str,
+    by: &str,
+    reason: &str,
+) -> Result<PathBuf, ReviewError> {
+    let (table, column) = split_target(target)?;
+    match column {
+        Some(column) => {
+            let type_name = current_type(cfg, &table, &column).await?;
+            write_decision(
+                &cfg.registry.dir,
+                &table,
+                &column,
+                &type_name,
+                &ColumnDecision {
+                    class: "blocked".into(),
+                    by: by.into(),
+                    reason: reason.into(),
+                    ..Default::default()
+                },
+            )
+        }
+        None => {
+            if by.trim().is_empty() || reason.trim().is_empty() {
+                return Err(ReviewError::Invalid("a decision needs --by and --reason".into()));
+            }
+            let registry = Registry::load(&cfg.registry.dir)?;
+            if registry.table(&table).is_some() {
+                return Err(ReviewError::Invalid(format!(
+                    "{table} is already classified; set blocked = true in its file by hand"
+                )));
+            }
+            let path = cfg.registry.dir.join(format!("{table}.toml"));
+            let text = format!(
+                "# Classification of {table}, written by `veil registry block`.\ntable = {}\nblocked = true\nreviewer = {}\nreason = {}\n",
+                toml_str(&table),
+                toml_str(by),
+                toml_str(reason)
+            );
+            std::fs::write(&path, text).map_err(|source| ReviewError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Registry::load(&cfg.registry.dir)?;
+            Ok(path)
+        }
+    }
+}
+
+/// `veil registry approve --all-proposed --by NAME`: accepts every stored proposal whose
+/// column is still pending, recording the proposal's evidence as the reason.
+pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, ReviewError> {
+    let path = proposals_path(&cfg.registry.dir);
+    let text = std::fs::read_to_string(&path).map_err(|source| ReviewError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let items: Vec<Pending> = serde_json::from_str(&text)
+        .map_err(|e| ReviewError::Invalid(format!("{}: {e}", path.display())))?;
+    let mut n = 0;
+    for p in items {
+        let Some(prop) = &p.proposal else { continue };
+        let registry = Registry::load(&cfg.registry.dir)?;
+        let decided = registry
+            .table(&p.table)
+            .and_then(|t| t.columns.get(&p.column))
+            .is_some_and(|c| c.type_name == p.type_name);
+        if decided {
+            continue;
+        }
+        write_decision(
+            &cfg.registry.dir,
+            &p.table,
+            &p.column,
+            &p.type_name,
+            &ColumnDecision {
+                class: prop.class.clone(),
+                rule: prop.rule.clone(),
+                domain: prop.domain.clone(),
+                kind: prop.kind.clone(),
+                entity: None,
+                profile: None,
+                by: by.into(),
+                reason: format!("accepted scanner proposal: {}", prop.evidence()),
+            },
+        )?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_are_written_as_reviewable_lines() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("public.t.toml"),
+            "table = \"public.t\"\n\n[columns]\nid = { type = \"integer\", class = \"safe\" }\n\n# trailing comment\n",
+        )
+        .unwrap();
+        let dec = ColumnDecision {
+            class: "sensitive".into(),
+            rule: Some("ssn".into()),
+            domain: Some("ssn".into()),
+            by: "kim".into(),
+            reason: "holds SSNs".into(),
+            ..Default::default()
+        };
+        write_decision(d.path(), "public.t", "notes2", "text", &dec).unwrap();
+        let r = Registry::load(d.path()).unwrap();
+        let c = &r.table("public.t").unwrap().columns["notes2"];
+        assert_eq!(c.reviewer.as_deref(), Some("kim"));
+        assert!(c.reviewed_at.is_some());
+        // Replacing the same column (a type change) keeps one line.
+        write_decision(d.path(), "public.t", "notes2", "character varying(20)", &dec).unwrap();
+        let text = std::fs::read_to_string(d.path().join("public.t.toml")).unwrap();
+        assert_eq!(text.matches("notes2 =").count(), 1, "{text}");
+        assert!(text.contains("# trailing comment"));
+        // A new table gets a file.
+        write_decision(d.path(), "public.n", "id", "integer", &ColumnDecision {
+            class: "safe".into(),
+            by: "kim".into(),
+            reason: "sequence".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(Registry::load(d.path()).unwrap().table("public.n").is_some());
+        // An invalid decision writes nothing.
+        let bad = ColumnDecision {
+            class: "sensitive".into(),
+            rule: Some("tokenize".into()),
+            by: "kim".into(),
+            reason: "x".into(),
+            ..Default::default()
+        };
+        let e = write_decision(d.path(), "public.t", "x", "text", &bad).unwrap_err();
+        assert!(e.to_string().contains("domain"), "{e}");
+        assert!(!std::fs::read_to_string(d.path().join("public.t.toml")).unwrap().contains("x = "));
+        // No reviewer, no decision.
+        let anon = ColumnDecision {
+            class: "safe".into(),
+            ..Default::default()
+        };
+        assert!(write_decision(d.path(), "public.t", "y", "text", &anon).is_err());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T');
+    }
+}

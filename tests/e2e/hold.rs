@@ -1,0 +1,236 @@
+//! The held-DDL gate: a new column, a new table, a changed type or an unsupported type holds the
+//! stream (nothing after the hold point is published, the slot keeps the WAL) until a reviewer
+//! decides; the decision resumes the running stream without a restart; a restart while held
+//! stays held.
+
+use std::time::Duration;
+use tokio::sync::watch;
+
+use crate::common::*;
+use veil::review::{self, ColumnDecision};
+
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+async fn dev_has_column(env: &Env, table: &str, column: &str) -> bool {
+    let dev = env.dev_client().await;
+    count(
+        &dev,
+        &format!(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = '{table}' AND column_name = '{column}'"
+        ),
+    )
+    .await
+        > 0
+}
+
+fn decision(class: &str, rule: Option<&str>, domain: Option<&str>) -> ColumnDecision {
+    ColumnDecision {
+        class: class.into(),
+        rule: rule.map(Into::into),
+        domain: domain.map(Into::into),
+        by: "kim (schema reviewer)".into(),
+        reason: "reviewed in the hold test".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_column_with_ssns_is_held_until_approved_then_flows_tokenized() {
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    veil::datagen::load(&prod, 50, 3).await.unwrap();
+    veil::setup::run(&env.cfg).await.unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    assert_dev_matches(&env, &["patients", "observations"], Duration::from_secs(60)).await;
+    let dev = env.dev_client().await;
+    let obs_before = count(&dev, "SELECT count(*) FROM public.observations").await;
+
+    // An innocent name, holding SSNs.
+    prod.batch_execute(
+        "ALTER TABLE patients ADD COLUMN notes2 text;
+         UPDATE patients SET notes2 = ssn WHERE id < 10;",
+    )
+    .await
+    .unwrap();
+    // Changes to other tables after the hold point.
+    for i in 0..5 {
+        prod.execute(
+            "INSERT INTO observations (encounter_id, code, value, unit, observed_at) \
+             SELECT min(id), 'HOLD', $1::int, 'x', now() FROM encounters",
+            &[&i],
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!stream.is_finished(), "a hold is not a stop");
+    // Nothing after the hold point reached dev, and nothing of the new column.
+    assert!(!dev_has_column(&env, "patients", "notes2").await);
+    assert_eq!(count(&dev, "SELECT count(*) FROM public.observations").await, obs_before);
+    let ssns: Vec<String> = prod
+        .query("SELECT ssn FROM patients WHERE id < 10", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for p in topic_payloads(&env) {
+        for s in &ssns {
+            assert!(!contains_bytes(&p, s.as_bytes()), "an SSN reached the topic");
+        }
+    }
+    // The slot kept the WAL (its confirmed position is before the hold point).
+    let held_slot: bool = prod
+        .query_one(
+            "SELECT confirmed_flush_lsn < pg_current_wal_lsn() FROM pg_replication_slots WHERE slot_name LIKE 'veil_e%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(held_slot);
+
+    // The reviewer sees it, with the scanner's proposal.
+    let pending = review::pending(&env.cfg).await.unwrap();
+    let p = pending
+        .iter()
+        .find(|p| p.table == "public.patients" && p.column == "notes2")
+        .expect("notes2 is pending");
+    let prop = p.proposal.as_ref().unwrap();
+    assert_eq!(prop.rule.as_deref(), Some("ssn"), "{:?}", prop);
+    assert!(prop.hit_rates.get("ssn").copied().unwrap_or(0.0) > 0.9);
+    assert!(!format!("{pending:?}").contains(&ssns[0]));
+
+    // Approve: the running stream resumes, and the rows arrive tokenized (same domain as ssn).
+    review::approve(
+        &env.cfg,
+        "public.patients.notes2",
+        &decision("sensitive", Some("ssn"), Some("ssn")),
+    )
+    .await
+    .unwrap();
+    assert_dev_matches(&env, &["patients", "observations"], Duration::from_secs(60)).await;
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.patients WHERE notes2 IS NOT NULL").await,
+        9
+    );
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.patients WHERE notes2 = ssn").await,
+        9,
+        "the same SSN gets the same token in both columns"
+    );
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.observations WHERE code = 'HOLD'").await,
+        5
+    );
+    stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_table_type_change_unsupported_type_dropped_column_and_restart_while_held() {
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    veil::datagen::load(&prod, 20, 4).await.unwrap();
+    prod.batch_execute(EXTRA_SCHEMA).await.unwrap();
+    prod.batch_execute("INSERT INTO scratch SELECT g, 'row ' || g FROM generate_series(1, 10) g")
+        .await
+        .unwrap();
+    veil::setup::run(&env.cfg).await.unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
+    let cfg = env.cfg.clone();
+    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, stop_rx).await });
+    let cfg = env.cfg.clone();
+    let sink = tokio::spawn(async move { veil::sink::run(&cfg, sink_stop_rx).await });
+    assert_dev_matches(&env, &["patients", "scratch"], Duration::from_secs(60)).await;
+
+    // A new table: held.
+    prod.batch_execute(
+        "CREATE TABLE referrals (id int PRIMARY KEY, patient_id bigint, note text);
+         INSERT INTO referrals VALUES (1, 1, 'call Mary Smith at (617) 555-0123');
+         INSERT INTO scratch VALUES (100, 'after the new table');",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!stream.is_finished());
+    let dev = env.dev_client().await;
+    assert_eq!(count(&dev, "SELECT count(*) FROM pg_tables WHERE tablename = 'referrals'").await, 0);
+    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 100").await, 0);
+
+    // Stop while held, start again: still held (the slot did not move past the hold point).
+    stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    let (stop_tx2, stop_rx2) = watch::channel(false);
+    let cfg = env.cfg.clone();
+    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, stop_rx2).await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!stream.is_finished());
+    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 100").await, 0);
+
+    // Decide column by column; the stream resumes once the table is fully decided.
+    review::approve(&env.cfg, "public.referrals.id", &decision("sensitive", Some("tokenize"), Some("referral_id")))
+        .await
+        .unwrap();
+    review::approve(&env.cfg, "public.referrals.patient_id", &decision("sensitive", Some("tokenize"), Some("patient_id")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 100").await, 0, "note is still undecided");
+    review::block(&env.cfg, "public.referrals.note", "kim", "free text").await.unwrap();
+    assert_dev_matches(&env, &["referrals", "scratch"], Duration::from_secs(60)).await;
+    assert!(!dev_has_column(&env, "referrals", "note").await);
+    // The referral joins its patient in dev.
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.referrals r JOIN public.patients p ON p.id = r.patient_id").await,
+        1
+    );
+
+    // A changed type: held until the registry knows the new type.
+    prod.batch_execute(
+        "ALTER TABLE scratch ALTER COLUMN v TYPE varchar(40);
+         INSERT INTO scratch VALUES (101, 'after the type change');",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 101").await, 0);
+    let pending = review::pending(&env.cfg).await.unwrap();
+    assert!(pending.iter().any(|p| p.column == "v" && matches!(p.why, review::Why::TypeChanged { .. })));
+    review::approve(&env.cfg, "public.scratch.v", &decision("sensitive", Some("tokenize"), Some("scratch_v")))
+        .await
+        .unwrap();
+    assert_dev_matches(&env, &["scratch"], Duration::from_secs(60)).await;
+
+    // An unsupported type: held until blocked.
+    prod.batch_execute(
+        "ALTER TABLE scratch ADD COLUMN p point;
+         INSERT INTO scratch VALUES (102, 'with a point', '(1,2)');",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 102").await, 0);
+    review::block(&env.cfg, "public.scratch.p", "kim", "geometry is not needed in dev").await.unwrap();
+    assert_dev_matches(&env, &["scratch"], Duration::from_secs(60)).await;
+
+    // A dropped column needs no decision: dev drops it too.
+    prod.batch_execute(
+        "ALTER TABLE scratch DROP COLUMN v;
+         INSERT INTO scratch VALUES (103, '(3,4)');",
+    )
+    .await
+    .unwrap();
+    assert_dev_matches(&env, &["scratch"], Duration::from_secs(60)).await;
+    assert!(!dev_has_column(&env, "scratch", "v").await);
+
+    stop_tx2.send(true).unwrap();
+    sink_stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}
