@@ -71,7 +71,9 @@ impl GateError {
     /// (table, column, type) the problem is about, for logs, metrics and the pending list.
     pub fn subject(&self) -> (String, String, String) {
         match self {
-            GateError::UnclassifiedTable { table, .. } => (table.clone(), "*".into(), "table".into()),
+            GateError::UnclassifiedTable { table, .. } => {
+                (table.clone(), "*".into(), "table".into())
+            }
             GateError::UnclassifiedColumn {
                 table,
                 column,

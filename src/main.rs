@@ -358,7 +358,10 @@ async fn registry_command(command: RegistryCommand) -> ExitCode {
                 Err(e) => return fail("pending", e),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&items).unwrap_or_default()
+                );
                 return ExitCode::SUCCESS;
             }
             if items.is_empty() {

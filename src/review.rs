@@ -179,41 +179,66 @@ async fn propose_column(
         class,
         Some(TypeClass::Int2 | TypeClass::Int4 | TypeClass::Int8)
     );
-    let keyish = column == "id" || column.ends_with("_id") || info.primary_key.iter().any(|k| k == column);
+    let keyish =
+        column == "id" || column.ends_with("_id") || info.primary_key.iter().any(|k| k == column);
     let (cls, rule, domain, kind): (&str, Option<&str>, Option<String>, Option<&str>) =
         match (top.or(hint), text) {
             (Some(Detector::Ssn), true) => ("sensitive", Some("ssn"), Some("ssn".into()), None),
-            (Some(Detector::Email), true) => ("sensitive", Some("email"), Some("email".into()), None),
+            (Some(Detector::Email), true) => {
+                ("sensitive", Some("email"), Some("email".into()), None)
+            }
             (Some(Detector::Name), true) => (
                 "sensitive",
                 Some("surrogate"),
                 Some(column.to_owned()),
                 Some(if column.contains("given") || column.contains("first") {
                     "given_name"
-                } else if column.contains("family") || column.contains("last") || column.contains("surname") {
+                } else if column.contains("family")
+                    || column.contains("last")
+                    || column.contains("surname")
+                {
                     "family_name"
                 } else {
                     "name"
                 }),
             ),
             (Some(Detector::Address), true) => {
-                ("sensitive", Some("surrogate"), Some("street".into()), Some("street"))
+                let city = ["city", "town", "county"]
+                    .iter()
+                    .any(|w| column.contains(w));
+                let kind = if city { "city" } else { "street" };
+                (
+                    "sensitive",
+                    Some("surrogate"),
+                    Some(kind.to_owned()),
+                    Some(kind),
+                )
             }
             (Some(Detector::Zip), true) => ("sensitive", Some("zip3"), None, None),
-            (Some(Detector::Date), _) if is_date || text => ("sensitive", Some("year_only"), None, None),
-            (Some(d), true) => ("sensitive", Some("tokenize"), Some(d.name().to_owned()), None),
+            (Some(Detector::Date), _) if is_date || text => {
+                ("sensitive", Some("year_only"), None, None)
+            }
+            (Some(d), true) => (
+                "sensitive",
+                Some("tokenize"),
+                Some(d.name().to_owned()),
+                None,
+            ),
             _ if is_date => ("sensitive", Some("year_only"), None, None),
             _ if is_int && keyish => (
                 "sensitive",
                 Some("tokenize"),
-                Some(if column == "id" {
-                    format!("{}_id", info.name)
-                } else {
-                    column.to_owned()
-                }),
+                Some(key_domain(info, column)),
                 None,
             ),
-            _ if text && !partial.is_empty() && rate(partial.values().copied().max().unwrap_or(0)) >= 0.05 => {
+            // Free text carrying identifiers (ZIP- and date-shaped fragments alone are too common
+            // in codes and labels to count).
+            _ if text
+                && partial
+                    .iter()
+                    .filter(|(d, _)| !matches!(d, Detector::Zip | Detector::Date))
+                    .any(|(_, c)| rate(*c) >= 0.05) =>
+            {
                 ("sensitive", Some("redact"), None, None)
             }
             _ if class.is_none() => ("blocked", None, None, None),
@@ -228,6 +253,26 @@ async fn propose_column(
         name_hint: hint.map(|h| h.name().to_owned()),
         sampled: n,
     })
+}
+
+/// The token domain of a key column: a foreign key takes its parent's (`patient_id` for
+/// `encounters.patient_id → patients.id`), a primary key `id` its table's singular.
+fn key_domain(info: &TableInfo, column: &str) -> String {
+    let singular = |t: &str| {
+        let t = t.rsplit('.').next().unwrap_or(t);
+        t.strip_suffix('s').unwrap_or(t).to_owned()
+    };
+    if let Some(fk) = info
+        .foreign_keys
+        .iter()
+        .find(|fk| fk.columns.len() == 1 && fk.columns[0] == column)
+    {
+        return format!("{}_{}", singular(&fk.ref_table), fk.ref_columns[0]);
+    }
+    if info.primary_key.len() == 1 && info.primary_key[0] == column {
+        return format!("{}_{column}", singular(&info.name));
+    }
+    column.to_owned()
 }
 
 /// What production has that the registry does not decide, each with the scanner's proposal.
@@ -477,24 +522,26 @@ pub fn split_target(target: &str) -> Result<(String, Option<String>), ReviewErro
     }
 }
 
-async fn current_type(
-    cfg: &Config,
-    table: &str,
-    column: &str,
-) -> Result<String, ReviewError> {
+async fn current_type(cfg: &Config, table: &str, column: &str) -> Result<String, ReviewError> {
     let client = connect_source(cfg).await?;
     let oid: u32 = client
         .query_opt("SELECT to_regclass($1)::oid", &[&table])
         .await
         .map_err(|e| ReviewError::Postgres("look up table", crate::pgerr::describe(&e)))?
         .and_then(|r| r.get::<_, Option<u32>>(0))
-        .ok_or_else(|| ReviewError::Invalid(format!("table {table} does not exist in production")))?;
+        .ok_or_else(|| {
+            ReviewError::Invalid(format!("table {table} does not exist in production"))
+        })?;
     let info = catalog::describe_table(&client, oid, None).await?;
     info.columns
         .iter()
         .find(|c| c.name == column)
         .map(|c| c.type_name.clone())
-        .ok_or_else(|| ReviewError::Invalid(format!("column {table}.{column} does not exist in production")))
+        .ok_or_else(|| {
+            ReviewError::Invalid(format!(
+                "column {table}.{column} does not exist in production"
+            ))
+        })
 }
 
 /// `veil registry approve TABLE.COLUMN …`: records the decision with the column's current type.
@@ -537,7 +584,9 @@ pub async fn block(
         }
         None => {
             if by.trim().is_empty() || reason.trim().is_empty() {
-                return Err(ReviewError::Invalid("a decision needs --by and --reason".into()));
+                return Err(ReviewError::Invalid(
+                    "a decision needs --by and --reason".into(),
+                ));
             }
             let registry = Registry::load(&cfg.registry.dir)?;
             if registry.table(&table).is_some() {
@@ -630,19 +679,37 @@ mod tests {
         assert_eq!(c.reviewer.as_deref(), Some("kim"));
         assert!(c.reviewed_at.is_some());
         // Replacing the same column (a type change) keeps one line.
-        write_decision(d.path(), "public.t", "notes2", "character varying(20)", &dec).unwrap();
+        write_decision(
+            d.path(),
+            "public.t",
+            "notes2",
+            "character varying(20)",
+            &dec,
+        )
+        .unwrap();
         let text = std::fs::read_to_string(d.path().join("public.t.toml")).unwrap();
         assert_eq!(text.matches("notes2 =").count(), 1, "{text}");
         assert!(text.contains("# trailing comment"));
         // A new table gets a file.
-        write_decision(d.path(), "public.n", "id", "integer", &ColumnDecision {
-            class: "safe".into(),
-            by: "kim".into(),
-            reason: "sequence".into(),
-            ..Default::default()
-        })
+        write_decision(
+            d.path(),
+            "public.n",
+            "id",
+            "integer",
+            &ColumnDecision {
+                class: "safe".into(),
+                by: "kim".into(),
+                reason: "sequence".into(),
+                ..Default::default()
+            },
+        )
         .unwrap();
-        assert!(Registry::load(d.path()).unwrap().table("public.n").is_some());
+        assert!(
+            Registry::load(d.path())
+                .unwrap()
+                .table("public.n")
+                .is_some()
+        );
         // An invalid decision writes nothing.
         let bad = ColumnDecision {
             class: "sensitive".into(),
@@ -653,7 +720,11 @@ mod tests {
         };
         let e = write_decision(d.path(), "public.t", "x", "text", &bad).unwrap_err();
         assert!(e.to_string().contains("domain"), "{e}");
-        assert!(!std::fs::read_to_string(d.path().join("public.t.toml")).unwrap().contains("x = "));
+        assert!(
+            !std::fs::read_to_string(d.path().join("public.t.toml"))
+                .unwrap()
+                .contains("x = ")
+        );
         // No reviewer, no decision.
         let anon = ColumnDecision {
             class: "safe".into(),

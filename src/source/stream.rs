@@ -292,17 +292,17 @@ impl Streamer {
 
     /// Reports the WAL the slot retains (`veil_slot_retained_wal_bytes`).
     pub async fn observe_slot(&self) {
-        if let Ok(Some(row)) = self
+        let row = self
             .catalog
             .query_opt(
                 "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::float8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
                 &[&self.slot_name],
             )
-            .await
+            .await;
+        if let Ok(Some(row)) = row
+            && let Some(b) = row.get::<_, Option<f64>>(0)
         {
-            if let Some(b) = row.get::<_, Option<f64>>(0) {
-                metrics::gauge!(crate::metrics::RETAINED_WAL_BYTES).set(b);
-            }
+            metrics::gauge!(crate::metrics::RETAINED_WAL_BYTES).set(b);
         }
     }
 
@@ -835,7 +835,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         match super::snapshot::run(&mut st, &snap, &snapshot_name, consistent, &mut link).await {
             Ok(_) => {}
             Err(StreamError::StoppedWhileHeld) => {
-                tracing::info!("stopped while the snapshot was held; the next start snapshots again");
+                tracing::info!(
+                    "stopped while the snapshot was held; the next start snapshots again"
+                );
                 repl.terminate().await;
                 return Ok(());
             }

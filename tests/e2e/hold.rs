@@ -69,7 +69,10 @@ async fn new_column_with_ssns_is_held_until_approved_then_flows_tokenized() {
     assert!(!stream.is_finished(), "a hold is not a stop");
     // Nothing after the hold point reached dev, and nothing of the new column.
     assert!(!dev_has_column(&env, "patients", "notes2").await);
-    assert_eq!(count(&dev, "SELECT count(*) FROM public.observations").await, obs_before);
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.observations").await,
+        obs_before
+    );
     let ssns: Vec<String> = prod
         .query("SELECT ssn FROM patients WHERE id < 10", &[])
         .await
@@ -79,7 +82,10 @@ async fn new_column_with_ssns_is_held_until_approved_then_flows_tokenized() {
         .collect();
     for p in topic_payloads(&env) {
         for s in &ssns {
-            assert!(!contains_bytes(&p, s.as_bytes()), "an SSN reached the topic");
+            assert!(
+                !contains_bytes(&p, s.as_bytes()),
+                "an SSN reached the topic"
+            );
         }
     }
     // The slot kept the WAL (its confirmed position is before the hold point).
@@ -114,16 +120,28 @@ async fn new_column_with_ssns_is_held_until_approved_then_flows_tokenized() {
     .unwrap();
     assert_dev_matches(&env, &["patients", "observations"], Duration::from_secs(60)).await;
     assert_eq!(
-        count(&dev, "SELECT count(*) FROM public.patients WHERE notes2 IS NOT NULL").await,
+        count(
+            &dev,
+            "SELECT count(*) FROM public.patients WHERE notes2 IS NOT NULL"
+        )
+        .await,
         9
     );
     assert_eq!(
-        count(&dev, "SELECT count(*) FROM public.patients WHERE notes2 = ssn").await,
+        count(
+            &dev,
+            "SELECT count(*) FROM public.patients WHERE notes2 = ssn"
+        )
+        .await,
         9,
         "the same SSN gets the same token in both columns"
     );
     assert_eq!(
-        count(&dev, "SELECT count(*) FROM public.observations WHERE code = 'HOLD'").await,
+        count(
+            &dev,
+            "SELECT count(*) FROM public.observations WHERE code = 'HOLD'"
+        )
+        .await,
         5
     );
     stop_tx.send(true).unwrap();
@@ -160,8 +178,18 @@ async fn new_table_type_change_unsupported_type_dropped_column_and_restart_while
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!stream.is_finished());
     let dev = env.dev_client().await;
-    assert_eq!(count(&dev, "SELECT count(*) FROM pg_tables WHERE tablename = 'referrals'").await, 0);
-    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 100").await, 0);
+    assert_eq!(
+        count(
+            &dev,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'referrals'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 100").await,
+        0
+    );
 
     // Stop while held, start again: still held (the slot did not move past the hold point).
     stop_tx.send(true).unwrap();
@@ -171,23 +199,44 @@ async fn new_table_type_change_unsupported_type_dropped_column_and_restart_while
     let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, stop_rx2).await });
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!stream.is_finished());
-    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 100").await, 0);
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 100").await,
+        0
+    );
 
     // Decide column by column; the stream resumes once the table is fully decided.
-    review::approve(&env.cfg, "public.referrals.id", &decision("sensitive", Some("tokenize"), Some("referral_id")))
-        .await
-        .unwrap();
-    review::approve(&env.cfg, "public.referrals.patient_id", &decision("sensitive", Some("tokenize"), Some("patient_id")))
-        .await
-        .unwrap();
+    review::approve(
+        &env.cfg,
+        "public.referrals.id",
+        &decision("sensitive", Some("tokenize"), Some("referral_id")),
+    )
+    .await
+    .unwrap();
+    review::approve(
+        &env.cfg,
+        "public.referrals.patient_id",
+        &decision("sensitive", Some("tokenize"), Some("patient_id")),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 100").await, 0, "note is still undecided");
-    review::block(&env.cfg, "public.referrals.note", "kim", "free text").await.unwrap();
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 100").await,
+        0,
+        "note is still undecided"
+    );
+    review::block(&env.cfg, "public.referrals.note", "kim", "free text")
+        .await
+        .unwrap();
     assert_dev_matches(&env, &["referrals", "scratch"], Duration::from_secs(60)).await;
     assert!(!dev_has_column(&env, "referrals", "note").await);
     // The referral joins its patient in dev.
     assert_eq!(
-        count(&dev, "SELECT count(*) FROM public.referrals r JOIN public.patients p ON p.id = r.patient_id").await,
+        count(
+            &dev,
+            "SELECT count(*) FROM public.referrals r JOIN public.patients p ON p.id = r.patient_id"
+        )
+        .await,
         1
     );
 
@@ -199,12 +248,23 @@ async fn new_table_type_change_unsupported_type_dropped_column_and_restart_while
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 101").await, 0);
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 101").await,
+        0
+    );
     let pending = review::pending(&env.cfg).await.unwrap();
-    assert!(pending.iter().any(|p| p.column == "v" && matches!(p.why, review::Why::TypeChanged { .. })));
-    review::approve(&env.cfg, "public.scratch.v", &decision("sensitive", Some("tokenize"), Some("scratch_v")))
-        .await
-        .unwrap();
+    assert!(
+        pending
+            .iter()
+            .any(|p| p.column == "v" && matches!(p.why, review::Why::TypeChanged { .. }))
+    );
+    review::approve(
+        &env.cfg,
+        "public.scratch.v",
+        &decision("sensitive", Some("tokenize"), Some("scratch_v")),
+    )
+    .await
+    .unwrap();
     assert_dev_matches(&env, &["scratch"], Duration::from_secs(60)).await;
 
     // An unsupported type: held until blocked.
@@ -215,8 +275,18 @@ async fn new_table_type_change_unsupported_type_dropped_column_and_restart_while
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 102").await, 0);
-    review::block(&env.cfg, "public.scratch.p", "kim", "geometry is not needed in dev").await.unwrap();
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.scratch WHERE id = 102").await,
+        0
+    );
+    review::block(
+        &env.cfg,
+        "public.scratch.p",
+        "kim",
+        "geometry is not needed in dev",
+    )
+    .await
+    .unwrap();
     assert_dev_matches(&env, &["scratch"], Duration::from_secs(60)).await;
 
     // A dropped column needs no decision: dev drops it too.
@@ -231,6 +301,115 @@ async fn new_table_type_change_unsupported_type_dropped_column_and_restart_while
 
     stop_tx2.send(true).unwrap();
     sink_stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}
+
+/// Bootstrap of an existing database: `propose` on the generated data set with an empty
+/// registry classifies every column the shipped registry calls sensitive as sensitive; the
+/// proposals accepted with `approve --all-proposed` make a registry the pipeline runs with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn propose_classifies_every_sensitive_column_and_bootstraps_a_registry() {
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    veil::datagen::load(&prod, 300, 8).await.unwrap();
+    veil::setup::run(&env.cfg).await.unwrap();
+    // The shipped classification is the truth; the registry the stream uses starts empty.
+    let truth_dir = tempfile::tempdir().unwrap();
+    veil::demo::write_registry(truth_dir.path()).unwrap();
+    let truth = veil::registry::Registry::load(truth_dir.path()).unwrap();
+    for f in std::fs::read_dir(env.registry_dir()).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let proposals = review::propose(&env.cfg).await.unwrap();
+    let (mut tp, mut fp, mut fn_, mut tn, mut same_rule) = (0, 0, 0, 0, 0);
+    let mut missed = Vec::new();
+    for p in &proposals {
+        let t = &truth.table(&p.table).unwrap().columns[&p.column];
+        let truly = !matches!(
+            t.decision,
+            veil::registry::Decision::Publish(veil::registry::Rule::Keep)
+        );
+        let prop = p.proposal.as_ref().unwrap();
+        let said = prop.class != "safe";
+        match (truly, said) {
+            (true, true) => tp += 1,
+            (false, true) => {
+                fp += 1;
+                eprintln!("false alarm: {}.{} {:?}", p.table, p.column, prop);
+            }
+            (true, false) => {
+                fn_ += 1;
+                missed.push(format!("{}.{}", p.table, p.column));
+            }
+            (false, false) => tn += 1,
+        }
+        if let veil::registry::Decision::Publish(r) = &t.decision {
+            let family = r.describe().split('(').next().unwrap_or("").to_owned();
+            if prop.rule.as_deref().unwrap_or("keep") == family {
+                same_rule += 1;
+            }
+        }
+        assert!(!prop.evidence().contains("@mail.example"));
+    }
+    let n = proposals.len();
+    eprintln!(
+        "propose on the generated data set: {n} columns; sensitive: {tp} found, {fn_} missed, \
+         {fp} false alarms, {tn} correctly safe; recall {:.2}, precision {:.2}; \
+         same rule as the shipped registry for {same_rule} of {n}",
+        tp as f64 / (tp + fn_).max(1) as f64,
+        tp as f64 / (tp + fp).max(1) as f64
+    );
+    assert_eq!(n, 36, "every column of the 5 tables is pending");
+    assert!(
+        missed.is_empty(),
+        "sensitive columns proposed safe: {missed:?}"
+    );
+
+    // Accept them all and run: the registry is complete and the copy is consistent.
+    let accepted = review::approve_all_proposed(&env.cfg, "bootstrap (kim)")
+        .await
+        .unwrap();
+    assert_eq!(accepted, n);
+    assert!(review::pending(&env.cfg).await.unwrap().is_empty());
+    let registry = veil::registry::Registry::load(&env.registry_dir()).unwrap();
+    let ssn = &registry.table("public.patients").unwrap().columns["ssn"];
+    assert_eq!(ssn.reviewer.as_deref(), Some("bootstrap (kim)"));
+    assert!(
+        ssn.reason
+            .as_deref()
+            .unwrap()
+            .contains("accepted scanner proposal: 300 sampled; ssn 100%"),
+        "{:?}",
+        ssn.reason
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    assert_dev_matches(
+        &env,
+        &[
+            "providers",
+            "patients",
+            "encounters",
+            "observations",
+            "medications",
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
+    let dev = env.dev_client().await;
+    for (child, col, parent) in [
+        ("encounters", "patient_id", "patients"),
+        ("encounters", "provider_id", "providers"),
+        ("observations", "encounter_id", "encounters"),
+        ("medications", "patient_id", "patients"),
+    ] {
+        let q = format!(
+            "SELECT count(*) FROM public.{child} c JOIN public.{parent} p ON p.id = c.{col}"
+        );
+        assert_eq!(count(&prod, &q).await, count(&dev, &q).await, "{q}");
+    }
+    stop_tx.send(true).unwrap();
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
 }
