@@ -195,6 +195,31 @@ fn default_batch() -> usize {
     5000
 }
 
+/// The PHI scanner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScannerConfig {
+    /// Share of published rows whose safe text columns are scanned before publishing (0 = off).
+    #[serde(default = "default_sample")]
+    pub in_flight_sample: f64,
+    /// Extra MRN shapes (regular expressions) for the MRN detector.
+    #[serde(default)]
+    pub mrn_patterns: Vec<String>,
+}
+
+fn default_sample() -> f64 {
+    0.05
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        ScannerConfig {
+            in_flight_sample: default_sample(),
+            mrn_patterns: Vec::new(),
+        }
+    }
+}
+
 /// The vault: a production-side database no publication covers, holding value → token for
 /// vault-held tokens (Safe Harbor ids, text, SSN, e-mail, surrogates) and the reveal log.
 #[derive(Debug, Clone, Deserialize)]
@@ -236,6 +261,8 @@ pub struct Config {
     pub sink: Option<SinkConfig>,
     #[serde(default)]
     pub vault: Option<VaultConfig>,
+    #[serde(default)]
+    pub scanner: ScannerConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
 }

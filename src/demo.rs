@@ -114,6 +114,10 @@ pub fn config_for(
             dsn: Dsn(dsn),
             cache_entries: 1_000_000,
         }),
+        scanner: crate::config::ScannerConfig {
+            in_flight_sample: 1.0,
+            mrn_patterns: Vec::new(),
+        },
         metrics: Default::default(),
     }
 }

@@ -111,6 +111,8 @@ pub struct ColumnPlan {
     pub class: TypeClass,
     /// None = blocked: the column is removed from events and from the dev schema.
     pub action: Option<RuleKey>,
+    /// Safe text the in-flight scanner samples.
+    pub scan: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -218,11 +220,15 @@ pub fn plan_table(
                 Some(bound)
             }
         };
+        let scan = ce.scan
+            && matches!(action, Some(RuleKey::Keep))
+            && matches!(class, TypeClass::Text | TypeClass::Json | TypeClass::Jsonb);
         columns.push(ColumnPlan {
             name: c.name.clone(),
             type_name: c.type_name.clone(),
             class,
             action,
+            scan,
         });
     }
     let is_pub = |n: &String| published.iter().any(|c| &c.name == n);
@@ -359,6 +365,20 @@ impl TablePlan {
         misses: &mut Vec<VaultRequest>,
     ) -> Result<Vec<proto::Value>, GateError> {
         self.transform(t.0.iter().map(RowValue::from), lsn, store, misses)
+    }
+
+    /// The published values of the columns the in-flight scanner samples: (column, value).
+    pub fn scanned<'v>(&self, row: &'v [proto::Value]) -> Vec<(&str, &'v str)> {
+        self.columns
+            .iter()
+            .filter(|c| c.action.is_some())
+            .zip(row)
+            .filter(|(c, _)| c.scan)
+            .filter_map(|(c, v)| match &v.kind {
+                Some(proto::value::Kind::Text(t)) => Some((c.name.as_str(), t.as_str())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether column `i` is read from production: published, or the entity of a date shift.

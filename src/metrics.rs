@@ -13,6 +13,7 @@ pub const SCHEMA_CHANGES: &str = "veil_schema_changes_total";
 pub const SLOT_INVALIDATIONS: &str = "veil_slot_invalidations_total";
 pub const SPOOL_BYTES: &str = "veil_spool_memory_bytes";
 pub const EPOCH: &str = "veil_epoch";
+pub const SCANNER_HITS: &str = "veil_scanner_hits_total";
 pub const HELD_ITEMS: &str = "veil_held_items";
 pub const HELD_SECONDS: &str = "veil_held_seconds";
 pub const HOLDS: &str = "veil_holds_total";

@@ -218,6 +218,9 @@ pub struct ColumnEntry {
     pub reviewer: Option<String>,
     pub reason: Option<String>,
     pub reviewed_at: Option<String>,
+    /// The in-flight scanner looks at this column's published values (default true for safe
+    /// text; `scan = false` records a reviewed false positive).
+    pub scan: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +289,8 @@ struct ColumnFile {
     reason: Option<String>,
     #[serde(default)]
     reviewed_at: Option<String>,
+    #[serde(default)]
+    scan: Option<bool>,
 }
 
 /// The fields that spell a rule (a column's, or one JSON path's).
@@ -613,6 +618,7 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
                 reviewer: c.reviewer,
                 reason: c.reason,
                 reviewed_at: c.reviewed_at,
+                scan: c.scan.unwrap_or(true),
             },
         );
     }

@@ -253,6 +253,35 @@ impl Scanner {
         }
     }
 
+    /// High-precision detectors that fire in a value (for the in-flight scan of safe columns;
+    /// dates, ZIPs, names and addresses are too common in safe text to hold a stream on).
+    pub fn strong_hits(&self, text: &str) -> Vec<Detector> {
+        let mut d: Vec<Detector> = self
+            .spans(text)
+            .iter()
+            .map(|s| s.detector)
+            .filter(|d| {
+                matches!(
+                    d,
+                    Detector::Ssn
+                        | Detector::Email
+                        | Detector::Phone
+                        | Detector::Mrn
+                        | Detector::Npi
+                        | Detector::Card
+                        | Detector::Ipv4
+                        | Detector::Ipv6
+                        | Detector::Vin
+                        | Detector::Mac
+                        | Detector::Imei
+                )
+            })
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    }
+
     /// Replaces every span with its placeholder.
     pub fn redact(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());

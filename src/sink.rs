@@ -712,6 +712,32 @@ impl Applier {
                             c = quote_ident(&c.name),
                             ty = c.type_name
                         )),
+                        Some(o) if o.rule != c.rule || o.profile != c.profile => {
+                            // Reclassified: what dev holds was made under the old rule (perhaps
+                            // kept as is). Clear it; new changes arrive under the new rule.
+                            let key = s.primary_key.contains(&c.name)
+                                || s.unique_keys.iter().any(|u| u.columns.contains(&c.name))
+                                || s.foreign_keys.iter().any(|f| f.columns.contains(&c.name));
+                            if key {
+                                return Err(serr(format!(
+                                    "the rule of key column {} changed ({} → {}); dev must be rebuilt: \
+                                     start a new epoch (drop the veil_e* slot) so the snapshot runs again",
+                                    c.name, o.rule, c.rule
+                                )));
+                            }
+                            tracing::warn!(
+                                table = %q,
+                                column = %c.name,
+                                from = %o.rule,
+                                to = %c.rule,
+                                "column reclassified: clearing what dev holds of it (set to NULL)"
+                            );
+                            sql.push_str(&format!(
+                                "ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL;\nUPDATE {t} SET {c} = NULL;\n",
+                                t = table,
+                                c = quote_ident(&c.name)
+                            ));
+                        }
                         _ => {}
                     }
                 }

@@ -133,6 +133,7 @@ pub async fn run(
         .filter(|p| !p.blocked)
         .map(|p| p.qualified.clone())
         .collect();
+    st.phase = proto::Phase::Snapshot;
     st.publish(
         proto::Phase::Snapshot,
         Event::SnapshotBegin(proto::SnapshotBegin {
@@ -144,7 +145,7 @@ pub async fn run(
     )
     .await?;
     let mut total = 0u64;
-    for plan in plans {
+    for mut plan in plans {
         if plan.blocked {
             tracing::info!(table = %plan.qualified, "snapshot: table blocked by the registry, skipped");
             continue;
@@ -208,18 +209,27 @@ pub async fn run(
                 pending.drain(..start);
             }
             if batch.len() >= ROW_BATCH || (done && !batch.is_empty()) {
-                let out = if plan.columns.is_empty() {
-                    vec![Vec::new(); batch.len()]
-                } else {
-                    st.transform_batch(&batch, |values, store, misses| {
-                        plan.transform(
-                            values.iter().map(RowValue::from),
-                            consistent_lsn,
-                            store,
-                            misses,
-                        )
-                    })
-                    .await?
+                let out = loop {
+                    let out = if plan.columns.is_empty() {
+                        vec![Vec::new(); batch.len()]
+                    } else {
+                        st.transform_batch(&batch, |values, store, misses| {
+                            plan.transform(
+                                values.iter().map(RowValue::from),
+                                consistent_lsn,
+                                store,
+                                misses,
+                            )
+                        })
+                        .await?
+                    };
+                    let hits = st.scan_rows(out.iter().map(|r| (&plan, r.as_slice())));
+                    if hits.is_empty() {
+                        break out;
+                    }
+                    // Held; the decision may change this table's plan (and its dev schema).
+                    st.hold_for_scan(&hits, link).await?;
+                    plan = (*st.replan(plan.oid, link).await?).clone();
                 };
                 batch.clear();
                 for row in out {
@@ -254,6 +264,7 @@ pub async fn run(
     snap.batch_execute("COMMIT")
         .await
         .map_err(pg("end snapshot transaction"))?;
+    st.phase = proto::Phase::Stream;
     st.publish(
         proto::Phase::Snapshot,
         Event::SnapshotEnd(proto::SnapshotEnd {

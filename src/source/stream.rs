@@ -117,6 +117,13 @@ pub struct Streamer {
     pub vault: Option<Vault>,
     queue: Vec<QueuedRow>,
     pub registry_dir: std::path::PathBuf,
+    scanner: Arc<crate::scanner::Scanner>,
+    /// Scan every n-th published row (0 = off).
+    scan_every: u64,
+    scan_counter: u64,
+    /// Snapshot until the snapshot's end is published (a restart reads the phase of the topic's
+    /// last event to know whether the snapshot finished).
+    pub phase: proto::Phase,
     /// What each planned table was planned from, to plan it again when the registry changes.
     described: HashMap<u32, (catalog::TableInfo, Vec<String>)>,
 }
@@ -205,8 +212,9 @@ impl Streamer {
                     Err(e) => e,
                 };
             if since.is_none() {
-                // Everything before the hold point goes out; nothing after it.
-                self.flush_rows().await?;
+                // Everything before the hold point goes out; nothing after it. (Boxed: flushing
+                // can hold on a scanner hit, which plans tables again.)
+                Box::pin(self.flush_rows(link)).await?;
                 let (table, column, type_name) = problem.subject();
                 tracing::warn!(
                     table = %table,
@@ -220,43 +228,125 @@ impl Streamer {
                 metrics::gauge!(crate::metrics::HELD_ITEMS).set(1.0);
                 since = Some(std::time::Instant::now());
             }
-            // Wait for a registry change, keeping the connection alive.
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(HOLD_POLL) => {}
-                    _ = link.shutdown.changed() => {}
+            self.wait_for_registry_change(link, since).await?;
+        }
+    }
+
+    /// Waits (held) until the registry's files change, keeping the replication connection alive
+    /// with status updates that confirm only what Kafka acknowledged.
+    async fn wait_for_registry_change(
+        &mut self,
+        link: &mut Link<'_>,
+        since: Option<std::time::Instant>,
+    ) -> Result<(), StreamError> {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HOLD_POLL) => {}
+                _ = link.shutdown.changed() => {}
+            }
+            if *link.shutdown.borrow() {
+                return Err(StreamError::StoppedWhileHeld);
+            }
+            if let Some(repl) = link.repl.as_deref_mut() {
+                let acked = self.publisher.acked_lsn();
+                repl.send_copy(&pgoutput::encode_status_update(
+                    link.received.max(acked),
+                    acked,
+                    acked,
+                    now_us() - PG_EPOCH_OFFSET_US,
+                    false,
+                ))
+                .await?;
+            }
+            if let Some(t) = since {
+                metrics::gauge!(crate::metrics::HELD_SECONDS).set(t.elapsed().as_secs_f64());
+            }
+            self.observe_slot().await;
+            match Registry::load(&self.registry_dir) {
+                Ok(r) if r.version != self.registry.version => {
+                    tracing::info!(from = %self.registry.version, to = %r.version, "registry changed");
+                    self.registry = r;
+                    return Ok(());
                 }
-                if *link.shutdown.borrow() {
-                    return Err(StreamError::StoppedWhileHeld);
-                }
-                if let Some(repl) = link.repl.as_deref_mut() {
-                    let acked = self.publisher.acked_lsn();
-                    repl.send_copy(&pgoutput::encode_status_update(
-                        link.received.max(acked),
-                        acked,
-                        acked,
-                        now_us() - PG_EPOCH_OFFSET_US,
-                        false,
-                    ))
-                    .await?;
-                }
-                if let Some(t) = since {
-                    metrics::gauge!(crate::metrics::HELD_SECONDS).set(t.elapsed().as_secs_f64());
-                }
-                self.observe_slot().await;
-                match Registry::load(&self.registry_dir) {
-                    Ok(r) if r.version != self.registry.version => {
-                        tracing::info!(from = %self.registry.version, to = %r.version, "registry changed");
-                        self.registry = r;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "registry does not load; staying held");
-                    }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "registry does not load; staying held");
                 }
             }
         }
+    }
+
+    /// Samples transformed rows and scans their safe text columns with the high-precision
+    /// detectors. Returns (table, column, detector, count) of every hit.
+    pub fn scan_rows<'p>(
+        &mut self,
+        rows: impl Iterator<Item = (&'p TablePlan, &'p [proto::Value])>,
+    ) -> Vec<(String, String, &'static str, usize)> {
+        let mut hits: std::collections::BTreeMap<(String, String, &'static str), usize> =
+            std::collections::BTreeMap::new();
+        if self.scan_every == 0 {
+            return Vec::new();
+        }
+        for (plan, row) in rows {
+            self.scan_counter += 1;
+            if self.scan_counter % self.scan_every != 0 {
+                continue;
+            }
+            for (column, value) in plan.scanned(row) {
+                for d in self.scanner.strong_hits(value) {
+                    *hits
+                        .entry((plan.qualified.clone(), column.to_owned(), d.name()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        hits.into_iter()
+            .map(|((t, c, d), n)| (t, c, d, n))
+            .collect()
+    }
+
+    /// A scanner hit in a column classified safe: nothing of the batch is published; the stream
+    /// holds until the registry changes (reclassify the column, or record `scan = false` for a
+    /// reviewed false positive).
+    pub async fn hold_for_scan(
+        &mut self,
+        hits: &[(String, String, &'static str, usize)],
+        link: &mut Link<'_>,
+    ) -> Result<(), StreamError> {
+        for (table, column, detector, count) in hits {
+            tracing::warn!(
+                table = %table,
+                column = %column,
+                detector = %detector,
+                count = *count,
+                registry_version = %self.registry.version,
+                "stream HELD: the scanner found {detector}-shaped values in a column classified safe; \
+                 the batch is not published until the column is reclassified (or marked scan = false)"
+            );
+            metrics::counter!(crate::metrics::SCANNER_HITS, "table" => table.clone(), "column" => column.clone(), "detector" => *detector)
+                .increment(*count as u64);
+        }
+        metrics::gauge!(crate::metrics::HELD_ITEMS).set(hits.len() as f64);
+        let since = std::time::Instant::now();
+        self.wait_for_registry_change(link, Some(since)).await?;
+        metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
+        metrics::gauge!(crate::metrics::HELD_SECONDS).set(0.0);
+        Ok(())
+    }
+
+    /// Plans a known table again under the current registry (holding if it does not plan).
+    pub async fn replan(
+        &mut self,
+        oid: u32,
+        link: &mut Link<'_>,
+    ) -> Result<Arc<TablePlan>, StreamError> {
+        let (info, keys) = self.described.get(&oid).cloned().ok_or_else(|| {
+            StreamError::Protocol(format!("relation oid {oid} was never described"))
+        })?;
+        let plan = self.plan_or_hold(&info, &keys, link).await?;
+        self.publish_schema_if_changed(&plan).await?;
+        self.remember_schema(&plan);
+        Ok(self.plans[&oid].clone())
     }
 
     /// Reloads the registry when its files changed and plans every known table again (a
@@ -271,7 +361,7 @@ impl Streamer {
             }
         };
         tracing::info!(from = %self.registry.version, to = %r.version, "registry changed; planning tables again");
-        self.flush_rows().await?;
+        self.flush_rows(link).await?;
         self.registry = r;
         let described: Vec<(u32, catalog::TableInfo, Vec<String>)> = self
             .described
@@ -309,12 +399,8 @@ impl Streamer {
     async fn publish_schema_if_changed(&mut self, plan: &TablePlan) -> Result<(), StreamError> {
         if !plan.blocked && self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
             tracing::info!(table = %plan.qualified, "publishing table schema");
-            self.publish(
-                proto::Phase::Stream,
-                Event::Schema(plan.schema.clone()),
-                None,
-            )
-            .await?;
+            self.publish(self.phase, Event::Schema(plan.schema.clone()), None)
+                .await?;
             metrics::counter!(crate::metrics::SCHEMA_CHANGES, "table" => plan.qualified.clone())
                 .increment(1);
         }
@@ -376,40 +462,59 @@ impl Streamer {
         Ok(out)
     }
 
-    /// Transforms and publishes the queued row changes, in order.
-    async fn flush_rows(&mut self) -> Result<(), StreamError> {
+    /// Transforms, scans and publishes the queued row changes, in order.
+    async fn flush_rows(&mut self, link: &mut Link<'_>) -> Result<(), StreamError> {
         if self.queue.is_empty() {
             return Ok(());
         }
-        let queue = std::mem::take(&mut self.queue);
-        let rows = self
-            .transform_batch(&queue, |q, store, misses| {
-                let new = match &q.new {
-                    Some(t) => q.plan.transform_tuple(t, q.lsn, store, misses)?,
-                    None => Vec::new(),
-                };
-                let (old, full) = match &q.old {
-                    None => (Vec::new(), false),
-                    Some(OldTuple::Key(t)) => {
-                        (q.plan.transform_tuple(t, q.lsn, store, misses)?, false)
-                    }
-                    Some(OldTuple::Full(t)) => {
-                        (q.plan.transform_tuple(t, q.lsn, store, misses)?, true)
-                    }
-                };
-                Ok((new, old, full))
-            })
-            .await?;
-        for (q, (new, old, full)) in queue.iter().zip(rows) {
-            self.row(&q.plan, q.op, new, old, full).await?;
+        let mut queue = std::mem::take(&mut self.queue);
+        loop {
+            let rows = self
+                .transform_batch(&queue, |q, store, misses| {
+                    let new = match &q.new {
+                        Some(t) => q.plan.transform_tuple(t, q.lsn, store, misses)?,
+                        None => Vec::new(),
+                    };
+                    let (old, full) = match &q.old {
+                        None => (Vec::new(), false),
+                        Some(OldTuple::Key(t)) => {
+                            (q.plan.transform_tuple(t, q.lsn, store, misses)?, false)
+                        }
+                        Some(OldTuple::Full(t)) => {
+                            (q.plan.transform_tuple(t, q.lsn, store, misses)?, true)
+                        }
+                    };
+                    Ok((new, old, full))
+                })
+                .await?;
+            let hits = self.scan_rows(
+                queue
+                    .iter()
+                    .zip(&rows)
+                    .map(|(q, (new, _, _))| (&*q.plan, new.as_slice())),
+            );
+            if hits.is_empty() {
+                for (q, (new, old, full)) in queue.iter().zip(rows) {
+                    self.row(&q.plan, q.op, new, old, full).await?;
+                }
+                return Ok(());
+            }
+            self.hold_for_scan(&hits, link).await?;
+            // The registry changed: plan the batch's tables again and transform it again.
+            let oids: std::collections::BTreeSet<u32> = queue.iter().map(|q| q.plan.oid).collect();
+            for oid in oids {
+                let plan = self.replan(oid, link).await?;
+                for q in queue.iter_mut().filter(|q| q.plan.oid == oid) {
+                    q.plan = plan.clone();
+                }
+            }
         }
-        Ok(())
     }
 
-    async fn queue_row(&mut self, row: QueuedRow) -> Result<(), StreamError> {
+    async fn queue_row(&mut self, row: QueuedRow, link: &mut Link<'_>) -> Result<(), StreamError> {
         self.queue.push(row);
         if self.queue.len() >= ROW_BATCH {
-            self.flush_rows().await?;
+            self.flush_rows(link).await?;
         }
         Ok(())
     }
@@ -444,8 +549,9 @@ impl Streamer {
         commit_lsn: u64,
         end_lsn: u64,
         commit_time: i64,
+        link: &mut Link<'_>,
     ) -> Result<(), StreamError> {
-        self.flush_rows().await?;
+        self.flush_rows(link).await?;
         let rows = self.txn.take().map(|t| t.rows).unwrap_or(0);
         self.last_commit_lsn = commit_lsn;
         self.publish(
@@ -477,7 +583,7 @@ impl Streamer {
             .collect();
         let info = catalog::describe_table(&self.catalog, rel.oid, Some(&cols)).await?;
         let plan = self.plan_or_hold(&info, &keys, link).await?;
-        self.flush_rows().await?;
+        self.flush_rows(link).await?;
         self.publish_schema_if_changed(&plan).await?;
         self.remember_schema(&plan);
         self.described.insert(rel.oid, (info, keys));
@@ -532,13 +638,16 @@ impl Streamer {
             } => {
                 let plan = self.plan(relation_oid)?;
                 if !plan.blocked {
-                    self.queue_row(QueuedRow {
-                        plan,
-                        op: proto::Op::Insert,
-                        new: Some(new),
-                        old: None,
-                        lsn,
-                    })
+                    self.queue_row(
+                        QueuedRow {
+                            plan,
+                            op: proto::Op::Insert,
+                            new: Some(new),
+                            old: None,
+                            lsn,
+                        },
+                        link,
+                    )
                     .await?;
                 }
             }
@@ -550,13 +659,16 @@ impl Streamer {
             } => {
                 let plan = self.plan(relation_oid)?;
                 if !plan.blocked {
-                    self.queue_row(QueuedRow {
-                        plan,
-                        op: proto::Op::Update,
-                        new: Some(new),
-                        old,
-                        lsn,
-                    })
+                    self.queue_row(
+                        QueuedRow {
+                            plan,
+                            op: proto::Op::Update,
+                            new: Some(new),
+                            old,
+                            lsn,
+                        },
+                        link,
+                    )
                     .await?;
                 }
             }
@@ -565,13 +677,16 @@ impl Streamer {
             } => {
                 let plan = self.plan(relation_oid)?;
                 if !plan.blocked {
-                    self.queue_row(QueuedRow {
-                        plan,
-                        op: proto::Op::Delete,
-                        new: None,
-                        old: Some(old),
-                        lsn,
-                    })
+                    self.queue_row(
+                        QueuedRow {
+                            plan,
+                            op: proto::Op::Delete,
+                            new: None,
+                            old: Some(old),
+                            lsn,
+                        },
+                        link,
+                    )
                     .await?;
                 }
             }
@@ -588,7 +703,7 @@ impl Streamer {
                     }
                 }
                 if !tables.is_empty() {
-                    self.flush_rows().await?;
+                    self.flush_rows(link).await?;
                     if let Some(t) = self.txn.as_mut() {
                         t.rows += 1;
                     }
@@ -606,7 +721,7 @@ impl Streamer {
             }
             LogicalMessage::Message { prefix, lsn, .. } => {
                 if prefix == HEARTBEAT_PREFIX {
-                    self.flush_rows().await?;
+                    self.flush_rows(link).await?;
                     self.publish(
                         proto::Phase::Stream,
                         Event::Heartbeat(proto::Heartbeat { lsn }),
@@ -727,6 +842,19 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         queue: Vec::new(),
         registry_dir: cfg.registry.dir.clone(),
         described: HashMap::new(),
+        scanner: Arc::new(
+            crate::scanner::Scanner::new(&cfg.scanner.mrn_patterns)
+                .map_err(|e| ConfigError::Invalid(format!("[scanner] {e}")))?,
+        ),
+        scan_every: if cfg.scanner.in_flight_sample <= 0.0 {
+            0
+        } else {
+            (1.0 / cfg.scanner.in_flight_sample.min(1.0))
+                .round()
+                .max(1.0) as u64
+        },
+        scan_counter: 0,
+        phase: proto::Phase::Stream,
     };
 
     // Decide: resume the current epoch, or start a new one with a fresh slot and snapshot.
@@ -929,7 +1057,8 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                                     st.begin(final_lsn, commit_time_us, xid).await?;
                                 }
                                 LogicalMessage::Commit { commit_lsn, end_lsn, commit_time_us, .. } => {
-                                    st.commit(commit_lsn, end_lsn, commit_time_us).await?;
+                                    link.repl = Some(&mut repl);
+                                    st.commit(commit_lsn, end_lsn, commit_time_us, &mut link).await?;
                                 }
                                 LogicalMessage::StreamStart { xid, .. } => in_stream = Some(xid),
                                 LogicalMessage::StreamStop => {}
@@ -942,7 +1071,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                                         let m = pgoutput::decode_logical(&raw, true)?;
                                         st.change(m, commit_lsn, &mut link).await?;
                                     }
-                                    st.commit(commit_lsn, end_lsn, commit_time_us).await?;
+                                    st.commit(commit_lsn, end_lsn, commit_time_us, &mut link).await?;
                                 }
                                 m => {
                                     link.repl = Some(&mut repl);

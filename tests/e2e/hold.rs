@@ -413,3 +413,79 @@ async fn propose_classifies_every_sensitive_column_and_bootstraps_a_registry() {
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
 }
+
+/// The in-flight scanner: e-mail addresses in a column classified safe hold the stream before
+/// the batch is published; reclassifying the column resumes it, and what dev held of the column
+/// under the old (keep) rule is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scanner_hit_in_a_safe_column_holds_and_reclassification_clears_dev() {
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE contacts (id int PRIMARY KEY, label text);
+         INSERT INTO contacts SELECT g, 'front desk ' || g FROM generate_series(1, 20) g;",
+    )
+    .await
+    .unwrap();
+    prod.batch_execute(EXTRA_SCHEMA).await.unwrap();
+    std::fs::write(
+        env.registry_dir().join("public.contacts.toml"),
+        "table = \"public.contacts\"\n[columns]\nid = { type = \"integer\", class = \"safe\" }\nlabel = { type = \"text\", class = \"safe\", reason = \"a desk label\" }\n",
+    )
+    .unwrap();
+    veil::setup::run(&env.cfg).await.unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    assert_dev_matches(&env, &["contacts"], Duration::from_secs(60)).await;
+
+    prod.batch_execute(
+        "INSERT INTO contacts VALUES (21, 'reach me at jane.doe@mail.example');
+         INSERT INTO scratch VALUES (1, 'after the hit');",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!stream.is_finished());
+    let dev = env.dev_client().await;
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM public.contacts").await,
+        20
+    );
+    for p in topic_payloads(&env) {
+        assert!(
+            !contains_bytes(&p, b"jane.doe"),
+            "the e-mail reached the topic"
+        );
+    }
+
+    review::approve(
+        &env.cfg,
+        "public.contacts.label",
+        &decision("sensitive", Some("redact"), None),
+    )
+    .await
+    .unwrap();
+    let ok = wait_for(Duration::from_secs(60), || async {
+        let dev = env.dev_client().await;
+        dev.query_one("SELECT count(*) FROM public.scratch", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(ok, "the stream resumed after the decision");
+    let rows = text_rows(
+        &dev,
+        "SELECT id::text, label FROM public.contacts c ORDER BY c.id",
+    )
+    .await;
+    assert_eq!(rows.len(), 21);
+    assert_eq!(rows[20][1].as_deref(), Some("reach me at [EMAIL]"));
+    assert!(
+        rows[..20].iter().all(|r| r[1].is_none()),
+        "values kept under the old rule are cleared"
+    );
+    stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}
