@@ -289,7 +289,7 @@ impl Streamer {
         }
         for (plan, row) in rows {
             self.scan_counter += 1;
-            if self.scan_counter % self.scan_every != 0 {
+            if !self.scan_counter.is_multiple_of(self.scan_every) {
                 continue;
             }
             for (column, value) in plan.scanned(row) {
