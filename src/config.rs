@@ -1,7 +1,7 @@
 //! Configuration: one TOML file per process, every key documented in README.md, with
 //! environment overrides (`VEIL_SOURCE_DSN`, `VEIL_SINK_DSN`, `VEIL_KAFKA_BROKERS`,
 //! `VEIL_KAFKA_TOPIC`, `VEIL_REGISTRY_DIR`, `VEIL_MASTER_KEY`, `VEIL_VAULT_DSN`,
-//! `VEIL_METRICS_LISTEN`).
+//! `VEIL_API_TOKEN`, `VEIL_METRICS_LISTEN`).
 //!
 //! Secrets (DSN passwords, the master key) live in [`Secret`] / [`Dsn`], whose `Debug` and
 //! `Display` never show them.
@@ -195,6 +195,19 @@ fn default_batch() -> usize {
     5000
 }
 
+/// The review API (`veil registry serve`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// File holding the bearer token (`VEIL_API_TOKEN` overrides).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
 /// The PHI scanner.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,6 +276,8 @@ pub struct Config {
     pub vault: Option<VaultConfig>,
     #[serde(default)]
     pub scanner: ScannerConfig,
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
 }
@@ -359,6 +374,9 @@ impl Config {
                 }
             }
         }
+        if let (Some(v), Some(api)) = (get("VEIL_API_TOKEN"), self.api.as_mut()) {
+            api.token = Some(Secret(v));
+        }
         if let Some(v) = get("VEIL_METRICS_LISTEN") {
             self.metrics.listen = Some(v);
         }
@@ -386,6 +404,26 @@ impl Config {
         self.sink
             .as_ref()
             .ok_or_else(|| ConfigError::Invalid("missing [sink] section (or VEIL_SINK_DSN)".into()))
+    }
+
+    /// The review API's bearer token: `VEIL_API_TOKEN`, else `[api] token_file`.
+    pub fn api_token(&self) -> Result<String, ConfigError> {
+        let api = self
+            .api
+            .as_ref()
+            .ok_or_else(|| ConfigError::Invalid("missing [api] section".into()))?;
+        match (&api.token, &api.token_file) {
+            (Some(s), _) => Ok(s.0.clone()),
+            (None, Some(p)) => std::fs::read_to_string(p)
+                .map(|t| t.trim().to_owned())
+                .map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                }),
+            (None, None) => Err(ConfigError::Invalid(
+                "no API token: set [api] token_file or VEIL_API_TOKEN".into(),
+            )),
+        }
     }
 
     /// The master key: `VEIL_MASTER_KEY`, else the key file. 32 bytes as 64 hex characters.

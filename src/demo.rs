@@ -118,6 +118,7 @@ pub fn config_for(
             in_flight_sample: 1.0,
             mrn_patterns: Vec::new(),
         },
+        api: None,
         metrics: Default::default(),
     }
 }

@@ -1,6 +1,7 @@
 //! veil: a de-identified, near-real-time copy of a production PostgreSQL database for
 //! developers. See ARCHITECTURE.md for the data flow and the invariants.
 
+pub mod api;
 pub mod bench;
 pub mod catalog;
 pub mod config;

@@ -110,6 +110,11 @@ enum RegistryCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Serve the same operations over HTTP with a bearer token (`[api]` section).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Block a column (removed from events and from dev) or a whole table.
     Block {
         #[arg(long)]
@@ -437,6 +442,19 @@ async fn registry_command(command: RegistryCommand) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail("approve", e),
+            }
+        }
+        RegistryCommand::Serve { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match veil::api::serve(&cfg, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("veil registry serve: {e}");
+                    ExitCode::from(2)
+                }
             }
         }
         RegistryCommand::Block {

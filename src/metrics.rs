@@ -29,6 +29,34 @@ pub const SINK_DUPLICATES: &str = "veil_sink_duplicate_events_total";
 pub const SINK_REFETCHES: &str = "veil_sink_refetches_total";
 pub const SINK_SKIPPED_TXNS: &str = "veil_sink_skipped_transactions_total";
 
+/// Every metric name veil exports (the ops files may use only these).
+pub const ALL: &[&str] = &[
+    REPLICATION_LAG_BYTES,
+    CONFIRMED_LSN,
+    EVENTS,
+    TRANSACTIONS,
+    SNAPSHOT_ROWS,
+    SCHEMA_CHANGES,
+    SLOT_INVALIDATIONS,
+    SPOOL_BYTES,
+    EPOCH,
+    SCANNER_HITS,
+    HELD_ITEMS,
+    HELD_SECONDS,
+    HOLDS,
+    RETAINED_WAL_BYTES,
+    VAULT_ALLOCATED,
+    VAULT_CACHE_RESETS,
+    VAULT_ROUND_TRIPS,
+    SINK_APPLIED_ROWS,
+    SINK_APPLIED_TXNS,
+    SINK_APPLY_LAG_SECONDS,
+    SINK_LAST_COMMIT_LSN,
+    SINK_DUPLICATES,
+    SINK_REFETCHES,
+    SINK_SKIPPED_TXNS,
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("metrics listen address {addr:?} is not host:port")]
@@ -46,4 +74,36 @@ pub fn install(listen: &str) -> Result<(), MetricsError> {
         .with_http_listener(addr)
         .install()
         .map_err(|e| MetricsError::Install(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The dashboard and the alert rules refer only to metrics veil exports.
+    #[test]
+    fn ops_files_use_existing_metric_names() {
+        let re = regex::Regex::new(r"veil_[a-z_]+").unwrap();
+        for (name, text) in [
+            (
+                "ops/prometheus-alerts.yml",
+                include_str!("../ops/prometheus-alerts.yml"),
+            ),
+            (
+                "ops/grafana-dashboard.json",
+                include_str!("../ops/grafana-dashboard.json"),
+            ),
+        ] {
+            let mut used = 0;
+            for m in re.find_iter(text) {
+                let n = m.as_str();
+                if n == "veil_" || n.starts_with("veil_e") && n.len() < 8 {
+                    continue;
+                }
+                used += 1;
+                assert!(super::ALL.contains(&n), "{name} uses unknown metric {n}");
+            }
+            assert!(used > 5, "{name}");
+        }
+        serde_json::from_str::<serde_json::Value>(include_str!("../ops/grafana-dashboard.json"))
+            .unwrap();
+    }
 }

@@ -489,3 +489,115 @@ async fn scanner_hit_in_a_safe_column_holds_and_reclassification_clears_dev() {
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
 }
+
+/// A minimal HTTP/1.1 client over a TCP socket (one request per connection).
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let status: u16 = text[9..12].parse().unwrap();
+    let json = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_api_needs_the_token_and_writes_decisions() {
+    let mut env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    veil::datagen::load(&prod, 30, 2).await.unwrap();
+    prod.batch_execute("ALTER TABLE patients ADD COLUMN notes3 text; UPDATE patients SET notes3 = email WHERE id < 5;")
+        .await
+        .unwrap();
+    veil::setup::run(&env.cfg).await.unwrap();
+    let port = veil::testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let token = "review-token-0123456789";
+    env.cfg.api = Some(veil::config::ApiConfig {
+        listen: addr.clone(),
+        token_file: None,
+        token: Some(veil::config::Secret(token.into())),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cfg = env.cfg.clone();
+    let server = tokio::spawn(async move { veil::api::serve(&cfg, stop_rx).await });
+    let ok = wait_for(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(&addr).await.is_ok()
+    })
+    .await;
+    assert!(ok);
+
+    assert_eq!(http(&addr, "GET", "/v1/pending", None, None).await.0, 401);
+    assert_eq!(
+        http(
+            &addr,
+            "GET",
+            "/v1/pending",
+            Some("wrong-token-000000000"),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    let (status, body) = http(&addr, "GET", "/v1/pending", Some(token), None).await;
+    assert_eq!(status, 200);
+    let items = body["pending"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["column"], "notes3");
+    assert_eq!(items[0]["proposal"]["rule"], "email");
+    assert!(
+        !body.to_string().contains("mail.example"),
+        "no values in the API"
+    );
+
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/approve",
+        Some(token),
+        Some(r#"{"target": "public.patients.notes3", "rule": "tokenize"}"#),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/approve",
+        Some(token),
+        Some(r#"{"target": "public.patients.notes3", "rule": "email", "domain": "email", "by": "kim", "reason": "e-mails"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = http(&addr, "GET", "/v1/pending", Some(token), None).await;
+    assert!(body["pending"].as_array().unwrap().is_empty());
+    let registry = veil::registry::Registry::load(&env.registry_dir()).unwrap();
+    assert_eq!(
+        registry.table("public.patients").unwrap().columns["notes3"]
+            .reviewer
+            .as_deref(),
+        Some("kim")
+    );
+    stop_tx.send(true).unwrap();
+    server.await.unwrap().unwrap();
+}
