@@ -4,6 +4,9 @@ fn main() {
     println!("cargo:rerun-if-changed=proto");
     prost_build::Config::new()
         .skip_debug(["veil.v1.Value"])
-        .compile_protos(&["proto/veil/v1/change.proto"], &["proto"])
-        .expect("compiling proto/veil/v1/change.proto (is protoc installed?)");
+        .compile_protos(
+            &["proto/veil/v1/change.proto", "proto/veil/v1/audit.proto"],
+            &["proto"],
+        )
+        .expect("compiling proto/veil/v1/*.proto (is protoc installed?)");
 }

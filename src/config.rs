@@ -1,7 +1,7 @@
 //! Configuration: one TOML file per process, every key documented in README.md, with
 //! environment overrides (`VEIL_SOURCE_DSN`, `VEIL_SINK_DSN`, `VEIL_KAFKA_BROKERS`,
 //! `VEIL_KAFKA_TOPIC`, `VEIL_REGISTRY_DIR`, `VEIL_MASTER_KEY`, `VEIL_VAULT_DSN`,
-//! `VEIL_API_TOKEN`, `VEIL_METRICS_LISTEN`).
+//! `VEIL_API_TOKEN`, `VEIL_AUDIT_KEY`, `VEIL_METRICS_LISTEN`).
 //!
 //! Secrets (DSN passwords, the master key) live in [`Secret`] / [`Dsn`], whose `Debug` and
 //! `Display` never show them.
@@ -195,6 +195,42 @@ fn default_batch() -> usize {
     5000
 }
 
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Compacted audit topic (created by veil).
+    #[serde(default = "default_audit_topic")]
+    pub topic: String,
+    /// File with the audit key, 64 hex characters (`VEIL_AUDIT_KEY` overrides). Not the
+    /// tokenization key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub key: Option<Secret>,
+    /// Where each chain's journal and head live (records are stored here before they are sent).
+    pub journal_dir: PathBuf,
+    /// Seconds per window summary.
+    #[serde(default = "default_window")]
+    pub window_secs: u64,
+    /// The archive database (`veil audit archive|verify|query|prove`).
+    #[serde(default)]
+    pub archive_dsn: Option<Dsn>,
+    /// Archive retention in days (default six years).
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+}
+
+fn default_audit_topic() -> String {
+    "veil.audit".into()
+}
+fn default_window() -> u64 {
+    60
+}
+fn default_retention() -> u32 {
+    6 * 366
+}
+
 /// The review API (`veil registry serve`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,6 +314,8 @@ pub struct Config {
     pub scanner: ScannerConfig,
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
 }
@@ -374,6 +412,9 @@ impl Config {
                 }
             }
         }
+        if let (Some(v), Some(a)) = (get("VEIL_AUDIT_KEY"), self.audit.as_mut()) {
+            a.key = Some(Secret(v));
+        }
         if let (Some(v), Some(api)) = (get("VEIL_API_TOKEN"), self.api.as_mut()) {
             api.token = Some(Secret(v));
         }
@@ -404,6 +445,27 @@ impl Config {
         self.sink
             .as_ref()
             .ok_or_else(|| ConfigError::Invalid("missing [sink] section (or VEIL_SINK_DSN)".into()))
+    }
+
+    /// The audit key: `VEIL_AUDIT_KEY`, else `[audit] key_file`.
+    pub fn audit_key(&self) -> Result<crate::audit::AuditKey, ConfigError> {
+        let a = self
+            .audit
+            .as_ref()
+            .ok_or_else(|| ConfigError::Invalid("missing [audit] section".into()))?;
+        let text = match (&a.key, &a.key_file) {
+            (Some(s), _) => s.0.clone(),
+            (None, Some(p)) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?,
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "no audit key: set [audit] key_file or VEIL_AUDIT_KEY".into(),
+                ));
+            }
+        };
+        crate::audit::AuditKey::from_hex(&text).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// The review API's bearer token: `VEIL_API_TOKEN`, else `[api] token_file`.

@@ -2,6 +2,7 @@
 //! developers. See ARCHITECTURE.md for the data flow and the invariants.
 
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod catalog;
 pub mod config;

@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// The audit trail: archive, verify, query, prove.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The vault (production side, compliance role only).
     Vault {
         #[command(subcommand)]
@@ -125,6 +130,46 @@ enum RegistryCommand {
         by: String,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Consume the audit topic into the archive (retention applied); optionally export JSON lines.
+    Archive {
+        #[arg(long)]
+        config: PathBuf,
+        /// Write every archived record as JSON lines, one file per day, into this directory.
+        #[arg(long)]
+        export: Option<PathBuf>,
+    },
+    /// Check every chain: HMACs, links, sequence, tails against the journal's heads.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Records between two times (dates or RFC 3339), optionally mentioning a table.
+    Query {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        table: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The regulator's report for one day: windows, registry versions and rules, scanner
+    /// results, holds and decisions, chain check.
+    Prove {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        date: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -290,6 +335,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Registry { command } => registry_command(command).await,
+        Command::Audit { command } => audit_command(command).await,
         Command::Vault {
             command:
                 VaultCommand::Reveal {
@@ -475,5 +521,95 @@ async fn registry_command(command: RegistryCommand) -> ExitCode {
                 Err(e) => fail("block", e),
             }
         }
+    }
+}
+
+async fn audit_command(command: AuditCommand) -> ExitCode {
+    use veil::audit;
+    let config = match &command {
+        AuditCommand::Archive { config, .. }
+        | AuditCommand::Verify { config }
+        | AuditCommand::Query { config, .. }
+        | AuditCommand::Prove { config, .. } => config.clone(),
+    };
+    let cfg = match load(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let fail = |what: &str, e: audit::AuditError| {
+        eprintln!("veil audit {what}: {e}");
+        ExitCode::from(1)
+    };
+    match command {
+        AuditCommand::Archive { export, .. } => match audit::archive(&cfg, export.as_deref()).await
+        {
+            Ok(r) => {
+                println!(
+                    "archived: {} records read, {} new, {} past retention removed, {} exported",
+                    r.consumed, r.inserted, r.expired, r.exported
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("archive", e),
+        },
+        AuditCommand::Verify { .. } => match audit::verify_archive(&cfg).await {
+            Ok(p) if p.is_empty() => {
+                println!(
+                    "audit chains verified: no altered, inserted, missing or truncated record"
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(p) => {
+                for x in &p {
+                    println!("FAILED: {x}");
+                }
+                ExitCode::from(1)
+            }
+            Err(e) => fail("verify", e),
+        },
+        AuditCommand::Query {
+            from,
+            to,
+            table,
+            json,
+            ..
+        } => match audit::query(&cfg, &from, &to, table.as_deref()).await {
+            Ok(rows) => {
+                for r in rows {
+                    if json {
+                        println!("{r}");
+                    } else {
+                        println!(
+                            "{} {} {} {}",
+                            r["at"].as_str().unwrap_or(""),
+                            r["record_id"].as_str().unwrap_or(""),
+                            r["kind"].as_str().unwrap_or(""),
+                            r["body"]
+                        );
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("query", e),
+        },
+        AuditCommand::Prove { date, json, .. } => match audit::prove(&cfg, &date).await {
+            Ok(report) => {
+                let ok = report["chain"]["ok"] == true && report["scanner"]["clean"] == true;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", audit::prove_text(&report));
+                }
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => fail("prove", e),
+        },
     }
 }

@@ -347,6 +347,11 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
+/// Today's date in UTC, `YYYY-MM-DD`.
+pub fn today_utc() -> String {
+    now_rfc3339()[..10].to_owned()
+}
+
 fn now_rfc3339() -> String {
     // UTC, seconds precision, without a date crate.
     let secs = std::time::SystemTime::now()

@@ -232,6 +232,7 @@ pub async fn run(
                     plan = (*st.replan(plan.oid, link).await?).clone();
                 };
                 batch.clear();
+                st.count_rows(&plan.qualified, "INSERT", out.len() as u64);
                 for row in out {
                     st.publish(
                         proto::Phase::Snapshot,
@@ -265,6 +266,7 @@ pub async fn run(
         .await
         .map_err(pg("end snapshot transaction"))?;
     st.phase = proto::Phase::Stream;
+    st.window_lsn(consistent_lsn);
     st.publish(
         proto::Phase::Snapshot,
         Event::SnapshotEnd(proto::SnapshotEnd {
@@ -275,6 +277,7 @@ pub async fn run(
     )
     .await?;
     st.publisher.drain().await?;
+    st.close_window().await?;
     tracing::info!(rows = total, tables = published.len(), "snapshot complete");
     Ok(total)
 }

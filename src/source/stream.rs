@@ -61,6 +61,8 @@ pub enum StreamError {
     /// Shutdown was requested while the stream was held (not a failure).
     #[error("stopped while held")]
     StoppedWhileHeld,
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl From<GateError> for StreamError {
@@ -80,6 +82,7 @@ impl StreamError {
             | StreamError::Spool(_)
             | StreamError::SlotBusy(_) => true,
             StreamError::Vault(v) => v.is_transient(),
+            StreamError::Audit(crate::audit::AuditError::Kafka(_)) => true,
             _ => false,
         }
     }
@@ -124,6 +127,10 @@ pub struct Streamer {
     /// Snapshot until the snapshot's end is published (a restart reads the phase of the topic's
     /// last event to know whether the snapshot finished).
     pub phase: proto::Phase,
+    pub audit: Option<crate::audit::AuditWriter>,
+    window: WindowAcc,
+    window_secs: u64,
+    window_count: u64,
     /// What each planned table was planned from, to plan it again when the registry changes.
     described: HashMap<u32, (catalog::TableInfo, Vec<String>)>,
 }
@@ -139,6 +146,17 @@ pub struct Link<'a> {
 
 /// How often a held stream looks for a registry decision.
 const HOLD_POLL: Duration = Duration::from_secs(1);
+
+/// What the current audit window has published so far.
+#[derive(Default)]
+struct WindowAcc {
+    start_us: i64,
+    first_lsn: u64,
+    last_lsn: u64,
+    rows: std::collections::BTreeMap<(String, &'static str), u64>,
+    scanned: u64,
+    hits: std::collections::BTreeMap<(String, String, &'static str), u64>,
+}
 
 /// A row change waiting for its batch to be transformed.
 struct QueuedRow {
@@ -177,6 +195,163 @@ impl Streamer {
     ) -> Result<(), StreamError> {
         let env = self.envelope(phase, event);
         self.publisher.send(&env, done_lsn).await?;
+        Ok(())
+    }
+
+    /// Writes one audit record (when auditing is configured).
+    pub async fn audit(&mut self, body: proto::audit_record::Body) -> Result<(), StreamError> {
+        if let Some(a) = self.audit.as_mut() {
+            a.record(body).await?;
+        }
+        Ok(())
+    }
+
+    /// The run's start: versions, key id and every column's rule under the registry.
+    pub async fn audit_run_start(&mut self, config_hash: &str) -> Result<(), StreamError> {
+        let mut rules = Vec::new();
+        for (t, e) in &self.registry.tables {
+            for (c, ce) in &e.columns {
+                rules.push(proto::ColumnRule {
+                    table: t.clone(),
+                    column: c.clone(),
+                    rule: match &ce.decision {
+                        crate::registry::Decision::Blocked => "blocked".into(),
+                        crate::registry::Decision::Publish(r) => r.describe(),
+                    },
+                    profile: ce.profile.name().into(),
+                });
+            }
+        }
+        let body = proto::audit_record::Body::RunStart(proto::RunStart {
+            run_id: self.run_id,
+            source_id: self.source_id.clone(),
+            epoch: self.epoch,
+            config_hash: config_hash.to_owned(),
+            registry_version: self.registry.version.clone(),
+            key_id: self.key_id.clone(),
+            rules,
+        });
+        self.audit(body).await
+    }
+
+    /// Closes the current window: what was published, under which rules, and the scan.
+    pub async fn close_window(&mut self) -> Result<(), StreamError> {
+        let w = std::mem::replace(
+            &mut self.window,
+            WindowAcc {
+                start_us: now_us(),
+                ..Default::default()
+            },
+        );
+        if w.rows.is_empty() && w.scanned == 0 {
+            self.window.start_us = w.start_us;
+            return Ok(());
+        }
+        self.window_count += 1;
+        let mut per_table: std::collections::BTreeMap<&str, u64> = Default::default();
+        for ((t, _), n) in &w.rows {
+            *per_table.entry(t.as_str()).or_default() += n;
+        }
+        let mut rules = Vec::new();
+        for plan in self.plans.values() {
+            if let Some(n) = per_table.get(plan.qualified.as_str()) {
+                for c in &plan.schema.columns {
+                    rules.push(proto::RuleCount {
+                        table: plan.qualified.clone(),
+                        column: c.name.clone(),
+                        rule: c.rule.clone(),
+                        values: *n,
+                    });
+                }
+            }
+        }
+        rules.sort_by(|a, b| (&a.table, &a.column).cmp(&(&b.table, &b.column)));
+        let body = proto::audit_record::Body::Window(proto::Window {
+            window_id: format!("{:x}-{}", self.run_id, self.window_count),
+            run_id: self.run_id,
+            epoch: self.epoch,
+            start_us: w.start_us,
+            end_us: now_us(),
+            first_lsn: w.first_lsn,
+            last_lsn: w.last_lsn,
+            registry_version: self.registry.version.clone(),
+            rows: w
+                .rows
+                .iter()
+                .map(|((t, op), n)| proto::OpCount {
+                    table: t.clone(),
+                    op: (*op).into(),
+                    rows: *n,
+                })
+                .collect(),
+            rules,
+            scanned_rows: w.scanned,
+            scanner: w
+                .hits
+                .iter()
+                .map(|((t, c, d), n)| proto::ScanResult {
+                    table: t.clone(),
+                    column: c.clone(),
+                    detector: (*d).into(),
+                    hits: *n,
+                })
+                .collect(),
+        });
+        self.audit(body).await
+    }
+
+    /// Audit records for every column whose registry entry changed (who decided, when, why).
+    async fn audit_decisions(&mut self, before: &Registry) -> Result<(), StreamError> {
+        let mut bodies = Vec::new();
+        for (t, e) in &self.registry.tables {
+            let old = before.table(t);
+            if e.blocked && !old.is_some_and(|o| o.blocked) {
+                bodies.push(proto::Decision {
+                    table: t.clone(),
+                    column: "*".into(),
+                    class: "blocked".into(),
+                    rule: String::new(),
+                    reviewer: e.reviewer.clone().unwrap_or_default(),
+                    reviewed_at: String::new(),
+                    reason: e.reason.clone().unwrap_or_default(),
+                    registry_before: before.version.clone(),
+                    registry_after: self.registry.version.clone(),
+                });
+            }
+            for (c, ce) in &e.columns {
+                let same = old.and_then(|o| o.columns.get(c)).is_some_and(|o| {
+                    o.decision == ce.decision
+                        && o.type_name == ce.type_name
+                        && o.profile == ce.profile
+                        && o.reviewed_at == ce.reviewed_at
+                        && o.scan == ce.scan
+                });
+                if same {
+                    continue;
+                }
+                let (class, rule) = match &ce.decision {
+                    crate::registry::Decision::Blocked => ("blocked", String::new()),
+                    crate::registry::Decision::Publish(crate::registry::Rule::Keep) => {
+                        ("safe", "keep".into())
+                    }
+                    crate::registry::Decision::Publish(r) => ("sensitive", r.describe()),
+                };
+                bodies.push(proto::Decision {
+                    table: t.clone(),
+                    column: c.clone(),
+                    class: class.into(),
+                    rule,
+                    reviewer: ce.reviewer.clone().unwrap_or_default(),
+                    reviewed_at: ce.reviewed_at.clone().unwrap_or_default(),
+                    reason: ce.reason.clone().unwrap_or_default(),
+                    registry_before: before.version.clone(),
+                    registry_after: self.registry.version.clone(),
+                });
+            }
+        }
+        for b in bodies {
+            self.audit(proto::audit_record::Body::Decision(b)).await?;
+        }
         Ok(())
     }
 
@@ -226,6 +401,15 @@ impl Streamer {
                 );
                 metrics::counter!(crate::metrics::HOLDS, "table" => table.clone()).increment(1);
                 metrics::gauge!(crate::metrics::HELD_ITEMS).set(1.0);
+                let body = proto::audit_record::Body::Hold(proto::Hold {
+                    table: table.clone(),
+                    column: column.clone(),
+                    type_name: type_name.clone(),
+                    reason: problem.to_string(),
+                    registry_version: self.registry.version.clone(),
+                    cause: "schema".into(),
+                });
+                self.audit(body).await?;
                 since = Some(std::time::Instant::now());
             }
             self.wait_for_registry_change(link, since).await?;
@@ -265,7 +449,8 @@ impl Streamer {
             match Registry::load(&self.registry_dir) {
                 Ok(r) if r.version != self.registry.version => {
                     tracing::info!(from = %self.registry.version, to = %r.version, "registry changed");
-                    self.registry = r;
+                    let before = std::mem::replace(&mut self.registry, r);
+                    self.audit_decisions(&before).await?;
                     return Ok(());
                 }
                 Ok(_) => {}
@@ -292,6 +477,7 @@ impl Streamer {
             if !self.scan_counter.is_multiple_of(self.scan_every) {
                 continue;
             }
+            self.window.scanned += 1;
             for (column, value) in plan.scanned(row) {
                 for d in self.scanner.strong_hits(value) {
                     *hits
@@ -327,6 +513,22 @@ impl Streamer {
                 .increment(*count as u64);
         }
         metrics::gauge!(crate::metrics::HELD_ITEMS).set(hits.len() as f64);
+        for (table, column, detector, count) in hits {
+            let body = proto::audit_record::Body::Hold(proto::Hold {
+                table: table.clone(),
+                column: column.clone(),
+                type_name: String::new(),
+                reason: format!("{count} {detector}-shaped values in a column classified safe"),
+                registry_version: self.registry.version.clone(),
+                cause: "scanner".into(),
+            });
+            self.audit(body).await?;
+            *self
+                .window
+                .hits
+                .entry((table.clone(), column.clone(), *detector))
+                .or_default() += *count as u64;
+        }
         let since = std::time::Instant::now();
         self.wait_for_registry_change(link, Some(since)).await?;
         metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
@@ -362,7 +564,8 @@ impl Streamer {
         };
         tracing::info!(from = %self.registry.version, to = %r.version, "registry changed; planning tables again");
         self.flush_rows(link).await?;
-        self.registry = r;
+        let before = std::mem::replace(&mut self.registry, r);
+        self.audit_decisions(&before).await?;
         let described: Vec<(u32, catalog::TableInfo, Vec<String>)> = self
             .described
             .iter()
@@ -566,7 +769,31 @@ impl Streamer {
         )
         .await?;
         metrics::counter!(crate::metrics::TRANSACTIONS).increment(1);
+        if self.window.first_lsn == 0 {
+            self.window.first_lsn = commit_lsn;
+        }
+        self.window.last_lsn = commit_lsn;
+        if now_us() - self.window.start_us >= self.window_secs as i64 * 1_000_000 {
+            self.close_window().await?;
+        }
         Ok(())
+    }
+
+    /// Counts published rows for the audit window.
+    pub fn count_rows(&mut self, table: &str, op: &'static str, n: u64) {
+        if let Some(c) = self.window.rows.get_mut(&(table.to_owned(), op)) {
+            *c += n;
+        } else {
+            self.window.rows.insert((table.to_owned(), op), n);
+        }
+    }
+
+    /// Marks the snapshot's LSN in the window.
+    pub fn window_lsn(&mut self, lsn: u64) {
+        if self.window.first_lsn == 0 {
+            self.window.first_lsn = lsn;
+        }
+        self.window.last_lsn = lsn;
     }
 
     async fn relation(&mut self, rel: Relation, link: &mut Link<'_>) -> Result<(), StreamError> {
@@ -609,6 +836,7 @@ impl Streamer {
         if let Some(t) = self.txn.as_mut() {
             t.rows += 1;
         }
+        self.count_rows(&plan.qualified, op.as_str_name(), 1);
         metrics::counter!(crate::metrics::EVENTS, "table" => plan.qualified.clone(), "op" => op.as_str_name()).increment(1);
         self.publish(
             proto::Phase::Stream,
@@ -855,6 +1083,28 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         },
         scan_counter: 0,
         phase: proto::Phase::Stream,
+        audit: match &cfg.audit {
+            Some(a) => Some(
+                crate::audit::AuditWriter::open(
+                    a,
+                    cfg.audit_key()?,
+                    &kafka,
+                    &format!("stream/{source_id}"),
+                )
+                .await?,
+            ),
+            None => None,
+        },
+        window: WindowAcc {
+            start_us: now_us(),
+            ..Default::default()
+        },
+        window_secs: cfg
+            .audit
+            .as_ref()
+            .map(|a| a.window_secs.max(1))
+            .unwrap_or(60),
+        window_count: 0,
     };
 
     // Decide: resume the current epoch, or start a new one with a fresh slot and snapshot.
@@ -977,6 +1227,8 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         resume_lsn
     };
 
+    let config_hash = blake3::hash(format!("{cfg:?}").as_bytes()).to_hex()[..16].to_owned();
+    st.audit_run_start(&config_hash).await?;
     st.publish(
         proto::Phase::Stream,
         Event::StreamStart(proto::StreamStart {
@@ -1089,7 +1341,16 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         match step {
             Ok(()) => {}
             Err(StreamError::StoppedWhileHeld) => break,
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Error messages name tables, columns, types and LSNs, never values.
+                let body = proto::audit_record::Body::Error(proto::AuditError {
+                    message: e.to_string(),
+                });
+                if let Err(ae) = st.audit(body).await {
+                    tracing::warn!(error = %ae, "could not audit the error");
+                }
+                return Err(e);
+            }
         }
         if *shutdown.borrow() {
             break;
@@ -1140,6 +1401,12 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         ))
         .await;
     repl.terminate().await;
+    st.close_window().await?;
+    let body = proto::audit_record::Body::RunStop(proto::RunStop {
+        run_id: st.run_id,
+        reason: "shutdown requested".into(),
+    });
+    st.audit(body).await?;
     tracing::info!(confirmed = %fmt_lsn(acked), "stream stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod audit;
 mod hold;
 mod pipeline;
 mod protocol;

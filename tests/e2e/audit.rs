@@ -1,0 +1,237 @@
+//! The audit trail end to end: records on a compacted topic, archived into Postgres, verified,
+//! proved for a day — and never a value of the data set in the topic or the archive.
+
+use std::time::Duration;
+use tokio::sync::watch;
+
+use crate::common::*;
+use veil::review::{self, ColumnDecision};
+
+const ARCHIVE_DB: &str = "veil_audit";
+
+fn with_audit(env: &mut Env, journal: &std::path::Path) {
+    env.prod.create_db(ARCHIVE_DB).unwrap();
+    env.cfg.audit = Some(veil::config::AuditConfig {
+        topic: "veil.test.audit".into(),
+        key_file: None,
+        key: Some(veil::config::Secret(veil::demo::random_key_hex())),
+        journal_dir: journal.to_owned(),
+        window_secs: 2,
+        archive_dsn: Some(veil::config::Dsn(env.prod.dsn(ARCHIVE_DB))),
+        retention_days: 2192,
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_trail_is_value_free_verifiable_and_proves_a_day() {
+    let mut env = Env::start(&[]);
+    let journal = tempfile::tempdir().unwrap();
+    with_audit(&mut env, journal.path());
+    let prod = env.prod_client().await;
+    veil::datagen::load(&prod, 100, 12).await.unwrap();
+    veil::setup::run(&env.cfg).await.unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    assert_dev_matches(&env, &["patients"], Duration::from_secs(60)).await;
+    let mut c = env.prod_client().await;
+    let mut rng = veil::datagen::Rng::new(3);
+    let mut next = 900_000;
+    for _ in 0..60 {
+        veil::datagen::workload_step(&mut c, &mut rng, &mut next)
+            .await
+            .unwrap();
+    }
+    // A held column and its decision.
+    prod.batch_execute("ALTER TABLE patients ADD COLUMN notes2 text; UPDATE patients SET notes2 = ssn WHERE id < 5;")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    review::approve(
+        &env.cfg,
+        "public.patients.notes2",
+        &ColumnDecision {
+            class: "sensitive".into(),
+            rule: Some("ssn".into()),
+            domain: Some("ssn".into()),
+            by: "kim (reviewer)".into(),
+            reason: "SSNs under an innocent name".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_dev_matches(
+        &env,
+        &["patients", "encounters", "observations"],
+        Duration::from_secs(60),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+
+    // Archive, verify, prove.
+    let export = tempfile::tempdir().unwrap();
+    let report = veil::audit::archive(&env.cfg, Some(export.path()))
+        .await
+        .unwrap();
+    assert!(report.inserted >= 4, "{report:?}");
+    assert_eq!(report.exported, report.inserted);
+    // Archiving again adds nothing (compaction twins and re-reads are idempotent).
+    assert_eq!(
+        veil::audit::archive(&env.cfg, None).await.unwrap().inserted,
+        0
+    );
+    assert!(
+        veil::audit::verify_archive(&env.cfg)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let archive = connect(&env.prod.dsn(ARCHIVE_DB)).await;
+    let today: String = archive
+        .query_one(
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let proof = veil::audit::prove(&env.cfg, &today).await.unwrap();
+    assert!(proof["windows"].as_u64().unwrap() >= 2, "{proof}");
+    assert_eq!(proof["chain"]["ok"], true, "{proof}");
+    assert_eq!(proof["scanner"]["clean"], true);
+    assert!(proof["scanner"]["rows_scanned"].as_u64().unwrap() > 0);
+    assert_eq!(proof["rules"]["public.patients.ssn"], "ssn(ssn)");
+    assert_eq!(proof["rules"]["public.patients.id"], "tokenize(patient_id)");
+    let events = proof["holds_and_decisions"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "hold" && e["body"]["column"] == "notes2")
+    );
+    assert!(events.iter().any(|e| e["kind"] == "decision"
+        && e["body"]["column"] == "notes2"
+        && e["body"]["reviewer"] == "kim (reviewer)"
+        && e["body"]["registry_before"] != e["body"]["registry_after"]));
+    let text = veil::audit::prove_text(&proof);
+    assert!(
+        text.contains("chain check: verified") && text.contains("no PHI detector hit"),
+        "{text}"
+    );
+
+    // No value of the data set in the archive, the export or the audit topic.
+    let mut originals = Vec::new();
+    for col in [
+        "mrn",
+        "ssn",
+        "phone",
+        "email",
+        "street",
+        "given_name",
+        "family_name",
+    ] {
+        for r in text_rows(
+            &prod,
+            &format!("SELECT DISTINCT {col} FROM public.patients WHERE char_length({col}) >= 5"),
+        )
+        .await
+        {
+            originals.push(r[0].clone().unwrap());
+        }
+    }
+    let bodies: String = text_rows(&archive, "SELECT body::text FROM veil_audit.records")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut exported = String::new();
+    for f in std::fs::read_dir(export.path()).unwrap() {
+        exported.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap());
+    }
+    let mut audit_cfg = env.cfg.clone();
+    audit_cfg.kafka.as_mut().unwrap().topic = "veil.test.audit".into();
+    let mut payloads = Vec::new();
+    {
+        let e2 = Env {
+            cfg: audit_cfg,
+            ..env
+        };
+        payloads.extend(topic_payloads(&e2));
+        let any = regex::bytes::Regex::new(
+            &originals
+                .iter()
+                .map(|o| regex::escape(o))
+                .collect::<Vec<_>>()
+                .join("|"),
+        )
+        .unwrap();
+        assert!(!payloads.is_empty());
+        assert!(
+            !any.is_match(bodies.as_bytes()),
+            "a value is in the archive"
+        );
+        assert!(
+            !any.is_match(exported.as_bytes()),
+            "a value is in the export"
+        );
+        assert!(
+            !payloads.iter().any(|p| any.is_match(p)),
+            "a value is in the audit topic"
+        );
+
+        // Tampering: one altered archived record is found and named.
+        let victim: String = archive
+            .query_one(
+                "SELECT record_id FROM veil_audit.records WHERE kind = 'decision' LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        archive
+            .execute(
+                "UPDATE veil_audit.records SET body = jsonb_set(body, '{reviewer}', '\"somebody else\"') WHERE record_id = $1",
+                &[&victim],
+            )
+            .await
+            .unwrap();
+        let problems = veil::audit::verify_archive(&e2.cfg).await.unwrap();
+        assert!(
+            problems.iter().any(|p| p.record_id == victim),
+            "{problems:?}"
+        );
+        // A deleted record (and a deleted tail) is found too.
+        archive
+            .execute("DELETE FROM veil_audit.records WHERE seq = 2", &[])
+            .await
+            .unwrap();
+        let tail: String = archive
+            .query_one(
+                "SELECT record_id FROM veil_audit.records ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        archive
+            .execute(
+                "DELETE FROM veil_audit.records WHERE record_id = $1",
+                &[&tail],
+            )
+            .await
+            .unwrap();
+        let problems = veil::audit::verify_archive(&e2.cfg).await.unwrap();
+        assert!(
+            problems.iter().any(|p| p.problem.contains("gap")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.problem.contains("truncated")),
+            "{problems:?}"
+        );
+    }
+}
