@@ -330,12 +330,22 @@ impl std::fmt::Display for Problem {
 /// Checks chains: every record's HMAC, the links between records, contiguous sequence numbers
 /// from 1, and (when heads are given) that no tail is missing. `records` may be in any order.
 pub fn verify(key: &AuditKey, records: &[proto::AuditRecord], heads: &[Head]) -> Vec<Problem> {
+    verify_with(&|_| key.clone(), records, heads)
+}
+
+/// [`verify`] with a key per chain (the sink signs with its own key).
+pub fn verify_with(
+    key_for: &dyn Fn(&str) -> AuditKey,
+    records: &[proto::AuditRecord],
+    heads: &[Head],
+) -> Vec<Problem> {
     let mut chains: BTreeMap<&str, Vec<&proto::AuditRecord>> = BTreeMap::new();
     for r in records {
         chains.entry(&r.chain).or_default().push(r);
     }
     let mut problems = Vec::new();
     for (chain, mut rs) in chains {
+        let key = key_for(chain);
         rs.sort_by_key(|r| r.seq);
         let mut expect_seq = 1;
         let mut prev = String::new();
@@ -750,9 +760,19 @@ async fn archived(client: &tokio_postgres::Client) -> Result<Vec<proto::AuditRec
 /// `veil audit verify`: the chain check over the archive (and the journal's heads when the
 /// journal directory is readable here).
 pub async fn verify_archive(cfg: &crate::config::Config) -> Result<Vec<Problem>, AuditError> {
-    let key = cfg
+    let default_key = cfg
         .audit_key()
         .map_err(|e| AuditError::Config(e.to_string()))?;
+    let sink_key = cfg
+        .audit_key_for("sink/")
+        .map_err(|e| AuditError::Config(e.to_string()))?;
+    let key_for = move |chain: &str| {
+        if chain.starts_with("sink/") {
+            sink_key.clone()
+        } else {
+            default_key.clone()
+        }
+    };
     let client = archive_client(cfg).await?;
     let records = archived(&client).await?;
     let heads = cfg
@@ -760,7 +780,7 @@ pub async fn verify_archive(cfg: &crate::config::Config) -> Result<Vec<Problem>,
         .as_ref()
         .map(|a| read_heads(&a.journal_dir).unwrap_or_default())
         .unwrap_or_default();
-    let mut problems = verify(&key, &records, &heads);
+    let mut problems = verify_with(&key_for, &records, &heads);
     // The archive's body column must say what the raw record says.
     let rows = client
         .query("SELECT record_id, body::text FROM veil_audit.records", &[])

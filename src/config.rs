@@ -208,6 +208,12 @@ pub struct AuditConfig {
     pub key_file: Option<PathBuf>,
     #[serde(skip)]
     pub key: Option<Secret>,
+    /// The sink's audit key (the sink signs its confirmations with its own key); needed where
+    /// `veil audit verify` checks the `sink/…` chains. `VEIL_AUDIT_SINK_KEY` overrides.
+    #[serde(default)]
+    pub sink_key_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub sink_key: Option<Secret>,
     /// Where each chain's journal and head live (records are stored here before they are sent).
     pub journal_dir: PathBuf,
     /// Seconds per window summary.
@@ -415,6 +421,9 @@ impl Config {
         if let (Some(v), Some(a)) = (get("VEIL_AUDIT_KEY"), self.audit.as_mut()) {
             a.key = Some(Secret(v));
         }
+        if let (Some(v), Some(a)) = (get("VEIL_AUDIT_SINK_KEY"), self.audit.as_mut()) {
+            a.sink_key = Some(Secret(v));
+        }
         if let (Some(v), Some(api)) = (get("VEIL_API_TOKEN"), self.api.as_mut()) {
             api.token = Some(Secret(v));
         }
@@ -466,6 +475,32 @@ impl Config {
             }
         };
         crate::audit::AuditKey::from_hex(&text).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// The key that verifies a chain: the sink's key for `sink/…` chains (when configured),
+    /// the audit key otherwise.
+    pub fn audit_key_for(&self, chain: &str) -> Result<crate::audit::AuditKey, ConfigError> {
+        if chain.starts_with("sink/")
+            && let Some(a) = &self.audit
+        {
+            let text = match (&a.sink_key, &a.sink_key_file) {
+                (Some(s), _) => Some(s.0.clone()),
+                (None, Some(p)) => {
+                    Some(
+                        std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                            path: p.clone(),
+                            source,
+                        })?,
+                    )
+                }
+                (None, None) => None,
+            };
+            if let Some(t) = text {
+                return crate::audit::AuditKey::from_hex(&t)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()));
+            }
+        }
+        self.audit_key()
     }
 
     /// The review API's bearer token: `VEIL_API_TOKEN`, else `[api] token_file`.

@@ -392,6 +392,9 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         topic: "veil.demo.audit".into(),
         key_file: None,
         key: Some(crate::config::Secret(random_key_hex())),
+        // The sink signs its confirmations with its own key.
+        sink_key_file: None,
+        sink_key: Some(crate::config::Secret(random_key_hex())),
         journal_dir: journal.path().to_owned(),
         window_secs: 10,
         archive_dsn: Some(Dsn(prod.dsn("veil_audit"))),

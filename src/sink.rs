@@ -1107,6 +1107,24 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             .map_err(|e| SinkError::Kafka(e.to_string()))?;
     tracing::info!(topic = %kafka.topic, offset = applier.next_offset(), epoch = applier.epoch(),
                    last_commit = %fmt_lsn(applier.last_commit_lsn()), "sink started");
+    // The sink's confirmations: its own audit chain, signed with its own key.
+    let mut audit = match &cfg.audit {
+        Some(a) => Some(SinkAudit {
+            writer: crate::audit::AuditWriter::open(
+                a,
+                cfg.audit_key_for("sink/").map_err(SinkError::Config)?,
+                &kafka,
+                &format!("sink/{}", kafka.topic),
+            )
+            .await
+            .map_err(|e| SinkError::Kafka(e.to_string()))?,
+            every: Duration::from_secs(a.window_secs.max(1)),
+            last: std::time::Instant::now(),
+            txns: applier.applied_txns,
+            rows: applier.applied_rows,
+        }),
+        None => None,
+    };
     // Offsets of the change topic are contiguous (it is never compacted). The sink insists on
     // seeing every one of them: a broker that answers a fetch starting inside a record batch with
     // the next batch would otherwise skip events silently. So it starts a little before the
@@ -1134,6 +1152,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 Err(_) => {
                     // Idle: commit what is applied.
                     applier.flush().await?;
+                    if let Some(a) = audit.as_mut() {
+                        a.confirm(&applier, false).await?;
+                    }
                 }
                 Ok(Err(e)) => return Err(SinkError::Kafka(e.to_string())),
                 Ok(Ok(m)) => {
@@ -1170,6 +1191,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                     applier.apply(offset, env).await?;
                     if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
                         applier.flush().await?;
+                        if let Some(a) = audit.as_mut() {
+                            a.confirm(&applier, false).await?;
+                        }
                         let mut c = TopicPartitionList::new();
                         let _ = c.add_partition_offset(&kafka.topic, 0, Offset::Offset(offset + 1));
                         let _ = consumer.commit(&c, CommitMode::Async);
@@ -1179,10 +1203,52 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         }
     }
     applier.flush().await?;
+    if let Some(a) = audit.as_mut() {
+        a.confirm(&applier, true).await?;
+    }
     tracing::info!(
         rows = applier.applied_rows,
         txns = applier.applied_txns,
         "sink stopped"
     );
     Ok(())
+}
+
+/// The sink's audit chain: a confirmation of what dev committed, once per window.
+struct SinkAudit {
+    writer: crate::audit::AuditWriter,
+    every: Duration,
+    last: std::time::Instant,
+    txns: u64,
+    rows: u64,
+}
+
+impl SinkAudit {
+    /// After a dev commit: confirms what was applied since the last confirmation (only what is
+    /// committed in dev is confirmed).
+    async fn confirm(&mut self, applier: &Applier, force: bool) -> Result<(), SinkError> {
+        if !force && self.last.elapsed() < self.every {
+            return Ok(());
+        }
+        if applier.in_dev_txn || applier.applied_txns == self.txns {
+            self.last = std::time::Instant::now();
+            return Ok(());
+        }
+        let body = proto::audit_record::Body::Applied(proto::Applied {
+            source_id: applier.ckpt.source_id.clone(),
+            epoch: applier.ckpt.epoch,
+            last_commit_lsn: applier.ckpt.last_commit_lsn,
+            transactions: applier.applied_txns - self.txns,
+            rows: applier.applied_rows - self.rows,
+            dataset_id: format!("{}/epoch {}", applier.ckpt.source_id, applier.ckpt.epoch),
+        });
+        self.writer
+            .record(body)
+            .await
+            .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        self.txns = applier.applied_txns;
+        self.rows = applier.applied_rows;
+        self.last = std::time::Instant::now();
+        Ok(())
+    }
 }

@@ -445,7 +445,26 @@ pub async fn reveal_with_config(
     let os_user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    reveal(
+    // With an audit trail configured, the reveal is also an audit record of the "vault" chain,
+    // journaled and sent before the value is returned (no record, no value).
+    let mut writer = match &cfg.audit {
+        Some(a) => {
+            let kafka = cfg.kafka()?;
+            std::fs::create_dir_all(&a.journal_dir)
+                .map_err(|e| VaultError::Refused(format!("audit journal: {e}")))?;
+            let lock = std::fs::File::create(a.journal_dir.join("vault.lock"))
+                .map_err(|e| VaultError::Refused(format!("audit journal lock: {e}")))?;
+            // One sequencing writer per chain: reveals on this host take turns.
+            lock.lock()
+                .map_err(|e| VaultError::Refused(format!("audit journal lock: {e}")))?;
+            let w = crate::audit::AuditWriter::open(a, cfg.audit_key()?, kafka, "vault")
+                .await
+                .map_err(|e| VaultError::Refused(format!("audit trail: {e}")))?;
+            Some((w, lock))
+        }
+        None => None,
+    };
+    let value = reveal(
         vault.client(),
         &registry,
         &master,
@@ -456,5 +475,26 @@ pub async fn reveal_with_config(
             os_user: &os_user,
         },
     )
-    .await
+    .await?;
+    if let Some((w, _lock)) = writer.as_mut() {
+        let db_user: String = vault
+            .client()
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(pg("identify role"))?
+            .get(0);
+        w.record(crate::proto::audit_record::Body::Reveal(
+            crate::proto::Reveal {
+                os_user,
+                db_user,
+                ticket: ticket.to_owned(),
+                domain: domain.to_owned(),
+                token_hash: blake3::hash(token.as_bytes()).to_hex()[..32].to_owned(),
+                found: value.is_some(),
+            },
+        ))
+        .await
+        .map_err(|e| VaultError::Refused(format!("audit trail (nothing revealed): {e}")))?;
+    }
+    Ok(value)
 }

@@ -15,6 +15,8 @@ fn with_audit(env: &mut Env, journal: &std::path::Path) {
         topic: "veil.test.audit".into(),
         key_file: None,
         key: Some(veil::config::Secret(veil::demo::random_key_hex())),
+        sink_key_file: None,
+        sink_key: Some(veil::config::Secret(veil::demo::random_key_hex())),
         journal_dir: journal.to_owned(),
         window_secs: 2,
         archive_dsn: Some(veil::config::Dsn(env.prod.dsn(ARCHIVE_DB))),
@@ -71,6 +73,19 @@ async fn audit_trail_is_value_free_verifiable_and_proves_a_day() {
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
 
+    // A reveal is an audit record too (who, ticket, domain, token hash; never the value).
+    let dev = env.dev_client().await;
+    let token: String = dev
+        .query_one("SELECT mrn FROM public.patients LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let value = veil::vault::reveal_with_config(&env.cfg, "mrn", &token, "INC-2024")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(value.starts_with("MRN"));
+
     // Archive, verify, prove.
     let export = tempfile::tempdir().unwrap();
     let report = veil::audit::archive(&env.cfg, Some(export.path()))
@@ -116,6 +131,26 @@ async fn audit_trail_is_value_free_verifiable_and_proves_a_day() {
         && e["body"]["column"] == "notes2"
         && e["body"]["reviewer"] == "kim (reviewer)"
         && e["body"]["registry_before"] != e["body"]["registry_after"]));
+    // The sink confirmed what dev applied, on its own chain with its own key.
+    let applied: i64 = archive
+        .query_one("SELECT count(*) FROM veil_audit.records WHERE kind = 'applied' AND chain LIKE 'sink/%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(applied >= 1);
+    let mut wrong_keys = env.cfg.clone();
+    wrong_keys.audit.as_mut().unwrap().sink_key = None;
+    let p = veil::audit::verify_archive(&wrong_keys).await.unwrap();
+    assert!(
+        p.iter().all(|p| p.chain.starts_with("sink/")) && !p.is_empty(),
+        "{p:?}"
+    );
+    let reveal = events
+        .iter()
+        .find(|e| e["kind"] == "reveal")
+        .expect("the reveal is in the proof");
+    assert_eq!(reveal["body"]["ticket"], "INC-2024");
+    assert!(!reveal.to_string().contains(&value) && !reveal.to_string().contains(&token));
     let text = veil::audit::prove_text(&proof);
     assert!(
         text.contains("chain check: verified") && text.contains("no PHI detector hit"),
