@@ -20,6 +20,7 @@ fn bind(master: &MasterKey, rule: Rule, class: &TypeClass, profile: Profile) -> 
             profile,
             column_index: &idx,
             scanner: &scanner,
+            restricted_zip3: &Arc::new(Vec::new()),
         },
     )
     .unwrap()

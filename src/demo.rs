@@ -65,7 +65,10 @@ pub fn write_registry(dir: &Path) -> std::io::Result<()> {
     for (name, text) in DEMO_REGISTRY {
         std::fs::write(dir.join(name), text)?;
     }
-    Ok(())
+    std::fs::write(
+        dir.join("restricted_zip3.txt"),
+        include_str!("../schema-registry/restricted_zip3.txt"),
+    )
 }
 
 /// A fresh random master key (demo and tests only).

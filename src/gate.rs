@@ -190,6 +190,7 @@ pub fn plan_table(
             profile: ce.profile,
             column_index: &column_index,
             scanner: &SCANNER,
+            restricted_zip3: &registry.restricted_zip3,
         };
         let action = match &ce.decision {
             Decision::Blocked => {

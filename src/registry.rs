@@ -237,6 +237,10 @@ pub struct TableEntry {
 pub struct Registry {
     /// Content hash of all registry files (hex, 16 characters).
     pub version: String,
+    /// Three-digit ZIP prefixes the `zip3` rule maps to `000`: `restricted_zip3.txt` in the
+    /// registry directory (one prefix per line, `#` comments), else the 17 prefixes of the HHS
+    /// guidance.
+    pub restricted_zip3: std::sync::Arc<Vec<String>>,
     /// Keyed by qualified name `schema.table`.
     pub tables: BTreeMap<String, TableEntry>,
 }
@@ -492,6 +496,38 @@ impl Registry {
             reg.tables.insert(name, entry);
         }
         reg.check_domains()?;
+        let zip_path = dir.join("restricted_zip3.txt");
+        reg.restricted_zip3 = std::sync::Arc::new(match std::fs::read_to_string(&zip_path) {
+            Ok(text) => {
+                hasher.update(b"restricted_zip3.txt\0");
+                hasher.update(text.as_bytes());
+                let mut out = Vec::new();
+                for (i, line) in text.lines().enumerate() {
+                    let l = line.split('#').next().unwrap_or("").trim();
+                    if l.is_empty() {
+                        continue;
+                    }
+                    if l.len() != 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(RegistryError::Table {
+                            path: zip_path.clone(),
+                            message: format!("line {}: {l:?} is not a three-digit ZIP prefix", i + 1),
+                        });
+                    }
+                    out.push(l.to_owned());
+                }
+                out
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::tokenize::RESTRICTED_ZIP3
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            Err(source) => {
+                return Err(RegistryError::Io {
+                    path: zip_path,
+                    source,
+                });
+            }
+        });
         reg.version = hasher.finalize().to_hex()[..16].to_owned();
         Ok(reg)
     }
@@ -567,11 +603,22 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
     };
     let mut columns = BTreeMap::new();
     for (col, c) in f.columns {
+        // The line that names the column, for the error message.
+        let line = text
+            .lines()
+            .position(|l| {
+                let t = l.trim_start().trim_start_matches("[columns.");
+                t.strip_prefix(col.as_str())
+                    .or_else(|| t.strip_prefix(&format!("\"{col}\"")))
+                    .is_some_and(|r| r.trim_start().starts_with('=') || r.starts_with(']'))
+            })
+            .map(|i| format!("line {}: ", i + 1))
+            .unwrap_or_default();
         let col_err = |message: String| RegistryError::Column {
             path: path.to_owned(),
             table: f.table.clone(),
             column: col.clone(),
-            message,
+            message: format!("{line}{message}"),
         };
         let col_profile = match c.profile.as_deref() {
             None => profile,
@@ -672,6 +719,23 @@ y = { type = "text", class = "blocked" }
     }
 
     #[test]
+    fn restricted_zip3_is_data() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "public.t.toml", "table = \"public.t\"\n");
+        assert_eq!(Registry::load(d.path()).unwrap().restricted_zip3.len(), 17);
+        let v1 = Registry::load(d.path()).unwrap().version;
+        std::fs::write(d.path().join("restricted_zip3.txt"), "# test\n021\n").unwrap();
+        let r = Registry::load(d.path()).unwrap();
+        assert_eq!(r.restricted_zip3.as_slice(), ["021".to_string()]);
+        assert_ne!(r.version, v1);
+        assert_eq!(crate::tokenize::zip3_with("02139", &r.restricted_zip3), "000");
+        assert_eq!(crate::tokenize::zip3_with("03601", &r.restricted_zip3), "036");
+        std::fs::write(d.path().join("restricted_zip3.txt"), "021\n12\n").unwrap();
+        let e = Registry::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("restricted_zip3.txt") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
     fn errors_name_file_table_column() {
         let d = tempfile::tempdir().unwrap();
         write(
@@ -684,6 +748,7 @@ y = { type = "text", class = "blocked" }
             e.contains("a.toml") && e.contains("public.t") && e.contains("ssn"),
             "{e}"
         );
+        assert!(e.contains("line 3"), "{e}");
         write(d.path(), "a.toml", "table = \"public.t\"\n[columns\n");
         let e = Registry::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("a.toml") && e.contains("line 2"), "{e}");

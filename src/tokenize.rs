@@ -593,7 +593,8 @@ pub enum RuleKey {
     },
     Scrub(Option<String>),
     YearOnly,
-    Zip3,
+    /// The restricted three-digit prefixes (the registry's data).
+    Zip3(Arc<Vec<String>>),
     AgeCap,
     Redact {
         whole: bool,
@@ -751,8 +752,8 @@ pub fn apply(
                 other => return Err(not_applicable("year_only", other)),
             }
         }
-        RuleKey::Zip3 => match class {
-            TypeClass::Text => zip3(value),
+        RuleKey::Zip3(restricted) => match class {
+            TypeClass::Text => zip3_with(value, restricted),
             other => return Err(not_applicable("zip3", other)),
         },
         RuleKey::AgeCap => match class {
@@ -838,7 +839,7 @@ fn json_walk(
                     };
                     let class = match (r, &class) {
                         // Rules that only know text see numbers as text.
-                        (RuleKey::Vault(_) | RuleKey::Redact { .. } | RuleKey::Zip3, _) => {
+                        (RuleKey::Vault(_) | RuleKey::Redact { .. } | RuleKey::Zip3(_), _) => {
                             if matches!(leaf, J::Number(_)) {
                                 TypeClass::Numeric
                             } else {
@@ -955,6 +956,19 @@ pub fn zip3(value: &str) -> String {
     }
 }
 
+/// [`zip3`] with the restricted prefixes given as data (the registry's `restricted_zip3.txt`).
+pub fn zip3_with(value: &str, restricted: &[String]) -> String {
+    let digits: String = value.chars().take(3).collect();
+    if digits.len() == 3
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && !restricted.iter().any(|r| *r == digits)
+    {
+        digits
+    } else {
+        "000".into()
+    }
+}
+
 /// Everything binding needs besides the rule and the type.
 pub struct BindCx<'a> {
     pub master: &'a MasterKey,
@@ -962,6 +976,8 @@ pub struct BindCx<'a> {
     /// Position of a column of the same table (for `date_shift`'s entity).
     pub column_index: &'a dyn Fn(&str) -> Option<usize>,
     pub scanner: &'a Arc<Scanner>,
+    /// Restricted three-digit ZIP prefixes (`zip3` maps them to `000`).
+    pub restricted_zip3: &'a Arc<Vec<String>>,
 }
 
 struct NullStore;
@@ -1027,7 +1043,7 @@ impl RuleKey {
             }
             Rule::Scrub { replacement } => RuleKey::Scrub(replacement.clone()),
             Rule::YearOnly => RuleKey::YearOnly,
-            Rule::Zip3 => RuleKey::Zip3,
+            Rule::Zip3 => RuleKey::Zip3(cx.restricted_zip3.clone()),
             Rule::AgeCap => RuleKey::AgeCap,
             Rule::Redact { whole } => RuleKey::Redact {
                 whole: *whole,
@@ -1389,6 +1405,7 @@ mod tests {
             profile: Profile::ExpertDetermination,
             column_index: &idx,
             scanner: &scanner,
+            restricted_zip3: &Arc::new(RESTRICTED_ZIP3.iter().map(|s| s.to_string()).collect()),
         };
         let rule = Rule::Json {
             paths: vec![
@@ -1491,6 +1508,7 @@ mod tests {
             profile: Profile::SafeHarbor,
             column_index: &idx,
             scanner: &scanner,
+            restricted_zip3: &Arc::new(RESTRICTED_ZIP3.iter().map(|s| s.to_string()).collect()),
         };
         let rule = Rule::Tokenize { domain: "x".into() };
         assert!(RuleKey::bind(&rule, &TypeClass::Jsonb, &bcx).is_err());
