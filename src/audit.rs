@@ -456,6 +456,11 @@ pub fn describe(r: &proto::AuditRecord) -> (&'static str, serde_json::Value) {
             json!({ "source_id": a.source_id, "epoch": a.epoch, "last_commit_lsn": crate::pgoutput::fmt_lsn(a.last_commit_lsn),
                     "transactions": a.transactions, "rows": a.rows, "dataset_id": a.dataset_id }),
         ),
+        Some(Body::Reclassified(c)) => (
+            "reclassified",
+            json!({ "table": c.table, "column": c.column, "rule_before": c.rule_before,
+                    "rule_after": c.rule_after, "action": c.action }),
+        ),
         None => ("empty", json!({})),
     }
 }
@@ -866,11 +871,37 @@ pub async fn prove(
     let events = q(client
         .query(
             &day("SELECT json_build_object('record_id', record_id, 'at', at, 'kind', kind, 'body', body)::text FROM veil_audit.records \
-                  WHERE kind IN ('hold', 'decision', 'reveal', 'error', 'run_stop') AND at >= $D AND at < $D + 1 ORDER BY at"),
+                  WHERE kind IN ('hold', 'decision', 'reveal', 'error', 'run_stop', 'reclassified') AND at >= $D AND at < $D + 1 ORDER BY at"),
             &[&date],
         )
         .await
         .map_err(pg("events"))?);
+    // The sink's confirmations up to the end of the day: a window is confirmed when dev
+    // committed its last LSN (same epoch).
+    let applied = q(client
+        .query(
+            &day(
+                "SELECT body::text FROM veil_audit.records WHERE kind = 'applied' AND at < $D + 2",
+            ),
+            &[&date],
+        )
+        .await
+        .map_err(pg("confirmations"))?);
+    let parse_lsn =
+        |v: &serde_json::Value| v.as_str().and_then(crate::pgoutput::parse_lsn).unwrap_or(0);
+    let mut windows = windows;
+    let mut confirmed = 0;
+    for w in windows.iter_mut() {
+        let last = parse_lsn(&w["window"]["last_lsn"]);
+        let epoch = w["window"]["epoch"].as_u64().unwrap_or(0);
+        let ok = applied.iter().any(|a| {
+            a["epoch"].as_u64() == Some(epoch) && parse_lsn(&a["last_commit_lsn"]) >= last
+        });
+        if ok {
+            confirmed += 1;
+        }
+        w["confirmed_by_sink"] = json!(ok);
+    }
     let mut hits = Vec::new();
     let mut rows_total = 0u64;
     let mut registry_versions = std::collections::BTreeSet::new();
@@ -920,6 +951,7 @@ pub async fn prove(
         "date": date,
         "dataset": dataset,
         "windows": windows.len(),
+        "windows_confirmed_by_sink": confirmed,
         "rows_published": rows_total,
         "registry_versions": registry_versions,
         "rules": rules,
@@ -938,18 +970,23 @@ pub fn prove_text(r: &serde_json::Value) -> String {
     out.push_str(&format!("veil audit report for {}\n", s(&r["date"])));
     out.push_str(&format!("dev dataset: {}\n", s(&r["dataset"])));
     out.push_str(&format!(
-        "windows: {} ({} rows published)\n",
-        r["windows"], r["rows_published"]
+        "windows: {} ({} rows published; {} confirmed applied by the sink)\n",
+        r["windows"], r["rows_published"], r["windows_confirmed_by_sink"]
     ));
     for w in r["window_list"].as_array().into_iter().flatten() {
         let b = &w["window"];
         out.push_str(&format!(
-            "  {}  LSN {} .. {}  registry {}  scanned {}\n",
+            "  {}  LSN {} .. {}  registry {}  scanned {}{}\n",
             s(&b["window_id"]),
             s(&b["first_lsn"]),
             s(&b["last_lsn"]),
             s(&b["registry_version"]),
-            b["scanned_rows"]
+            b["scanned_rows"],
+            if w["confirmed_by_sink"] == true {
+                "  applied in dev"
+            } else {
+                "  not confirmed by the sink"
+            }
         ));
     }
     out.push_str(&format!("registry versions: {}\n", r["registry_versions"]));

@@ -510,7 +510,10 @@ impl Registry {
                     if l.len() != 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
                         return Err(RegistryError::Table {
                             path: zip_path.clone(),
-                            message: format!("line {}: {l:?} is not a three-digit ZIP prefix", i + 1),
+                            message: format!(
+                                "line {}: {l:?} is not a three-digit ZIP prefix",
+                                i + 1
+                            ),
                         });
                     }
                     out.push(l.to_owned());
@@ -728,11 +731,20 @@ y = { type = "text", class = "blocked" }
         let r = Registry::load(d.path()).unwrap();
         assert_eq!(r.restricted_zip3.as_slice(), ["021".to_string()]);
         assert_ne!(r.version, v1);
-        assert_eq!(crate::tokenize::zip3_with("02139", &r.restricted_zip3), "000");
-        assert_eq!(crate::tokenize::zip3_with("03601", &r.restricted_zip3), "036");
+        assert_eq!(
+            crate::tokenize::zip3_with("02139", &r.restricted_zip3),
+            "000"
+        );
+        assert_eq!(
+            crate::tokenize::zip3_with("03601", &r.restricted_zip3),
+            "036"
+        );
         std::fs::write(d.path().join("restricted_zip3.txt"), "021\n12\n").unwrap();
         let e = Registry::load(d.path()).unwrap_err().to_string();
-        assert!(e.contains("restricted_zip3.txt") && e.contains("line 2"), "{e}");
+        assert!(
+            e.contains("restricted_zip3.txt") && e.contains("line 2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -211,6 +211,8 @@ pub struct Applier {
     release: Statement,
     pub applied_rows: u64,
     pub applied_txns: u64,
+    /// Columns cleared or dropped in dev because their rule changed (for the audit trail).
+    pub reclassified: Vec<proto::Reclassified>,
     pub skipped_txns: u64,
 }
 
@@ -283,6 +285,7 @@ impl Applier {
             src: None,
             applied_rows: 0,
             applied_txns: 0,
+            reclassified: Vec::new(),
             skipped_txns: 0,
         })
     }
@@ -737,12 +740,26 @@ impl Applier {
                                 t = table,
                                 c = quote_ident(&c.name)
                             ));
+                            self.reclassified.push(proto::Reclassified {
+                                table: q.clone(),
+                                column: c.name.clone(),
+                                rule_before: o.rule.clone(),
+                                rule_after: c.rule.clone(),
+                                action: "cleared".into(),
+                            });
                         }
                         _ => {}
                     }
                 }
                 for o in &old.columns {
                     if !s.columns.iter().any(|c| c.name == o.name) {
+                        self.reclassified.push(proto::Reclassified {
+                            table: q.clone(),
+                            column: o.name.clone(),
+                            rule_before: o.rule.clone(),
+                            rule_after: "blocked or dropped".into(),
+                            action: "dropped".into(),
+                        });
                         sql.push_str(&format!(
                             "ALTER TABLE {} DROP COLUMN {};\n",
                             table,
@@ -1153,7 +1170,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                     // Idle: commit what is applied.
                     applier.flush().await?;
                     if let Some(a) = audit.as_mut() {
-                        a.confirm(&applier, false).await?;
+                        a.confirm(&mut applier, false).await?;
                     }
                 }
                 Ok(Err(e)) => return Err(SinkError::Kafka(e.to_string())),
@@ -1192,7 +1209,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                     if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
                         applier.flush().await?;
                         if let Some(a) = audit.as_mut() {
-                            a.confirm(&applier, false).await?;
+                            a.confirm(&mut applier, false).await?;
                         }
                         let mut c = TopicPartitionList::new();
                         let _ = c.add_partition_offset(&kafka.topic, 0, Offset::Offset(offset + 1));
@@ -1204,7 +1221,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     }
     applier.flush().await?;
     if let Some(a) = audit.as_mut() {
-        a.confirm(&applier, true).await?;
+        a.confirm(&mut applier, true).await?;
     }
     tracing::info!(
         rows = applier.applied_rows,
@@ -1226,7 +1243,16 @@ struct SinkAudit {
 impl SinkAudit {
     /// After a dev commit: confirms what was applied since the last confirmation (only what is
     /// committed in dev is confirmed).
-    async fn confirm(&mut self, applier: &Applier, force: bool) -> Result<(), SinkError> {
+    async fn confirm(&mut self, applier: &mut Applier, force: bool) -> Result<(), SinkError> {
+        // What was done to dev on reclassifications, once committed.
+        if !applier.in_dev_txn {
+            for r in std::mem::take(&mut applier.reclassified) {
+                self.writer
+                    .record(proto::audit_record::Body::Reclassified(r))
+                    .await
+                    .map_err(|e| SinkError::Kafka(e.to_string()))?;
+            }
+        }
         if !force && self.last.elapsed() < self.every {
             return Ok(());
         }

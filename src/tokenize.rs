@@ -961,7 +961,7 @@ pub fn zip3_with(value: &str, restricted: &[String]) -> String {
     let digits: String = value.chars().take(3).collect();
     if digits.len() == 3
         && digits.chars().all(|c| c.is_ascii_digit())
-        && !restricted.iter().any(|r| *r == digits)
+        && !restricted.contains(&digits)
     {
         digits
     } else {

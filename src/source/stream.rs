@@ -31,6 +31,8 @@ const ROW_BATCH: usize = 1000;
 
 /// Prefix of logical messages veil writes itself; every other message is dropped.
 pub const HEARTBEAT_PREFIX: &str = "veil_heartbeat";
+/// Prefix of the messages `veil setup`'s DDL event trigger writes (`{"tag", "object"}`).
+pub const DDL_PREFIX: &str = "veil_ddl";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -779,6 +781,42 @@ impl Streamer {
         Ok(())
     }
 
+    /// A `veil_ddl` message (written inside the DDL's transaction by the event trigger): the
+    /// changed table is compared with the registry at once, so a schema change holds the stream
+    /// at the DDL itself, before any row of the new shape and even if none ever comes.
+    async fn ddl(&mut self, content: &[u8], link: &mut Link<'_>) -> Result<(), StreamError> {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else {
+            tracing::warn!("ignoring a veil_ddl message that is not JSON");
+            return Ok(());
+        };
+        let tag = v["tag"].as_str().unwrap_or("");
+        let object = v["object"].as_str().unwrap_or("");
+        if !matches!(
+            tag,
+            "CREATE TABLE" | "ALTER TABLE" | "CREATE TABLE AS" | "SELECT INTO"
+        ) {
+            return Ok(());
+        }
+        // The catalog as it is now; a table dropped since is no longer anyone's concern.
+        let oid: Option<u32> = self
+            .catalog
+            .query_opt(
+                "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p') \
+                 AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables t WHERE t.pubname = $2 \
+                   AND (quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))::regclass = c.oid)",
+                &[&object, &self.publication],
+            )
+            .await
+            .map_err(|e| StreamError::Postgres("look up DDL target", crate::pgerr::describe(&e)))?
+            .map(|r| r.get(0));
+        let Some(oid) = oid else { return Ok(()) };
+        let info = catalog::describe_table(&self.catalog, oid, None).await?;
+        let keys = info.primary_key.clone();
+        tracing::info!(table = %info.qualified(), tag, "schema change seen; checking it against the registry");
+        self.plan_or_hold(&info, &keys, link).await?;
+        Ok(())
+    }
+
     /// Counts published rows for the audit window.
     pub fn count_rows(&mut self, table: &str, op: &'static str, n: u64) {
         if let Some(c) = self.window.rows.get_mut(&(table.to_owned(), op)) {
@@ -947,8 +985,15 @@ impl Streamer {
                     .await?;
                 }
             }
-            LogicalMessage::Message { prefix, lsn, .. } => {
-                if prefix == HEARTBEAT_PREFIX {
+            LogicalMessage::Message {
+                prefix,
+                lsn,
+                content,
+                ..
+            } => {
+                if prefix == DDL_PREFIX {
+                    self.ddl(&content, link).await?;
+                } else if prefix == HEARTBEAT_PREFIX {
                     self.flush_rows(link).await?;
                     self.publish(
                         proto::Phase::Stream,

@@ -116,6 +116,13 @@ async fn audit_trail_is_value_free_verifiable_and_proves_a_day() {
         .get(0);
     let proof = veil::audit::prove(&env.cfg, &today).await.unwrap();
     assert!(proof["windows"].as_u64().unwrap() >= 2, "{proof}");
+    // Every window is confirmed applied by the sink (the last one may close after the sink's
+    // final confirmation when both stop together).
+    let confirmed = proof["windows_confirmed_by_sink"].as_u64().unwrap();
+    assert!(
+        confirmed >= 1 && confirmed + 1 >= proof["windows"].as_u64().unwrap(),
+        "{proof}"
+    );
     assert_eq!(proof["chain"]["ok"], true, "{proof}");
     assert_eq!(proof["scanner"]["clean"], true);
     assert!(proof["scanner"]["rows_scanned"].as_u64().unwrap() > 0);
