@@ -86,6 +86,29 @@ async fn audit_trail_is_value_free_verifiable_and_proves_a_day() {
         .unwrap();
     assert!(value.starts_with("MRN"));
 
+    // The audit topic was created compacted.
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> =
+            veil::publish::client_config(env.cfg.kafka().unwrap())
+                .create()
+                .unwrap();
+        let configs = admin
+            .describe_configs(
+                [&ResourceSpecifier::Topic("veil.test.audit")],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        let policy = configs[0]
+            .as_ref()
+            .unwrap()
+            .get("cleanup.policy")
+            .and_then(|e| e.value.clone());
+        assert_eq!(policy.as_deref(), Some("compact"));
+    }
+
     // Archive, verify, prove.
     let export = tempfile::tempdir().unwrap();
     let report = veil::audit::archive(&env.cfg, Some(export.path()))
