@@ -22,6 +22,8 @@ pub struct Env {
 pub const PROD_DB: &str = "clinic";
 pub const DEV_DB: &str = "clinic_dev";
 pub const VAULT_DB: &str = "veil_vault";
+/// The audit archive database of configs written by `Env::write_config` (create it first).
+pub const AUDIT_DB: &str = "veil_audit_archive";
 
 /// Registry entries for the extra test tables (the demo registry covers the clinic tables).
 pub const EXTRA_REGISTRY: &[(&str, &str)] = &[
@@ -154,15 +156,22 @@ impl Env {
         let text = format!(
             "[source]\ndsn = {:?}\nslot = \"veil\"\npublication = \"veil_pub\"\nstatus_interval_secs = 1\n\
              heartbeat_interval_secs = 2\nspool_memory_bytes = 65536\n\n[kafka]\nbrokers = {:?}\ntopic = \"veil.test.changes\"\n\n\
-             [registry]\ndir = {:?}\n\n[keys]\nmaster_key_file = {:?}\n\n[vault]\ndsn = {:?}\n\n[sink]\ndsn = {:?}\nbatch_max_rows = 500\n",
+             [registry]\ndir = {:?}\n\n[keys]\nmaster_key_file = {:?}\n\n[vault]\ndsn = {:?}\n\n[sink]\ndsn = {:?}\nbatch_max_rows = 500\n\n\
+             [audit]\ntopic = \"veil.test.audit\"\nkey_file = {:?}\nsink_key_file = {:?}\njournal_dir = {:?}\nwindow_secs = 2\narchive_dsn = {:?}\n",
             self.prod.dsn(PROD_DB),
             self.broker.bootstrap(),
             self.registry.path(),
             dir.join("master.key"),
             self.prod.dsn(VAULT_DB),
             self.dev.dsn(DEV_DB),
+            dir.join("audit.key"),
+            dir.join("audit-sink.key"),
+            dir.join("audit-journal"),
+            self.prod.dsn(AUDIT_DB),
         );
         std::fs::write(dir.join("master.key"), &self.key_hex).unwrap();
+        std::fs::write(dir.join("audit.key"), veil::demo::random_key_hex()).unwrap();
+        std::fs::write(dir.join("audit-sink.key"), veil::demo::random_key_hex()).unwrap();
         std::fs::write(&path, text).unwrap();
         path
     }
