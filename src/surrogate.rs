@@ -553,6 +553,9 @@ pub enum Part {
 }
 
 fn eq_ignore_case(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
     a.chars()
         .flat_map(char::to_lowercase)
         .eq(b.chars().flat_map(char::to_lowercase))
@@ -564,10 +567,15 @@ pub fn pick(list: &'static [&'static str], word: &str, seed: u64) -> &'static st
     const MAX: usize = 128;
     let n = word.chars().count();
     // Distance of each entry's length from the word's; the word itself is not eligible (it can
-    // only be an entry of the same length, so the comparison is rarely needed).
+    // only be an entry of the same length, so the comparison is rarely needed). Entries are
+    // short, so their lengths come from their UTF-8 lengths where the script is single-width.
     let mut dist = [usize::MAX; MAX];
     for (d, w) in dist.iter_mut().zip(list.iter()) {
-        let c = w.chars().count();
+        let c = if w.is_ascii() {
+            w.len()
+        } else {
+            w.chars().count()
+        };
         if c != n || !eq_ignore_case(w, word) {
             *d = c.abs_diff(n);
         }
@@ -587,14 +595,23 @@ pub fn pick(list: &'static [&'static str], word: &str, seed: u64) -> &'static st
         .unwrap_or(list[0])
 }
 
-fn match_case(original: &str, replacement: &str) -> String {
-    let letters: Vec<char> = original.chars().filter(|c| c.is_alphabetic()).collect();
-    if letters.len() > 1 && letters.iter().all(|c| c.is_uppercase()) {
-        replacement.to_uppercase()
-    } else if letters.first().is_some_and(|c| c.is_lowercase()) {
-        replacement.to_lowercase()
+/// Appends `replacement` to `out` in the case pattern of `original` (all upper, all lower, or
+/// as listed), without an intermediate allocation in the common case.
+fn push_matching_case(out: &mut String, original: &str, replacement: &str) {
+    let mut letters = original.chars().filter(|c| c.is_alphabetic());
+    let first = letters.next();
+    let mut more = false;
+    let mut all_upper = first.is_some_and(char::is_uppercase);
+    for c in letters {
+        more = true;
+        all_upper &= c.is_uppercase();
+    }
+    if more && all_upper {
+        out.extend(replacement.chars().flat_map(char::to_uppercase));
+    } else if first.is_some_and(char::is_lowercase) {
+        out.extend(replacement.chars().flat_map(char::to_lowercase));
     } else {
-        replacement.to_owned()
+        out.push_str(replacement);
     }
 }
 
@@ -711,7 +728,7 @@ pub fn replace_words(
             Part::Place => l.place,
             Part::Street => l.street,
         };
-        out.push_str(&match_case(piece, pick(list, piece, next())));
+        push_matching_case(&mut out, piece, pick(list, piece, next()));
     }
     out
 }
