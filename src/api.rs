@@ -70,6 +70,26 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Reply> {
     }
 }
 
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// Authorizes the request and unpacks its JSON body (400 with the parser's reason if malformed).
+fn accept<T>(state: &AppState, headers: &HeaderMap, body: JsonBody<T>) -> Result<T, Reply> {
+    authorize(state, headers)?;
+    body.map(|Json(b)| b)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// The reply to a decision written into a registry file.
+fn written(result: Result<std::path::PathBuf, ReviewError>) -> Reply {
+    match result {
+        Ok(path) => reply(
+            StatusCode::OK,
+            serde_json::json!({ "written": path.display().to_string() }),
+        ),
+        Err(e) => review_error(e),
+    }
+}
+
 async fn health() -> Reply {
     reply(StatusCode::OK, serde_json::json!({ "status": "ok" }))
 }
@@ -126,14 +146,11 @@ fn sensitive() -> String {
 async fn approve(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<ApproveBody>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody<ApproveBody>,
 ) -> Reply {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
-    let Json(b) = match body {
+    let b = match accept(&state, &headers, body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(r) => return r,
     };
     if b.all_proposed {
         return match review::approve_all_proposed(&state.cfg, &b.by).await {
@@ -157,13 +174,7 @@ async fn approve(
         by: b.by,
         reason: b.reason,
     };
-    match review::approve(&state.cfg, &target, &d).await {
-        Ok(path) => reply(
-            StatusCode::OK,
-            serde_json::json!({ "written": path.display().to_string() }),
-        ),
-        Err(e) => review_error(e),
-    }
+    written(review::approve(&state.cfg, &target, &d).await)
 }
 
 #[derive(Deserialize)]
@@ -177,22 +188,13 @@ struct BlockBody {
 async fn block(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<BlockBody>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody<BlockBody>,
 ) -> Reply {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
-    let Json(b) = match body {
+    let b = match accept(&state, &headers, body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(r) => return r,
     };
-    match review::block(&state.cfg, &b.target, &b.by, &b.reason).await {
-        Ok(path) => reply(
-            StatusCode::OK,
-            serde_json::json!({ "written": path.display().to_string() }),
-        ),
-        Err(e) => review_error(e),
-    }
+    written(review::block(&state.cfg, &b.target, &b.by, &b.reason).await)
 }
 
 /// The router (also used by tests in-process).

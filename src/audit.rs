@@ -822,6 +822,17 @@ pub async fn query(
     table: Option<&str>,
 ) -> Result<Vec<serde_json::Value>, AuditError> {
     let client = archive_client(cfg).await?;
+    client
+        .query_one(
+            "SELECT $1::text::timestamptz, $2::text::timestamptz",
+            &[&from, &to],
+        )
+        .await
+        .map_err(|_| {
+            AuditError::Config(format!(
+                "--from {from:?} / --to {to:?}: expected dates (YYYY-MM-DD) or RFC 3339 times"
+            ))
+        })?;
     let rows = client
         .query(
             "SELECT json_build_object('record_id', record_id, 'at', at, 'kind', kind, 'body', body)::text \
@@ -843,6 +854,20 @@ pub async fn prove(
     date: &str,
 ) -> Result<serde_json::Value, AuditError> {
     use serde_json::json;
+    let well_formed = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+        && crate::tokenize::shift_date_text(date, 0).as_deref() == Some(date);
+    if !well_formed {
+        return Err(AuditError::Config(format!(
+            "--date {date:?}: expected a calendar date YYYY-MM-DD"
+        )));
+    }
     let client = archive_client(cfg).await?;
     let day = |sql: &str| sql.replace("$D", "$1::text::date");
     let q = |rows: Vec<tokio_postgres::Row>| -> Vec<serde_json::Value> {

@@ -462,18 +462,9 @@ impl Config {
             .audit
             .as_ref()
             .ok_or_else(|| ConfigError::Invalid("missing [audit] section".into()))?;
-        let text = match (&a.key, &a.key_file) {
-            (Some(s), _) => s.0.clone(),
-            (None, Some(p)) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                path: p.clone(),
-                source,
-            })?,
-            (None, None) => {
-                return Err(ConfigError::Invalid(
-                    "no audit key: set [audit] key_file or VEIL_AUDIT_KEY".into(),
-                ));
-            }
-        };
+        let text = secret_or_file(&a.key, &a.key_file)?.ok_or_else(|| {
+            ConfigError::Invalid("no audit key: set [audit] key_file or VEIL_AUDIT_KEY".into())
+        })?;
         crate::audit::AuditKey::from_hex(&text).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
@@ -482,23 +473,10 @@ impl Config {
     pub fn audit_key_for(&self, chain: &str) -> Result<crate::audit::AuditKey, ConfigError> {
         if chain.starts_with("sink/")
             && let Some(a) = &self.audit
+            && let Some(t) = secret_or_file(&a.sink_key, &a.sink_key_file)?
         {
-            let text = match (&a.sink_key, &a.sink_key_file) {
-                (Some(s), _) => Some(s.0.clone()),
-                (None, Some(p)) => {
-                    Some(
-                        std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                            path: p.clone(),
-                            source,
-                        })?,
-                    )
-                }
-                (None, None) => None,
-            };
-            if let Some(t) = text {
-                return crate::audit::AuditKey::from_hex(&t)
-                    .map_err(|e| ConfigError::Invalid(e.to_string()));
-            }
+            return crate::audit::AuditKey::from_hex(&t)
+                .map_err(|e| ConfigError::Invalid(e.to_string()));
         }
         self.audit_key()
     }
@@ -509,40 +487,43 @@ impl Config {
             .api
             .as_ref()
             .ok_or_else(|| ConfigError::Invalid("missing [api] section".into()))?;
-        match (&api.token, &api.token_file) {
-            (Some(s), _) => Ok(s.0.clone()),
-            (None, Some(p)) => std::fs::read_to_string(p)
-                .map(|t| t.trim().to_owned())
-                .map_err(|source| ConfigError::Read {
-                    path: p.clone(),
-                    source,
-                }),
-            (None, None) => Err(ConfigError::Invalid(
-                "no API token: set [api] token_file or VEIL_API_TOKEN".into(),
-            )),
-        }
+        secret_or_file(&api.token, &api.token_file)?.ok_or_else(|| {
+            ConfigError::Invalid("no API token: set [api] token_file or VEIL_API_TOKEN".into())
+        })
     }
 
     /// The master key: `VEIL_MASTER_KEY`, else the key file. 32 bytes as 64 hex characters.
     pub fn master_key(&self) -> Result<[u8; 32], ConfigError> {
-        let text = match (&self.keys.master_key, &self.keys.master_key_file) {
-            (Some(s), _) => s.0.clone(),
-            (None, Some(p)) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                path: p.clone(),
-                source,
-            })?,
-            (None, None) => {
-                return Err(ConfigError::Invalid(
+        let text = secret_or_file(&self.keys.master_key, &self.keys.master_key_file)?.ok_or_else(
+            || {
+                ConfigError::Invalid(
                     "no master key: set [keys] master_key_file or VEIL_MASTER_KEY".into(),
-                ));
-            }
-        };
+                )
+            },
+        )?;
         let bytes = hex::decode(text.trim()).map_err(|_| {
             ConfigError::Invalid("master key is not hex (expected 64 hex characters)".into())
         })?;
         bytes.try_into().map_err(|_| {
             ConfigError::Invalid("master key must be 32 bytes (64 hex characters)".into())
         })
+    }
+}
+
+/// A secret given directly (environment) wins over its file; trimmed; `None` when neither is set.
+fn secret_or_file(
+    secret: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    match (secret, file) {
+        (Some(s), _) => Ok(Some(s.0.trim().to_owned())),
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map(|t| Some(t.trim().to_owned()))
+            .map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            }),
+        (None, None) => Ok(None),
     }
 }
 

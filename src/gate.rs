@@ -11,10 +11,7 @@ use crate::proto;
 use crate::registry::{Decision, Registry};
 use crate::scanner::Scanner;
 use crate::tokenize::{self, BindCx, Cx, DeidError, MasterKey, RuleKey, TokenStore, VaultRequest};
-use std::sync::{Arc, LazyLock};
-
-/// The scanner behind `redact` (default MRN patterns).
-static SCANNER: LazyLock<Arc<Scanner>> = LazyLock::new(|| Arc::new(Scanner::standard()));
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GateError {
@@ -125,6 +122,10 @@ pub struct TablePlan {
     pub columns: Vec<ColumnPlan>,
     /// What dev is told about the table (published columns only).
     pub schema: proto::TableSchema,
+    /// Per source column: read from production (published, or the entity of a date shift).
+    pub reads: Vec<bool>,
+    /// The registry version the plan was made under (a newer registry plans the table again).
+    pub registry_version: String,
 }
 
 /// Builds the plan of one table, or says why it must not flow.
@@ -134,6 +135,7 @@ pub fn plan_table(
     key_columns: &[String],
     registry: &Registry,
     master: &MasterKey,
+    scanner: &Arc<Scanner>,
 ) -> Result<TablePlan, GateError> {
     let table = info.qualified();
     let entry = registry
@@ -149,6 +151,8 @@ pub fn plan_table(
             blocked: true,
             columns: Vec::new(),
             schema: proto::TableSchema::default(),
+            reads: Vec::new(),
+            registry_version: registry.version.clone(),
         });
     }
     let mut columns = Vec::with_capacity(info.columns.len());
@@ -189,7 +193,7 @@ pub fn plan_table(
             master,
             profile: ce.profile,
             column_index: &column_index,
-            scanner: &SCANNER,
+            scanner,
             restricted_zip3: &registry.restricted_zip3,
         };
         let action = match &ce.decision {
@@ -279,12 +283,20 @@ pub fn plan_table(
         }
         .into(),
     };
+    let mut reads: Vec<bool> = columns.iter().map(|c| c.action.is_some()).collect();
+    for c in &columns {
+        if let Some(RuleKey::DateShift { entity, .. }) = &c.action {
+            reads[*entity] = true;
+        }
+    }
     Ok(TablePlan {
         qualified: table,
         oid: info.oid,
         blocked: false,
         columns,
         schema,
+        reads,
+        registry_version: registry.version.clone(),
     })
 }
 
@@ -320,10 +332,11 @@ impl TablePlan {
                 ),
             });
         }
+        // Only what the plan reads is looked at (a blocked column's bytes never are).
         let mut texts: Vec<Option<&str>> = Vec::with_capacity(values.len());
-        for (col, v) in self.columns.iter().zip(&values) {
+        for ((col, v), read) in self.columns.iter().zip(&values).zip(&self.reads) {
             texts.push(match v {
-                RowValue::Text(bytes) => Some(
+                RowValue::Text(bytes) if *read => Some(
                     std::str::from_utf8(bytes)
                         .map_err(|_| self.value_err(col, lsn, "value is not valid UTF-8"))?,
                 ),
@@ -380,14 +393,6 @@ impl TablePlan {
                 _ => None,
             })
             .collect()
-    }
-
-    /// Whether column `i` is read from production: published, or the entity of a date shift.
-    pub fn reads(&self, i: usize) -> bool {
-        self.columns[i].action.is_some()
-            || self.columns.iter().any(
-                |c| matches!(&c.action, Some(RuleKey::DateShift { entity, .. }) if *entity == i),
-            )
     }
 
     /// Published columns whose rule needs the vault.

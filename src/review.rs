@@ -279,7 +279,8 @@ fn key_domain(info: &TableInfo, column: &str) -> String {
 pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
     let registry = Registry::load(&cfg.registry.dir)?;
     let client = connect_source(cfg).await?;
-    let scanner = Scanner::standard();
+    let scanner = Scanner::new(&cfg.scanner.mrn_patterns)
+        .map_err(|e| ReviewError::Invalid(format!("[scanner] {e}")))?;
     let mut out = Vec::new();
     for info in published_tables(&client, &cfg.source()?.publication).await? {
         let table = info.qualified();
@@ -360,7 +361,8 @@ fn now_rfc3339() -> String {
         .unwrap_or(0);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    let date = crate::tokenize::shift_date_text("1970-01-01", days).unwrap_or_default();
+    let (y, m, d) = crate::tokenize::civil_from_days(days);
+    let date = format!("{y:04}-{m:02}-{d:02}");
     format!(
         "{date}T{:02}:{:02}:{:02}Z",
         rem / 3600,
@@ -497,10 +499,14 @@ pub fn write_decision(
             t
         }
     };
-    std::fs::write(&path, &text).map_err(|source| ReviewError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    // Atomically: a running stream polls the registry and must never read half a file.
+    let tmp = path.with_extension("toml.partial");
+    std::fs::write(&tmp, &text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|source| ReviewError::Io {
+            path: path.clone(),
+            source,
+        })?;
     if let Err(e) = Registry::load(registry_dir) {
         // Leave the registry as it was.
         let _ = match &old {

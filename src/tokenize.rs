@@ -152,6 +152,8 @@ fn sip13(k0: u64, k1: u64, m: u64) -> u64 {
 #[derive(Clone)]
 pub struct DomainKey {
     key: [u8; 32],
+    /// Key of the vault's value index (derived once; the hot path hashes with it per value).
+    index_key: [u8; 32],
     k0: u64,
     k1: u64,
 }
@@ -175,7 +177,12 @@ impl DomainKey {
         let rk = blake3::derive_key(ROUND_CONTEXT, &key);
         let k0 = u64::from_le_bytes(rk[..8].try_into().expect("8 bytes"));
         let k1 = u64::from_le_bytes(rk[8..16].try_into().expect("8 bytes"));
-        DomainKey { key, k0, k1 }
+        DomainKey {
+            index_key: blake3::derive_key(INDEX_CONTEXT, &key),
+            key,
+            k0,
+            k1,
+        }
     }
 
     #[inline]
@@ -262,8 +269,7 @@ impl DomainKey {
 
     /// The vault's index of a value in this domain (a keyed hash; not a token input).
     pub fn value_hash(&self, value: &str) -> [u8; 32] {
-        let k = blake3::derive_key(INDEX_CONTEXT, &self.key);
-        *blake3::keyed_hash(&k, value.as_bytes()).as_bytes()
+        *blake3::keyed_hash(&self.index_key, value.as_bytes()).as_bytes()
     }
 
     fn stream(&self, value: &[u8], attempt: u32) -> blake3::OutputReader {
@@ -884,7 +890,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

@@ -146,6 +146,10 @@ pub async fn run(
     .await?;
     let mut total = 0u64;
     for mut plan in plans {
+        // A hold during an earlier table may have ended with a newer registry.
+        if plan.registry_version != st.registry.version {
+            plan = (*st.replan(plan.oid, link).await?).clone();
+        }
         if plan.blocked {
             tracing::info!(table = %plan.qualified, "snapshot: table blocked by the registry, skipped");
             continue;
@@ -162,7 +166,7 @@ pub async fn run(
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if plan.reads(i) {
+                if plan.reads[i] {
                     quote_ident(&c.name)
                 } else {
                     "NULL".into()

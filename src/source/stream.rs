@@ -90,6 +90,18 @@ impl StreamError {
     }
 }
 
+/// A standby status update: `write` received, `flushed` (= applied) confirmed — only what
+/// Kafka acknowledged.
+fn status_update(write: u64, flushed: u64) -> Vec<u8> {
+    pgoutput::encode_status_update(
+        write,
+        flushed,
+        flushed,
+        now_us() - PG_EPOCH_OFFSET_US,
+        false,
+    )
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -155,7 +167,8 @@ struct WindowAcc {
     start_us: i64,
     first_lsn: u64,
     last_lsn: u64,
-    rows: std::collections::BTreeMap<(String, &'static str), u64>,
+    /// table → operation → rows (looked up by `&str`: no allocation per row).
+    rows: std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, u64>>,
     scanned: u64,
     hits: std::collections::BTreeMap<(String, String, &'static str), u64>,
 }
@@ -251,8 +264,8 @@ impl Streamer {
         }
         self.window_count += 1;
         let mut per_table: std::collections::BTreeMap<&str, u64> = Default::default();
-        for ((t, _), n) in &w.rows {
-            *per_table.entry(t.as_str()).or_default() += n;
+        for (t, ops) in &w.rows {
+            *per_table.entry(t.as_str()).or_default() += ops.values().sum::<u64>();
         }
         let mut rules = Vec::new();
         for plan in self.plans.values() {
@@ -280,10 +293,12 @@ impl Streamer {
             rows: w
                 .rows
                 .iter()
-                .map(|((t, op), n)| proto::OpCount {
-                    table: t.clone(),
-                    op: (*op).into(),
-                    rows: *n,
+                .flat_map(|(t, ops)| {
+                    ops.iter().map(move |(op, n)| proto::OpCount {
+                        table: t.clone(),
+                        op: (*op).into(),
+                        rows: *n,
+                    })
                 })
                 .collect(),
             rules,
@@ -370,24 +385,30 @@ impl Streamer {
     ) -> Result<TablePlan, StreamError> {
         let mut since: Option<std::time::Instant> = None;
         loop {
-            let problem =
-                match gate::plan_table(&self.database, info, keys, &self.registry, &self.master) {
-                    Ok(plan) => {
-                        self.check_vault(&plan)?;
-                        if let Some(t) = since {
-                            tracing::warn!(
-                                table = %plan.qualified,
-                                registry_version = %self.registry.version,
-                                held_secs = t.elapsed().as_secs(),
-                                "hold released: the registry now has a decision; resuming"
-                            );
-                            metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
-                            metrics::gauge!(crate::metrics::HELD_SECONDS).set(0.0);
-                        }
-                        return Ok(plan);
+            let problem = match gate::plan_table(
+                &self.database,
+                info,
+                keys,
+                &self.registry,
+                &self.master,
+                &self.scanner,
+            ) {
+                Ok(plan) => {
+                    self.check_vault(&plan)?;
+                    if let Some(t) = since {
+                        tracing::warn!(
+                            table = %plan.qualified,
+                            registry_version = %self.registry.version,
+                            held_secs = t.elapsed().as_secs(),
+                            "hold released: the registry now has a decision; resuming"
+                        );
+                        metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
+                        metrics::gauge!(crate::metrics::HELD_SECONDS).set(0.0);
                     }
-                    Err(e) => e,
-                };
+                    return Ok(plan);
+                }
+                Err(e) => e,
+            };
             if since.is_none() {
                 // Everything before the hold point goes out; nothing after it. (Boxed: flushing
                 // can hold on a scanner hit, which plans tables again.)
@@ -435,14 +456,8 @@ impl Streamer {
             }
             if let Some(repl) = link.repl.as_deref_mut() {
                 let acked = self.publisher.acked_lsn();
-                repl.send_copy(&pgoutput::encode_status_update(
-                    link.received.max(acked),
-                    acked,
-                    acked,
-                    now_us() - PG_EPOCH_OFFSET_US,
-                    false,
-                ))
-                .await?;
+                repl.send_copy(&status_update(link.received.max(acked), acked))
+                    .await?;
             }
             if let Some(t) = since {
                 metrics::gauge!(crate::metrics::HELD_SECONDS).set(t.elapsed().as_secs_f64());
@@ -556,29 +571,56 @@ impl Streamer {
     /// Reloads the registry when its files changed and plans every known table again (a
     /// stricter decision takes effect at once; a table that no longer plans holds the stream).
     pub async fn reload_registry(&mut self, link: &mut Link<'_>) -> Result<(), StreamError> {
-        let r = match Registry::load(&self.registry_dir) {
-            Ok(r) if r.version != self.registry.version => r,
-            Ok(_) => return Ok(()),
+        match Registry::load(&self.registry_dir) {
+            Ok(r) if r.version != self.registry.version => {
+                tracing::info!(from = %self.registry.version, to = %r.version, "registry changed; planning tables again");
+                self.flush_rows(link).await?;
+                let before = std::mem::replace(&mut self.registry, r);
+                self.audit_decisions(&before).await?;
+            }
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "registry does not load; keeping the loaded version");
+            }
+        }
+        self.replan_stale(link).await
+    }
+
+    /// Plans again every table whose plan an older registry made (the registry may also have
+    /// changed while the stream was held on another table), holding where the new registry has
+    /// no decision. Loops because a hold can end with yet another registry.
+    async fn replan_stale(&mut self, link: &mut Link<'_>) -> Result<(), StreamError> {
+        loop {
+            let stale: Vec<u32> = self
+                .plans
+                .iter()
+                .filter(|(oid, p)| {
+                    p.registry_version != self.registry.version && self.described.contains_key(oid)
+                })
+                .map(|(oid, _)| *oid)
+                .collect();
+            if stale.is_empty() {
                 return Ok(());
             }
-        };
-        tracing::info!(from = %self.registry.version, to = %r.version, "registry changed; planning tables again");
-        self.flush_rows(link).await?;
-        let before = std::mem::replace(&mut self.registry, r);
-        self.audit_decisions(&before).await?;
-        let described: Vec<(u32, catalog::TableInfo, Vec<String>)> = self
-            .described
-            .iter()
-            .map(|(oid, (i, k))| (*oid, i.clone(), k.clone()))
-            .collect();
-        for (_, info, keys) in described {
-            let plan = self.plan_or_hold(&info, &keys, link).await?;
-            self.publish_schema_if_changed(&plan).await?;
-            self.remember_schema(&plan);
+            self.flush_rows(link).await?;
+            for oid in stale {
+                self.replan(oid, link).await?;
+            }
         }
-        Ok(())
+    }
+
+    /// The plan of a relation, planned again first if the registry changed since.
+    async fn current_plan(
+        &mut self,
+        oid: u32,
+        link: &mut Link<'_>,
+    ) -> Result<Arc<TablePlan>, StreamError> {
+        let plan = self.plan(oid)?;
+        if plan.registry_version == self.registry.version {
+            return Ok(plan);
+        }
+        self.replan_stale(link).await?;
+        self.plan(oid)
     }
 
     pub fn remember_described(&mut self, oid: u32, info: catalog::TableInfo, keys: Vec<String>) {
@@ -814,16 +856,20 @@ impl Streamer {
         let keys = info.primary_key.clone();
         tracing::info!(table = %info.qualified(), tag, "schema change seen; checking it against the registry");
         self.plan_or_hold(&info, &keys, link).await?;
+        // The table's shape from here on: planning it again under a newer registry must use it.
+        if self.described.contains_key(&oid) {
+            self.described.insert(oid, (info, keys));
+        }
         Ok(())
     }
 
     /// Counts published rows for the audit window.
     pub fn count_rows(&mut self, table: &str, op: &'static str, n: u64) {
-        if let Some(c) = self.window.rows.get_mut(&(table.to_owned(), op)) {
-            *c += n;
-        } else {
-            self.window.rows.insert((table.to_owned(), op), n);
-        }
+        let ops = match self.window.rows.get_mut(table) {
+            Some(ops) => ops,
+            None => self.window.rows.entry(table.to_owned()).or_default(),
+        };
+        *ops.entry(op).or_default() += n;
     }
 
     /// Marks the snapshot's LSN in the window.
@@ -902,7 +948,7 @@ impl Streamer {
             LogicalMessage::Insert {
                 relation_oid, new, ..
             } => {
-                let plan = self.plan(relation_oid)?;
+                let plan = self.current_plan(relation_oid, link).await?;
                 if !plan.blocked {
                     self.queue_row(
                         QueuedRow {
@@ -923,7 +969,7 @@ impl Streamer {
                 new,
                 ..
             } => {
-                let plan = self.plan(relation_oid)?;
+                let plan = self.current_plan(relation_oid, link).await?;
                 if !plan.blocked {
                     self.queue_row(
                         QueuedRow {
@@ -941,7 +987,7 @@ impl Streamer {
             LogicalMessage::Delete {
                 relation_oid, old, ..
             } => {
-                let plan = self.plan(relation_oid)?;
+                let plan = self.current_plan(relation_oid, link).await?;
                 if !plan.blocked {
                     self.queue_row(
                         QueuedRow {
@@ -963,7 +1009,7 @@ impl Streamer {
             } => {
                 let mut tables = Vec::new();
                 for oid in relation_oids {
-                    let plan = self.plan(oid)?;
+                    let plan = self.current_plan(oid, link).await?;
                     if !plan.blocked {
                         tables.push(plan.qualified.clone());
                     }
@@ -1419,14 +1465,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 confirmed = confirmed.max(server_end);
             }
             let write = received.max(confirmed);
-            repl.send_copy(&pgoutput::encode_status_update(
-                write,
-                confirmed,
-                confirmed,
-                now_us() - PG_EPOCH_OFFSET_US,
-                false,
-            ))
-            .await?;
+            repl.send_copy(&status_update(write, confirmed)).await?;
             metrics::gauge!(crate::metrics::CONFIRMED_LSN).set(confirmed as f64);
             metrics::gauge!(crate::metrics::REPLICATION_LAG_BYTES)
                 .set(server_end.max(received).saturating_sub(confirmed) as f64);
@@ -1436,15 +1475,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     // Orderly stop: wait for what is in flight, confirm it, leave.
     let _ = tokio::time::timeout(Duration::from_secs(30), st.publisher.drain()).await;
     let acked = st.publisher.acked_lsn().max(confirmed);
-    let _ = repl
-        .send_copy(&pgoutput::encode_status_update(
-            acked,
-            acked,
-            acked,
-            now_us() - PG_EPOCH_OFFSET_US,
-            false,
-        ))
-        .await;
+    let _ = repl.send_copy(&status_update(acked, acked)).await;
     repl.terminate().await;
     st.close_window().await?;
     let body = proto::audit_record::Body::RunStop(proto::RunStop {

@@ -210,8 +210,15 @@ pub async fn expected_copy(
     let info = veil::catalog::describe_table(prod, oid, None)
         .await
         .unwrap();
-    let plan =
-        veil::gate::plan_table(PROD_DB, &info, &info.primary_key, &registry, &master).unwrap();
+    let plan = veil::gate::plan_table(
+        PROD_DB,
+        &info,
+        &info.primary_key,
+        &registry,
+        &master,
+        &std::sync::Arc::new(veil::scanner::Scanner::standard()),
+    )
+    .unwrap();
     let vault = veil::vault::Vault::connect(env.cfg.vault().unwrap(), &master)
         .await
         .unwrap();
@@ -376,65 +383,48 @@ pub async fn dev_matches(env: &Env, tables: &[&str], timeout: Duration) -> Resul
 /// PHI-free summary of every event in the topic (offset, epoch, run, seq, kind), for diagnosis.
 pub fn dump_topic(env: &Env) -> String {
     use prost::Message as _;
-    use rdkafka::Message as _;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     let kafka = env.cfg.kafka().unwrap();
-    let consumer: BaseConsumer = veil::publish::client_config(kafka)
-        .set("group.id", "veil-test-dump")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let (_, high) = consumer
-        .fetch_watermarks(&kafka.topic, 0, Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(&kafka.topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
     let mut out = String::new();
-    let start = Instant::now();
-    let mut last = -1;
-    while last < high - 1 && start.elapsed() < Duration::from_secs(60) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            last = m.offset();
-            let e = veil::proto::Envelope::decode(m.payload().unwrap_or_default()).unwrap();
-            let kind = match &e.event {
-                Some(veil::proto::envelope::Event::Begin(b)) => format!("begin {:X}", b.commit_lsn),
-                Some(veil::proto::envelope::Event::Commit(c)) => {
-                    format!("commit {:X}", c.commit_lsn)
-                }
-                Some(veil::proto::envelope::Event::Row(r)) => format!("row {}", r.table),
-                Some(other) => format!("{:?}", std::mem::discriminant(other)),
-                None => "none".into(),
-            };
-            out.push_str(&format!(
-                "{} e{} run {:x} seq {} {}\n",
-                m.offset(),
-                e.epoch,
-                e.run_id,
-                e.seq,
-                kind
-            ));
-        }
+    for (offset, payload) in read_topic(kafka, &kafka.topic) {
+        let e = veil::proto::Envelope::decode(payload.as_slice()).unwrap();
+        let kind = match &e.event {
+            Some(veil::proto::envelope::Event::Begin(b)) => format!("begin {:X}", b.commit_lsn),
+            Some(veil::proto::envelope::Event::Commit(c)) => format!("commit {:X}", c.commit_lsn),
+            Some(veil::proto::envelope::Event::Row(r)) => format!("row {}", r.table),
+            Some(other) => format!("{:?}", std::mem::discriminant(other)),
+            None => "none".into(),
+        };
+        out.push_str(&format!(
+            "{offset} e{} run {:x} seq {} {kind}\n",
+            e.epoch, e.run_id, e.seq
+        ));
     }
     out
 }
 
 /// Every message payload of the change topic, raw.
 pub fn topic_payloads(env: &Env) -> Vec<Vec<u8>> {
+    let kafka = env.cfg.kafka().unwrap();
+    read_topic(kafka, &kafka.topic)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// Every message of partition 0 of `topic`, as (offset, raw payload).
+pub fn read_topic(kafka: &veil::config::KafkaConfig, topic: &str) -> Vec<(i64, Vec<u8>)> {
     use rdkafka::Message as _;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let kafka = env.cfg.kafka().unwrap();
     let consumer: BaseConsumer = veil::publish::client_config(kafka)
-        .set("group.id", "veil-test-payloads")
+        .set("group.id", "veil-test-read")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
     let (_, high) = consumer
-        .fetch_watermarks(&kafka.topic, 0, Duration::from_secs(10))
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(&kafka.topic, 0, rdkafka::Offset::Beginning)
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
         .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -443,7 +433,7 @@ pub fn topic_payloads(env: &Env) -> Vec<Vec<u8>> {
     while last < high - 1 && start.elapsed() < Duration::from_secs(60) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             last = m.offset();
-            out.push(m.payload().unwrap_or_default().to_vec());
+            out.push((m.offset(), m.payload().unwrap_or_default().to_vec()));
         }
     }
     out
