@@ -4,10 +4,12 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
-use veil::catalog::TypeClass;
-use veil::registry::{Profile, Rule, SurrogateKind};
-use veil::scanner::Scanner;
-use veil::tokenize::{BindCx, Cx, MasterKey, MemoryStore, RuleKey, TokenKind, VaultRule, apply};
+use veil::deid::registry::{Profile, Rule, SurrogateKind};
+use veil::deid::scanner::Scanner;
+use veil::deid::tokenize::{
+    BindCx, Cx, MasterKey, MemoryStore, RuleKey, TokenKind, VaultRule, apply,
+};
+use veil::pg::catalog::TypeClass;
 
 fn bind(master: &MasterKey, rule: Rule, class: &TypeClass, profile: Profile) -> RuleKey {
     let scanner = Arc::new(Scanner::standard());
@@ -212,7 +214,9 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("pgoutput");
     g.throughput(Throughput::Elements(1));
     g.bench_function("decode insert (6 columns)", |b| {
-        b.iter(|| black_box(veil::pgoutput::decode_logical(black_box(&msg), false).unwrap()))
+        b.iter(|| {
+            black_box(veil::source::pgoutput::decode_logical(black_box(&msg), false).unwrap())
+        })
     });
     g.finish();
 }

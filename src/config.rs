@@ -33,8 +33,9 @@ pub struct Dsn(pub String);
 
 impl Dsn {
     /// Parses the DSN, including `sslmode` (up to verify-full) and `sslrootcert`.
-    pub fn parse(&self) -> Result<crate::tls::PgTarget, ConfigError> {
-        crate::tls::parse_dsn(&self.0).map_err(|e| ConfigError::Invalid(format!("DSN {self}: {e}")))
+    pub fn parse(&self) -> Result<crate::pg::tls::PgTarget, ConfigError> {
+        crate::pg::tls::parse_dsn(&self.0)
+            .map_err(|e| ConfigError::Invalid(format!("DSN {self}: {e}")))
     }
 
     /// The DSN with any password replaced by `***`.

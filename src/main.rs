@@ -287,7 +287,7 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match veil::setup::run(&cfg).await {
+            match veil::source::setup::run(&cfg).await {
                 Ok(r) => {
                     println!(
                         "setup done: publication {}, DDL trigger installed, {} tables published{}",
@@ -312,8 +312,8 @@ async fn main() -> ExitCode {
             }
         }
         Command::Demo { duration, patients } => {
-            match veil::demo::run(
-                veil::demo::DemoOptions { duration, patients },
+            match veil::devkit::demo::run(
+                veil::devkit::demo::DemoOptions { duration, patients },
                 shutdown_signal(),
             )
             .await
@@ -326,7 +326,9 @@ async fn main() -> ExitCode {
             }
         }
         Command::Bench { patients, changes } => {
-            match veil::bench::run(veil::bench::BenchOptions { patients, changes }).await {
+            match veil::devkit::bench::run(veil::devkit::bench::BenchOptions { patients, changes })
+                .await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("veil bench: {e}");
@@ -349,7 +351,7 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match veil::vault::reveal_with_config(&cfg, &domain, &token, &ticket).await {
+            match veil::review::reveal::reveal_with_config(&cfg, &domain, &token, &ticket).await {
                 Ok(Some(value)) => {
                     println!("{value}");
                     ExitCode::SUCCESS
@@ -366,7 +368,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::DevBroker => match veil::testkit::Broker::start() {
+        Command::DevBroker => match veil::devkit::testkit::Broker::start() {
             Ok(b) => {
                 println!("{}", b.bootstrap());
                 let mut rx = shutdown_signal();
@@ -383,7 +385,7 @@ async fn main() -> ExitCode {
 }
 
 async fn registry_command(command: RegistryCommand) -> ExitCode {
-    use veil::review;
+    use veil::review::workflow as review;
     let fail = |what: &str, e: review::ReviewError| {
         eprintln!("veil registry {what}: {e}");
         ExitCode::from(1)
@@ -495,7 +497,7 @@ async fn registry_command(command: RegistryCommand) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match veil::api::serve(&cfg, shutdown_signal()).await {
+            match veil::review::api::serve(&cfg, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("veil registry serve: {e}");

@@ -14,7 +14,23 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_postgres::config::Host;
 
-use super::SourceError;
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("connection to the source failed: {0}")]
+    Io(String),
+    #[error("the source closed the connection")]
+    Closed,
+    #[error("source server error {code}: {message}")]
+    Server { code: String, message: String },
+    #[error("replication protocol error: {0}")]
+    Protocol(String),
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("TLS with the source failed: {0}")]
+    Tls(String),
+    #[error("source configuration: {0}")]
+    Config(String),
+}
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -59,7 +75,7 @@ fn server_error(body: backend::ErrorResponseBody) -> SourceError {
 
 impl ReplicationConn {
     /// Connects (with TLS as `sslmode` asks) and authenticates.
-    pub async fn connect(target: &crate::tls::PgTarget) -> Result<Self, SourceError> {
+    pub async fn connect(target: &crate::pg::tls::PgTarget) -> Result<Self, SourceError> {
         let config = &target.config;
         let host = config
             .get_hosts()
@@ -67,8 +83,8 @@ impl ReplicationConn {
             .cloned()
             .unwrap_or(Host::Tcp("localhost".into()));
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        let tls =
-            crate::tls::client_config(target).map_err(|e| SourceError::Config(e.to_string()))?;
+        let tls = crate::pg::tls::client_config(target)
+            .map_err(|e| SourceError::Config(e.to_string()))?;
         let io: Pin<Box<dyn Io>> = match host {
             Host::Tcp(h) => {
                 let mut s = tokio::net::TcpStream::connect((h.as_str(), port))
@@ -95,7 +111,9 @@ impl ReplicationConn {
                                     .map_err(|e| SourceError::Tls(e.to_string()))?;
                                 Box::pin(stream)
                             }
-                            b'N' if target.ssl_mode == crate::tls::SslMode::Prefer => Box::pin(s),
+                            b'N' if target.ssl_mode == crate::pg::tls::SslMode::Prefer => {
+                                Box::pin(s)
+                            }
                             _ => {
                                 return Err(SourceError::Tls(format!(
                                     "the server refused TLS, which sslmode={:?} requires",

@@ -11,8 +11,8 @@ const ROW_BATCH: usize = 1000;
 use tokio_postgres::Client;
 
 use super::stream::{StreamError, Streamer};
-use crate::catalog;
-use crate::gate::RowValue;
+use crate::deid::gate::RowValue;
+use crate::pg::catalog;
 use crate::proto::{self, envelope::Event};
 
 /// Parses one line of COPY text format into column values (`None` = NULL).
@@ -71,10 +71,6 @@ pub fn parse_copy_line(line: &[u8]) -> Result<Vec<Option<Vec<u8>>>, String> {
     Ok(out)
 }
 
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 /// Copies every published table in the exported snapshot. Returns the number of rows.
 pub async fn run(
     st: &mut Streamer,
@@ -84,7 +80,9 @@ pub async fn run(
     link: &mut super::stream::Link<'_>,
 ) -> Result<u64, StreamError> {
     let pg = |what: &'static str| {
-        move |e: tokio_postgres::Error| StreamError::Postgres(what, crate::pgerr::describe(&e))
+        move |e: tokio_postgres::Error| {
+            StreamError::Postgres(crate::pg::errors::PgError::new(what, &e))
+        }
     };
     catalog::prepare_session(snap).await?;
     snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -167,7 +165,7 @@ pub async fn run(
             .enumerate()
             .map(|(i, c)| {
                 if plan.reads[i] {
-                    quote_ident(&c.name)
+                    crate::pg::quote::ident(&c.name)
                 } else {
                     "NULL".into()
                 }
@@ -184,8 +182,8 @@ pub async fn run(
             } else {
                 cols.join(", ")
             },
-            quote_ident(schema),
-            quote_ident(name)
+            crate::pg::quote::ident(schema),
+            crate::pg::quote::ident(name)
         );
         let stream = snap.copy_out(&sql).await.map_err(pg("copy out"))?;
         futures_util::pin_mut!(stream);

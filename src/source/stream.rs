@@ -11,20 +11,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-use super::SourceError;
 use super::conn::ReplicationConn;
+use super::conn::SourceError;
 use super::spool::Spool;
-use crate::catalog::{self, CatalogError};
 use crate::config::{Config, ConfigError};
-use crate::gate::{self, GateError, TablePlan};
-use crate::pgoutput::{
+use crate::deid::gate::{self, GateError, TablePlan};
+use crate::deid::registry::{Registry, RegistryError};
+use crate::deid::tokenize::{MasterKey, TokenStore, VaultRequest};
+use crate::deid::vault::{NoVault, Vault, VaultError};
+use crate::kafka::admin;
+use crate::kafka::error::BrokerError;
+use crate::kafka::producer::Publisher;
+use crate::pg::catalog::{self, CatalogError};
+use crate::proto::{self, envelope::Event};
+use crate::source::pgoutput::{
     self, LogicalMessage, OldTuple, PG_EPOCH_OFFSET_US, Relation, ReplicationMessage, fmt_lsn,
 };
-use crate::proto::{self, envelope::Event};
-use crate::publish::{self, PublishError, Publisher};
-use crate::registry::{Registry, RegistryError};
-use crate::tokenize::{MasterKey, TokenStore, VaultRequest};
-use crate::vault::{NoVault, Vault, VaultError};
 
 /// Rows transformed (and their vault misses allocated) together.
 const ROW_BATCH: usize = 1000;
@@ -36,16 +38,18 @@ pub const DDL_PREFIX: &str = "veil_ddl";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(crate::pg::tls::ConnectError),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("source database ({0}): {1}")]
-    Postgres(&'static str, String),
+    #[error("source database ({}): {}", .0.what, .0.message)]
+    Postgres(crate::pg::errors::PgError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Gate(Box<GateError>),
     #[error(transparent)]
-    Publish(#[from] PublishError),
+    Publish(#[from] BrokerError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -134,7 +138,7 @@ pub struct Streamer {
     pub vault: Option<Vault>,
     queue: Vec<QueuedRow>,
     pub registry_dir: std::path::PathBuf,
-    scanner: Arc<crate::scanner::Scanner>,
+    scanner: Arc<crate::deid::scanner::Scanner>,
     /// Scan every n-th published row (0 = off).
     scan_every: u64,
     scan_counter: u64,
@@ -230,8 +234,8 @@ impl Streamer {
                     table: t.clone(),
                     column: c.clone(),
                     rule: match &ce.decision {
-                        crate::registry::Decision::Blocked => "blocked".into(),
-                        crate::registry::Decision::Publish(r) => r.describe(),
+                        crate::deid::registry::Decision::Blocked => "blocked".into(),
+                        crate::deid::registry::Decision::Publish(r) => r.describe(),
                     },
                     profile: ce.profile.name().into(),
                 });
@@ -347,11 +351,11 @@ impl Streamer {
                     continue;
                 }
                 let (class, rule) = match &ce.decision {
-                    crate::registry::Decision::Blocked => ("blocked", String::new()),
-                    crate::registry::Decision::Publish(crate::registry::Rule::Keep) => {
+                    crate::deid::registry::Decision::Blocked => ("blocked", String::new()),
+                    crate::deid::registry::Decision::Publish(crate::deid::registry::Rule::Keep) => {
                         ("safe", "keep".into())
                     }
-                    crate::registry::Decision::Publish(r) => ("sensitive", r.describe()),
+                    crate::deid::registry::Decision::Publish(r) => ("sensitive", r.describe()),
                 };
                 bodies.push(proto::Decision {
                     table: t.clone(),
@@ -849,7 +853,7 @@ impl Streamer {
                 &[&object, &self.publication],
             )
             .await
-            .map_err(|e| StreamError::Postgres("look up DDL target", crate::pgerr::describe(&e)))?
+            .map_err(|e| StreamError::Postgres(crate::pg::errors::PgError::new("look up DDL target", &e)))?
             .map(|r| r.get(0));
         let Some(oid) = oid else { return Ok(()) };
         let info = catalog::describe_table(&self.catalog, oid, None).await?;
@@ -1079,10 +1083,6 @@ fn new_run_id() -> u64 {
     rand::random::<u64>().max(1)
 }
 
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// Runs `veil stream` until `shutdown` turns true or an error stops it.
 pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
     let src = cfg.source()?.clone();
@@ -1091,9 +1091,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     let master = MasterKey::new(cfg.master_key()?);
     let pgcfg = src.dsn.parse()?;
 
-    let catalog_client = crate::tls::connect(&pgcfg)
+    let catalog_client = crate::pg::tls::connect(&pgcfg)
         .await
-        .map_err(|e| StreamError::Postgres("connect", e.to_string()))?;
+        .map_err(StreamError::Connect)?;
     catalog::prepare_session(&catalog_client).await?;
 
     let mut repl = ReplicationConn::connect(&pgcfg).await?;
@@ -1116,7 +1116,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 &[&src.slot],
             )
             .await
-            .map_err(|e| StreamError::Postgres("look up slots", crate::pgerr::describe(&e)))?
+            .map_err(|e| {
+                StreamError::Postgres(crate::pg::errors::PgError::new("look up slots", &e))
+            })?
             .map(|r| r.get(0));
         match busy {
             None => break,
@@ -1127,13 +1129,12 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             }
         }
     }
-    publish::ensure_topic(&kafka, &kafka.topic, false).await?;
+    admin::ensure_topic(&kafka, &kafka.topic, false).await?;
     let (k2, t2) = (kafka.clone(), kafka.topic.clone());
-    let tail = tokio::task::spawn_blocking(move || {
-        publish::read_last(&k2, &t2, Duration::from_millis(700))
-    })
-    .await
-    .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
+    let tail =
+        tokio::task::spawn_blocking(move || admin::read_last(&k2, &t2, Duration::from_millis(700)))
+            .await
+            .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
 
     let vault = match &cfg.vault {
         Some(v) => Some(Vault::connect(v, &master).await?),
@@ -1162,7 +1163,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         registry_dir: cfg.registry.dir.clone(),
         described: HashMap::new(),
         scanner: Arc::new(
-            crate::scanner::Scanner::new(&cfg.scanner.mrn_patterns)
+            crate::deid::scanner::Scanner::new(&cfg.scanner.mrn_patterns)
                 .map_err(|e| ConfigError::Invalid(format!("[scanner] {e}")))?,
         ),
         scan_every: if cfg.scanner.in_flight_sample <= 0.0 {
@@ -1214,7 +1215,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 &[&slot],
             )
             .await
-            .map_err(|e| StreamError::Postgres("look up slot", crate::pgerr::describe(&e)))?;
+            .map_err(|e| {
+                StreamError::Postgres(crate::pg::errors::PgError::new("look up slot", &e))
+            })?;
         let lost = exists
             .as_ref()
             .map(|r| r.get::<_, Option<String>>(0).as_deref() == Some("lost"))
@@ -1251,7 +1254,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 &[&src.slot],
             )
             .await
-            .map_err(|e| StreamError::Postgres("list slots", crate::pgerr::describe(&e)))?
+            .map_err(|e| StreamError::Postgres(crate::pg::errors::PgError::new("list slots", &e)))?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -1271,7 +1274,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 &[&pattern, &src.slot],
             )
             .await
-            .map_err(|e| StreamError::Postgres("drop old slots", crate::pgerr::describe(&e)))?;
+            .map_err(|e| StreamError::Postgres(crate::pg::errors::PgError::new("drop old slots", &e)))?;
         let created = repl
             .simple_query(&format!(
                 "CREATE_REPLICATION_SLOT \"{}\" LOGICAL pgoutput (SNAPSHOT 'export')",
@@ -1293,9 +1296,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             .flatten()
             .ok_or_else(|| StreamError::Protocol("no exported snapshot".into()))?;
         tracing::info!(epoch = st.epoch, slot = %st.slot_name, lsn = %fmt_lsn(consistent), "slot created; snapshot starts");
-        let snap = crate::tls::connect(&pgcfg)
+        let snap = crate::pg::tls::connect(&pgcfg)
             .await
-            .map_err(|e| StreamError::Postgres("connect for snapshot", e.to_string()))?;
+            .map_err(StreamError::Connect)?;
         let mut link = Link {
             repl: None,
             shutdown: &mut shutdown,
@@ -1335,7 +1338,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
          publication_names {})",
         st.slot_name,
         fmt_lsn(start_lsn),
-        quote_literal(&format!("\"{}\"", src.publication))
+        crate::pg::quote::literal(&format!("\"{}\"", src.publication))
     ))
     .await?;
     metrics::gauge!(crate::metrics::EPOCH).set(st.epoch as f64);

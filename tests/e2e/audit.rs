@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::common::*;
-use veil::review::{self, ColumnDecision};
+use veil::review::workflow::{self as review, ColumnDecision};
 
 const ARCHIVE_DB: &str = "veil_audit";
 
@@ -14,9 +14,9 @@ fn with_audit(env: &mut Env, journal: &std::path::Path) {
     env.cfg.audit = Some(veil::config::AuditConfig {
         topic: "veil.test.audit".into(),
         key_file: None,
-        key: Some(veil::config::Secret(veil::demo::random_key_hex())),
+        key: Some(veil::config::Secret(veil::devkit::demo::random_key_hex())),
         sink_key_file: None,
-        sink_key: Some(veil::config::Secret(veil::demo::random_key_hex())),
+        sink_key: Some(veil::config::Secret(veil::devkit::demo::random_key_hex())),
         journal_dir: journal.to_owned(),
         window_secs: 2,
         archive_dsn: Some(veil::config::Dsn(env.prod.dsn(ARCHIVE_DB))),
@@ -30,16 +30,16 @@ async fn audit_trail_is_value_free_verifiable_and_proves_a_day() {
     let journal = tempfile::tempdir().unwrap();
     with_audit(&mut env, journal.path());
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 100, 12).await.unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::devkit::datagen::load(&prod, 100, 12).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
     assert_dev_matches(&env, &["patients"], Duration::from_secs(60)).await;
     let mut c = env.prod_client().await;
-    let mut rng = veil::datagen::Rng::new(3);
+    let mut rng = veil::devkit::datagen::Rng::new(3);
     let mut next = 900_000;
     for _ in 0..60 {
-        veil::datagen::workload_step(&mut c, &mut rng, &mut next)
+        veil::devkit::datagen::workload_step(&mut c, &mut rng, &mut next)
             .await
             .unwrap();
     }
@@ -80,7 +80,7 @@ async fn audit_trail_is_value_free_verifiable_and_proves_a_day() {
         .await
         .unwrap()
         .get(0);
-    let value = veil::vault::reveal_with_config(&env.cfg, "mrn", &token, "INC-2024")
+    let value = veil::review::reveal::reveal_with_config(&env.cfg, "mrn", &token, "INC-2024")
         .await
         .unwrap()
         .unwrap();
@@ -91,7 +91,7 @@ async fn audit_trail_is_value_free_verifiable_and_proves_a_day() {
         use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
         use rdkafka::client::DefaultClientContext;
         let admin: AdminClient<DefaultClientContext> =
-            veil::publish::client_config(env.cfg.kafka().unwrap())
+            veil::kafka::client::client_config(env.cfg.kafka().unwrap())
                 .create()
                 .unwrap();
         let configs = admin

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::common::*;
-use veil::review::{self, ColumnDecision};
+use veil::review::workflow::{self as review, ColumnDecision};
 
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.expect(sql).get(0)
@@ -40,10 +40,10 @@ fn decision(class: &str, rule: Option<&str>, domain: Option<&str>) -> ColumnDeci
 async fn new_column_with_ssns_is_held_until_approved_then_flows_tokenized() {
     let env = Env::start(&[]);
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 50, 3).await.unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::devkit::datagen::load(&prod, 50, 3).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
     assert_dev_matches(&env, &["patients", "observations"], Duration::from_secs(60)).await;
     let dev = env.dev_client().await;
     let obs_before = count(&dev, "SELECT count(*) FROM public.observations").await;
@@ -153,12 +153,12 @@ async fn new_column_with_ssns_is_held_until_approved_then_flows_tokenized() {
 async fn new_table_type_change_unsupported_type_dropped_column_and_restart_while_held() {
     let env = Env::start(&[]);
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 20, 4).await.unwrap();
+    veil::devkit::datagen::load(&prod, 20, 4).await.unwrap();
     prod.batch_execute(EXTRA_SCHEMA).await.unwrap();
     prod.batch_execute("INSERT INTO scratch SELECT g, 'row ' || g FROM generate_series(1, 10) g")
         .await
         .unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
     let cfg = env.cfg.clone();
@@ -312,12 +312,12 @@ async fn new_table_type_change_unsupported_type_dropped_column_and_restart_while
 async fn propose_classifies_every_sensitive_column_and_bootstraps_a_registry() {
     let env = Env::start(&[]);
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 300, 8).await.unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::devkit::datagen::load(&prod, 300, 8).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     // The shipped classification is the truth; the registry the stream uses starts empty.
     let truth_dir = tempfile::tempdir().unwrap();
-    veil::demo::write_registry(truth_dir.path()).unwrap();
-    let truth = veil::registry::Registry::load(truth_dir.path()).unwrap();
+    veil::devkit::demo::write_registry(truth_dir.path()).unwrap();
+    let truth = veil::deid::registry::Registry::load(truth_dir.path()).unwrap();
     for f in std::fs::read_dir(env.registry_dir()).unwrap() {
         std::fs::remove_file(f.unwrap().path()).unwrap();
     }
@@ -328,7 +328,7 @@ async fn propose_classifies_every_sensitive_column_and_bootstraps_a_registry() {
         let t = &truth.table(&p.table).unwrap().columns[&p.column];
         let truly = !matches!(
             t.decision,
-            veil::registry::Decision::Publish(veil::registry::Rule::Keep)
+            veil::deid::registry::Decision::Publish(veil::deid::registry::Rule::Keep)
         );
         let prop = p.proposal.as_ref().unwrap();
         let said = prop.class != "safe";
@@ -344,7 +344,7 @@ async fn propose_classifies_every_sensitive_column_and_bootstraps_a_registry() {
             }
             (false, false) => tn += 1,
         }
-        if let veil::registry::Decision::Publish(r) = &t.decision {
+        if let veil::deid::registry::Decision::Publish(r) = &t.decision {
             let family = r.describe().split('(').next().unwrap_or("").to_owned();
             if prop.rule.as_deref().unwrap_or("keep") == family {
                 same_rule += 1;
@@ -372,7 +372,7 @@ async fn propose_classifies_every_sensitive_column_and_bootstraps_a_registry() {
         .unwrap();
     assert_eq!(accepted, n);
     assert!(review::pending(&env.cfg).await.unwrap().is_empty());
-    let registry = veil::registry::Registry::load(&env.registry_dir()).unwrap();
+    let registry = veil::deid::registry::Registry::load(&env.registry_dir()).unwrap();
     let ssn = &registry.table("public.patients").unwrap().columns["ssn"];
     assert_eq!(ssn.reviewer.as_deref(), Some("bootstrap (kim)"));
     assert!(
@@ -384,7 +384,7 @@ async fn propose_classifies_every_sensitive_column_and_bootstraps_a_registry() {
         ssn.reason
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
     assert_dev_matches(
         &env,
         &[
@@ -433,9 +433,9 @@ async fn scanner_hit_in_a_safe_column_holds_and_reclassification_clears_dev() {
         "table = \"public.contacts\"\n[columns]\nid = { type = \"integer\", class = \"safe\" }\nlabel = { type = \"text\", class = \"safe\", reason = \"a desk label\" }\n",
     )
     .unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
     assert_dev_matches(&env, &["contacts"], Duration::from_secs(60)).await;
 
     prod.batch_execute(
@@ -525,12 +525,12 @@ async fn http(
 async fn review_api_needs_the_token_and_writes_decisions() {
     let mut env = Env::start(&[]);
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 30, 2).await.unwrap();
+    veil::devkit::datagen::load(&prod, 30, 2).await.unwrap();
     prod.batch_execute("ALTER TABLE patients ADD COLUMN notes3 text; UPDATE patients SET notes3 = email WHERE id < 5;")
         .await
         .unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
-    let port = veil::testkit::free_port();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let port = veil::devkit::testkit::free_port();
     let addr = format!("127.0.0.1:{port}");
     let token = "review-token-0123456789";
     env.cfg.api = Some(veil::config::ApiConfig {
@@ -540,7 +540,7 @@ async fn review_api_needs_the_token_and_writes_decisions() {
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let cfg = env.cfg.clone();
-    let server = tokio::spawn(async move { veil::api::serve(&cfg, stop_rx).await });
+    let server = tokio::spawn(async move { veil::review::api::serve(&cfg, stop_rx).await });
     let ok = wait_for(Duration::from_secs(10), || async {
         tokio::net::TcpStream::connect(&addr).await.is_ok()
     })
@@ -591,7 +591,7 @@ async fn review_api_needs_the_token_and_writes_decisions() {
     assert_eq!(status, 200, "{body}");
     let (_, body) = http(&addr, "GET", "/v1/pending", Some(token), None).await;
     assert!(body["pending"].as_array().unwrap().is_empty());
-    let registry = veil::registry::Registry::load(&env.registry_dir()).unwrap();
+    let registry = veil::deid::registry::Registry::load(&env.registry_dir()).unwrap();
     assert_eq!(
         registry.table("public.patients").unwrap().columns["notes3"]
             .reviewer

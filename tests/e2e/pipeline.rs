@@ -34,7 +34,7 @@ INSERT INTO type_zoo VALUES
 async fn snapshot_then_live_changes_match_expected_copy() {
     let env = Env::start(&[("logical_decoding_work_mem", "64kB")]);
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 300, 11).await.unwrap();
+    veil::devkit::datagen::load(&prod, 300, 11).await.unwrap();
     prod.batch_execute(EXTRA_SCHEMA).await.unwrap();
     prod.batch_execute(ZOO_ROWS).await.unwrap();
     prod.batch_execute(
@@ -44,7 +44,7 @@ async fn snapshot_then_live_changes_match_expected_copy() {
     )
     .await
     .unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let cfg = env.cfg.clone();
@@ -62,10 +62,10 @@ async fn snapshot_then_live_changes_match_expected_copy() {
 
     // Live changes of every kind.
     let mut c = env.prod_client().await;
-    let mut rng = veil::datagen::Rng::new(5);
+    let mut rng = veil::devkit::datagen::Rng::new(5);
     let mut next = 500_000;
     for _ in 0..300 {
-        veil::datagen::workload_step(&mut c, &mut rng, &mut next)
+        veil::devkit::datagen::workload_step(&mut c, &mut rng, &mut next)
             .await
             .unwrap();
     }
@@ -168,10 +168,10 @@ async fn large_transaction_spilled_to_disk_arrives_whole() {
         s.spool_memory_bytes = 64 * 1024;
     }
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 20, 3).await.unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::devkit::datagen::load(&prod, 20, 3).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
     assert_dev_matches(&env, &["observations"], Duration::from_secs(60)).await;
     prod.batch_execute(
         "INSERT INTO observations (encounter_id, code, value, unit, observed_at)
@@ -192,11 +192,11 @@ async fn aborted_processes_during_a_large_transaction_recover() {
         s.spool_memory_bytes = 64 * 1024;
     }
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 20, 3).await.unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::devkit::datagen::load(&prod, 20, 3).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     let start = |env: &Env| {
         let (tx, rx) = watch::channel(false);
-        let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, rx);
+        let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, rx);
         (tx, stream, sink)
     };
     let (_tx, stream, sink) = start(&env);

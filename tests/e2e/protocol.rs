@@ -4,12 +4,12 @@
 //! subtransaction, TRUNCATE, logical messages and unchanged TOAST values).
 
 use std::time::Duration;
-use veil::pgoutput::{self, LogicalMessage, ReplicationMessage, TupleValue};
+use veil::devkit::testkit::{Auth, ClusterOptions, PgCluster};
 use veil::source::conn::ReplicationConn;
-use veil::testkit::{Auth, ClusterOptions, PgCluster};
+use veil::source::pgoutput::{self, LogicalMessage, ReplicationMessage, TupleValue};
 
 async fn identify(cluster: &PgCluster) -> Vec<Option<String>> {
-    let cfg = veil::tls::parse_dsn(&cluster.dsn("postgres")).unwrap();
+    let cfg = veil::pg::tls::parse_dsn(&cluster.dsn("postgres")).unwrap();
     let mut conn = ReplicationConn::connect(&cfg)
         .await
         .expect("replication connect");
@@ -33,8 +33,8 @@ async fn auth_methods_trust_md5_scram() {
         if auth != Auth::Trust {
             let dsn = c
                 .dsn("postgres")
-                .replace(veil::testkit::TEST_PASSWORD, "wrong");
-            let cfg = veil::tls::parse_dsn(&dsn).unwrap();
+                .replace(veil::devkit::testkit::TEST_PASSWORD, "wrong");
+            let cfg = veil::pg::tls::parse_dsn(&dsn).unwrap();
             let err = ReplicationConn::connect(&cfg)
                 .await
                 .err()
@@ -104,7 +104,7 @@ async fn tls_sslmodes_on_replication_and_normal_connections() {
         format!(
             "host={host} port={} user=veil password={} dbname=postgres sslmode={mode} sslrootcert={}",
             c.port,
-            veil::testkit::TEST_PASSWORD,
+            veil::devkit::testkit::TEST_PASSWORD,
             root.display()
         )
     };
@@ -114,14 +114,14 @@ async fn tls_sslmodes_on_replication_and_normal_connections() {
         ("127.0.0.1", "verify-ca"),
         ("127.0.0.1", "require"),
     ] {
-        let t = veil::tls::parse_dsn(&dsn(host, mode, &ca)).unwrap();
+        let t = veil::pg::tls::parse_dsn(&dsn(host, mode, &ca)).unwrap();
         let mut r = ReplicationConn::connect(&t)
             .await
             .unwrap_or_else(|e| panic!("{host} {mode}: {e}"));
         let rows = r.simple_query("IDENTIFY_SYSTEM").await.unwrap();
         assert_eq!(rows[0][3].as_deref(), Some("postgres"));
         r.terminate().await;
-        let client = veil::tls::connect(&t)
+        let client = veil::pg::tls::connect(&t)
             .await
             .unwrap_or_else(|e| panic!("{host} {mode}: {e}"));
         let ssl: bool = client
@@ -135,23 +135,23 @@ async fn tls_sslmodes_on_replication_and_normal_connections() {
         assert!(ssl, "{host} {mode}");
     }
     // verify-full checks the host name: the certificate names localhost only.
-    let t = veil::tls::parse_dsn(&dsn("127.0.0.1", "verify-full", &ca)).unwrap();
+    let t = veil::pg::tls::parse_dsn(&dsn("127.0.0.1", "verify-full", &ca)).unwrap();
     let e = ReplicationConn::connect(&t)
         .await
         .err()
         .expect("name mismatch must fail")
         .to_string();
     assert!(e.contains("TLS"), "{e}");
-    assert!(veil::tls::connect(&t).await.is_err());
+    assert!(veil::pg::tls::connect(&t).await.is_err());
     // A certificate from another CA is refused.
     let other = PgCluster::start_with(ClusterOptions {
         tls: true,
         ..Default::default()
     })
     .unwrap();
-    let t = veil::tls::parse_dsn(&dsn("localhost", "verify-full", &other.ca_cert())).unwrap();
+    let t = veil::pg::tls::parse_dsn(&dsn("localhost", "verify-full", &other.ca_cert())).unwrap();
     assert!(ReplicationConn::connect(&t).await.is_err());
-    assert!(veil::tls::connect(&t).await.is_err());
+    assert!(veil::pg::tls::connect(&t).await.is_err());
 }
 
 #[tokio::test]
@@ -166,7 +166,7 @@ async fn decoder_reads_real_pgoutput_v2() {
         "CREATE TABLE t (id int PRIMARY KEY, name text, big text); CREATE PUBLICATION p FOR ALL TABLES;",
     )
     .unwrap();
-    let cfg = veil::tls::parse_dsn(&c.dsn("postgres")).unwrap();
+    let cfg = veil::pg::tls::parse_dsn(&c.dsn("postgres")).unwrap();
     let mut conn = ReplicationConn::connect(&cfg).await.unwrap();
     let slot = conn
         .simple_query("CREATE_REPLICATION_SLOT s LOGICAL pgoutput (SNAPSHOT 'nothing')")

@@ -52,8 +52,8 @@ impl Drop for Proc {
 async fn sigkill_stream_and_sink_loses_and_doubles_nothing() {
     let env = Env::start(&[("logical_decoding_work_mem", "64kB")]);
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 4000, 17).await.unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::devkit::datagen::load(&prod, 4000, 17).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = if std::env::var_os("VEIL_KEEP_TEST_DIR").is_some() {
         let p = tmp.keep();
@@ -78,11 +78,11 @@ async fn sigkill_stream_and_sink_loses_and_doubles_nothing() {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let workload = tokio::spawn(async move {
         let mut c = connect(&dsn).await;
-        let mut rng = veil::datagen::Rng::new(23);
+        let mut rng = veil::devkit::datagen::Rng::new(23);
         let mut next = 900_000;
         let mut n = 0;
         while !*rx.borrow() {
-            veil::datagen::workload_step(&mut c, &mut rng, &mut next)
+            veil::devkit::datagen::workload_step(&mut c, &mut rng, &mut next)
                 .await
                 .unwrap();
             n += 1;

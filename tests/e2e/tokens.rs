@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::common::*;
-use veil::registry::SurrogateKind;
-use veil::tokenize::{MasterKey, TokenKind, TokenStore, VaultRequest, VaultRule};
+use veil::deid::registry::SurrogateKind;
+use veil::deid::tokenize::{MasterKey, TokenKind, TokenStore, VaultRequest, VaultRule};
 
 const TABLES: &[&str] = &[
     "providers",
@@ -29,17 +29,17 @@ async fn one_i64(c: &tokio_postgres::Client, sql: &str) -> i64 {
 async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
     let env = Env::start(&[]);
     let prod = env.prod_client().await;
-    veil::datagen::load(&prod, 600, 21).await.unwrap();
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::devkit::datagen::load(&prod, 600, 21).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
     assert_dev_matches(&env, TABLES, Duration::from_secs(120)).await;
     // Live changes too (new patients, updated phones and streets).
     let mut c = env.prod_client().await;
-    let mut rng = veil::datagen::Rng::new(9);
+    let mut rng = veil::devkit::datagen::Rng::new(9);
     let mut next = 700_000;
     for _ in 0..150 {
-        veil::datagen::workload_step(&mut c, &mut rng, &mut next)
+        veil::devkit::datagen::workload_step(&mut c, &mut rng, &mut next)
             .await
             .unwrap();
     }
@@ -145,7 +145,7 @@ async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
             .collect();
     let script = |s: &str| {
         s.chars()
-            .find_map(veil::surrogate::char_script)
+            .find_map(veil::deid::surrogate::char_script)
             .map(|x| format!("{x:?}"))
     };
     let mut han_rows = 0;
@@ -385,7 +385,7 @@ async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn vault_allocation_is_unique_under_concurrent_first_sightings() {
     let env = Env::start(&[]);
-    veil::setup::run(&env.cfg).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
     let master = MasterKey::new([5; 32]);
     // A narrow layout (4 digits: 10,000 tokens) and 3,000 values, so candidates clash often.
     let rule = Arc::new(VaultRule {
@@ -402,12 +402,14 @@ async fn vault_allocation_is_unique_under_concurrent_first_sightings() {
         let rule = rule.clone();
         let mut mine = values.clone();
         // Each writer sees the values in its own order.
-        let mut rng = veil::datagen::Rng::new(w);
+        let mut rng = veil::devkit::datagen::Rng::new(w);
         for i in (1..mine.len()).rev() {
             mine.swap(i, rng.range(0, i as u64 + 1) as usize);
         }
         tasks.push(tokio::spawn(async move {
-            let vault = veil::vault::Vault::connect(&cfg, &master).await.unwrap();
+            let vault = veil::deid::vault::Vault::connect(&cfg, &master)
+                .await
+                .unwrap();
             for chunk in mine.chunks(250) {
                 let reqs: Vec<VaultRequest> = chunk
                     .iter()
@@ -451,7 +453,7 @@ async fn vault_allocation_is_unique_under_concurrent_first_sightings() {
         key: master.domain_key("names"),
         random: true,
     });
-    let v = veil::vault::Vault::connect(env.cfg.vault().unwrap(), &master)
+    let v = veil::deid::vault::Vault::connect(env.cfg.vault().unwrap(), &master)
         .await
         .unwrap();
     let many: Vec<String> = (0..500).map(|i| format!("Name{i}")).collect();
@@ -469,7 +471,7 @@ async fn vault_allocation_is_unique_under_concurrent_first_sightings() {
 }
 
 fn values_tokens(
-    vault: &veil::vault::Vault,
+    vault: &veil::deid::vault::Vault,
     rule: &VaultRule,
     values: &[String],
 ) -> HashMap<String, String> {
@@ -489,6 +491,9 @@ async fn setup_refuses_a_vault_inside_the_source_database() {
     let env = Env::start(&[]);
     let mut cfg = env.cfg.clone();
     cfg.vault.as_mut().unwrap().dsn = veil::config::Dsn(env.prod.dsn(PROD_DB));
-    let e = veil::setup::run(&cfg).await.unwrap_err().to_string();
+    let e = veil::source::setup::run(&cfg)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("separate"), "{e}");
 }

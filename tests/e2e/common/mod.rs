@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, SimpleQueryMessage};
 use veil::config::Config;
-use veil::testkit::{Broker, ClusterOptions, PgCluster};
+use veil::devkit::testkit::{Broker, ClusterOptions, PgCluster};
 
 pub struct Env {
     pub broker: Broker,
@@ -95,7 +95,7 @@ CREATE TABLE blocked_audit (id int PRIMARY KEY, secret text);
 ";
 
 pub async fn connect(dsn: &str) -> Client {
-    veil::demo::connect(dsn).await.expect("connect")
+    veil::devkit::demo::connect(dsn).await.expect("connect")
 }
 
 impl Env {
@@ -115,12 +115,12 @@ impl Env {
         dev.create_db(DEV_DB).unwrap();
         prod.create_db(VAULT_DB).unwrap();
         let registry = tempfile::tempdir().unwrap();
-        veil::demo::write_registry(registry.path()).unwrap();
+        veil::devkit::demo::write_registry(registry.path()).unwrap();
         for (name, text) in EXTRA_REGISTRY {
             std::fs::write(registry.path().join(name), text).unwrap();
         }
-        let key_hex = veil::demo::random_key_hex();
-        let cfg = veil::demo::config_for(
+        let key_hex = veil::devkit::demo::random_key_hex();
+        let cfg = veil::devkit::demo::config_for(
             prod.dsn(PROD_DB),
             dev.dsn(DEV_DB),
             broker.bootstrap(),
@@ -170,8 +170,12 @@ impl Env {
             self.prod.dsn(AUDIT_DB),
         );
         std::fs::write(dir.join("master.key"), &self.key_hex).unwrap();
-        std::fs::write(dir.join("audit.key"), veil::demo::random_key_hex()).unwrap();
-        std::fs::write(dir.join("audit-sink.key"), veil::demo::random_key_hex()).unwrap();
+        std::fs::write(dir.join("audit.key"), veil::devkit::demo::random_key_hex()).unwrap();
+        std::fs::write(
+            dir.join("audit-sink.key"),
+            veil::devkit::demo::random_key_hex(),
+        )
+        .unwrap();
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -195,10 +199,11 @@ pub async fn expected_copy(
     prod: &Client,
     table: &str,
 ) -> (Vec<String>, Vec<Vec<Option<String>>>) {
-    let registry = veil::registry::Registry::load(env.registry.path()).unwrap();
-    let master =
-        veil::tokenize::MasterKey::new(hex::decode(&env.key_hex).unwrap().try_into().unwrap());
-    veil::catalog::prepare_session(prod).await.unwrap();
+    let registry = veil::deid::registry::Registry::load(env.registry.path()).unwrap();
+    let master = veil::deid::tokenize::MasterKey::new(
+        hex::decode(&env.key_hex).unwrap().try_into().unwrap(),
+    );
+    veil::pg::catalog::prepare_session(prod).await.unwrap();
     let oid: u32 = prod
         .query_one(
             "SELECT $1::text::regclass::oid",
@@ -207,19 +212,19 @@ pub async fn expected_copy(
         .await
         .unwrap()
         .get(0);
-    let info = veil::catalog::describe_table(prod, oid, None)
+    let info = veil::pg::catalog::describe_table(prod, oid, None)
         .await
         .unwrap();
-    let plan = veil::gate::plan_table(
+    let plan = veil::deid::gate::plan_table(
         PROD_DB,
         &info,
         &info.primary_key,
         &registry,
         &master,
-        &std::sync::Arc::new(veil::scanner::Scanner::standard()),
+        &std::sync::Arc::new(veil::deid::scanner::Scanner::standard()),
     )
     .unwrap();
-    let vault = veil::vault::Vault::connect(env.cfg.vault().unwrap(), &master)
+    let vault = veil::deid::vault::Vault::connect(env.cfg.vault().unwrap(), &master)
         .await
         .unwrap();
     prod.batch_execute("SET search_path = public")
@@ -238,7 +243,7 @@ pub async fn expected_copy(
         let mut misses = Vec::new();
         let mut vals = plan
             .transform(
-                bytes.iter().map(veil::gate::RowValue::from),
+                bytes.iter().map(veil::deid::gate::RowValue::from),
                 0,
                 &vault,
                 &mut misses,
@@ -250,7 +255,7 @@ pub async fn expected_copy(
             vault.allocate(std::mem::take(&mut misses)).await.unwrap();
             vals = plan
                 .transform(
-                    bytes.iter().map(veil::gate::RowValue::from),
+                    bytes.iter().map(veil::deid::gate::RowValue::from),
                     0,
                     &vault,
                     &mut misses,
@@ -415,7 +420,7 @@ pub fn topic_payloads(env: &Env) -> Vec<Vec<u8>> {
 pub fn read_topic(kafka: &veil::config::KafkaConfig, topic: &str) -> Vec<(i64, Vec<u8>)> {
     use rdkafka::Message as _;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = veil::publish::client_config(kafka)
+    let consumer: BaseConsumer = veil::kafka::client::client_config(kafka)
         .set("group.id", "veil-test-read")
         .set("enable.auto.commit", "false")
         .create()

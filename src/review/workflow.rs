@@ -10,19 +10,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{self, TableInfo, TypeClass};
 use crate::config::{Config, ConfigError};
-use crate::registry::{Registry, RegistryError};
-use crate::scanner::{Detector, Scanner};
+use crate::deid::registry::{Registry, RegistryError};
+use crate::deid::scanner::{Detector, Scanner};
+use crate::pg::catalog::{self, TableInfo, TypeClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(crate::pg::tls::ConnectError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("source database ({0}): {1}")]
-    Postgres(&'static str, String),
+    #[error("source database ({}): {}", .0.what, .0.message)]
+    Postgres(crate::pg::errors::PgError),
     #[error(transparent)]
     Catalog(#[from] catalog::CatalogError),
     #[error("{0}")]
@@ -94,9 +96,9 @@ pub struct Pending {
 
 async fn connect_source(cfg: &Config) -> Result<tokio_postgres::Client, ReviewError> {
     let target = cfg.source()?.dsn.parse()?;
-    let client = crate::tls::connect(&target)
+    let client = crate::pg::tls::connect(&target)
         .await
-        .map_err(|e| ReviewError::Postgres("connect", e.to_string()))?;
+        .map_err(ReviewError::Connect)?;
     catalog::prepare_session(&client).await?;
     Ok(client)
 }
@@ -113,7 +115,9 @@ async fn published_tables(
             &[&publication],
         )
         .await
-        .map_err(|e| ReviewError::Postgres("list published tables", crate::pgerr::describe(&e)))?
+        .map_err(|e| {
+            ReviewError::Postgres(crate::pg::errors::PgError::new("list published tables", &e))
+        })?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -124,10 +128,6 @@ async fn published_tables(
     Ok(out)
 }
 
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 /// Samples a column and proposes a class and a rule.
 async fn propose_column(
     client: &tokio_postgres::Client,
@@ -136,17 +136,17 @@ async fn propose_column(
     column: &str,
     class: Option<&TypeClass>,
 ) -> Result<Proposal, ReviewError> {
-    let hint = crate::scanner::column_name_hint(column);
+    let hint = crate::deid::scanner::column_name_hint(column);
     let sql = format!(
         "SELECT {c}::text FROM {s}.{t} WHERE {c} IS NOT NULL LIMIT {SAMPLE_ROWS}",
-        c = quote_ident(column),
-        s = quote_ident(&info.schema),
-        t = quote_ident(&info.name)
+        c = crate::pg::quote::ident(column),
+        s = crate::pg::quote::ident(&info.schema),
+        t = crate::pg::quote::ident(&info.name)
     );
     let rows = client
         .query(&sql, &[])
         .await
-        .map_err(|e| ReviewError::Postgres("sample column", crate::pgerr::describe(&e)))?;
+        .map_err(|e| ReviewError::Postgres(crate::pg::errors::PgError::new("sample column", &e)))?;
     let mut whole: BTreeMap<Detector, usize> = BTreeMap::new();
     let mut partial: BTreeMap<Detector, usize> = BTreeMap::new();
     for r in &rows {
@@ -361,7 +361,7 @@ fn now_rfc3339() -> String {
         .unwrap_or(0);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::tokenize::civil_from_days(days);
+    let (y, m, d) = crate::civil::civil_from_days(days);
     let date = format!("{y:04}-{m:02}-{d:02}");
     format!(
         "{date}T{:02}:{:02}:{:02}Z",
@@ -394,12 +394,12 @@ pub fn write_decision(
     let table_profile = registry
         .table(table)
         .map(|t| t.profile)
-        .unwrap_or(crate::registry::Profile::SafeHarbor);
+        .unwrap_or(crate::deid::registry::Profile::SafeHarbor);
     // A column joining an existing domain takes that domain's profile, so the tokens agree.
     let domain_profile = d.domain.as_ref().and_then(|dom| {
         registry.tables.values().find_map(|t| {
             t.columns.values().find_map(|c| match &c.decision {
-                crate::registry::Decision::Publish(r) if r.domain() == Some(dom.as_str()) => {
+                crate::deid::registry::Decision::Publish(r) if r.domain() == Some(dom.as_str()) => {
                     Some(c.profile)
                 }
                 _ => None,
@@ -538,7 +538,7 @@ async fn current_type(cfg: &Config, table: &str, column: &str) -> Result<String,
     let oid: u32 = client
         .query_opt("SELECT to_regclass($1)::oid", &[&table])
         .await
-        .map_err(|e| ReviewError::Postgres("look up table", crate::pgerr::describe(&e)))?
+        .map_err(|e| ReviewError::Postgres(crate::pg::errors::PgError::new("look up table", &e)))?
         .and_then(|r| r.get::<_, Option<u32>>(0))
         .ok_or_else(|| {
             ReviewError::Invalid(format!("table {table} does not exist in production"))

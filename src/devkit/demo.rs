@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use crate::config::{Config, Dsn, KafkaConfig, Secret, SinkConfig, SourceConfig};
-use crate::datagen;
-use crate::testkit::{Broker, PgCluster};
+use crate::devkit::datagen;
+use crate::devkit::testkit::{Broker, PgCluster};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -40,23 +40,23 @@ pub struct DemoOptions {
 pub const DEMO_REGISTRY: &[(&str, &str)] = &[
     (
         "public.providers.toml",
-        include_str!("../schema-registry/public.providers.toml"),
+        include_str!("../../schema-registry/public.providers.toml"),
     ),
     (
         "public.patients.toml",
-        include_str!("../schema-registry/public.patients.toml"),
+        include_str!("../../schema-registry/public.patients.toml"),
     ),
     (
         "public.encounters.toml",
-        include_str!("../schema-registry/public.encounters.toml"),
+        include_str!("../../schema-registry/public.encounters.toml"),
     ),
     (
         "public.observations.toml",
-        include_str!("../schema-registry/public.observations.toml"),
+        include_str!("../../schema-registry/public.observations.toml"),
     ),
     (
         "public.medications.toml",
-        include_str!("../schema-registry/public.medications.toml"),
+        include_str!("../../schema-registry/public.medications.toml"),
     ),
 ];
 
@@ -67,7 +67,7 @@ pub fn write_registry(dir: &Path) -> std::io::Result<()> {
     }
     std::fs::write(
         dir.join("restricted_zip3.txt"),
-        include_str!("../schema-registry/restricted_zip3.txt"),
+        include_str!("../../schema-registry/restricted_zip3.txt"),
     )
 }
 
@@ -332,7 +332,7 @@ pub async fn wait_caught_up(
 
 pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Result<(), DemoError> {
     let start = |what: &'static str| {
-        move |e: crate::testkit::TestkitError| DemoError::Start {
+        move |e: crate::devkit::testkit::TestkitError| DemoError::Start {
             what,
             message: e.to_string(),
         }
@@ -403,7 +403,7 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         archive_dsn: Some(Dsn(prod.dsn("veil_audit"))),
         retention_days: 2192,
     });
-    let report = crate::setup::run(&cfg)
+    let report = crate::source::setup::run(&cfg)
         .await
         .map_err(|e| DemoError::Start {
             what: "setup",
@@ -413,7 +413,7 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         "  veil setup: {} tables published, DDL trigger installed, vault schema installed in a separate database",
         report.tables
     );
-    let metrics_port = crate::testkit::free_port();
+    let metrics_port = crate::devkit::testkit::free_port();
     if crate::metrics::install(&format!("127.0.0.1:{metrics_port}")).is_ok() {
         println!("  metrics: http://127.0.0.1:{metrics_port}/metrics");
     }
@@ -541,7 +541,7 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
     let archived = crate::audit::archive(&cfg, None)
         .await
         .map_err(|e| DemoError::Verify(e.to_string()))?;
-    let today = crate::review::today_utc();
+    let today = crate::review::workflow::today_utc();
     let proof = crate::audit::prove(&cfg, &today)
         .await
         .map_err(|e| DemoError::Verify(e.to_string()))?;

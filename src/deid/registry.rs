@@ -422,7 +422,7 @@ fn parse_rule(f: &RuleFields, profile: Profile, nested: bool) -> Result<Rule, St
         "json" => {
             let mut paths = Vec::new();
             for p in &f.paths {
-                crate::tokenize::parse_path(&p.path)?;
+                parse_path(&p.path)?;
                 let fields = RuleFields {
                     rule: p.rule.clone(),
                     domain: p.domain.clone(),
@@ -520,10 +520,9 @@ impl Registry {
                 }
                 out
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::tokenize::RESTRICTED_ZIP3
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                RESTRICTED_ZIP3.iter().map(|s| s.to_string()).collect()
+            }
             Err(source) => {
                 return Err(RegistryError::Io {
                     path: zip_path,
@@ -685,6 +684,55 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
     ))
 }
 
+// ---- The rule language's data: restricted ZIP3 prefixes and JSON paths ----
+
+/// Three-digit ZIP prefixes whose area has 20,000 people or fewer (HHS Safe Harbor guidance,
+/// 2000 census), generalized to `000`.
+pub const RESTRICTED_ZIP3: [&str; 17] = [
+    "036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830", "831", "878",
+    "879", "884", "890", "893",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSeg {
+    Key(String),
+    AnyKey,
+    AnyIndex,
+}
+
+/// Parses `$.a.b[*].c` / `$.*` into segments.
+pub fn parse_path(p: &str) -> Result<Vec<PathSeg>, String> {
+    let rest = p
+        .strip_prefix('$')
+        .ok_or_else(|| format!("JSON path {p:?} must start with $"))?;
+    let mut segs = Vec::new();
+    let mut s = rest;
+    while !s.is_empty() {
+        if let Some(r) = s.strip_prefix("[*]") {
+            segs.push(PathSeg::AnyIndex);
+            s = r;
+        } else if let Some(r) = s.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let key = &r[..end];
+            if key.is_empty() {
+                return Err(format!("JSON path {p:?} has an empty key"));
+            }
+            segs.push(if key == "*" {
+                PathSeg::AnyKey
+            } else {
+                PathSeg::Key(key.to_owned())
+            });
+            s = &r[end..];
+        } else {
+            return Err(format!(
+                "JSON path {p:?}: expected .key or [*] at {:?}",
+                s.chars().take(10).collect::<String>()
+            ));
+        }
+    }
+    Ok(segs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,11 +780,11 @@ y = { type = "text", class = "blocked" }
         assert_eq!(r.restricted_zip3.as_slice(), ["021".to_string()]);
         assert_ne!(r.version, v1);
         assert_eq!(
-            crate::tokenize::zip3_with("02139", &r.restricted_zip3),
+            crate::deid::tokenize::zip3_with("02139", &r.restricted_zip3),
             "000"
         );
         assert_eq!(
-            crate::tokenize::zip3_with("03601", &r.restricted_zip3),
+            crate::deid::tokenize::zip3_with("03601", &r.restricted_zip3),
             "036"
         );
         std::fs::write(d.path().join("restricted_zip3.txt"), "021\n12\n").unwrap();

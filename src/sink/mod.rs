@@ -28,18 +28,20 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, ConfigError};
-use crate::pgoutput::fmt_lsn;
+use crate::kafka::{admin, client};
 use crate::proto::{self, envelope::Event, value::Kind};
-use crate::publish;
+use crate::source::pgoutput::fmt_lsn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    #[error("connecting to the dev database: {0}")]
+    Connect(crate::pg::tls::ConnectError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("kafka: {0}")]
     Kafka(String),
-    #[error("dev database ({what}): {message}")]
-    Postgres { what: String, message: String },
+    #[error("dev database ({}): {}", .0.what, .0.message)]
+    Postgres(crate::pg::errors::PgError),
     #[error("malformed event at offset {offset}: {message}")]
     Decode { offset: i64, message: String },
     #[error(
@@ -78,26 +80,7 @@ impl SinkError {
 
 fn pg(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
     let what = what.into();
-    move |e| SinkError::Postgres {
-        what,
-        message: crate::pgerr::describe(&e),
-    }
-}
-
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// `schema.table` → `"schema"."table"`.
-pub fn quote_qualified(q: &str) -> String {
-    match q.split_once('.') {
-        Some((s, t)) => format!("{}.{}", quote_ident(s), quote_ident(t)),
-        None => quote_ident(q),
-    }
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    move |e| SinkError::Postgres(crate::pg::errors::PgError::new(what, &e))
 }
 
 /// The table schemas recorded in `veil_sink.tables` (inside the current dev transaction).
@@ -219,12 +202,9 @@ pub struct Applier {
 impl Applier {
     /// Connects, prepares the bookkeeping schema and loads the checkpoint.
     pub async fn connect(dsn: &crate::config::Dsn, topic: &str) -> Result<Self, SinkError> {
-        let client = crate::tls::connect(&dsn.parse()?)
+        let client = crate::pg::tls::connect(&dsn.parse()?)
             .await
-            .map_err(|e| SinkError::Postgres {
-                what: "connect".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(SinkError::Connect)?;
         client
             .batch_execute(
                 "SET session_replication_role = replica; SET synchronous_commit = on; \
@@ -575,7 +555,11 @@ impl Applier {
                     return Ok(());
                 }
                 self.ensure_txn().await?;
-                let names: Vec<String> = t.tables.iter().map(|n| quote_qualified(n)).collect();
+                let names: Vec<String> = t
+                    .tables
+                    .iter()
+                    .map(|n| crate::pg::quote::qualified(n))
+                    .collect();
                 let sql = format!(
                     "TRUNCATE {}{}{}",
                     names.join(", "),
@@ -619,7 +603,7 @@ impl Applier {
             self.client
                 .batch_execute(&format!(
                     "DROP TABLE IF EXISTS {} CASCADE",
-                    quote_qualified(&t)
+                    crate::pg::quote::qualified(&t)
                 ))
                 .await
                 .map_err(pg("drop table of old epoch"))?;
@@ -639,21 +623,25 @@ impl Applier {
     async fn apply_schema(&mut self, s: proto::TableSchema) -> Result<(), SinkError> {
         self.drain().await?;
         let q = format!("{}.{}", s.schema, s.name);
-        let table = quote_qualified(&q);
+        let table = crate::pg::quote::qualified(&q);
         let serr = |message: String| SinkError::Schema {
             table: q.clone(),
             message,
         };
         let mut sql = String::new();
         for e in &s.enums {
-            let labels: Vec<String> = e.labels.iter().map(|l| quote_literal(l)).collect();
+            let labels: Vec<String> = e
+                .labels
+                .iter()
+                .map(|l| crate::pg::quote::literal(l))
+                .collect();
             let (es, en) = e.name.split_once('.').unwrap_or(("public", &e.name));
             sql.push_str(&format!(
                 "DO $veil$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
                  WHERE n.nspname = {} AND t.typname = {}) THEN CREATE SCHEMA IF NOT EXISTS {}; CREATE TYPE {} AS ENUM ({}); END IF; END $veil$;\n",
-                quote_literal(es.trim_matches('"')),
-                quote_literal(en.trim_matches('"')),
-                quote_ident(es.trim_matches('"')),
+                crate::pg::quote::literal(es.trim_matches('"')),
+                crate::pg::quote::literal(en.trim_matches('"')),
+                crate::pg::quote::ident(es.trim_matches('"')),
                 e.name,
                 labels.join(", ")
             ));
@@ -661,7 +649,7 @@ impl Applier {
                 sql.push_str(&format!(
                     "ALTER TYPE {} ADD VALUE IF NOT EXISTS {};\n",
                     e.name,
-                    quote_literal(l)
+                    crate::pg::quote::literal(l)
                 ));
             }
         }
@@ -673,27 +661,35 @@ impl Applier {
                     .map(|c| {
                         format!(
                             "{} {}{}",
-                            quote_ident(&c.name),
+                            crate::pg::quote::ident(&c.name),
                             c.type_name,
                             if c.not_null { " NOT NULL" } else { "" }
                         )
                     })
                     .collect();
                 if !s.primary_key.is_empty() {
-                    let pk: Vec<String> = s.primary_key.iter().map(|c| quote_ident(c)).collect();
+                    let pk: Vec<String> = s
+                        .primary_key
+                        .iter()
+                        .map(|c| crate::pg::quote::ident(c))
+                        .collect();
                     cols.push(format!("PRIMARY KEY ({})", pk.join(", ")));
                 }
                 for u in &s.unique_keys {
-                    let uc: Vec<String> = u.columns.iter().map(|c| quote_ident(c)).collect();
+                    let uc: Vec<String> = u
+                        .columns
+                        .iter()
+                        .map(|c| crate::pg::quote::ident(c))
+                        .collect();
                     cols.push(format!(
                         "CONSTRAINT {} UNIQUE ({})",
-                        quote_ident(&u.name),
+                        crate::pg::quote::ident(&u.name),
                         uc.join(", ")
                     ));
                 }
                 sql.push_str(&format!(
                     "CREATE SCHEMA IF NOT EXISTS {};\nCREATE TABLE {} ({});\n",
-                    quote_ident(&s.schema),
+                    crate::pg::quote::ident(&s.schema),
                     table,
                     cols.join(", ")
                 ));
@@ -706,13 +702,13 @@ impl Applier {
                         None => sql.push_str(&format!(
                             "ALTER TABLE {} ADD COLUMN {} {};\n",
                             table,
-                            quote_ident(&c.name),
+                            crate::pg::quote::ident(&c.name),
                             c.type_name
                         )),
                         Some(o) if o.type_name != c.type_name => sql.push_str(&format!(
                             "ALTER TABLE {t} ALTER COLUMN {c} TYPE {ty} USING {c}::text::{ty};\n",
                             t = table,
-                            c = quote_ident(&c.name),
+                            c = crate::pg::quote::ident(&c.name),
                             ty = c.type_name
                         )),
                         Some(o) if o.rule != c.rule || o.profile != c.profile => {
@@ -738,7 +734,7 @@ impl Applier {
                             sql.push_str(&format!(
                                 "ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL;\nUPDATE {t} SET {c} = NULL;\n",
                                 t = table,
-                                c = quote_ident(&c.name)
+                                c = crate::pg::quote::ident(&c.name)
                             ));
                             self.reclassified.push(proto::Reclassified {
                                 table: q.clone(),
@@ -763,7 +759,7 @@ impl Applier {
                         sql.push_str(&format!(
                             "ALTER TABLE {} DROP COLUMN {};\n",
                             table,
-                            quote_ident(&o.name)
+                            crate::pg::quote::ident(&o.name)
                         ));
                     }
                 }
@@ -826,21 +822,29 @@ impl Applier {
                 .client
                 .query_opt(
                     "SELECT 1 FROM pg_catalog.pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2)",
-                    &[&name, &quote_qualified(&q)],
+                    &[&name, &crate::pg::quote::qualified(&q)],
                 )
                 .await
                 .map_err(pg("look up foreign key"))?
                 .is_some();
-            let cols: Vec<String> = fk.columns.iter().map(|c| quote_ident(c)).collect();
-            let refs: Vec<String> = fk.ref_columns.iter().map(|c| quote_ident(c)).collect();
+            let cols: Vec<String> = fk
+                .columns
+                .iter()
+                .map(|c| crate::pg::quote::ident(c))
+                .collect();
+            let refs: Vec<String> = fk
+                .ref_columns
+                .iter()
+                .map(|c| crate::pg::quote::ident(c))
+                .collect();
             if !exists {
                 self.client
                 .batch_execute(&format!(
                     "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) NOT VALID",
-                    quote_qualified(&q),
-                    quote_ident(&name),
+                    crate::pg::quote::qualified(&q),
+                    crate::pg::quote::ident(&name),
                     cols.join(", "),
-                    quote_qualified(&fk.ref_table),
+                    crate::pg::quote::qualified(&fk.ref_table),
                     refs.join(", ")
                 ))
                 .await
@@ -937,7 +941,7 @@ impl Applier {
                 message: "row change before the table's schema event".into(),
             })?;
         let ncols = schema.columns.len();
-        let table = quote_qualified(&r.table);
+        let table = crate::pg::quote::qualified(&r.table);
         let bad = |what: &str| SinkError::Schema {
             table: r.table.clone(),
             message: format!("{what} has the wrong number of values for {ncols} columns"),
@@ -969,7 +973,7 @@ impl Applier {
                             let cols: Vec<String> = schema
                                 .columns
                                 .iter()
-                                .map(|c| quote_ident(&c.name))
+                                .map(|c| crate::pg::quote::ident(&c.name))
                                 .collect();
                             let vals: Vec<String> = schema
                                 .columns
@@ -1031,7 +1035,7 @@ impl Applier {
                 );
                 // The SQL is built only when the statement is not cached yet.
                 let sql = || {
-                    let col = |c: usize| quote_ident(&schema.columns[c].name);
+                    let col = |c: usize| crate::pg::quote::ident(&schema.columns[c].name);
                     let first = set_idx.len() + 1;
                     let wsql = if full {
                         let parts: Vec<String> = widx
@@ -1111,11 +1115,11 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     let sink = cfg.sink()?.clone();
     let kafka = cfg.kafka()?.clone();
     let mut applier = Applier::connect(&sink.dsn, &kafka.topic).await?;
-    publish::ensure_topic(&kafka, &kafka.topic, false)
+    admin::ensure_topic(&kafka, &kafka.topic, false)
         .await
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
     let consumer: StreamConsumer =
-        publish::client_config_with(&kafka, &[("fetch.wait.max.ms", "50")])
+        client::client_config_with(&kafka, &[("fetch.wait.max.ms", "50")])
             .set("group.id", format!("veil-sink-{}", kafka.topic))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

@@ -365,8 +365,17 @@ pub async fn connect(target: &PgTarget) -> Result<tokio_postgres::Client, Connec
 pub enum ConnectError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{}", crate::pgerr::describe(.0))]
+    #[error("{}", crate::pg::errors::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
+}
+
+impl crate::error::Classify for ConnectError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            ConnectError::Config(_) => crate::error::ErrorClass::Usage,
+            ConnectError::Postgres(e) => crate::pg::errors::PgError::new("connect", e).class(),
+        }
+    }
 }
 
 #[cfg(test)]

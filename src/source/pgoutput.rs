@@ -14,8 +14,7 @@
 
 use std::fmt;
 
-/// Microseconds between the Unix epoch and the PostgreSQL epoch (2000-01-01).
-pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+pub use crate::pg::lsn::{PG_EPOCH_OFFSET_US, fmt_lsn, parse_lsn};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -557,22 +556,6 @@ pub fn decode_logical(buf: &[u8], in_stream: bool) -> Result<LogicalMessage, Dec
     Ok(msg)
 }
 
-/// Formats an LSN the way PostgreSQL does (`16/B374D848`).
-pub fn fmt_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
-}
-
-/// Parses `16/B374D848`.
-pub fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.trim().split_once('/')?;
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
-        return None;
-    }
-    Some((hi << 32) | lo)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,7 +733,7 @@ mod tests {
     /// update, and a foreign logical message.
     #[test]
     fn decodes_bytes_captured_from_a_real_server() {
-        let fixture = include_str!("../tests/fixtures/pgoutput_v2.hex");
+        let fixture = include_str!("../../tests/fixtures/pgoutput_v2.hex");
         let msgs: Vec<LogicalMessage> = fixture
             .lines()
             .map(|l| decode_logical(&hex::decode(l).unwrap(), false).unwrap())

@@ -303,7 +303,7 @@ fn name_spans(text: &str, out: &mut Vec<Span>) {
         let w = &text[s..e];
         let cased = w.chars().next().is_some_and(|c| c.is_uppercase())
             || w.chars().next().is_some_and(|c| !c.is_lowercase());
-        if cased && crate::surrogate::is_known_name(w) {
+        if cased && crate::deid::surrogate::is_known_name(w) {
             out.push(Span {
                 start: s,
                 end: e,
@@ -537,11 +537,13 @@ mod tests {
     #[test]
     fn detector_precision_and_recall_on_generated_patients() {
         let s = Scanner::standard();
-        let mut rng = crate::datagen::Rng::new(77);
-        let people: Vec<crate::datagen::Patient> = (0..2000)
-            .map(|i| crate::datagen::Patient::generate(&mut rng, i))
+        let mut rng = crate::devkit::datagen::Rng::new(77);
+        let people: Vec<crate::devkit::datagen::Patient> = (0..2000)
+            .map(|i| crate::devkit::datagen::Patient::generate(&mut rng, i))
             .collect();
-        let npis: Vec<String> = (0..2000).map(|_| crate::datagen::npi(&mut rng)).collect();
+        let npis: Vec<String> = (0..2000)
+            .map(|_| crate::devkit::datagen::npi(&mut rng))
+            .collect();
         let columns: Vec<(Detector, Vec<String>)> = vec![
             (
                 Detector::Ssn,

@@ -27,6 +27,8 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(crate::pg::tls::ConnectError),
     #[error("audit journal {path}: {source}")]
     Journal {
         path: PathBuf,
@@ -37,8 +39,8 @@ pub enum AuditError {
     Corrupt { path: PathBuf, problem: String },
     #[error("audit: {0}")]
     Config(String),
-    #[error("audit archive ({0}): {1}")]
-    Postgres(&'static str, String),
+    #[error("audit archive ({}): {}", .0.what, .0.message)]
+    Postgres(crate::pg::errors::PgError),
     #[error("audit topic: {0}")]
     Kafka(String),
 }
@@ -225,10 +227,10 @@ impl AuditWriter {
         kafka: &crate::config::KafkaConfig,
         chain: &str,
     ) -> Result<Self, AuditError> {
-        crate::publish::ensure_topic(kafka, &cfg.topic, true)
+        crate::kafka::admin::ensure_topic(kafka, &cfg.topic, true)
             .await
             .map_err(|e| AuditError::Kafka(e.to_string()))?;
-        let producer: rdkafka::producer::FutureProducer = crate::publish::client_config_with(
+        let producer: rdkafka::producer::FutureProducer = crate::kafka::client::client_config_with(
             kafka,
             &[("enable.idempotence", "true"), ("acks", "all")],
         )
@@ -427,7 +429,7 @@ pub fn describe(r: &proto::AuditRecord) -> (&'static str, serde_json::Value) {
             "window",
             json!({ "window_id": w.window_id, "run_id": format!("{:x}", w.run_id), "epoch": w.epoch,
                     "start_us": w.start_us, "end_us": w.end_us,
-                    "first_lsn": crate::pgoutput::fmt_lsn(w.first_lsn), "last_lsn": crate::pgoutput::fmt_lsn(w.last_lsn),
+                    "first_lsn": crate::source::pgoutput::fmt_lsn(w.first_lsn), "last_lsn": crate::source::pgoutput::fmt_lsn(w.last_lsn),
                     "registry_version": w.registry_version,
                     "rows": w.rows.iter().map(|o| json!({"table": o.table, "op": o.op, "rows": o.rows})).collect::<Vec<_>>(),
                     "rules": w.rules.iter().map(|o| json!({"table": o.table, "column": o.column, "rule": o.rule, "values": o.values})).collect::<Vec<_>>(),
@@ -453,7 +455,7 @@ pub fn describe(r: &proto::AuditRecord) -> (&'static str, serde_json::Value) {
         Some(Body::Error(e)) => ("error", json!({ "message": e.message })),
         Some(Body::Applied(a)) => (
             "applied",
-            json!({ "source_id": a.source_id, "epoch": a.epoch, "last_commit_lsn": crate::pgoutput::fmt_lsn(a.last_commit_lsn),
+            json!({ "source_id": a.source_id, "epoch": a.epoch, "last_commit_lsn": crate::source::pgoutput::fmt_lsn(a.last_commit_lsn),
                     "transactions": a.transactions, "rows": a.rows, "dataset_id": a.dataset_id }),
         ),
         Some(Body::Reclassified(c)) => (
@@ -555,7 +557,7 @@ CREATE TABLE IF NOT EXISTS veil_audit.consumer (
 ";
 
 fn pg(what: &'static str) -> impl Fn(tokio_postgres::Error) -> AuditError {
-    move |e| AuditError::Postgres(what, crate::pgerr::describe(&e))
+    move |e| AuditError::Postgres(crate::pg::errors::PgError::new(what, &e))
 }
 
 async fn archive_client(cfg: &crate::config::Config) -> Result<tokio_postgres::Client, AuditError> {
@@ -568,9 +570,9 @@ async fn archive_client(cfg: &crate::config::Config) -> Result<tokio_postgres::C
         .as_ref()
         .ok_or_else(|| AuditError::Config("missing [audit] archive_dsn".into()))?;
     let target = dsn.parse().map_err(|e| AuditError::Config(e.to_string()))?;
-    let c = crate::tls::connect(&target)
+    let c = crate::pg::tls::connect(&target)
         .await
-        .map_err(|e| AuditError::Postgres("connect", e.to_string()))?;
+        .map_err(AuditError::Connect)?;
     c.batch_execute(ARCHIVE_SQL).await.map_err(pg("install"))?;
     Ok(c)
 }
@@ -699,7 +701,7 @@ fn fetch_all(
     use rdkafka::Message as _;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let kerr = |e: rdkafka::error::KafkaError| AuditError::Kafka(e.to_string());
-    let consumer: BaseConsumer = crate::publish::client_config(kafka)
+    let consumer: BaseConsumer = crate::kafka::client::client_config(kafka)
         .set("group.id", "veil-audit-archive")
         .set("enable.auto.commit", "false")
         .create()
@@ -862,7 +864,7 @@ pub async fn prove(
                 b.is_ascii_digit()
             }
         })
-        && crate::tokenize::shift_date_text(date, 0).as_deref() == Some(date);
+        && crate::deid::tokenize::shift_date_text(date, 0).as_deref() == Some(date);
     if !well_formed {
         return Err(AuditError::Config(format!(
             "--date {date:?}: expected a calendar date YYYY-MM-DD"
@@ -912,8 +914,11 @@ pub async fn prove(
         )
         .await
         .map_err(pg("confirmations"))?);
-    let parse_lsn =
-        |v: &serde_json::Value| v.as_str().and_then(crate::pgoutput::parse_lsn).unwrap_or(0);
+    let parse_lsn = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(crate::source::pgoutput::parse_lsn)
+            .unwrap_or(0)
+    };
     let mut windows = windows;
     let mut confirmed = 0;
     for w in windows.iter_mut() {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use crate::demo::{DemoError, connect};
-use crate::testkit::{Broker, PgCluster};
+use crate::devkit::demo::{DemoError, connect};
+use crate::devkit::testkit::{Broker, PgCluster};
 
 pub struct BenchOptions {
     pub patients: usize,
@@ -18,7 +18,7 @@ async fn count(c: &Client, sql: &str) -> Result<i64, DemoError> {
     c.query_one(sql, &[])
         .await
         .map(|r| r.get(0))
-        .map_err(|e| DemoError::Postgres(crate::pgerr::describe(&e)))
+        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))
 }
 
 const TOTAL: &str = "SELECT (SELECT count(*) FROM public.patients) + (SELECT count(*) FROM public.encounters) \
@@ -47,7 +47,7 @@ async fn until_rows(
 
 pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     let start = |what: &'static str| {
-        move |e: crate::testkit::TestkitError| DemoError::Start {
+        move |e: crate::devkit::testkit::TestkitError| DemoError::Start {
             what,
             message: e.to_string(),
         }
@@ -63,28 +63,28 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         .create_db("clinic_native")
         .map_err(start("native db"))?;
     let p = connect(&prod.dsn("clinic")).await?;
-    crate::datagen::load(&p, opts.patients, 42)
+    crate::devkit::datagen::load(&p, opts.patients, 42)
         .await
-        .map_err(|e| DemoError::Postgres(crate::pgerr::describe(&e)))?;
+        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
     let rows = count(&p, TOTAL).await?;
     let regdir = tempfile::tempdir().map_err(|e| DemoError::Start {
         what: "registry",
         message: e.to_string(),
     })?;
-    crate::demo::write_registry(regdir.path()).map_err(|e| DemoError::Start {
+    crate::devkit::demo::write_registry(regdir.path()).map_err(|e| DemoError::Start {
         what: "registry",
         message: e.to_string(),
     })?;
-    let cfg = crate::demo::config_for(
+    let cfg = crate::devkit::demo::config_for(
         prod.dsn("clinic"),
         dev.dsn("clinic_dev"),
         broker.bootstrap(),
         "veil.bench.changes",
         regdir.path(),
-        crate::demo::random_key_hex(),
+        crate::devkit::demo::random_key_hex(),
         Some(prod.dsn("veil_vault")),
     );
-    crate::setup::run(&cfg)
+    crate::source::setup::run(&cfg)
         .await
         .map_err(|e| DemoError::Start {
             what: "setup",
@@ -99,21 +99,21 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     let d = connect(&dev.dsn("clinic_dev")).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let t0 = Instant::now();
-    let (stream, sink) = crate::demo::spawn_pipeline(&cfg, stop_rx);
+    let (stream, sink) = crate::devkit::demo::spawn_pipeline(&cfg, stop_rx);
     let veil_copy = until_rows(&d, rows, t0, Duration::from_secs(600)).await?;
 
     // Initial copy, native (schema first, as native replication needs it).
     let n = connect(&native.dsn("clinic_native")).await?;
-    n.batch_execute(crate::datagen::SCHEMA_SQL)
+    n.batch_execute(crate::devkit::datagen::SCHEMA_SQL)
         .await
-        .map_err(|e| DemoError::Postgres(crate::pgerr::describe(&e)))?;
+        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
     let t1 = Instant::now();
     n.batch_execute(&format!(
         "CREATE SUBSCRIPTION bench CONNECTION '{}' PUBLICATION veil_pub WITH (copy_data = true)",
         prod.dsn("clinic")
     ))
     .await
-    .map_err(|e| DemoError::Postgres(crate::pgerr::describe(&e)))?;
+    .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
     let native_copy = until_rows(&n, rows, t1, Duration::from_secs(600)).await?;
 
     // A burst of changes: both replicate the same WAL concurrently.
@@ -125,7 +125,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         opts.changes
     ))
     .await
-    .map_err(|e| DemoError::Postgres(crate::pgerr::describe(&e)))?;
+    .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
     let want = rows + opts.changes as i64;
     let (veil_burst, native_burst) = tokio::join!(
         until_rows(&d, want, t2, Duration::from_secs(600)),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::review::{self, ColumnDecision, ReviewError};
+use crate::review::workflow::{self as review, ColumnDecision, ReviewError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -10,10 +10,12 @@ use crate::config::{Config, ConfigError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(crate::pg::tls::ConnectError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("source database ({0}): {1}")]
-    Postgres(&'static str, String),
+    #[error("source database ({}): {}", .0.what, .0.message)]
+    Postgres(crate::pg::errors::PgError),
     #[error(
         "wal_level is {0}; logical replication needs wal_level = logical (then restart PostgreSQL)"
     )]
@@ -30,7 +32,7 @@ pub enum SetupError {
     )]
     VaultInSource,
     #[error(transparent)]
-    Vault(#[from] crate::vault::VaultError),
+    Vault(#[from] crate::deid::vault::VaultError),
 }
 
 /// What setup did, for the CLI to print.
@@ -69,11 +71,13 @@ CREATE EVENT TRIGGER veil_ddl ON ddl_command_end EXECUTE FUNCTION _veil.on_ddl()
 
 pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
     let src = cfg.source()?;
-    let client = crate::tls::connect(&src.dsn.parse()?)
+    let client = crate::pg::tls::connect(&src.dsn.parse()?)
         .await
-        .map_err(|e| SetupError::Postgres("connect", e.to_string()))?;
+        .map_err(SetupError::Connect)?;
     let pg = |what: &'static str| {
-        move |e: tokio_postgres::Error| SetupError::Postgres(what, crate::pgerr::describe(&e))
+        move |e: tokio_postgres::Error| {
+            SetupError::Postgres(crate::pg::errors::PgError::new(what, &e))
+        }
     };
     let wal: String = client
         .query_one("SHOW wal_level", &[])
@@ -135,8 +139,8 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
         .map_err(pg("count published tables"))?
         .get::<_, i64>(0) as usize;
     if let Some(vcfg) = &cfg.vault {
-        let master = crate::tokenize::MasterKey::new(cfg.master_key()?);
-        let vault = crate::vault::Vault::connect(vcfg, &master).await?;
+        let master = crate::deid::tokenize::MasterKey::new(cfg.master_key()?);
+        let vault = crate::deid::vault::Vault::connect(vcfg, &master).await?;
         let ident = "SELECT system_identifier::text || '/' || current_database() FROM pg_catalog.pg_control_system()";
         let source_id: String = client
             .query_one(ident, &[])

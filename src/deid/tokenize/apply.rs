@@ -1,0 +1,386 @@
+//! Rules bound to their keys ([`RuleKey`]) and applied to one value ([`apply`]), including
+//! `json` path rules.
+
+use super::dates::*;
+use super::keys::*;
+use super::store::{NullStore, TokenStore};
+use super::text::*;
+use crate::deid::registry::{PathSeg, Profile, Rule, parse_path};
+use crate::deid::scanner::Scanner;
+use crate::pg::catalog::TypeClass;
+use std::sync::Arc;
+
+/// What one row's transform needs besides the rule: the token store, where to record misses,
+/// and the row's source values (for `date_shift`'s entity column).
+pub struct Cx<'a> {
+    pub store: &'a dyn TokenStore,
+    pub misses: &'a mut Vec<VaultRequest>,
+    pub row: &'a [Option<&'a str>],
+}
+
+/// A rule bound to its key material, ready for the hot path.
+#[derive(Debug, Clone)]
+pub enum RuleKey {
+    Keep,
+    /// Expert-determination integers: keyed permutation, invertible with the key.
+    IntPerm(DomainKey),
+    Vault(Arc<VaultRule>),
+    DateShift {
+        key: DomainKey,
+        entity: usize,
+        max_days: u32,
+        fallback: DomainKey,
+    },
+    Scrub(Option<String>),
+    YearOnly,
+    /// The restricted three-digit prefixes (the registry's data).
+    Zip3(Arc<Vec<String>>),
+    AgeCap,
+    Redact {
+        whole: bool,
+        scanner: Arc<Scanner>,
+    },
+    Json(Arc<JsonRules>),
+}
+
+/// Rules applied to paths inside a JSON value.
+#[derive(Debug)]
+pub struct JsonRules {
+    pub paths: Vec<(Vec<PathSeg>, RuleKey)>,
+    /// Leaves no path names: kept, or replaced by JSON null (the default, fail closed).
+    pub keep_others: bool,
+}
+
+pub(super) enum Step {
+    Key(String),
+    Index,
+}
+
+pub(super) fn path_matches(rule: &[PathSeg], at: &[Step]) -> bool {
+    rule.len() <= at.len()
+        && rule.iter().zip(at).all(|(r, s)| match (r, s) {
+            (PathSeg::Key(k), Step::Key(a)) => k == a,
+            (PathSeg::AnyKey, Step::Key(_)) => true,
+            (PathSeg::AnyIndex, Step::Index) => true,
+            _ => false,
+        })
+}
+
+pub(super) fn int_bits(class: &TypeClass) -> u32 {
+    match class {
+        TypeClass::Int2 => 15,
+        TypeClass::Int4 => 31,
+        _ => 63,
+    }
+}
+
+/// Applies a bound rule to one non-null text value of the given type. `Ok(None)` is SQL NULL.
+/// On a vault miss the request is recorded in `cx.misses` and a placeholder returned: the caller
+/// must allocate and transform the row again.
+pub fn apply(
+    rule: &RuleKey,
+    class: &TypeClass,
+    value: &str,
+    cx: &mut Cx,
+) -> Result<Option<String>, DeidError> {
+    Ok(Some(match rule {
+        RuleKey::Keep => value.to_owned(),
+        RuleKey::Scrub(r) => return Ok(r.clone()),
+        RuleKey::IntPerm(key) => {
+            let bits = int_bits(class);
+            match value.trim().parse::<i64>() {
+                Ok(v) => key.permute_int(v, bits).to_string(),
+                // Cannot happen for a real integer column; never pass the value through.
+                Err(_) => key.permute_int(0, bits).to_string(),
+            }
+        }
+        RuleKey::Vault(v) => {
+            let normalized;
+            let value = if v.kind == TokenKind::Uuid {
+                normalized = value.trim().to_ascii_lowercase();
+                normalized.as_str()
+            } else {
+                value
+            };
+            let hash = v.key.value_hash(value);
+            match cx.store.get(&v.domain, &hash) {
+                Some(t) => t.to_string(),
+                None => {
+                    cx.misses.push(VaultRequest {
+                        rule: v.clone(),
+                        hash,
+                        value: value.to_owned(),
+                    });
+                    String::new()
+                }
+            }
+        }
+        RuleKey::DateShift {
+            key,
+            entity,
+            max_days,
+            fallback,
+        } => {
+            let entity_value = cx.row.get(*entity).copied().flatten().unwrap_or("");
+            let days = shift_days(key, entity_value, *max_days);
+            match shift_date_text(value, days) {
+                Some(s) => s,
+                None if value.ends_with("infinity") => value.to_owned(),
+                None => fallback_date(fallback, value, class)?,
+            }
+        }
+        RuleKey::YearOnly => {
+            let year: String = value.chars().take_while(|c| *c != '-').collect();
+            let bc = value.ends_with(" BC");
+            let valid_year = !year.is_empty() && year.chars().all(|c| c.is_ascii_digit());
+            if value.ends_with("infinity") {
+                return Ok(Some(value.to_owned()));
+            }
+            let year = if valid_year { year } else { "1900".into() };
+            let bc = if bc { " BC" } else { "" };
+            match class {
+                TypeClass::Date => format!("{year}-01-01{bc}"),
+                TypeClass::Timestamp => format!("{year}-01-01 00:00:00{bc}"),
+                TypeClass::Timestamptz => format!("{year}-01-01 00:00:00+00{bc}"),
+                other => return Err(not_applicable("year_only", other)),
+            }
+        }
+        RuleKey::Zip3(restricted) => match class {
+            TypeClass::Text => zip3_with(value, restricted),
+            other => return Err(not_applicable("zip3", other)),
+        },
+        RuleKey::AgeCap => match class {
+            TypeClass::Int2 | TypeClass::Int4 | TypeClass::Int8 | TypeClass::Numeric => {
+                match value.trim().parse::<f64>() {
+                    Ok(a) if a > 89.0 => "90".into(),
+                    Ok(_) => value.to_owned(),
+                    Err(_) => "90".into(),
+                }
+            }
+            other => return Err(not_applicable("age_cap", other)),
+        },
+        RuleKey::Redact { whole, scanner } => match class {
+            TypeClass::Text => {
+                if *whole {
+                    "[REDACTED]".into()
+                } else {
+                    scanner.redact(value)
+                }
+            }
+            other => return Err(not_applicable("redact", other)),
+        },
+        RuleKey::Json(rules) => match class {
+            TypeClass::Json | TypeClass::Jsonb => {
+                let mut doc: serde_json::Value =
+                    serde_json::from_str(value).map_err(|_| DeidError::NotJson)?;
+                let mut at = Vec::new();
+                json_walk(&mut doc, &mut at, rules, cx)?;
+                doc.to_string()
+            }
+            other => return Err(not_applicable("json", other)),
+        },
+    }))
+}
+
+pub(super) fn json_walk(
+    v: &mut serde_json::Value,
+    at: &mut Vec<Step>,
+    rules: &JsonRules,
+    cx: &mut Cx,
+) -> Result<(), DeidError> {
+    use serde_json::Value as J;
+    match v {
+        J::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                at.push(Step::Key(k.clone()));
+                json_walk(child, at, rules, cx)?;
+                at.pop();
+            }
+            Ok(())
+        }
+        J::Array(items) => {
+            for item in items {
+                at.push(Step::Index);
+                json_walk(item, at, rules, cx)?;
+                at.pop();
+            }
+            Ok(())
+        }
+        J::Null => Ok(()),
+        leaf => {
+            let rule = rules
+                .paths
+                .iter()
+                .find(|(p, _)| path_matches(p, at))
+                .map(|(_, r)| r);
+            match rule {
+                None if rules.keep_others => {}
+                None => *leaf = J::Null,
+                Some(r) => {
+                    let (text, class) = match leaf {
+                        J::String(s) => (s.clone(), TypeClass::Text),
+                        J::Number(n) => (
+                            n.to_string(),
+                            if n.is_i64() {
+                                TypeClass::Int8
+                            } else {
+                                TypeClass::Numeric
+                            },
+                        ),
+                        J::Bool(b) => (b.to_string(), TypeClass::Text),
+                        _ => return Ok(()),
+                    };
+                    let class = match (r, &class) {
+                        // Rules that only know text see numbers as text.
+                        (RuleKey::Vault(_) | RuleKey::Redact { .. } | RuleKey::Zip3(_), _) => {
+                            if matches!(leaf, J::Number(_)) {
+                                TypeClass::Numeric
+                            } else {
+                                TypeClass::Text
+                            }
+                        }
+                        _ => class,
+                    };
+                    let out = apply(r, &class, &text, cx)?;
+                    *leaf = match (out, &*leaf) {
+                        (None, _) => J::Null,
+                        (Some(s), J::Number(_)) => serde_json::from_str::<serde_json::Number>(&s)
+                            .map(J::Number)
+                            .unwrap_or(J::String(s)),
+                        (Some(s), _) => J::String(s),
+                    };
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+pub struct BindCx<'a> {
+    pub master: &'a MasterKey,
+    pub profile: Profile,
+    /// Position of a column of the same table (for `date_shift`'s entity).
+    pub column_index: &'a dyn Fn(&str) -> Option<usize>,
+    pub scanner: &'a Arc<Scanner>,
+    /// Restricted three-digit ZIP prefixes (`zip3` maps them to `000`).
+    pub restricted_zip3: &'a Arc<Vec<String>>,
+}
+
+impl RuleKey {
+    /// Binds a registry rule to keys and checks that it applies to the column type.
+    pub fn bind(rule: &Rule, class: &TypeClass, cx: &BindCx) -> Result<Self, DeidError> {
+        let random = cx.profile == Profile::SafeHarbor;
+        let vault = |domain: &str, kind: TokenKind| {
+            RuleKey::Vault(Arc::new(VaultRule {
+                domain: domain.into(),
+                kind,
+                key: cx.master.domain_key(domain),
+                random,
+            }))
+        };
+        let bound = match rule {
+            Rule::Keep => RuleKey::Keep,
+            Rule::Tokenize { domain } => match class {
+                TypeClass::Int2 | TypeClass::Int4 | TypeClass::Int8 => {
+                    if random {
+                        vault(
+                            domain,
+                            TokenKind::Int {
+                                bits: int_bits(class),
+                            },
+                        )
+                    } else {
+                        RuleKey::IntPerm(cx.master.domain_key(domain))
+                    }
+                }
+                TypeClass::Text | TypeClass::Numeric => vault(domain, TokenKind::Text),
+                TypeClass::Uuid => vault(domain, TokenKind::Uuid),
+                TypeClass::Bytea => vault(domain, TokenKind::Bytea),
+                other => return Err(not_applicable("tokenize", other)),
+            },
+            Rule::Ssn { domain } => text_only("ssn", class, vault(domain, TokenKind::Ssn))?,
+            Rule::Email { domain } => text_only("email", class, vault(domain, TokenKind::Email))?,
+            Rule::Surrogate { domain, kind } => text_only(
+                "surrogate",
+                class,
+                vault(domain, TokenKind::Surrogate(*kind)),
+            )?,
+            Rule::DateShift {
+                domain,
+                entity,
+                max_days,
+            } => {
+                let idx = (cx.column_index)(entity).ok_or_else(|| DeidError::NoEntity {
+                    entity: entity.clone(),
+                })?;
+                RuleKey::DateShift {
+                    key: cx.master.shift_key(domain),
+                    entity: idx,
+                    max_days: *max_days,
+                    fallback: cx.master.fallback_key(),
+                }
+            }
+            Rule::Scrub { replacement } => RuleKey::Scrub(replacement.clone()),
+            Rule::YearOnly => RuleKey::YearOnly,
+            Rule::Zip3 => RuleKey::Zip3(cx.restricted_zip3.clone()),
+            Rule::AgeCap => RuleKey::AgeCap,
+            Rule::Redact { whole } => RuleKey::Redact {
+                whole: *whole,
+                scanner: cx.scanner.clone(),
+            },
+            Rule::Json { paths, keep_others } => {
+                let mut bound = Vec::with_capacity(paths.len());
+                for (path, r) in paths {
+                    let segs = parse_path(path).map_err(|_| not_applicable("json", class))?;
+                    // Leaves are strings or numbers: bind as text (numbers become numeric).
+                    let leaf_class = match r {
+                        Rule::Tokenize { .. } | Rule::AgeCap => TypeClass::Numeric,
+                        Rule::DateShift { .. } | Rule::YearOnly => TypeClass::Date,
+                        _ => TypeClass::Text,
+                    };
+                    bound.push((segs, RuleKey::bind(r, &leaf_class, cx)?));
+                }
+                RuleKey::Json(Arc::new(JsonRules {
+                    paths: bound,
+                    keep_others: *keep_others,
+                }))
+            }
+        };
+        // Probe with a harmless value so a rule/type mismatch is found at plan time.
+        let probe = match class {
+            TypeClass::Date | TypeClass::Timestamp | TypeClass::Timestamptz => "2000-01-01",
+            TypeClass::Uuid => "00000000-0000-0000-0000-000000000000",
+            TypeClass::Json | TypeClass::Jsonb => "{}",
+            _ => "0",
+        };
+        let mut misses = Vec::new();
+        let row = [];
+        let mut pcx = Cx {
+            store: &NullStore,
+            misses: &mut misses,
+            row: &row,
+        };
+        apply(&bound, class, probe, &mut pcx)?;
+        Ok(bound)
+    }
+
+    /// True when the rule needs the vault.
+    pub fn uses_vault(&self) -> bool {
+        match self {
+            RuleKey::Vault(_) => true,
+            RuleKey::Json(j) => j.paths.iter().any(|(_, r)| r.uses_vault()),
+            _ => false,
+        }
+    }
+}
+
+pub(super) fn text_only(
+    rule: &str,
+    class: &TypeClass,
+    bound: RuleKey,
+) -> Result<RuleKey, DeidError> {
+    match class {
+        TypeClass::Text => Ok(bound),
+        other => Err(not_applicable(rule, other)),
+    }
+}

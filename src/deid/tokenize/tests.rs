@@ -1,0 +1,388 @@
+use super::*;
+use super::{apply::*, keys::*, text::*};
+use crate::civil::{civil_from_days, days_from_civil};
+use crate::deid::registry::{PathSeg, Profile, RESTRICTED_ZIP3, Rule, SurrogateKind, parse_path};
+use crate::deid::scanner::Scanner;
+use crate::pg::catalog::TypeClass;
+use std::sync::Arc;
+
+fn key() -> MasterKey {
+    MasterKey::new([7; 32])
+}
+
+#[test]
+fn siphash_matches_reference() {
+    // SipHash-2-4 of an 8-byte message against the standard library's implementation; the
+    // round function uses the same code with 1-3 rounds.
+    let k0 = u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
+    let k1 = u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]);
+    for m in [0u64, 1, 0x0706_0504_0302_0100, u64::MAX] {
+        #[allow(deprecated)]
+        let expected = {
+            use std::hash::Hasher;
+            let mut h = std::hash::SipHasher::new_with_keys(k0, k1);
+            h.write(&m.to_le_bytes());
+            h.finish()
+        };
+        assert_eq!(siphash::<2, 4>(k0, k1, m), expected);
+    }
+    assert_ne!(sip13(k0, k1, 1), siphash::<2, 4>(k0, k1, 1));
+}
+
+/// The same construction on narrow widths, checked exhaustively (every value, up to 2^24).
+#[test]
+fn permutation_is_a_bijection_exhaustively_up_to_2_pow_24() {
+    let k = key().domain_key("d");
+    for bits in [2u32, 3, 7, 15, 16, 24] {
+        let n = 1u64 << bits;
+        let mut seen = vec![0u64; (n as usize).div_ceil(64)];
+        for x in 0..n {
+            let y = k.permute_bits(x, bits, 0);
+            assert!(y < n, "out of range at width {bits}");
+            let (w, b) = ((y / 64) as usize, y % 64);
+            assert!(seen[w] & (1 << b) == 0, "collision at width {bits}, x={x}");
+            seen[w] |= 1 << b;
+            if x % 4099 == 0 {
+                assert_eq!(k.unpermute_bits(y, bits, 0), x);
+            }
+        }
+    }
+    // Decimal cycle walking: all six-digit numbers.
+    let mut seen = vec![false; 1_000_000];
+    for x in 0..1_000_000u64 {
+        let y = k.permute_decimal(x, 6, 42) as usize;
+        assert!(!seen[y]);
+        seen[y] = true;
+    }
+}
+
+#[test]
+fn ints_keep_sign_and_roundtrip() {
+    let k = key().domain_key("patient");
+    for v in [0i64, 1, -1, i32::MAX as i64, i32::MIN as i64, 123456] {
+        let t = k.permute_int(v, 31);
+        assert_eq!(t >= 0, v >= 0);
+        assert!(t <= i32::MAX as i64 && t >= i32::MIN as i64);
+        assert_eq!(k.unpermute_int(t, 31), v);
+    }
+    for v in [i64::MAX, i64::MIN, 42] {
+        assert_eq!(k.unpermute_int(k.permute_int(v, 63), 63), v);
+    }
+}
+
+#[test]
+fn domains_are_separated_and_deterministic() {
+    let a = key().domain_key("a");
+    let b = key().domain_key("b");
+    assert_ne!(a.permute_int(5, 63), b.permute_int(5, 63));
+    assert_eq!(a.text("Alice"), key().domain_key("a").text("Alice"));
+    assert_ne!(a.text("Alice"), b.text("Alice"));
+    assert_ne!(a.text("Alice"), "Alice");
+    assert_ne!(a.value_hash("x"), b.value_hash("x"));
+    // Different master keys give unrelated tokens.
+    let other = MasterKey::new([8; 32]).domain_key("a");
+    assert_ne!(a.permute_int(5, 63), other.permute_int(5, 63));
+}
+
+fn vrule(kind: TokenKind, random: bool) -> VaultRule {
+    VaultRule {
+        domain: "d".into(),
+        kind,
+        key: key().domain_key("d"),
+        random,
+    }
+}
+
+#[test]
+fn ssn_tokens_fall_in_never_issued_areas() {
+    let scanner = crate::deid::scanner::Scanner::standard();
+    for random in [false, true] {
+        let r = vrule(TokenKind::Ssn, random);
+        for i in 0..2000 {
+            let t = r.candidate(&format!("{:03}-45-{:04}", 100 + i % 500, i), 0);
+            assert_eq!(t.len(), 11);
+            assert_eq!((&t[3..4], &t[6..7]), ("-", "-"));
+            let area: u32 = t[..3].parse().unwrap();
+            assert!(area == 0 || area == 666 || area >= 900, "{t}");
+            assert!(
+                !scanner
+                    .detect(&t)
+                    .contains(&crate::deid::scanner::Detector::Ssn)
+            );
+        }
+        // Unparseable: a layout-keeping fallback, never the original.
+        let t = r.candidate("12-34", 0);
+        assert_eq!(t.len(), 5);
+        assert_ne!(t, "12-34");
+    }
+    let plain = vrule(TokenKind::Ssn, false).candidate("123456789", 0);
+    assert_eq!(plain.len(), 9);
+}
+
+#[test]
+fn email_and_surrogates_keep_shape() {
+    let e = vrule(TokenKind::Email, false).candidate("patient17.42@mail.example", 0);
+    assert!(e.ends_with("@example.com"), "{e}");
+    assert_eq!(e.split('@').next().unwrap().len(), "patient17.42".len());
+    let j = vrule(TokenKind::Surrogate(SurrogateKind::Name), true).candidate("山田 太郎", 0);
+    assert!(j.chars().all(|c| c == ' '
+        || crate::deid::surrogate::char_script(c) == Some(crate::deid::surrogate::Script::Han)));
+    let s = vrule(TokenKind::Surrogate(SurrogateKind::Street), false)
+        .candidate("1234 Maple St Apt 7", 0);
+    assert!(s.ends_with(" St Apt 7") || s.contains(" St Apt "), "{s}");
+    assert!(!s.contains("Maple") && !s.starts_with("1234"), "{s}");
+    let c = vrule(TokenKind::Surrogate(SurrogateKind::City), false).candidate("Boston", 0);
+    assert_ne!(c, "Boston");
+    assert_eq!(
+        vrule(TokenKind::Surrogate(SurrogateKind::Name), false).candidate("", 0),
+        ""
+    );
+}
+
+#[test]
+fn safe_harbor_candidates_are_not_derived_from_the_value() {
+    let r = vrule(TokenKind::Int { bits: 31 }, true);
+    let a: Vec<String> = (0..20).map(|_| r.candidate("17", 0)).collect();
+    assert!(a.iter().any(|t| t != &a[0]));
+    let k = vrule(TokenKind::Text, false);
+    assert_eq!(k.candidate("MRN123", 0), k.candidate("MRN123", 0));
+    assert_ne!(k.candidate("MRN123", 0), k.candidate("MRN123", 1));
+}
+
+#[test]
+fn memory_store_allocates_unique_tokens() {
+    let store = MemoryStore::default();
+    let rule = Arc::new(vrule(TokenKind::Text, false));
+    // 10 two-digit values only have 100 tokens: force clashes through a narrow layout.
+    let reqs: Vec<VaultRequest> = (0..100)
+        .map(|i| {
+            let v = format!("{i:02}");
+            VaultRequest {
+                rule: rule.clone(),
+                hash: rule.key.value_hash(&v),
+                value: v,
+            }
+        })
+        .collect();
+    store.allocate(&reqs);
+    let tokens: std::collections::HashSet<_> = reqs
+        .iter()
+        .map(|r| store.get("d", &r.hash).unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 100);
+}
+
+#[test]
+fn date_shift_keeps_intervals_per_entity() {
+    let k = key().shift_key("patient_id");
+    let d = shift_days(&k, "17", 180);
+    assert!(d != 0 && d.abs() <= 180);
+    let a = shift_date_text("2024-03-01", d).unwrap();
+    let b = shift_date_text("2024-03-11 10:15:00+00", d).unwrap();
+    let da = days_from_civil(
+        a[..4].parse().unwrap(),
+        a[5..7].parse().unwrap(),
+        a[8..10].parse().unwrap(),
+    );
+    let db = days_from_civil(
+        b[..4].parse().unwrap(),
+        b[5..7].parse().unwrap(),
+        b[8..10].parse().unwrap(),
+    );
+    assert_eq!(db - da, 10);
+    assert!(b.ends_with(" 10:15:00+00"));
+    assert_eq!(shift_date_text("2024-02-28", 1).unwrap(), "2024-02-29");
+    assert_eq!(shift_date_text("0001-01-01", -1).unwrap(), "0001-12-31 BC");
+    assert_eq!(
+        shift_date_text("0044-03-15 BC", 1).unwrap(),
+        "0044-03-16 BC"
+    );
+    assert_eq!(shift_date_text("infinity", 3), None);
+    assert_eq!(shift_date_text("12345-01-01", 0).unwrap(), "12345-01-01");
+    let mut ds = std::collections::HashSet::new();
+    for e in 0..2000 {
+        ds.insert(shift_days(&k, &e.to_string(), 180));
+    }
+    assert!(ds.len() > 300 && !ds.contains(&0));
+}
+
+fn cx_apply(rule: &RuleKey, class: &TypeClass, v: &str) -> Option<String> {
+    let store = MemoryStore::default();
+    let row = [Some("17")];
+    let mut misses = Vec::new();
+    let out = apply(
+        rule,
+        class,
+        v,
+        &mut Cx {
+            store: &store,
+            misses: &mut misses,
+            row: &row,
+        },
+    )
+    .unwrap();
+    if misses.is_empty() {
+        return out;
+    }
+    store.allocate(&misses);
+    misses.clear();
+    apply(
+        rule,
+        class,
+        v,
+        &mut Cx {
+            store: &store,
+            misses: &mut misses,
+            row: &row,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn safe_harbor_rules() {
+    assert_eq!(zip3("02139"), "021");
+    assert_eq!(zip3("03601"), "000");
+    assert_eq!(zip3("x"), "000");
+    let r = cx_apply(&RuleKey::YearOnly, &TypeClass::Date, "1961-07-04");
+    assert_eq!(r.as_deref(), Some("1961-01-01"));
+    assert_eq!(
+        cx_apply(&RuleKey::AgeCap, &TypeClass::Int4, "93").as_deref(),
+        Some("90")
+    );
+    assert_eq!(
+        cx_apply(&RuleKey::AgeCap, &TypeClass::Int4, "89").as_deref(),
+        Some("89")
+    );
+}
+
+#[test]
+fn json_paths() {
+    let m = key();
+    let scanner = Arc::new(Scanner::standard());
+    let idx = |_: &str| Some(0usize);
+    let bcx = BindCx {
+        master: &m,
+        profile: Profile::ExpertDetermination,
+        column_index: &idx,
+        scanner: &scanner,
+        restricted_zip3: &Arc::new(RESTRICTED_ZIP3.iter().map(|s| s.to_string()).collect()),
+    };
+    let rule = Rule::Json {
+        paths: vec![
+            (
+                "$.name".into(),
+                Rule::Surrogate {
+                    domain: "person_name".into(),
+                    kind: SurrogateKind::Name,
+                },
+            ),
+            (
+                "$.ids[*]".into(),
+                Rule::Tokenize {
+                    domain: "mrn".into(),
+                },
+            ),
+            ("$.visit.note".into(), Rule::Redact { whole: false }),
+            ("$.visit.code".into(), Rule::Keep),
+        ],
+        keep_others: false,
+    };
+    let bound = RuleKey::bind(&rule, &TypeClass::Jsonb, &bcx).unwrap();
+    let out = cx_apply(
+        &bound,
+        &TypeClass::Jsonb,
+        r#"{"name": "Mary Smith", "ids": ["MRN10000013", 12345], "visit": {"note": "call (617) 555-0123", "code": "8867-4", "secret": "x"}, "n": null}"#,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_ne!(v["name"], "Mary Smith");
+    assert_eq!(v["name"].as_str().unwrap().split(' ').count(), 2);
+    assert_ne!(v["ids"][0], "MRN10000013");
+    assert!(
+        v["ids"][0].as_str().unwrap().starts_with("MRN")
+            || v["ids"][0].as_str().unwrap().len() == 11
+    );
+    assert!(v["ids"][1].is_number() && v["ids"][1] != 12345);
+    assert_eq!(v["visit"]["note"], "call [PHONE]");
+    assert_eq!(v["visit"]["code"], "8867-4");
+    assert!(v["visit"]["secret"].is_null());
+    assert!(v["n"].is_null());
+    let mut misses = Vec::new();
+    let bad = apply(
+        &bound,
+        &TypeClass::Jsonb,
+        "{not json",
+        &mut Cx {
+            store: &MemoryStore::default(),
+            misses: &mut misses,
+            row: &[],
+        },
+    );
+    assert_eq!(bad, Err(DeidError::NotJson));
+    assert!(parse_path("name").is_err());
+    assert_eq!(
+        parse_path("$.a[*].*").unwrap(),
+        vec![PathSeg::Key("a".into()), PathSeg::AnyIndex, PathSeg::AnyKey]
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn int_permutation_roundtrips_on_full_ranges(v in proptest::num::i64::ANY, w in proptest::num::i32::ANY, s in proptest::num::i16::ANY) {
+        let k = MasterKey::new([3; 32]).domain_key("p");
+        proptest::prop_assert_eq!(k.unpermute_int(k.permute_int(v, 63), 63), v);
+        let t = k.permute_int(w as i64, 31);
+        proptest::prop_assert!(t >= i32::MIN as i64 && t <= i32::MAX as i64);
+        proptest::prop_assert_eq!(k.unpermute_int(t, 31), w as i64);
+        let t = k.permute_int(s as i64, 15);
+        proptest::prop_assert!(t >= i16::MIN as i64 && t <= i16::MAX as i64);
+        proptest::prop_assert_eq!(k.unpermute_int(t, 15), s as i64);
+    }
+
+    #[test]
+    fn text_tokens_keep_length_and_never_echo(s in "\\PC{1,40}") {
+        let k = MasterKey::new([4; 32]).domain_key("t");
+        let t = k.text(&s);
+        proptest::prop_assert_eq!(t.chars().count(), s.chars().count());
+        if s.chars().filter(|c| c.is_alphanumeric()).count() >= 6 {
+            proptest::prop_assert_ne!(t, s);
+        }
+    }
+
+    #[test]
+    fn date_shift_is_a_bijection_per_offset(days in -400_000i64..400_000, off in -180i64..=180) {
+        let (y, m, d) = civil_from_days(days);
+        let s = if y <= 0 { format!("{:04}-{m:02}-{d:02} BC", 1 - y) } else { format!("{y:04}-{m:02}-{d:02}") };
+        let shifted = shift_date_text(&s, off).unwrap();
+        proptest::prop_assert_eq!(shift_date_text(&shifted, -off).unwrap(), s);
+    }
+}
+
+#[test]
+fn tokenize_rejects_inapplicable_types() {
+    let m = key();
+    let scanner = Arc::new(Scanner::standard());
+    let idx = |_: &str| None;
+    let bcx = BindCx {
+        master: &m,
+        profile: Profile::SafeHarbor,
+        column_index: &idx,
+        scanner: &scanner,
+        restricted_zip3: &Arc::new(RESTRICTED_ZIP3.iter().map(|s| s.to_string()).collect()),
+    };
+    let rule = Rule::Tokenize { domain: "x".into() };
+    assert!(RuleKey::bind(&rule, &TypeClass::Jsonb, &bcx).is_err());
+    assert!(RuleKey::bind(&rule, &TypeClass::Int8, &bcx).is_ok());
+    let shift = Rule::DateShift {
+        domain: "p".into(),
+        entity: "nope".into(),
+        max_days: 180,
+    };
+    assert_eq!(
+        RuleKey::bind(&shift, &TypeClass::Date, &bcx).unwrap_err(),
+        DeidError::NoEntity {
+            entity: "nope".into()
+        }
+    );
+}

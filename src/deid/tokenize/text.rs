@@ -1,0 +1,176 @@
+//! Token candidates for text-like values: layout-keeping shapes, SSNs in never-issued areas,
+//! e-mails on example.com, surrogates, UUIDs and bytea; the vault rule that allocates them and the
+//! request a vault miss produces.
+
+use super::keys::*;
+use crate::deid::registry::SurrogateKind;
+use crate::deid::surrogate::{self, Part};
+use std::sync::Arc;
+
+/// The form of a vault-held token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// An integer of `bits + 1` bits, same sign (Safe Harbor ids).
+    Int {
+        bits: u32,
+    },
+    /// Layout-keeping text (also numeric ids: digits stay digits).
+    Text,
+    Ssn,
+    Email,
+    Uuid,
+    Bytea,
+    Surrogate(SurrogateKind),
+}
+
+impl TokenKind {
+    /// Identifier tokens are unique in their domain (keys stay keys); surrogates need not be.
+    pub fn unique(self) -> bool {
+        !matches!(self, TokenKind::Surrogate(_))
+    }
+}
+
+/// SSN areas never issued: 000, 666, 900–999.
+pub(super) fn unissued_area(i: u64) -> u32 {
+    match i % 102 {
+        0 => 0,
+        1 => 666,
+        n => 898 + n as u32,
+    }
+}
+
+/// A vault-held rule: its domain, the token form, and where candidates come from.
+pub struct VaultRule {
+    pub domain: Arc<str>,
+    pub kind: TokenKind,
+    pub key: DomainKey,
+    /// Safe Harbor: candidates are random (not derived from the value).
+    pub random: bool,
+}
+
+impl std::fmt::Debug for VaultRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VaultRule({}, {:?}, {})",
+            self.domain,
+            self.kind,
+            if self.random { "random" } else { "keyed" }
+        )
+    }
+}
+
+impl VaultRule {
+    /// Candidate number `attempt` for `value` (the vault tries the next one when a candidate is
+    /// already some other value's token).
+    pub fn candidate(&self, value: &str, attempt: u32) -> String {
+        let mut rng = if self.random {
+            Seed::Random
+        } else {
+            Seed::Keyed(self.key.stream(value.as_bytes(), attempt))
+        };
+        match self.kind {
+            TokenKind::Int { bits } => {
+                let x = rng.next_u64() & mask(bits);
+                let negative = value.trim().starts_with('-');
+                (if negative { !(x as i64) } else { x as i64 }).to_string()
+            }
+            TokenKind::Text => {
+                if !self.random && attempt == 0 {
+                    self.key.text(value)
+                } else {
+                    shape(value, &mut rng)
+                }
+            }
+            TokenKind::Ssn => {
+                let n = value.chars().filter(char::is_ascii_digit).count();
+                if n != 9 {
+                    return fallback_text(self, value, attempt, &mut rng);
+                }
+                let area = unissued_area(rng.next_u64());
+                let rest = rng.next_u64() % 1_000_000;
+                let digits = format!("{area:03}{rest:06}");
+                let mut d = digits.chars();
+                value
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_digit() {
+                            d.next().unwrap_or('0')
+                        } else {
+                            c
+                        }
+                    })
+                    .collect()
+            }
+            TokenKind::Email => match value.rsplit_once('@') {
+                Some((local, _)) if !local.is_empty() => {
+                    format!("{}@{EMAIL_DOMAIN}", shape(local, &mut rng))
+                }
+                _ => fallback_text(self, value, attempt, &mut rng),
+            },
+            TokenKind::Uuid => {
+                let mut b = [0u8; 16];
+                rng.fill(&mut b);
+                b[6] = (b[6] & 0x0f) | 0x40;
+                b[8] = (b[8] & 0x3f) | 0x80;
+                let h = hex::encode(b);
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[0..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..32]
+                )
+            }
+            TokenKind::Bytea => {
+                let n = value
+                    .strip_prefix("\\x")
+                    .map(|h| h.len() / 2)
+                    .unwrap_or(value.len());
+                let mut b = vec![0u8; n];
+                rng.fill(&mut b);
+                format!("\\x{}", hex::encode(b))
+            }
+            TokenKind::Surrogate(kind) => {
+                let (part, person) = match kind {
+                    SurrogateKind::Name => (Part::Given, true),
+                    SurrogateKind::GivenName => (Part::Given, false),
+                    SurrogateKind::FamilyName => (Part::Family, false),
+                    SurrogateKind::Street => (Part::Street, false),
+                    SurrogateKind::City => (Part::Place, false),
+                };
+                let cell = std::cell::RefCell::new(rng);
+                surrogate::replace_words(
+                    value,
+                    part,
+                    person,
+                    &mut || cell.borrow_mut().next_u64(),
+                    &mut |piece| shape(piece, &mut cell.borrow_mut()),
+                )
+            }
+        }
+    }
+}
+
+/// A value the rule cannot parse: a layout-keeping token, never the original.
+pub(super) fn fallback_text(rule: &VaultRule, value: &str, attempt: u32, rng: &mut Seed) -> String {
+    if !rule.random && attempt == 0 {
+        rule.key.text(value)
+    } else {
+        shape(value, rng)
+    }
+}
+
+/// One value whose token the vault must provide before the row can be published.
+pub struct VaultRequest {
+    pub rule: Arc<VaultRule>,
+    pub hash: [u8; 32],
+    pub value: String,
+}
+
+impl std::fmt::Debug for VaultRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VaultRequest({:?}, value=<redacted>)", self.rule)
+    }
+}

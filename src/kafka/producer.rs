@@ -1,0 +1,148 @@
+//! Kafka publishing: an idempotent producer (acks=all) writing protobuf envelopes to one
+//! partition per source database, keyed by the source id (never a column value), and an ack
+//! tracker that awaits every delivery in order. Only when a Commit's delivery *and every delivery
+//! before it* succeeded does its end LSN become "acknowledged"; only that LSN is ever confirmed to
+//! PostgreSQL. A failed delivery is fatal: the stream stops and resumes from the last confirmed
+//! LSN (the sink drops the duplicates).
+
+use prost::Message;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+use super::client::client_config_with;
+use super::error::{BrokerError, delivery, kerr};
+use crate::config::KafkaConfig;
+use crate::proto::Envelope;
+
+struct Pending {
+    fut: DeliveryFuture,
+    done_lsn: Option<u64>,
+}
+
+/// Sends envelopes and tracks their deliveries.
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    key: String,
+    pending: mpsc::Sender<Pending>,
+    inflight: Arc<AtomicU64>,
+    acked: watch::Receiver<u64>,
+    failed: watch::Receiver<Option<BrokerError>>,
+}
+
+impl Publisher {
+    pub fn new(cfg: &KafkaConfig, topic: &str, key: &str) -> Result<Self, BrokerError> {
+        let producer: FutureProducer = client_config_with(
+            cfg,
+            &[
+                ("linger.ms", "5"),
+                ("message.timeout.ms", "120000"),
+                ("message.max.bytes", "16777216"),
+                ("queue.buffering.max.messages", "200000"),
+            ],
+        )
+        // Never overridable: ordering and no duplicates from retries. One request in flight per
+        // connection keeps the order even on brokers whose idempotence support is partial.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "1")
+        .create()
+        .map_err(kerr)?;
+        let (tx, mut rx) = mpsc::channel::<Pending>(100_000);
+        let (acked_tx, acked) = watch::channel(0u64);
+        let (failed_tx, failed) = watch::channel(None);
+        let inflight = Arc::new(AtomicU64::new(0));
+        let infl = inflight.clone();
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let res = match p.fut.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(delivery(e)),
+                    Err(_) => Err(BrokerError::Delivery {
+                        code: None,
+                        message: "producer dropped before delivery".into(),
+                    }),
+                };
+                match res {
+                    Ok(()) => {
+                        infl.fetch_sub(1, Ordering::SeqCst);
+                        if let Some(lsn) = p.done_lsn {
+                            acked_tx.send_modify(|a| *a = (*a).max(lsn));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "kafka delivery failed; no further LSN will be confirmed");
+                        let _ = failed_tx.send(Some(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Publisher {
+            producer,
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            pending: tx,
+            inflight,
+            acked,
+            failed,
+        })
+    }
+
+    /// Queues one envelope. `done_lsn`: the LSN that counts as acknowledged once this and every
+    /// earlier delivery succeeded (a Commit's end LSN).
+    pub async fn send(&self, env: &Envelope, done_lsn: Option<u64>) -> Result<(), BrokerError> {
+        if let Some(e) = self.failed.borrow().clone() {
+            return Err(e);
+        }
+        let payload = env.encode_to_vec();
+        let fut = loop {
+            let rec = FutureRecord::to(&self.topic)
+                .key(&self.key)
+                .payload(&payload);
+            match self.producer.send_result(rec) {
+                Ok(f) => break f,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(kerr(e)),
+            }
+        };
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        self.pending
+            .send(Pending { fut, done_lsn })
+            .await
+            .map_err(|_| BrokerError::local("ack tracker stopped"))
+    }
+
+    /// Deliveries not yet acknowledged.
+    pub fn inflight(&self) -> u64 {
+        self.inflight.load(Ordering::SeqCst)
+    }
+
+    /// Highest LSN whose events (and all before) Kafka acknowledged.
+    pub fn acked_lsn(&self) -> u64 {
+        *self.acked.borrow()
+    }
+
+    pub fn failure(&self) -> Option<BrokerError> {
+        self.failed.borrow().clone()
+    }
+
+    /// Waits until everything sent so far is acknowledged (or a delivery failed).
+    pub async fn drain(&self) -> Result<(), BrokerError> {
+        loop {
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            if self.inflight() == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The people around the registry: the reviewer workflow (`workflow`: pending items, proposals,
+//! decisions written as reviewable lines), its HTTP API (`api`) and the compliance role's audited
+//! reveal of a token (`reveal`).
+
+pub mod api;
+pub mod reveal;
+pub mod workflow;
