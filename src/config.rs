@@ -11,19 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config: {0}")]
-    Invalid(String),
-}
+pub use crate::error::ConfigError;
 
 /// A libpq-style connection string (`host=… user=… password=…` or `postgres://…`). Its
 /// `Debug`/`Display` show it with the password masked.
@@ -457,31 +445,6 @@ impl Config {
             .ok_or_else(|| ConfigError::Invalid("missing [sink] section (or VEIL_SINK_DSN)".into()))
     }
 
-    /// The audit key: `VEIL_AUDIT_KEY`, else `[audit] key_file`.
-    pub fn audit_key(&self) -> Result<crate::audit::AuditKey, ConfigError> {
-        let a = self
-            .audit
-            .as_ref()
-            .ok_or_else(|| ConfigError::Invalid("missing [audit] section".into()))?;
-        let text = secret_or_file(&a.key, &a.key_file)?.ok_or_else(|| {
-            ConfigError::Invalid("no audit key: set [audit] key_file or VEIL_AUDIT_KEY".into())
-        })?;
-        crate::audit::AuditKey::from_hex(&text).map_err(|e| ConfigError::Invalid(e.to_string()))
-    }
-
-    /// The key that verifies a chain: the sink's key for `sink/…` chains (when configured),
-    /// the audit key otherwise.
-    pub fn audit_key_for(&self, chain: &str) -> Result<crate::audit::AuditKey, ConfigError> {
-        if chain.starts_with("sink/")
-            && let Some(a) = &self.audit
-            && let Some(t) = secret_or_file(&a.sink_key, &a.sink_key_file)?
-        {
-            return crate::audit::AuditKey::from_hex(&t)
-                .map_err(|e| ConfigError::Invalid(e.to_string()));
-        }
-        self.audit_key()
-    }
-
     /// The review API's bearer token: `VEIL_API_TOKEN`, else `[api] token_file`.
     pub fn api_token(&self) -> Result<String, ConfigError> {
         let api = self
@@ -492,27 +455,10 @@ impl Config {
             ConfigError::Invalid("no API token: set [api] token_file or VEIL_API_TOKEN".into())
         })
     }
-
-    /// The master key: `VEIL_MASTER_KEY`, else the key file. 32 bytes as 64 hex characters.
-    pub fn master_key(&self) -> Result<[u8; 32], ConfigError> {
-        let text = secret_or_file(&self.keys.master_key, &self.keys.master_key_file)?.ok_or_else(
-            || {
-                ConfigError::Invalid(
-                    "no master key: set [keys] master_key_file or VEIL_MASTER_KEY".into(),
-                )
-            },
-        )?;
-        let bytes = hex::decode(text.trim()).map_err(|_| {
-            ConfigError::Invalid("master key is not hex (expected 64 hex characters)".into())
-        })?;
-        bytes.try_into().map_err(|_| {
-            ConfigError::Invalid("master key must be 32 bytes (64 hex characters)".into())
-        })
-    }
 }
 
 /// A secret given directly (environment) wins over its file; trimmed; `None` when neither is set.
-fn secret_or_file(
+pub fn secret_or_file(
     secret: &Option<Secret>,
     file: &Option<PathBuf>,
 ) -> Result<Option<String>, ConfigError> {
@@ -564,7 +510,7 @@ mod tests {
             _ => None,
         });
         assert_eq!(c.kafka().unwrap().brokers, "b:1");
-        assert_eq!(c.master_key().unwrap(), [0xab; 32]);
+        assert_eq!(c.keys.master_key.as_ref().unwrap().0, "ab".repeat(32));
         assert!(format!("{c:?}").contains("Secret(***)"));
     }
 }

@@ -70,6 +70,31 @@ impl Classify for std::io::Error {
     }
 }
 
+/// A configuration that cannot be used: bad usage, exit 2. (Lives here rather than in `config` so
+/// that the PostgreSQL and Kafka plumbing can report it without depending on the whole config.)
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Classify for ConfigError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Usage
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +104,30 @@ mod tests {
         assert_eq!(ErrorClass::Transient.exit_code(), 75);
         assert_eq!(ErrorClass::Definite.exit_code(), 1);
         assert_eq!(ErrorClass::Usage.exit_code(), 2);
+    }
+}
+
+/// A command's failure as the CLI reports it: a value-free message and what happens next.
+#[derive(Debug)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Failure {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+impl<E: Classify + std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            class: e.class(),
+            message: e.to_string(),
+        }
     }
 }

@@ -1,12 +1,14 @@
-//! Thin CLI over the `veil` library.
-//!
-//! Exit codes: 0 done, 1 a definite error (needs a person: registry decision, config fix),
-//! 2 bad usage or config, 75 a transient error (a supervisor should restart veil).
+//! Thin CLI over the `veil` library: parses the command line, loads the config, dispatches to
+//! the command, and maps the error's class to the exit code in one place
+//! (`veil::error::ErrorClass::exit_code`): 0 done, 1 definite (needs a person), 2 bad usage or
+//! config, 75 transient (a supervisor should restart veil).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::sync::watch;
+use veil::config::Config;
+use veil::error::{ErrorClass, Failure};
 
 #[derive(Parser)]
 #[command(
@@ -219,19 +221,14 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn load(path: &std::path::Path) -> Result<veil::config::Config, ExitCode> {
-    veil::config::Config::load(path).map_err(|e| {
-        eprintln!("veil: {e}");
-        ExitCode::from(2)
-    })
+fn load(path: &std::path::Path) -> Result<Config, Failure> {
+    Ok(Config::load(path)?)
 }
 
-fn start_metrics(cfg: &veil::config::Config) -> Result<(), ExitCode> {
+fn start_metrics(cfg: &Config) -> Result<(), Failure> {
     if let Some(listen) = &cfg.metrics.listen {
-        veil::metrics::install(listen).map_err(|e| {
-            eprintln!("veil: {e}");
-            ExitCode::from(2)
-        })?;
+        veil::metrics::install(listen)
+            .map_err(|e| Failure::new(ErrorClass::Usage, e.to_string()))?;
         tracing::info!(%listen, "metrics endpoint up");
     }
     Ok(())
@@ -247,97 +244,55 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    let name = command_name(&cli.command);
+    match dispatch(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            tracing::error!(error = %f.message, class = f.class.name(), "veil {name} stopped");
+            eprintln!("veil {name}: {}", f.message);
+            ExitCode::from(f.class.exit_code())
+        }
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Stream { .. } => "stream",
+        Command::Sink { .. } => "sink",
+        Command::Setup { .. } => "setup",
+        Command::Demo { .. } => "demo",
+        Command::Bench { .. } => "bench",
+        Command::Registry { .. } => "registry",
+        Command::Audit { .. } => "audit",
+        Command::Vault { .. } => "vault reveal",
+        Command::DevBroker => "dev-broker",
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
         Command::Stream { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if let Err(code) = start_metrics(&cfg) {
-                return code;
-            }
-            match veil::source::stream::run(&cfg, shutdown_signal()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, transient = e.is_transient(), "stream stopped");
-                    eprintln!("veil stream: {e}");
-                    ExitCode::from(if e.is_transient() { 75 } else { 1 })
-                }
-            }
+            let cfg = load(&config)?;
+            start_metrics(&cfg)?;
+            Ok(veil::source::stream::run(&cfg, shutdown_signal()).await?)
         }
         Command::Sink { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if let Err(code) = start_metrics(&cfg) {
-                return code;
-            }
-            match veil::sink::run(&cfg, shutdown_signal()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, transient = e.is_transient(), "sink stopped");
-                    eprintln!("veil sink: {e}");
-                    ExitCode::from(if e.is_transient() { 75 } else { 1 })
-                }
-            }
+            let cfg = load(&config)?;
+            start_metrics(&cfg)?;
+            Ok(veil::sink::run(&cfg, shutdown_signal()).await?)
         }
-        Command::Setup { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match veil::source::setup::run(&cfg).await {
-                Ok(r) => {
-                    println!(
-                        "setup done: publication {}, DDL trigger installed, {} tables published{}",
-                        if r.publication_created {
-                            "created"
-                        } else {
-                            "already present"
-                        },
-                        r.tables,
-                        if r.vault_installed {
-                            ", vault schema and roles installed"
-                        } else {
-                            ""
-                        }
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("veil setup: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::Demo { duration, patients } => {
-            match veil::devkit::demo::run(
-                veil::devkit::demo::DemoOptions { duration, patients },
-                shutdown_signal(),
-            )
-            .await
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("veil demo: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::Bench { patients, changes } => {
-            match veil::devkit::bench::run(veil::devkit::bench::BenchOptions { patients, changes })
-                .await
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("veil bench: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::Registry { command } => registry_command(command).await,
-        Command::Audit { command } => audit_command(command).await,
+        Command::Setup { config } => Ok(veil::source::setup::command(&load(&config)?).await?),
+        Command::Demo { duration, patients } => Ok(veil::devkit::demo::run(
+            veil::devkit::demo::DemoOptions { duration, patients },
+            shutdown_signal(),
+        )
+        .await?),
+        Command::Bench { patients, changes } => Ok(veil::devkit::bench::run(
+            veil::devkit::bench::BenchOptions { patients, changes },
+        )
+        .await?),
+        Command::Registry { command } => registry(command).await,
+        Command::Audit { command } => audit(command).await,
         Command::Vault {
             command:
                 VaultCommand::Reveal {
@@ -346,103 +301,27 @@ async fn main() -> ExitCode {
                     token,
                     ticket,
                 },
-        } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match veil::review::reveal::reveal_with_config(&cfg, &domain, &token, &ticket).await {
-                Ok(Some(value)) => {
-                    println!("{value}");
-                    ExitCode::SUCCESS
-                }
-                Ok(None) => {
-                    eprintln!(
-                        "veil vault reveal: no such token in domain {domain} (the attempt is logged)"
-                    );
-                    ExitCode::from(1)
-                }
-                Err(e) => {
-                    eprintln!("veil vault reveal: {e}");
-                    ExitCode::from(if e.is_transient() { 75 } else { 1 })
-                }
-            }
+        } => veil::review::reveal::command(&load(&config)?, &domain, &token, &ticket).await,
+        Command::DevBroker => {
+            let b = veil::devkit::testkit::Broker::start()
+                .map_err(|e| Failure::new(ErrorClass::Definite, e.to_string()))?;
+            println!("{}", b.bootstrap());
+            let mut rx = shutdown_signal();
+            let _ = rx.changed().await;
+            drop(b);
+            Ok(())
         }
-        Command::DevBroker => match veil::devkit::testkit::Broker::start() {
-            Ok(b) => {
-                println!("{}", b.bootstrap());
-                let mut rx = shutdown_signal();
-                let _ = rx.changed().await;
-                drop(b);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("veil dev-broker: {e}");
-                ExitCode::from(1)
-            }
-        },
     }
 }
 
-async fn registry_command(command: RegistryCommand) -> ExitCode {
-    use veil::review::workflow as review;
-    let fail = |what: &str, e: review::ReviewError| {
-        eprintln!("veil registry {what}: {e}");
-        ExitCode::from(1)
-    };
+async fn registry(command: RegistryCommand) -> Result<(), Failure> {
+    use veil::review::commands;
     match command {
-        RegistryCommand::Pending { .. } | RegistryCommand::Propose { .. } => {
-            let (config, json, store) = match command {
-                RegistryCommand::Pending { config, json } => (config, json, false),
-                RegistryCommand::Propose { config } => (config, false, true),
-                _ => unreachable!("matched above"),
-            };
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let items = if store {
-                review::propose(&cfg).await
-            } else {
-                review::pending(&cfg).await
-            };
-            let items = match items {
-                Ok(i) => i,
-                Err(e) => return fail("pending", e),
-            };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&items).unwrap_or_default()
-                );
-                return ExitCode::SUCCESS;
-            }
-            if items.is_empty() {
-                println!("nothing pending: every published column has a decision");
-            }
-            for p in &items {
-                let prop = p.proposal.as_ref();
-                println!(
-                    "{}.{} ({}) {:?}: propose {} {}{} — {}",
-                    p.table,
-                    p.column,
-                    p.type_name,
-                    p.why,
-                    prop.map(|x| x.class.as_str()).unwrap_or("?"),
-                    prop.and_then(|x| x.rule.clone()).unwrap_or_default(),
-                    prop.and_then(|x| x.domain.clone())
-                        .map(|d| format!("({d})"))
-                        .unwrap_or_default(),
-                    prop.map(|x| x.evidence()).unwrap_or_default()
-                );
-            }
-            if store {
-                println!(
-                    "proposals stored in {}; accept them with `veil registry approve --all-proposed --by NAME`",
-                    review::proposals_path(&cfg.registry.dir).display()
-                );
-            }
-            ExitCode::SUCCESS
+        RegistryCommand::Pending { config, json } => {
+            commands::pending(&load(&config)?, json, false).await
+        }
+        RegistryCommand::Propose { config } => {
+            commands::pending(&load(&config)?, false, true).await
         }
         RegistryCommand::Approve {
             config,
@@ -457,24 +336,7 @@ async fn registry_command(command: RegistryCommand) -> ExitCode {
             by,
             reason,
         } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if all_proposed {
-                return match review::approve_all_proposed(&cfg, &by).await {
-                    Ok(n) => {
-                        println!("{n} proposals accepted by {by}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => fail("approve", e),
-                };
-            }
-            let Some(target) = target else {
-                eprintln!("veil registry approve: give schema.table.column or --all-proposed");
-                return ExitCode::from(2);
-            };
-            let d = review::ColumnDecision {
+            let d = veil::review::workflow::ColumnDecision {
                 class,
                 rule,
                 domain,
@@ -484,134 +346,36 @@ async fn registry_command(command: RegistryCommand) -> ExitCode {
                 by,
                 reason,
             };
-            match review::approve(&cfg, &target, &d).await {
-                Ok(path) => {
-                    println!("decision written to {}", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail("approve", e),
-            }
+            commands::approve(&load(&config)?, target.as_deref(), all_proposed, &d).await
         }
         RegistryCommand::Serve { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match veil::review::api::serve(&cfg, shutdown_signal()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("veil registry serve: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            Ok(veil::review::api::serve(&load(&config)?, shutdown_signal()).await?)
         }
         RegistryCommand::Block {
             config,
             target,
             by,
             reason,
-        } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match review::block(&cfg, &target, &by, &reason).await {
-                Ok(path) => {
-                    println!("decision written to {}", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail("block", e),
-            }
-        }
+        } => commands::block(&load(&config)?, &target, &by, &reason).await,
     }
 }
 
-async fn audit_command(command: AuditCommand) -> ExitCode {
-    use veil::audit;
-    let config = match &command {
-        AuditCommand::Archive { config, .. }
-        | AuditCommand::Verify { config }
-        | AuditCommand::Query { config, .. }
-        | AuditCommand::Prove { config, .. } => config.clone(),
-    };
-    let cfg = match load(&config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let fail = |what: &str, e: audit::AuditError| {
-        eprintln!("veil audit {what}: {e}");
-        ExitCode::from(1)
-    };
+async fn audit(command: AuditCommand) -> Result<(), Failure> {
+    use veil::audit::commands;
     match command {
-        AuditCommand::Archive { export, .. } => match audit::archive(&cfg, export.as_deref()).await
-        {
-            Ok(r) => {
-                println!(
-                    "archived: {} records read, {} new, {} past retention removed, {} exported",
-                    r.consumed, r.inserted, r.expired, r.exported
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail("archive", e),
-        },
-        AuditCommand::Verify { .. } => match audit::verify_archive(&cfg).await {
-            Ok(p) if p.is_empty() => {
-                println!(
-                    "audit chains verified: no altered, inserted, missing or truncated record"
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(p) => {
-                for x in &p {
-                    println!("FAILED: {x}");
-                }
-                ExitCode::from(1)
-            }
-            Err(e) => fail("verify", e),
-        },
+        AuditCommand::Archive { config, export } => {
+            commands::archive(&load(&config)?, export.as_deref()).await
+        }
+        AuditCommand::Verify { config } => commands::verify(&load(&config)?).await,
         AuditCommand::Query {
+            config,
             from,
             to,
             table,
             json,
-            ..
-        } => match audit::query(&cfg, &from, &to, table.as_deref()).await {
-            Ok(rows) => {
-                for r in rows {
-                    if json {
-                        println!("{r}");
-                    } else {
-                        println!(
-                            "{} {} {} {}",
-                            r["at"].as_str().unwrap_or(""),
-                            r["record_id"].as_str().unwrap_or(""),
-                            r["kind"].as_str().unwrap_or(""),
-                            r["body"]
-                        );
-                    }
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail("query", e),
-        },
-        AuditCommand::Prove { date, json, .. } => match audit::prove(&cfg, &date).await {
-            Ok(report) => {
-                let ok = report["chain"]["ok"] == true && report["scanner"]["clean"] == true;
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", audit::prove_text(&report));
-                }
-                if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
-            }
-            Err(e) => fail("prove", e),
-        },
+        } => commands::query(&load(&config)?, &from, &to, table.as_deref(), json).await,
+        AuditCommand::Prove { config, date, json } => {
+            commands::prove(&load(&config)?, &date, json).await
+        }
     }
 }

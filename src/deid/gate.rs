@@ -11,8 +11,9 @@ use crate::deid::tokenize::{
     self, BindCx, Cx, DeidError, MasterKey, RuleKey, TokenStore, VaultRequest,
 };
 use crate::pg::catalog::{TableInfo, TypeClass};
+use crate::pg::lsn::fmt_lsn;
+use crate::pg::tuple::{TupleData, TupleValue};
 use crate::proto;
-use crate::source::pgoutput::{TupleData, TupleValue, fmt_lsn};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -733,6 +733,13 @@ pub fn parse_path(p: &str) -> Result<Vec<PathSeg>, String> {
     Ok(segs)
 }
 
+impl crate::error::Classify for RegistryError {
+    /// Registry files are input a person writes: bad usage.
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Usage
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,9 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::{ConfigError, VaultConfig};
 
-use crate::deid::tokenize::{MasterKey, TokenStore, VaultRequest};
+use futures_util::future::BoxFuture;
+
+use crate::deid::tokenize::{MasterKey, MemoryStore, NullStore, TokenStore, VaultRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -36,10 +38,15 @@ pub enum VaultError {
     Refused(String),
 }
 
-impl VaultError {
-    /// Connection and server trouble is worth a retry; the rest needs a person.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, VaultError::Postgres(..))
+impl crate::error::Classify for VaultError {
+    /// Connection and server trouble is worth a retry (by SQLSTATE); the rest needs a person.
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            VaultError::Postgres(e) => e.class(),
+            VaultError::Config(_) => ErrorClass::Usage,
+            VaultError::Exhausted { .. } | VaultError::Refused(_) => ErrorClass::Definite,
+        }
     }
 }
 
@@ -119,11 +126,49 @@ impl TokenStore for Vault {
 
 /// A store with nothing in it: every lookup misses (used when no vault is configured, so a
 /// vault-held column fails loudly instead of passing anything through).
-pub struct NoVault;
+/// The token vault as the stream uses it: read tokens on the hot path ([`TokenStore`]) and
+/// allocate a batch's first sightings.
+///
+/// Durability contract: when `allocate` returns `Ok`, every requested value has a token that is
+/// committed in the store and visible through `get`; only then may the caller publish anything
+/// that carries one of those tokens ("a published token is in the vault"). Two writers that
+/// allocate the same value concurrently both end up with the one token that won.
+pub trait TokenVault: TokenStore {
+    fn allocate(&self, requests: Vec<VaultRequest>) -> BoxFuture<'_, Result<(), VaultError>>;
+    /// `false` for the null store (no vault configured): plans that need vault-held tokens are
+    /// refused up front.
+    fn holds_tokens(&self) -> bool {
+        true
+    }
+}
 
-impl TokenStore for NoVault {
-    fn get(&self, _: &str, _: &[u8; 32]) -> Option<Arc<str>> {
-        None
+impl TokenVault for Vault {
+    fn allocate(&self, requests: Vec<VaultRequest>) -> BoxFuture<'_, Result<(), VaultError>> {
+        Box::pin(Vault::allocate(self, requests))
+    }
+}
+
+impl TokenVault for MemoryStore {
+    fn allocate(&self, requests: Vec<VaultRequest>) -> BoxFuture<'_, Result<(), VaultError>> {
+        MemoryStore::allocate(self, &requests);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl TokenVault for NullStore {
+    fn allocate(&self, requests: Vec<VaultRequest>) -> BoxFuture<'_, Result<(), VaultError>> {
+        Box::pin(async move {
+            if requests.is_empty() {
+                Ok(())
+            } else {
+                Err(VaultError::Config(ConfigError::Invalid(
+                    "a column uses vault-held tokens, but no [vault] is configured".into(),
+                )))
+            }
+        })
+    }
+    fn holds_tokens(&self) -> bool {
+        false
     }
 }
 

@@ -128,7 +128,7 @@ pub fn config_for(
 }
 
 /// The in-process stream task.
-pub type StreamTask = tokio::task::JoinHandle<Result<(), crate::source::stream::StreamError>>;
+pub type StreamTask = tokio::task::JoinHandle<Result<(), crate::source::error::StreamError>>;
 /// The in-process sink task.
 pub type SinkTask = tokio::task::JoinHandle<Result<(), crate::sink::SinkError>>;
 
@@ -565,4 +565,11 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
     println!("veil demo: OK");
     drop(broker);
     Ok(())
+}
+
+impl crate::error::Classify for DemoError {
+    /// The demo and the bench run everything themselves: any failure is for a person to read.
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Definite
+    }
 }

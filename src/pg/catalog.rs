@@ -23,6 +23,17 @@ fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CatalogError {
     move |source| CatalogError::Query { what, source }
 }
 
+impl crate::error::Classify for CatalogError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            CatalogError::Query { what, source } => {
+                crate::pg::errors::PgError::new(*what, source).class()
+            }
+            CatalogError::Missing(_) => crate::error::ErrorClass::Definite,
+        }
+    }
+}
+
 /// The value types veil knows how to carry and transform.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TypeClass {

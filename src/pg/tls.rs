@@ -21,7 +21,7 @@ use rustls::{
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {

@@ -244,3 +244,13 @@ pub async fn serve(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<
         .await
         .map_err(ApiError::Serve)
 }
+
+impl crate::error::Classify for ApiError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            ApiError::Config(_) | ApiError::Listen { .. } => ErrorClass::Usage,
+            ApiError::Serve(e) => e.class(),
+        }
+    }
+}

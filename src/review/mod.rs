@@ -3,5 +3,6 @@
 //! reveal of a token (`reveal`).
 
 pub mod api;
+pub mod commands;
 pub mod reveal;
 pub mod workflow;

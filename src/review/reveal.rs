@@ -136,7 +136,7 @@ pub async fn reveal_with_config(
     ticket: &str,
 ) -> Result<Option<String>, VaultError> {
     let vcfg = cfg.vault()?;
-    let master = MasterKey::new(cfg.master_key()?);
+    let master = MasterKey::from_config(&cfg.keys)?;
     let registry = Registry::load(&cfg.registry.dir)
         .map_err(|e| VaultError::Refused(format!("registry: {e}")))?;
     let vault = Vault::connect(vcfg, &master).await?;
@@ -155,9 +155,10 @@ pub async fn reveal_with_config(
             // One sequencing writer per chain: reveals on this host take turns.
             lock.lock()
                 .map_err(|e| VaultError::Refused(format!("audit journal lock: {e}")))?;
-            let w = crate::audit::AuditWriter::open(a, cfg.audit_key()?, kafka, "vault")
-                .await
-                .map_err(|e| VaultError::Refused(format!("audit trail: {e}")))?;
+            let w =
+                crate::audit::AuditWriter::open(a, crate::audit::audit_key(cfg)?, kafka, "vault")
+                    .await
+                    .map_err(|e| VaultError::Refused(format!("audit trail: {e}")))?;
             Some((w, lock))
         }
         None => None,
@@ -195,4 +196,24 @@ pub async fn reveal_with_config(
         .map_err(|e| VaultError::Refused(format!("audit trail (nothing revealed): {e}")))?;
     }
     Ok(value)
+}
+
+/// `veil vault reveal` as the compliance officer runs it: the value printed (after the log);
+/// an unknown token exits 1 (the attempt is logged too).
+pub async fn command(
+    cfg: &crate::config::Config,
+    domain: &str,
+    token: &str,
+    ticket: &str,
+) -> Result<(), crate::error::Failure> {
+    match reveal_with_config(cfg, domain, token, ticket).await? {
+        Some(value) => {
+            println!("{value}");
+            Ok(())
+        }
+        None => Err(crate::error::Failure::new(
+            crate::error::ErrorClass::Definite,
+            format!("no such token in domain {domain} (the attempt is logged)"),
+        )),
+    }
 }

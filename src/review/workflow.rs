@@ -664,6 +664,21 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
     Ok(n)
 }
 
+impl crate::error::Classify for ReviewError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            ReviewError::Connect(e) => e.class(),
+            ReviewError::Config(_) | ReviewError::Registry(_) | ReviewError::Invalid(_) => {
+                ErrorClass::Usage
+            }
+            ReviewError::Postgres(e) => e.class(),
+            ReviewError::Catalog(e) => e.class(),
+            ReviewError::Io { source, .. } => source.class(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

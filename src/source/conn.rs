@@ -32,6 +32,20 @@ pub enum SourceError {
     Config(String),
 }
 
+impl crate::error::Classify for SourceError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            SourceError::Io(_) | SourceError::Closed => ErrorClass::Transient,
+            SourceError::Server { code, .. } => crate::pg::errors::sqlstate_class(code),
+            SourceError::Protocol(_) | SourceError::Auth(_) | SourceError::Tls(_) => {
+                ErrorClass::Definite
+            }
+            SourceError::Config(_) => ErrorClass::Usage,
+        }
+    }
+}
+
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
@@ -382,7 +396,7 @@ impl ReplicationConn {
     }
 
     /// Ends the session politely.
-    pub async fn terminate(mut self) {
+    pub async fn terminate(&mut self) {
         frontend::terminate(&mut self.wbuf);
         let _ = self.flush().await;
     }

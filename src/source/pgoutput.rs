@@ -12,8 +12,6 @@
 //!   block and passes `in_stream`.
 //! - Timestamps are microseconds since 2000-01-01 UTC.
 
-use std::fmt;
-
 pub use crate::pg::lsn::{PG_EPOCH_OFFSET_US, fmt_lsn, parse_lsn};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,30 +50,7 @@ pub enum ReplicationMessage<'a> {
     },
 }
 
-/// A column value inside tuple data.
-#[derive(Clone, PartialEq, Eq)]
-pub enum TupleValue {
-    Null,
-    /// TOASTed value not changed by this UPDATE: not sent, the receiver keeps what it has.
-    Unchanged,
-    Text(Vec<u8>),
-    Binary(Vec<u8>),
-}
-
-impl fmt::Debug for TupleValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TupleValue::Null => f.write_str("Null"),
-            TupleValue::Unchanged => f.write_str("Unchanged"),
-            TupleValue::Text(v) => write!(f, "Text(<redacted {} bytes>)", v.len()),
-            TupleValue::Binary(v) => write!(f, "Binary(<redacted {} bytes>)", v.len()),
-        }
-    }
-}
-
-/// A row as sent by pgoutput. `Debug` shows only the shape, never the values.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct TupleData(pub Vec<TupleValue>);
+pub use crate::pg::tuple::{TupleData, TupleValue};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelationColumn {

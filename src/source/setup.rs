@@ -139,7 +139,7 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
         .map_err(pg("count published tables"))?
         .get::<_, i64>(0) as usize;
     if let Some(vcfg) = &cfg.vault {
-        let master = crate::deid::tokenize::MasterKey::new(cfg.master_key()?);
+        let master = crate::deid::tokenize::MasterKey::from_config(&cfg.keys)?;
         let vault = crate::deid::vault::Vault::connect(vcfg, &master).await?;
         let ident = "SELECT system_identifier::text || '/' || current_database() FROM pg_catalog.pg_control_system()";
         let source_id: String = client
@@ -154,4 +154,37 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
         report.vault_installed = true;
     }
     Ok(report)
+}
+
+impl crate::error::Classify for SetupError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            SetupError::Connect(e) => e.class(),
+            SetupError::Config(_) | SetupError::VaultInSource => ErrorClass::Usage,
+            SetupError::Postgres(e) => e.class(),
+            SetupError::WalLevel(_) | SetupError::NoReplicaIdentity(_) => ErrorClass::Definite,
+            SetupError::Vault(e) => e.class(),
+        }
+    }
+}
+
+/// `veil setup` as a person runs it: the report printed.
+pub async fn command(cfg: &Config) -> Result<(), SetupError> {
+    let r = run(cfg).await?;
+    println!(
+        "setup done: publication {}, DDL trigger installed, {} tables published{}",
+        if r.publication_created {
+            "created"
+        } else {
+            "already present"
+        },
+        r.tables,
+        if r.vault_installed {
+            ", vault schema and roles installed"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }

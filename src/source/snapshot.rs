@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 const ROW_BATCH: usize = 1000;
 use tokio_postgres::Client;
 
-use super::stream::{StreamError, Streamer};
+use super::error::StreamError;
+use super::pipeline::Streamer;
 use crate::deid::gate::RowValue;
 use crate::pg::catalog;
 use crate::proto::{self, envelope::Event};
@@ -77,7 +78,6 @@ pub async fn run(
     snap: &Client,
     snapshot_name: &str,
     consistent_lsn: u64,
-    link: &mut super::stream::Link<'_>,
 ) -> Result<u64, StreamError> {
     let pg = |what: &'static str| {
         move |e: tokio_postgres::Error| {
@@ -118,7 +118,7 @@ pub async fn run(
             } else {
                 info.primary_key.clone()
             };
-            let plan = st.plan_or_hold(info, &keys, link).await?;
+            let plan = st.plan_or_hold(info, &keys).await?;
             st.remember_described(info.oid, info.clone(), keys);
             plans.push(plan);
         }
@@ -146,7 +146,7 @@ pub async fn run(
     for mut plan in plans {
         // A hold during an earlier table may have ended with a newer registry.
         if plan.registry_version != st.registry.version {
-            plan = (*st.replan(plan.oid, link).await?).clone();
+            plan = (*st.replan(plan.oid).await?).clone();
         }
         if plan.blocked {
             tracing::info!(table = %plan.qualified, "snapshot: table blocked by the registry, skipped");
@@ -230,8 +230,8 @@ pub async fn run(
                         break out;
                     }
                     // Held; the decision may change this table's plan (and its dev schema).
-                    st.hold_for_scan(&hits, link).await?;
-                    plan = (*st.replan(plan.oid, link).await?).clone();
+                    st.hold_for_scan(&hits).await?;
+                    plan = (*st.replan(plan.oid).await?).clone();
                 };
                 batch.clear();
                 st.count_rows(&plan.qualified, "INSERT", out.len() as u64);

@@ -41,6 +41,27 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    /// The master key from the production-side configuration: `VEIL_MASTER_KEY`, else
+    /// `[keys] master_key_file`; 32 bytes as 64 hex characters.
+    pub fn from_config(
+        keys: &crate::config::KeysConfig,
+    ) -> Result<Self, crate::error::ConfigError> {
+        use crate::error::ConfigError;
+        let text = crate::config::secret_or_file(&keys.master_key, &keys.master_key_file)?
+            .ok_or_else(|| {
+                ConfigError::Invalid(
+                    "no master key: set [keys] master_key_file or VEIL_MASTER_KEY".into(),
+                )
+            })?;
+        let bytes = hex::decode(text.trim()).map_err(|_| {
+            ConfigError::Invalid("master key is not hex (expected 64 hex characters)".into())
+        })?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+            ConfigError::Invalid("master key must be 32 bytes (64 hex characters)".into())
+        })?;
+        Ok(MasterKey::new(bytes))
+    }
+
     pub fn new(bytes: [u8; 32]) -> Self {
         MasterKey(bytes)
     }

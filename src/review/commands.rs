@@ -1,0 +1,83 @@
+//! `veil registry …` as a person runs it: the workflow's results printed (never a value).
+
+use std::path::Path;
+
+use super::workflow::{self as review, ColumnDecision};
+use crate::config::Config;
+use crate::error::{ErrorClass, Failure};
+
+/// `veil registry pending [--json]` and `veil registry propose` (which also stores the proposals).
+pub async fn pending(cfg: &Config, json: bool, store: bool) -> Result<(), Failure> {
+    let items = if store {
+        review::propose(cfg).await?
+    } else {
+        review::pending(cfg).await?
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&items).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    if items.is_empty() {
+        println!("nothing pending: every published column has a decision");
+    }
+    for p in &items {
+        let prop = p.proposal.as_ref();
+        println!(
+            "{}.{} ({}) {:?}: propose {} {}{} — {}",
+            p.table,
+            p.column,
+            p.type_name,
+            p.why,
+            prop.map(|x| x.class.as_str()).unwrap_or("?"),
+            prop.and_then(|x| x.rule.clone()).unwrap_or_default(),
+            prop.and_then(|x| x.domain.clone())
+                .map(|d| format!("({d})"))
+                .unwrap_or_default(),
+            prop.map(|x| x.evidence()).unwrap_or_default()
+        );
+    }
+    if store {
+        println!(
+            "proposals stored in {}; accept them with `veil registry approve --all-proposed --by NAME`",
+            review::proposals_path(&cfg.registry.dir).display()
+        );
+    }
+    Ok(())
+}
+
+/// `veil registry approve` (one column, or `--all-proposed`).
+pub async fn approve(
+    cfg: &Config,
+    target: Option<&str>,
+    all_proposed: bool,
+    d: &ColumnDecision,
+) -> Result<(), Failure> {
+    if all_proposed {
+        let n = review::approve_all_proposed(cfg, &d.by).await?;
+        println!("{n} proposals accepted by {}", d.by);
+        return Ok(());
+    }
+    let Some(target) = target else {
+        return Err(Failure::new(
+            ErrorClass::Usage,
+            "give schema.table.column or --all-proposed",
+        ));
+    };
+    let path = review::approve(cfg, target, d).await?;
+    print_written(&path);
+    Ok(())
+}
+
+/// `veil registry block`.
+pub async fn block(cfg: &Config, target: &str, by: &str, reason: &str) -> Result<(), Failure> {
+    let path = review::block(cfg, target, by, reason).await?;
+    print_written(&path);
+    Ok(())
+}
+
+fn print_written(path: &Path) {
+    println!("decision written to {}", path.display());
+}

@@ -1,0 +1,403 @@
+//! The applier: one dev connection, dev transactions that batch source transactions (each under
+//! a savepoint), the checkpoint written in the same dev transaction as the rows it covers, and
+//! every envelope passed through the fencing table (`fence`) before it touches dev. DDL and DML
+//! live in `ddl` and `dml`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_postgres::{Client, Statement};
+
+use super::error::{SinkError, pg};
+use super::fence::{self, Admit, BeginVerdict, Checkpoint, SrcTxn};
+use super::store::load_schemas;
+use crate::pg::lsn::fmt_lsn;
+use crate::proto::{self, envelope::Event};
+
+/// A statement queued for pipelined execution (sent in order, awaited together).
+pub struct Queued {
+    pub st: Statement,
+    pub params: Vec<Option<String>>,
+    /// For row changes: table, operation and commit LSN (for errors), and whether it must
+    /// touch a row.
+    pub what: Option<(String, &'static str, u64, bool)>,
+}
+
+/// Statements queued before the queue is drained (pipelining depth).
+pub const PIPELINE_DEPTH: usize = 2000;
+
+/// Applies change events to the dev database.
+pub struct Applier {
+    pub(super) client: Client,
+    pub(super) topic: String,
+    pub(super) ckpt: Checkpoint,
+    /// The dev schema of every table veil manages (shared cheaply with the per-row path).
+    pub(super) schemas: HashMap<String, Arc<proto::TableSchema>>,
+    pub(super) stmts: HashMap<String, Statement>,
+    pub(super) in_dev_txn: bool,
+    pub(super) batch_rows: usize,
+    pub(super) src: Option<SrcTxn>,
+    pub(super) queue: Vec<Queued>,
+    pub duplicates: u64,
+    pub(super) savepoint: Statement,
+    pub(super) release: Statement,
+    pub applied_rows: u64,
+    pub applied_txns: u64,
+    /// Columns cleared or dropped in dev because their rule changed (for the audit trail).
+    pub reclassified: Vec<proto::Reclassified>,
+    pub skipped_txns: u64,
+}
+
+impl Applier {
+    /// Connects, prepares the bookkeeping schema and loads the checkpoint.
+    pub async fn connect(dsn: &crate::config::Dsn, topic: &str) -> Result<Self, SinkError> {
+        let client = crate::pg::tls::connect(&dsn.parse()?)
+            .await
+            .map_err(SinkError::Connect)?;
+        client
+            .batch_execute(
+                "SET session_replication_role = replica; SET synchronous_commit = on; \
+                 SET client_min_messages = warning;",
+            )
+            .await
+            .map_err(pg(
+                "session settings (the sink role must be allowed to set session_replication_role)",
+            ))?;
+        client
+            .batch_execute(super::store::BOOTSTRAP_SQL)
+            .await
+            .map_err(pg("bootstrap veil_sink"))?;
+        let mut ckpt = Checkpoint {
+            offset: -1,
+            ..Default::default()
+        };
+        if let Some(r) = client
+            .query_opt(
+                "SELECT kafka_offset, epoch, last_commit_lsn, source_id, registry_version, run_id, seq, known_runs \
+                 FROM veil_sink.checkpoint WHERE topic = $1",
+                &[&topic],
+            )
+            .await
+            .map_err(pg("read checkpoint"))?
+        {
+            ckpt.offset = r.get(0);
+            ckpt.epoch = r.get::<_, i64>(1) as u64;
+            ckpt.last_commit_lsn = r.get::<_, i64>(2) as u64;
+            ckpt.source_id = r.get(3);
+            ckpt.registry_version = r.get(4);
+            ckpt.run_id = r.get::<_, i64>(5) as u64;
+            ckpt.seq = r.get::<_, i64>(6) as u64;
+            ckpt.known_runs = r.get::<_, Vec<i64>>(7).into_iter().map(|x| x as u64).collect();
+        }
+        let schemas = load_schemas(&client).await?;
+        let savepoint = client
+            .prepare("SAVEPOINT veil_src")
+            .await
+            .map_err(pg("prepare savepoint"))?;
+        let release = client
+            .prepare("RELEASE SAVEPOINT veil_src")
+            .await
+            .map_err(pg("prepare release"))?;
+        Ok(Applier {
+            savepoint,
+            release,
+            queue: Vec::new(),
+            duplicates: 0,
+            client,
+            topic: topic.to_owned(),
+            ckpt,
+            schemas,
+            stmts: HashMap::new(),
+            in_dev_txn: false,
+            batch_rows: 0,
+            src: None,
+            applied_rows: 0,
+            applied_txns: 0,
+            reclassified: Vec::new(),
+            skipped_txns: 0,
+        })
+    }
+
+    /// Offset of the next message to read.
+    pub fn next_offset(&self) -> i64 {
+        self.ckpt.offset + 1
+    }
+
+    pub fn last_commit_lsn(&self) -> u64 {
+        self.ckpt.last_commit_lsn
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.ckpt.epoch
+    }
+
+    /// True when no source transaction is half applied (a batch may be committed).
+    pub fn at_boundary(&self) -> bool {
+        self.src.is_none()
+    }
+
+    pub fn pending_rows(&self) -> usize {
+        self.batch_rows
+    }
+
+    pub(super) async fn ensure_txn(&mut self) -> Result<(), SinkError> {
+        if !self.in_dev_txn {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(pg("begin"))?;
+            self.in_dev_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint and commits the dev transaction (at a source-transaction boundary).
+    pub async fn flush(&mut self) -> Result<(), SinkError> {
+        if !self.in_dev_txn || self.src.is_some() {
+            return Ok(());
+        }
+        self.drain().await?;
+        let t = self.ckpt.last_commit_time_us;
+        self.client
+            .execute(
+                "INSERT INTO veil_sink.checkpoint AS c (topic, kafka_offset, epoch, last_commit_lsn, last_commit_time, \
+                 source_id, registry_version, run_id, seq, known_runs, updated_at) \
+                 VALUES ($1, $2, $3, $4, CASE WHEN $5::bigint = 0 THEN NULL ELSE to_timestamp($5::bigint / 1e6) END, \
+                         $6, $7, $8, $9, $10, now()) \
+                 ON CONFLICT (topic) DO UPDATE SET kafka_offset = EXCLUDED.kafka_offset, epoch = EXCLUDED.epoch, \
+                 last_commit_lsn = EXCLUDED.last_commit_lsn, \
+                 last_commit_time = COALESCE(EXCLUDED.last_commit_time, c.last_commit_time), \
+                 source_id = EXCLUDED.source_id, registry_version = EXCLUDED.registry_version, \
+                 run_id = EXCLUDED.run_id, seq = EXCLUDED.seq, known_runs = EXCLUDED.known_runs, updated_at = now()",
+                &[
+                    &self.topic,
+                    &self.ckpt.offset,
+                    &(self.ckpt.epoch as i64),
+                    &(self.ckpt.last_commit_lsn as i64),
+                    &t,
+                    &self.ckpt.source_id,
+                    &self.ckpt.registry_version,
+                    &(self.ckpt.run_id as i64),
+                    &(self.ckpt.seq as i64),
+                    &self.ckpt.known_runs.iter().map(|&x| x as i64).collect::<Vec<i64>>(),
+                ],
+            )
+            .await
+            .map_err(pg("write checkpoint"))?;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(pg("commit"))?;
+        self.in_dev_txn = false;
+        self.batch_rows = 0;
+        metrics::gauge!(crate::metrics::SINK_LAST_COMMIT_LSN).set(self.ckpt.last_commit_lsn as f64);
+        if t > 0 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or(0);
+            metrics::gauge!(crate::metrics::SINK_APPLY_LAG_SECONDS)
+                .set((now - t).max(0) as f64 / 1e6);
+        }
+        Ok(())
+    }
+
+    async fn rollback_half_txn(&mut self, offset: i64) -> Result<(), SinkError> {
+        if fence::half_transaction(self.src.as_ref())
+            && let Some(s) = self.src.take()
+        {
+            // The half transaction's statements may still be queued; their errors do not
+            // matter, the savepoint goes anyway.
+            if let Err(e) = self.drain().await {
+                tracing::warn!(error = %e, "error inside a half transaction that is being discarded");
+            }
+            tracing::warn!(offset, commit_lsn = %fmt_lsn(s.commit_lsn), "discarding a half transaction left by a stream restart");
+            self.client
+                .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
+                .await
+                .map_err(pg("rollback half transaction"))?;
+            // Statements prepared inside the savepoint survive; schema changes were undone.
+            self.reload_schemas().await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn reload_schemas(&mut self) -> Result<(), SinkError> {
+        self.stmts.clear();
+        self.schemas = load_schemas(&self.client).await?;
+        Ok(())
+    }
+
+    /// Applies one envelope read at `offset`.
+    pub async fn apply(&mut self, offset: i64, env: proto::Envelope) -> Result<(), SinkError> {
+        let Some(event) = env.event else {
+            return Err(SinkError::Decode {
+                offset,
+                message: "envelope without event".into(),
+            });
+        };
+        // Fence by run (duplicates and late writes dropped, gaps refused) and by epoch.
+        let starts_snapshot = matches!(event, Event::SnapshotBegin(_));
+        match fence::admit(
+            &mut self.ckpt,
+            offset,
+            env.run_id,
+            env.seq,
+            env.epoch,
+            starts_snapshot,
+        )? {
+            Admit::Duplicate | Admit::LateRun => {
+                self.duplicates += 1;
+                metrics::counter!(crate::metrics::SINK_DUPLICATES).increment(1);
+                return Ok(());
+            }
+            Admit::OlderEpoch => return Ok(()),
+            Admit::NewEpoch => self.start_epoch(env.epoch).await?,
+            Admit::Apply => {}
+        }
+        self.ckpt.offset = offset;
+        self.ckpt.source_id = env.source_id;
+        self.ckpt.registry_version = env.registry_version;
+        match event {
+            Event::SnapshotBegin(b) => {
+                tracing::info!(
+                    epoch = env.epoch,
+                    tables = b.tables.len(),
+                    "snapshot begins"
+                );
+            }
+            Event::SnapshotEnd(e) => {
+                self.ensure_txn().await?;
+                self.add_pending_fks().await?;
+                tracing::info!(epoch = env.epoch, rows = e.rows, "snapshot applied");
+            }
+            Event::Schema(s) => {
+                self.ensure_txn().await?;
+                self.apply_schema(s).await?;
+            }
+            Event::StreamStart(_) => self.rollback_half_txn(offset).await?,
+            Event::Begin(b) => {
+                self.rollback_half_txn(offset).await?;
+                if fence::begin(&mut self.ckpt, offset, b.commit_lsn, env.last_commit_lsn)?
+                    == BeginVerdict::Replay
+                {
+                    self.skipped_txns += 1;
+                    metrics::counter!(crate::metrics::SINK_SKIPPED_TXNS).increment(1);
+                    self.src = Some(SrcTxn {
+                        commit_lsn: b.commit_lsn,
+                        skipping: true,
+                    });
+                    return Ok(());
+                }
+                self.ensure_txn().await?;
+                let st = self.savepoint.clone();
+                self.enqueue(st, Vec::new(), None).await?;
+                self.src = Some(SrcTxn {
+                    commit_lsn: b.commit_lsn,
+                    skipping: false,
+                });
+            }
+            Event::Commit(c) => match self.src.take() {
+                Some(SrcTxn { skipping: true, .. }) => {}
+                Some(SrcTxn {
+                    skipping: false, ..
+                }) => {
+                    let st = self.release.clone();
+                    self.enqueue(st, Vec::new(), None).await?;
+                    self.ckpt.last_commit_lsn = c.commit_lsn;
+                    self.ckpt.last_commit_time_us = c.commit_time_us;
+                    tracing::debug!(offset, commit_lsn = %fmt_lsn(c.commit_lsn), rows = c.rows, "transaction applied");
+                    self.applied_txns += 1;
+                    metrics::counter!(crate::metrics::SINK_APPLIED_TXNS).increment(1);
+                }
+                // Commit of a transaction whose Begin we skipped as already applied (replayed
+                // tail) or never saw: nothing to do if it is not newer than the checkpoint.
+                None => fence::orphan_commit(&self.ckpt, offset, c.commit_lsn)?,
+            },
+            Event::Row(r) => {
+                if self.src.as_ref().is_some_and(|s| s.skipping) {
+                    return Ok(());
+                }
+                let snapshot = env.phase == proto::Phase::Snapshot as i32;
+                if !snapshot && self.src.is_none() {
+                    return Err(SinkError::Decode {
+                        offset,
+                        message: "row change outside a transaction".into(),
+                    });
+                }
+                self.ensure_txn().await?;
+                let lsn = self.src.as_ref().map(|s| s.commit_lsn).unwrap_or(0);
+                self.apply_row(r, lsn).await?;
+                self.batch_rows += 1;
+                self.applied_rows += 1;
+            }
+            Event::Truncate(t) => {
+                if self.src.as_ref().is_some_and(|s| s.skipping) {
+                    return Ok(());
+                }
+                self.ensure_txn().await?;
+                let names: Vec<String> = t
+                    .tables
+                    .iter()
+                    .map(|n| crate::pg::quote::qualified(n))
+                    .collect();
+                let sql = format!(
+                    "TRUNCATE {}{}{}",
+                    names.join(", "),
+                    if t.restart_identity {
+                        " RESTART IDENTITY"
+                    } else {
+                        ""
+                    },
+                    if t.cascade { " CASCADE" } else { "" }
+                );
+                self.drain().await?;
+                self.client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(pg("truncate"))?;
+                self.batch_rows += 1;
+            }
+            Event::Heartbeat(_) => {}
+        }
+        Ok(())
+    }
+
+    pub(super) async fn start_epoch(&mut self, epoch: u64) -> Result<(), SinkError> {
+        tracing::warn!(
+            from = self.ckpt.epoch,
+            to = epoch,
+            "new epoch: dropping what the previous epoch built"
+        );
+        self.queue.clear();
+        if self.in_dev_txn {
+            self.client
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(pg("rollback"))?;
+            self.in_dev_txn = false;
+        }
+        self.src = None;
+        self.ensure_txn().await?;
+        let tables: Vec<String> = self.schemas.keys().cloned().collect();
+        for t in tables {
+            self.client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {} CASCADE",
+                    crate::pg::quote::qualified(&t)
+                ))
+                .await
+                .map_err(pg("drop table of old epoch"))?;
+        }
+        self.client
+            .batch_execute("DELETE FROM veil_sink.tables; DELETE FROM veil_sink.pending_fks;")
+            .await
+            .map_err(pg("reset table list"))?;
+        self.schemas.clear();
+        self.stmts.clear();
+        self.ckpt.epoch = epoch;
+        self.ckpt.last_commit_lsn = 0;
+        self.ckpt.last_commit_time_us = 0;
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! `veil sink`'s loop: the change topic's partition assigned explicitly at the offset stored in
+//! dev (auto-commit off), every offset seen in order (`fence::offset_step`; a broker that skips
+//! offsets is asked again from earlier), envelopes handed to the applier, dev committed in
+//! batches at transaction boundaries, confirmations written to the sink's audit chain.
+
+use prost::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::Duration;
+use tokio::sync::watch;
+
+use super::applier::Applier;
+use super::confirm::SinkAudit;
+use super::error::SinkError;
+use super::fence::{OffsetStep, offset_step};
+use crate::config::Config;
+use crate::kafka::error::kerr;
+use crate::kafka::{admin, client};
+use crate::pg::lsn::fmt_lsn;
+use crate::proto;
+
+/// How far before the checkpoint the sink starts fetching (see `run`).
+const REWIND: i64 = 20_000;
+
+/// Runs `veil sink` until `shutdown` turns true or an error stops it.
+pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), SinkError> {
+    let sink = cfg.sink()?.clone();
+    let kafka = cfg.kafka()?.clone();
+    let mut applier = Applier::connect(&sink.dsn, &kafka.topic).await?;
+    admin::ensure_topic(&kafka, &kafka.topic, false).await?;
+    let consumer: StreamConsumer =
+        client::client_config_with(&kafka, &[("fetch.wait.max.ms", "50")])
+            .set("group.id", format!("veil-sink-{}", kafka.topic))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(kerr)?;
+    tracing::info!(topic = %kafka.topic, offset = applier.next_offset(), epoch = applier.epoch(),
+                   last_commit = %fmt_lsn(applier.last_commit_lsn()), "sink started");
+    // The sink's confirmations: its own audit chain, signed with its own key.
+    let mut audit = match &cfg.audit {
+        Some(a) => Some(SinkAudit {
+            writer: Box::new(
+                crate::audit::AuditWriter::open(
+                    a,
+                    crate::audit::audit_key_for(cfg, "sink/").map_err(SinkError::Config)?,
+                    &kafka,
+                    &format!("sink/{}", kafka.topic),
+                )
+                .await?,
+            ),
+            every: Duration::from_secs(a.window_secs.max(1)),
+            last: std::time::Instant::now(),
+            txns: applier.applied_txns,
+            rows: applier.applied_rows,
+        }),
+        None => None,
+    };
+    // Offsets of the change topic are contiguous (it is never compacted). The sink insists on
+    // seeing every one of them: a broker that answers a fetch starting inside a record batch with
+    // the next batch would otherwise skip events silently. So it starts a little before the
+    // checkpoint (dropping what is applied), and re-fetches from before any hole it sees.
+    let mut rewind = REWIND;
+    // The next offset the sink must see.
+    let mut expected = applier.next_offset();
+    'assign: loop {
+        let start = (expected - rewind).max(0);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&kafka.topic, 0, Offset::Offset(start))
+            .map_err(kerr)?;
+        consumer.assign(&tpl).map_err(kerr)?;
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break 'assign; }
+                    continue;
+                }
+                m = tokio::time::timeout(Duration::from_millis(100), consumer.recv()) => m,
+            };
+            match msg {
+                Err(_) => {
+                    // Idle: commit what is applied.
+                    applier.flush().await?;
+                    if let Some(a) = audit.as_mut() {
+                        a.confirm(&mut applier, false).await?;
+                    }
+                }
+                Ok(Err(e)) => return Err(kerr(e).into()),
+                Ok(Ok(m)) => {
+                    let offset = m.offset();
+                    match offset_step(expected, offset) {
+                        OffsetStep::AlreadyApplied => continue,
+                        OffsetStep::Apply => {}
+                        OffsetStep::Refetch => {
+                            if start == 0 || rewind >= 1_000_000 {
+                                return Err(SinkError::Gap {
+                                    offset,
+                                    commit_lsn: format!("offset {offset}"),
+                                    expected_prev: format!("offset {expected}"),
+                                    applied: "offsets the broker no longer has (retention?)".into(),
+                                });
+                            }
+                            tracing::warn!(
+                                expected,
+                                got = offset,
+                                "the broker skipped offsets; fetching again from earlier"
+                            );
+                            metrics::counter!(crate::metrics::SINK_REFETCHES).increment(1);
+                            rewind = (rewind * 2).min(1_000_000);
+                            continue 'assign;
+                        }
+                    }
+                    expected = offset + 1;
+                    let env =
+                        proto::Envelope::decode(m.payload().unwrap_or_default()).map_err(|e| {
+                            SinkError::Decode {
+                                offset,
+                                message: e.to_string(),
+                            }
+                        })?;
+                    applier.apply(offset, env).await?;
+                    if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
+                        applier.flush().await?;
+                        if let Some(a) = audit.as_mut() {
+                            a.confirm(&mut applier, false).await?;
+                        }
+                        let mut c = TopicPartitionList::new();
+                        let _ = c.add_partition_offset(&kafka.topic, 0, Offset::Offset(offset + 1));
+                        let _ = consumer.commit(&c, CommitMode::Async);
+                    }
+                }
+            }
+        }
+    }
+    applier.flush().await?;
+    if let Some(a) = audit.as_mut() {
+        a.confirm(&mut applier, true).await?;
+    }
+    tracing::info!(
+        rows = applier.applied_rows,
+        txns = applier.applied_txns,
+        "sink stopped"
+    );
+    Ok(())
+}

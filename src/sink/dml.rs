@@ -1,0 +1,295 @@
+//! Dev-side DML: statements built once per (table, operation, column mask) and cached, values
+//! bound as text cast to the column type, pipelined in order and awaited together; an UPDATE or
+//! DELETE that matches no row stops the sink (dev diverged).
+
+use tokio_postgres::Statement;
+use tokio_postgres::types::Type;
+
+use super::applier::{Applier, PIPELINE_DEPTH, Queued};
+use super::error::{SinkError, pg};
+use crate::pg::lsn::fmt_lsn;
+use crate::proto::{self, value::Kind};
+
+/// `$n::text::<type>`: a text parameter cast to the column type.
+fn cast_param(n: usize, type_name: &str) -> String {
+    format!("${n}::text::{type_name}")
+}
+
+/// Row 11 of the fencing table: the columns an UPDATE sets — all but the TOAST-unchanged ones,
+/// which dev keeps.
+pub fn changed_columns(new_values: &[proto::Value]) -> Vec<usize> {
+    (0..new_values.len())
+        .filter(|&i| !matches!(new_values[i].kind, Some(Kind::Unchanged(_))))
+        .collect()
+}
+
+impl Applier {
+    pub(super) async fn enqueue(
+        &mut self,
+        st: Statement,
+        params: Vec<Option<String>>,
+        what: Option<(String, &'static str, u64, bool)>,
+    ) -> Result<(), SinkError> {
+        self.queue.push(Queued { st, params, what });
+        if self.queue.len() >= PIPELINE_DEPTH {
+            self.drain().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every queued statement in order (pipelined) and checks each result.
+    pub async fn drain(&mut self) -> Result<(), SinkError> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let queue = std::mem::take(&mut self.queue);
+        let client = &self.client;
+        let results = futures_util::future::join_all(
+            queue
+                .iter()
+                .map(|q| client.execute_raw(&q.st, q.params.iter())),
+        )
+        .await;
+        for (q, r) in queue.iter().zip(results) {
+            match (r, &q.what) {
+                (Err(e), Some((table, op, lsn, _))) => {
+                    return Err(SinkError::Schema {
+                        table: table.clone(),
+                        message: pg(format!("{op} at commit {}", fmt_lsn(*lsn)))(e).to_string(),
+                    });
+                }
+                (Err(e), None) => return Err(pg("savepoint")(e)),
+                (Ok(0), Some((table, op, lsn, true))) => {
+                    return Err(SinkError::Diverged {
+                        table: table.clone(),
+                        op,
+                        lsn: fmt_lsn(*lsn),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn statement(
+        &mut self,
+        key: String,
+        sql: impl FnOnce() -> String,
+        nparams: usize,
+    ) -> Result<Statement, SinkError> {
+        if let Some(s) = self.stmts.get(&key) {
+            return Ok(s.clone());
+        }
+        let types = vec![Type::TEXT; nparams];
+        let st = self
+            .client
+            .prepare_typed(&sql(), &types)
+            .await
+            .map_err(pg("prepare"))?;
+        self.stmts.insert(key, st.clone());
+        Ok(st)
+    }
+
+    pub(super) async fn apply_row(
+        &mut self,
+        r: proto::RowChange,
+        lsn: u64,
+    ) -> Result<(), SinkError> {
+        let schema = self
+            .schemas
+            .get(&r.table)
+            .cloned()
+            .ok_or_else(|| SinkError::Schema {
+                table: r.table.clone(),
+                message: "row change before the table's schema event".into(),
+            })?;
+        let ncols = schema.columns.len();
+        let table = crate::pg::quote::qualified(&r.table);
+        let bad = |what: &str| SinkError::Schema {
+            table: r.table.clone(),
+            message: format!("{what} has the wrong number of values for {ncols} columns"),
+        };
+        let text = |v: &proto::Value| -> Option<String> {
+            match &v.kind {
+                Some(Kind::Text(t)) => Some(t.clone()),
+                _ => None,
+            }
+        };
+        let is_unchanged = |v: &proto::Value| matches!(v.kind, Some(Kind::Unchanged(_)));
+        let op = proto::Op::try_from(r.op).unwrap_or(proto::Op::Unspecified);
+        // Where clause: key columns by equality, or every column (identity full) by text equality.
+        let key_idx: Vec<usize> = schema
+            .primary_key
+            .iter()
+            .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
+            .collect();
+        match op {
+            proto::Op::Insert => {
+                if r.new_values.len() != ncols {
+                    return Err(bad("insert"));
+                }
+                let key = format!("{}\u{0}I", r.table);
+                let st = self
+                    .statement(
+                        key,
+                        || {
+                            let cols: Vec<String> = schema
+                                .columns
+                                .iter()
+                                .map(|c| crate::pg::quote::ident(&c.name))
+                                .collect();
+                            let vals: Vec<String> = schema
+                                .columns
+                                .iter()
+                                .enumerate()
+                                .map(|(i, c)| cast_param(i + 1, &c.type_name))
+                                .collect();
+                            format!(
+                                "INSERT INTO {table} ({}) VALUES ({})",
+                                cols.join(", "),
+                                vals.join(", ")
+                            )
+                        },
+                        ncols,
+                    )
+                    .await?;
+                let params: Vec<Option<String>> = r.new_values.iter().map(text).collect();
+                self.enqueue(st, params, Some((r.table.clone(), "insert", lsn, false)))
+                    .await?;
+            }
+            proto::Op::Update | proto::Op::Delete => {
+                let is_update = op == proto::Op::Update;
+                if is_update && r.new_values.len() != ncols {
+                    return Err(bad("update"));
+                }
+                let old: &[proto::Value] = if r.old_values.is_empty() {
+                    &r.new_values
+                } else {
+                    &r.old_values
+                };
+                if old.len() != ncols {
+                    return Err(bad("old row"));
+                }
+                let full = r.old_is_full || key_idx.is_empty();
+                let set_idx: Vec<usize> = if is_update {
+                    (0..ncols)
+                        .filter(|&i| !is_unchanged(&r.new_values[i]))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if is_update && set_idx.is_empty() {
+                    return Ok(()); // nothing changed that dev can see
+                }
+                let widx: Vec<usize> = if full {
+                    (0..ncols).filter(|&i| !is_unchanged(&old[i])).collect()
+                } else {
+                    key_idx
+                };
+                let mask: String = set_idx.iter().map(|i| format!("{i},")).collect::<String>()
+                    + "|"
+                    + &widx.iter().map(|i| format!("{i},")).collect::<String>();
+                let key = format!(
+                    "{}\u{0}{}{}{}",
+                    r.table,
+                    if is_update { "U" } else { "D" },
+                    if full { "F" } else { "K" },
+                    mask
+                );
+                // The SQL is built only when the statement is not cached yet.
+                let sql = || {
+                    let col = |c: usize| crate::pg::quote::ident(&schema.columns[c].name);
+                    let first = set_idx.len() + 1;
+                    let wsql = if full {
+                        let parts: Vec<String> = widx
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &c)| {
+                                format!("{}::text IS NOT DISTINCT FROM ${}", col(c), first + i)
+                            })
+                            .collect();
+                        format!(
+                            "ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1)",
+                            if parts.is_empty() {
+                                "true".into()
+                            } else {
+                                parts.join(" AND ")
+                            }
+                        )
+                    } else {
+                        widx.iter()
+                            .enumerate()
+                            .map(|(i, &c)| {
+                                format!(
+                                    "{} = {}",
+                                    col(c),
+                                    cast_param(first + i, &schema.columns[c].type_name)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    };
+                    if is_update {
+                        let set: Vec<String> = set_idx
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &c)| {
+                                format!(
+                                    "{} = {}",
+                                    col(c),
+                                    cast_param(i + 1, &schema.columns[c].type_name)
+                                )
+                            })
+                            .collect();
+                        format!("UPDATE {table} SET {} WHERE {wsql}", set.join(", "))
+                    } else {
+                        format!("DELETE FROM {table} WHERE {wsql}")
+                    }
+                };
+                let st = self.statement(key, sql, set_idx.len() + widx.len()).await?;
+                let mut params: Vec<Option<String>> =
+                    set_idx.iter().map(|&i| text(&r.new_values[i])).collect();
+                params.extend(widx.iter().map(|&i| text(&old[i])));
+                self.enqueue(
+                    st,
+                    params,
+                    Some((
+                        r.table.clone(),
+                        if is_update { "update" } else { "delete" },
+                        lsn,
+                        true,
+                    )),
+                )
+                .await?;
+            }
+            proto::Op::Unspecified => {
+                return Err(SinkError::Schema {
+                    table: r.table.clone(),
+                    message: "row change without an operation".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_11_toast_unchanged_columns_are_left_out_of_the_set_list() {
+        let text = |s: &str| proto::Value {
+            kind: Some(Kind::Text(s.into())),
+        };
+        let unchanged = proto::Value {
+            kind: Some(Kind::Unchanged(true)),
+        };
+        assert_eq!(
+            changed_columns(&[text("a"), unchanged.clone(), text("c")]),
+            vec![0, 2]
+        );
+        assert!(changed_columns(&[unchanged]).is_empty());
+    }
+}

@@ -1,0 +1,74 @@
+//! The sink's errors, each sorted by what happens next.
+
+use crate::audit::AuditError;
+use crate::config::ConfigError;
+use crate::error::{Classify, ErrorClass};
+use crate::kafka::error::BrokerError;
+use crate::pg::errors::PgError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("connecting to the dev database: {0}")]
+    Connect(crate::pg::tls::ConnectError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Kafka(#[from] BrokerError),
+    #[error("sink audit trail: {0}")]
+    Audit(#[from] AuditError),
+    #[error("dev database ({}): {}", .0.what, .0.message)]
+    Postgres(PgError),
+    #[error("malformed event at offset {offset}: {message}")]
+    Decode { offset: i64, message: String },
+    #[error(
+        "gap in the change stream at offset {offset}: transaction {commit_lsn} follows {expected_prev} \
+         but the last applied is {applied}; refusing to continue"
+    )]
+    Gap {
+        offset: i64,
+        commit_lsn: String,
+        expected_prev: String,
+        applied: String,
+    },
+    #[error(
+        "epoch {epoch} at offset {offset} starts without a snapshot (last applied epoch {applied})"
+    )]
+    EpochWithoutSnapshot {
+        epoch: u64,
+        offset: i64,
+        applied: u64,
+    },
+    #[error("table {table}: {message}")]
+    Schema { table: String, message: String },
+    #[error("{op} on {table} at commit {lsn} matched no row in dev (dev diverged from the stream)")]
+    Diverged {
+        table: String,
+        op: &'static str,
+        lsn: String,
+    },
+}
+
+impl Classify for SinkError {
+    /// Connection, broker and transient server trouble is retried (the sink resumes from its
+    /// checkpoint); a gap, a malformed event, a diverged dev or a schema dev cannot take needs a
+    /// person; a bad config is usage.
+    fn class(&self) -> ErrorClass {
+        match self {
+            SinkError::Connect(e) => e.class(),
+            SinkError::Config(_) => ErrorClass::Usage,
+            SinkError::Kafka(e) => e.class(),
+            SinkError::Audit(e) => e.class(),
+            SinkError::Postgres(e) => e.class(),
+            SinkError::Decode { .. }
+            | SinkError::Gap { .. }
+            | SinkError::EpochWithoutSnapshot { .. }
+            | SinkError::Schema { .. }
+            | SinkError::Diverged { .. } => ErrorClass::Definite,
+        }
+    }
+}
+
+pub fn pg(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
+    let what = what.into();
+    move |e| SinkError::Postgres(crate::pg::errors::PgError::new(what, &e))
+}

@@ -1,0 +1,59 @@
+//! What the sink keeps in dev besides the data: the bookkeeping schema `veil_sink` (checkpoint,
+//! table schemas, foreign keys waiting for their other end) and reading the stored schemas.
+
+use prost::Message as _;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio_postgres::Client;
+
+use super::error::{SinkError, pg};
+use crate::proto;
+
+/// The dev-side bookkeeping tables.
+pub const BOOTSTRAP_SQL: &str = "
+CREATE SCHEMA IF NOT EXISTS veil_sink;
+CREATE TABLE IF NOT EXISTS veil_sink.checkpoint (
+    topic text PRIMARY KEY,
+    kafka_offset bigint NOT NULL,
+    epoch bigint NOT NULL,
+    last_commit_lsn bigint NOT NULL,
+    last_commit_time timestamptz,
+    source_id text NOT NULL DEFAULT '',
+    registry_version text NOT NULL DEFAULT '',
+    run_id bigint NOT NULL DEFAULT 0,
+    seq bigint NOT NULL DEFAULT 0,
+    known_runs bigint[] NOT NULL DEFAULT '{}',
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS veil_sink.tables (
+    qualified text PRIMARY KEY,
+    schema_pb bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS veil_sink.pending_fks (
+    qualified text NOT NULL,
+    name text NOT NULL,
+    fk_pb bytea NOT NULL,
+    PRIMARY KEY (qualified, name)
+);
+";
+
+/// The table schemas recorded in `veil_sink.tables` (inside the current dev transaction).
+pub async fn load_schemas(
+    client: &Client,
+) -> Result<HashMap<String, Arc<proto::TableSchema>>, SinkError> {
+    let mut schemas = HashMap::new();
+    for r in client
+        .query("SELECT qualified, schema_pb FROM veil_sink.tables", &[])
+        .await
+        .map_err(pg("read table list"))?
+    {
+        let q: String = r.get(0);
+        let b: Vec<u8> = r.get(1);
+        let s = proto::TableSchema::decode(b.as_slice()).map_err(|e| SinkError::Schema {
+            table: q.clone(),
+            message: format!("stored schema unreadable: {e}"),
+        })?;
+        schemas.insert(q, Arc::new(s));
+    }
+    Ok(schemas)
+}

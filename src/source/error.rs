@@ -1,0 +1,87 @@
+//! The stream's errors, each sorted by what happens next ([`Classify`]).
+
+use super::conn::SourceError;
+use super::pgoutput;
+use crate::config::ConfigError;
+use crate::deid::gate::GateError;
+use crate::deid::registry::RegistryError;
+use crate::deid::vault::VaultError;
+use crate::error::{Classify, ErrorClass};
+use crate::kafka::error::BrokerError;
+use crate::pg::catalog::CatalogError;
+use crate::pg::errors::PgError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(crate::pg::tls::ConnectError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("source database ({}): {}", .0.what, .0.message)]
+    Postgres(#[from] PgError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Gate(Box<GateError>),
+    #[error(transparent)]
+    Publish(#[from] BrokerError),
+    /// Publishing one event failed; names what the event was about (never a value).
+    #[error("publishing {what} (last commit LSN {lsn}): {source}")]
+    PublishEvent {
+        what: String,
+        lsn: String,
+        #[source]
+        source: BrokerError,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("pgoutput: {0}")]
+    Decode(#[from] pgoutput::DecodeError),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("replication slot {0} is in use by another process (is another veil stream running?)")]
+    SlotBusy(String),
+    #[error("spool: {0}")]
+    Spool(#[from] std::io::Error),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// Shutdown was requested while the stream was held (not a failure).
+    #[error("stopped while held")]
+    StoppedWhileHeld,
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+impl From<GateError> for StreamError {
+    fn from(e: GateError) -> Self {
+        StreamError::Gate(Box::new(e))
+    }
+}
+
+impl Classify for StreamError {
+    /// Transient errors are worth a restart from the confirmed LSN; definite ones need a person
+    /// (a grant, a registry decision, a message the broker will never take) and must not be
+    /// retried in a loop that pins production WAL; usage errors need a config fix.
+    fn class(&self) -> ErrorClass {
+        match self {
+            StreamError::Connect(e) => e.class(),
+            StreamError::Source(e) => e.class(),
+            StreamError::Postgres(e) => e.class(),
+            StreamError::Catalog(e) => e.class(),
+            StreamError::Publish(e) => e.class(),
+            StreamError::PublishEvent { source, .. } => source.class(),
+            StreamError::Config(_) | StreamError::Registry(_) => ErrorClass::Usage,
+            StreamError::Gate(_) | StreamError::Decode(_) | StreamError::Protocol(_) => {
+                ErrorClass::Definite
+            }
+            // A predecessor still holds the slot: it will go away (or a person stops it).
+            StreamError::SlotBusy(_) => ErrorClass::Transient,
+            StreamError::Spool(e) => e.class(),
+            StreamError::Vault(v) => v.class(),
+            StreamError::StoppedWhileHeld => ErrorClass::Transient,
+            StreamError::Audit(a) => a.class(),
+        }
+    }
+}

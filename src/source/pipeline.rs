@@ -1,0 +1,872 @@
+//! The stream pipeline shared by the snapshot and the replication loop: plans (the gate) per
+//! table, holds when the registry has no decision, transforms rows in batches against the vault,
+//! scans a sample, and publishes envelopes to the [`EventSink`] in order.
+//!
+//! A hold waits through the [`KeepAlive`] capability the pipeline owns — it never reaches back
+//! into the replication loop — and publishes nothing past the hold point.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+use super::error::StreamError;
+use super::events::EventSink;
+use super::hold::{HOLD_POLL, KeepAlive, now_us};
+use super::pgoutput::{self, LogicalMessage, OldTuple, Relation};
+use super::window::{self, WindowAcc};
+use crate::audit::AuditLog;
+use crate::config::ConfigError;
+use crate::deid::gate::{self, GateError, TablePlan};
+use crate::deid::registry::Registry;
+use crate::deid::tokenize::{MasterKey, TokenStore, VaultRequest};
+use crate::deid::vault::TokenVault;
+use crate::pg::catalog;
+use crate::pg::lsn::{PG_EPOCH_OFFSET_US, fmt_lsn};
+use crate::proto::{self, envelope::Event};
+
+/// Rows transformed (and their vault misses allocated) together.
+pub const ROW_BATCH: usize = 1000;
+
+/// Prefix of logical messages veil writes itself; every other message is dropped.
+pub const HEARTBEAT_PREFIX: &str = "veil_heartbeat";
+/// Prefix of the messages `veil setup`'s DDL event trigger writes (`{"tag", "object"}`).
+pub const DDL_PREFIX: &str = "veil_ddl";
+
+/// State of the stream shared by the snapshot and the replication loop.
+pub struct Streamer {
+    pub database: String,
+    pub source_id: String,
+    pub publication: String,
+    pub slot_name: String,
+    pub registry: Registry,
+    pub master: MasterKey,
+    pub(super) key_id: String,
+    pub epoch: u64,
+    pub(super) last_commit_lsn: u64,
+    pub publisher: Box<dyn EventSink>,
+    pub(super) catalog: tokio_postgres::Client,
+    pub(super) plans: HashMap<u32, Arc<TablePlan>>,
+    pub(super) published_schemas: HashMap<String, proto::TableSchema>,
+    pub(super) txn: Option<TxnState>,
+    pub(super) run_id: u64,
+    pub(super) seq: u64,
+    pub vault: Arc<dyn TokenVault>,
+    pub(super) queue: Vec<QueuedRow>,
+    pub registry_dir: std::path::PathBuf,
+    pub(super) scanner: Arc<crate::deid::scanner::Scanner>,
+    /// Scan every n-th published row (0 = off).
+    pub(super) scan_every: u64,
+    pub(super) scan_counter: u64,
+    /// Snapshot until the snapshot's end is published (a restart reads the phase of the topic's
+    /// last event to know whether the snapshot finished).
+    pub phase: proto::Phase,
+    pub audit: Box<dyn AuditLog>,
+    pub(super) window: WindowAcc,
+    pub(super) window_secs: u64,
+    pub(super) window_count: u64,
+    /// What each planned table was planned from, to plan it again when the registry changes.
+    pub(super) described: HashMap<u32, (catalog::TableInfo, Vec<String>)>,
+    /// Keeps the source from dropping a held stream (see `hold`).
+    pub keepalive: Box<dyn KeepAlive>,
+    /// Shutdown requested (a hold returns `StoppedWhileHeld`).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A row change waiting for its batch to be transformed.
+pub(super) struct QueuedRow {
+    plan: Arc<TablePlan>,
+    op: proto::Op,
+    new: Option<pgoutput::TupleData>,
+    old: Option<OldTuple>,
+    lsn: u64,
+}
+
+pub(super) struct TxnState {
+    pub(super) rows: u64,
+}
+
+impl Streamer {
+    fn envelope(&mut self, phase: proto::Phase, event: Event) -> proto::Envelope {
+        self.seq += 1;
+        proto::Envelope {
+            run_id: self.run_id,
+            seq: self.seq,
+            epoch: self.epoch,
+            source_id: self.source_id.clone(),
+            last_commit_lsn: self.last_commit_lsn,
+            registry_version: self.registry.version.clone(),
+            key_id: self.key_id.clone(),
+            phase: phase as i32,
+            event: Some(event),
+        }
+    }
+
+    pub async fn publish(
+        &mut self,
+        phase: proto::Phase,
+        event: Event,
+        done_lsn: Option<u64>,
+    ) -> Result<(), StreamError> {
+        let env = self.envelope(phase, event);
+        if let Err(source) = self.publisher.send(&env, done_lsn).await {
+            return Err(StreamError::PublishEvent {
+                what: event_subject(&env),
+                lsn: fmt_lsn(env.last_commit_lsn),
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes one audit record (when auditing is configured).
+    pub async fn audit(&mut self, body: proto::audit_record::Body) -> Result<(), StreamError> {
+        self.audit.record(body).await?;
+        Ok(())
+    }
+
+    /// The run's start: versions, key id and every column's rule under the registry.
+    pub async fn audit_run_start(&mut self, config_hash: &str) -> Result<(), StreamError> {
+        let body = proto::audit_record::Body::RunStart(proto::RunStart {
+            run_id: self.run_id,
+            source_id: self.source_id.clone(),
+            epoch: self.epoch,
+            config_hash: config_hash.to_owned(),
+            registry_version: self.registry.version.clone(),
+            key_id: self.key_id.clone(),
+            rules: window::column_rules(&self.registry),
+        });
+        self.audit(body).await
+    }
+
+    /// Closes the current window: what was published, under which rules, and the scan.
+    pub async fn close_window(&mut self) -> Result<(), StreamError> {
+        let w = std::mem::replace(&mut self.window, WindowAcc::starting(now_us()));
+        if w.is_empty() {
+            self.window.start_us = w.start_us;
+            return Ok(());
+        }
+        self.window_count += 1;
+        let record = w.into_record(
+            format!("{:x}-{}", self.run_id, self.window_count),
+            self.run_id,
+            self.epoch,
+            now_us(),
+            &self.registry.version,
+            self.plans.values().map(|p| &**p),
+        );
+        self.audit(proto::audit_record::Body::Window(record)).await
+    }
+
+    /// Audit records for every column whose registry entry changed (who decided, when, why).
+    async fn audit_decisions(&mut self, before: &Registry) -> Result<(), StreamError> {
+        for b in window::decisions(before, &self.registry) {
+            self.audit(proto::audit_record::Body::Decision(b)).await?;
+        }
+        Ok(())
+    }
+
+    /// Plans a table; when the gate says the registry has no decision for it (a new table or
+    /// column, a changed type, a rule that does not fit), **holds**: publishes what came before,
+    /// then waits — keeping the replication connection alive with status updates that never
+    /// confirm past the hold point, so the slot keeps the WAL — until a registry change makes the
+    /// plan succeed. A restart while held meets the same Relation again and holds again.
+    pub async fn plan_or_hold(
+        &mut self,
+        info: &catalog::TableInfo,
+        keys: &[String],
+    ) -> Result<TablePlan, StreamError> {
+        match self.try_plan(info, keys) {
+            Ok(plan) => {
+                self.check_vault(&plan)?;
+                Ok(plan)
+            }
+            Err(problem) => {
+                // Everything before the hold point goes out; nothing after it.
+                self.flush_rows().await?;
+                self.hold_until_planned(info, keys, problem).await
+            }
+        }
+    }
+
+    /// Plans a table with nothing queued (the caller flushed), holding if it does not plan.
+    async fn plan_now(
+        &mut self,
+        info: &catalog::TableInfo,
+        keys: &[String],
+    ) -> Result<TablePlan, StreamError> {
+        match self.try_plan(info, keys) {
+            Ok(plan) => {
+                self.check_vault(&plan)?;
+                Ok(plan)
+            }
+            Err(problem) => self.hold_until_planned(info, keys, problem).await,
+        }
+    }
+
+    fn try_plan(&self, info: &catalog::TableInfo, keys: &[String]) -> Result<TablePlan, GateError> {
+        gate::plan_table(
+            &self.database,
+            info,
+            keys,
+            &self.registry,
+            &self.master,
+            &self.scanner,
+        )
+    }
+
+    /// The hold itself: recorded (log, metrics, audit), then waits for registry changes until
+    /// the table plans. Never publishes: the caller published everything before the hold point.
+    async fn hold_until_planned(
+        &mut self,
+        info: &catalog::TableInfo,
+        keys: &[String],
+        problem: GateError,
+    ) -> Result<TablePlan, StreamError> {
+        let (table, column, type_name) = problem.subject();
+        tracing::warn!(
+            table = %table,
+            column = %column,
+            type_name = %type_name,
+            reason = %problem,
+            registry_version = %self.registry.version,
+            "stream HELD: no registry decision; nothing after this point is published \
+             until a reviewer decides (veil registry pending / approve / block)"
+        );
+        metrics::counter!(crate::metrics::HOLDS, "table" => table.clone()).increment(1);
+        metrics::gauge!(crate::metrics::HELD_ITEMS).set(1.0);
+        let body = proto::audit_record::Body::Hold(proto::Hold {
+            table: table.clone(),
+            column: column.clone(),
+            type_name: type_name.clone(),
+            reason: problem.to_string(),
+            registry_version: self.registry.version.clone(),
+            cause: "schema".into(),
+        });
+        self.audit(body).await?;
+        let since = std::time::Instant::now();
+        loop {
+            self.wait_for_registry_change(Some(since)).await?;
+            if let Ok(plan) = self.try_plan(info, keys) {
+                self.check_vault(&plan)?;
+                tracing::warn!(
+                    table = %plan.qualified,
+                    registry_version = %self.registry.version,
+                    held_secs = since.elapsed().as_secs(),
+                    "hold released: the registry now has a decision; resuming"
+                );
+                metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
+                metrics::gauge!(crate::metrics::HELD_SECONDS).set(0.0);
+                return Ok(plan);
+            }
+        }
+    }
+
+    /// Waits (held) until the registry's files change, keeping the replication connection alive
+    /// with status updates that confirm only what Kafka acknowledged.
+    async fn wait_for_registry_change(
+        &mut self,
+        since: Option<std::time::Instant>,
+    ) -> Result<(), StreamError> {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HOLD_POLL) => {}
+                _ = self.shutdown.changed() => {}
+            }
+            if *self.shutdown.borrow() {
+                return Err(StreamError::StoppedWhileHeld);
+            }
+            let acked = self.publisher.acked_lsn();
+            self.keepalive.keep_alive(acked).await?;
+            if let Some(t) = since {
+                metrics::gauge!(crate::metrics::HELD_SECONDS).set(t.elapsed().as_secs_f64());
+            }
+            self.observe_slot().await;
+            match Registry::load(&self.registry_dir) {
+                Ok(r) if r.version != self.registry.version => {
+                    tracing::info!(from = %self.registry.version, to = %r.version, "registry changed");
+                    let before = std::mem::replace(&mut self.registry, r);
+                    self.audit_decisions(&before).await?;
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "registry does not load; staying held");
+                }
+            }
+        }
+    }
+
+    /// Samples transformed rows and scans their safe text columns with the high-precision
+    /// detectors. Returns (table, column, detector, count) of every hit.
+    pub fn scan_rows<'p>(
+        &mut self,
+        rows: impl Iterator<Item = (&'p TablePlan, &'p [proto::Value])>,
+    ) -> Vec<(String, String, &'static str, usize)> {
+        let mut hits: std::collections::BTreeMap<(String, String, &'static str), usize> =
+            std::collections::BTreeMap::new();
+        if self.scan_every == 0 {
+            return Vec::new();
+        }
+        for (plan, row) in rows {
+            self.scan_counter += 1;
+            if !self.scan_counter.is_multiple_of(self.scan_every) {
+                continue;
+            }
+            self.window.scanned += 1;
+            for (column, value) in plan.scanned(row) {
+                for d in self.scanner.strong_hits(value) {
+                    *hits
+                        .entry((plan.qualified.clone(), column.to_owned(), d.name()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        hits.into_iter()
+            .map(|((t, c, d), n)| (t, c, d, n))
+            .collect()
+    }
+
+    /// A scanner hit in a column classified safe: nothing of the batch is published; the stream
+    /// holds until the registry changes (reclassify the column, or record `scan = false` for a
+    /// reviewed false positive).
+    pub async fn hold_for_scan(
+        &mut self,
+        hits: &[(String, String, &'static str, usize)],
+    ) -> Result<(), StreamError> {
+        for (table, column, detector, count) in hits {
+            tracing::warn!(
+                table = %table,
+                column = %column,
+                detector = %detector,
+                count = *count,
+                registry_version = %self.registry.version,
+                "stream HELD: the scanner found {detector}-shaped values in a column classified safe; \
+                 the batch is not published until the column is reclassified (or marked scan = false)"
+            );
+            metrics::counter!(crate::metrics::SCANNER_HITS, "table" => table.clone(), "column" => column.clone(), "detector" => *detector)
+                .increment(*count as u64);
+        }
+        metrics::gauge!(crate::metrics::HELD_ITEMS).set(hits.len() as f64);
+        for (table, column, detector, count) in hits {
+            let body = proto::audit_record::Body::Hold(proto::Hold {
+                table: table.clone(),
+                column: column.clone(),
+                type_name: String::new(),
+                reason: format!("{count} {detector}-shaped values in a column classified safe"),
+                registry_version: self.registry.version.clone(),
+                cause: "scanner".into(),
+            });
+            self.audit(body).await?;
+            *self
+                .window
+                .hits
+                .entry((table.clone(), column.clone(), *detector))
+                .or_default() += *count as u64;
+        }
+        let since = std::time::Instant::now();
+        self.wait_for_registry_change(Some(since)).await?;
+        metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
+        metrics::gauge!(crate::metrics::HELD_SECONDS).set(0.0);
+        Ok(())
+    }
+
+    /// Plans a known table again under the current registry (holding if it does not plan).
+    pub async fn replan(&mut self, oid: u32) -> Result<Arc<TablePlan>, StreamError> {
+        let (info, keys) = self.described.get(&oid).cloned().ok_or_else(|| {
+            StreamError::Protocol(format!("relation oid {oid} was never described"))
+        })?;
+        let plan = self.plan_now(&info, &keys).await?;
+        self.publish_schema_if_changed(&plan).await?;
+        self.remember_schema(&plan);
+        Ok(self.plans[&oid].clone())
+    }
+
+    /// Reloads the registry when its files changed and plans every known table again (a
+    /// stricter decision takes effect at once; a table that no longer plans holds the stream).
+    pub async fn reload_registry(&mut self) -> Result<(), StreamError> {
+        match Registry::load(&self.registry_dir) {
+            Ok(r) if r.version != self.registry.version => {
+                tracing::info!(from = %self.registry.version, to = %r.version, "registry changed; planning tables again");
+                self.flush_rows().await?;
+                let before = std::mem::replace(&mut self.registry, r);
+                self.audit_decisions(&before).await?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "registry does not load; keeping the loaded version");
+            }
+        }
+        self.replan_stale().await
+    }
+
+    /// Plans again every table whose plan an older registry made (the registry may also have
+    /// changed while the stream was held on another table), holding where the new registry has
+    /// no decision. Loops because a hold can end with yet another registry.
+    async fn replan_stale(&mut self) -> Result<(), StreamError> {
+        loop {
+            let stale: Vec<u32> = self
+                .plans
+                .iter()
+                .filter(|(oid, p)| {
+                    p.registry_version != self.registry.version && self.described.contains_key(oid)
+                })
+                .map(|(oid, _)| *oid)
+                .collect();
+            if stale.is_empty() {
+                return Ok(());
+            }
+            self.flush_rows().await?;
+            for oid in stale {
+                self.replan(oid).await?;
+            }
+        }
+    }
+
+    /// The plan of a relation, planned again first if the registry changed since.
+    async fn current_plan(&mut self, oid: u32) -> Result<Arc<TablePlan>, StreamError> {
+        let plan = self.plan(oid)?;
+        if plan.registry_version == self.registry.version {
+            return Ok(plan);
+        }
+        self.replan_stale().await?;
+        self.plan(oid)
+    }
+
+    pub fn remember_described(&mut self, oid: u32, info: catalog::TableInfo, keys: Vec<String>) {
+        self.described.insert(oid, (info, keys));
+    }
+
+    /// Reports the WAL the slot retains (`veil_slot_retained_wal_bytes`).
+    pub async fn observe_slot(&self) {
+        let row = self
+            .catalog
+            .query_opt(
+                "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::float8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                &[&self.slot_name],
+            )
+            .await;
+        if let Ok(Some(row)) = row
+            && let Some(b) = row.get::<_, Option<f64>>(0)
+        {
+            metrics::gauge!(crate::metrics::RETAINED_WAL_BYTES).set(b);
+        }
+    }
+
+    async fn publish_schema_if_changed(&mut self, plan: &TablePlan) -> Result<(), StreamError> {
+        if !plan.blocked && self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
+            tracing::info!(table = %plan.qualified, "publishing table schema");
+            self.publish(self.phase, Event::Schema(plan.schema.clone()), None)
+                .await?;
+            metrics::counter!(crate::metrics::SCHEMA_CHANGES, "table" => plan.qualified.clone())
+                .increment(1);
+        }
+        Ok(())
+    }
+
+    /// A plan whose columns need the vault cannot run without one.
+    pub fn check_vault(&self, plan: &TablePlan) -> Result<(), StreamError> {
+        let cols = plan.vault_columns();
+        if !self.vault.holds_tokens() && !cols.is_empty() {
+            return Err(StreamError::Config(ConfigError::Invalid(format!(
+                "table {} columns {} use vault-held tokens, but no [vault] is configured",
+                plan.qualified,
+                cols.join(", ")
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` over every item against the vault cache; the values that missed are allocated
+    /// in one vault round trip and the items that missed are transformed again.
+    pub async fn transform_batch<T, R>(
+        &self,
+        items: &[T],
+        f: impl Fn(&T, &dyn TokenStore, &mut Vec<VaultRequest>) -> Result<R, GateError>,
+    ) -> Result<Vec<R>, StreamError> {
+        let store: &dyn TokenStore = &*self.vault;
+        let mut out = Vec::with_capacity(items.len());
+        let mut misses = Vec::new();
+        let mut missed = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let before = misses.len();
+            out.push(f(item, store, &mut misses)?);
+            if misses.len() > before {
+                missed.push(i);
+            }
+        }
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        metrics::counter!(crate::metrics::VAULT_ROUND_TRIPS).increment(1);
+        self.vault.allocate(std::mem::take(&mut misses)).await?;
+        for i in missed {
+            out[i] = f(&items[i], store, &mut misses)?;
+            if !misses.is_empty() {
+                return Err(StreamError::Protocol(
+                    "vault allocation left a value without a token".into(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Transforms, scans and publishes the queued row changes, in order.
+    async fn flush_rows(&mut self) -> Result<(), StreamError> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let mut queue = std::mem::take(&mut self.queue);
+        loop {
+            let rows = self
+                .transform_batch(&queue, |q, store, misses| {
+                    let new = match &q.new {
+                        Some(t) => q.plan.transform_tuple(t, q.lsn, store, misses)?,
+                        None => Vec::new(),
+                    };
+                    let (old, full) = match &q.old {
+                        None => (Vec::new(), false),
+                        Some(OldTuple::Key(t)) => {
+                            (q.plan.transform_tuple(t, q.lsn, store, misses)?, false)
+                        }
+                        Some(OldTuple::Full(t)) => {
+                            (q.plan.transform_tuple(t, q.lsn, store, misses)?, true)
+                        }
+                    };
+                    Ok((new, old, full))
+                })
+                .await?;
+            let hits = self.scan_rows(
+                queue
+                    .iter()
+                    .zip(&rows)
+                    .map(|(q, (new, _, _))| (&*q.plan, new.as_slice())),
+            );
+            if hits.is_empty() {
+                for (q, (new, old, full)) in queue.iter().zip(rows) {
+                    self.row(&q.plan, q.op, new, old, full).await?;
+                }
+                return Ok(());
+            }
+            self.hold_for_scan(&hits).await?;
+            // The registry changed: plan the batch's tables again and transform it again.
+            let oids: std::collections::BTreeSet<u32> = queue.iter().map(|q| q.plan.oid).collect();
+            for oid in oids {
+                let plan = self.replan(oid).await?;
+                for q in queue.iter_mut().filter(|q| q.plan.oid == oid) {
+                    q.plan = plan.clone();
+                }
+            }
+        }
+    }
+
+    async fn queue_row(&mut self, row: QueuedRow) -> Result<(), StreamError> {
+        self.queue.push(row);
+        if self.queue.len() >= ROW_BATCH {
+            self.flush_rows().await?;
+        }
+        Ok(())
+    }
+
+    pub fn remember_schema(&mut self, plan: &TablePlan) {
+        self.published_schemas
+            .insert(plan.qualified.clone(), plan.schema.clone());
+        self.plans.insert(plan.oid, Arc::new(plan.clone()));
+    }
+
+    pub(super) async fn begin(
+        &mut self,
+        commit_lsn: u64,
+        commit_time: i64,
+        xid: u32,
+    ) -> Result<(), StreamError> {
+        self.txn = Some(TxnState { rows: 0 });
+        self.publish(
+            proto::Phase::Stream,
+            Event::Begin(proto::Begin {
+                commit_lsn,
+                commit_time_us: pg_time_to_unix_us(commit_time),
+                xid,
+            }),
+            None,
+        )
+        .await
+    }
+
+    pub(super) async fn commit(
+        &mut self,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_time: i64,
+    ) -> Result<(), StreamError> {
+        self.flush_rows().await?;
+        let rows = self.txn.take().map(|t| t.rows).unwrap_or(0);
+        self.last_commit_lsn = commit_lsn;
+        self.publish(
+            proto::Phase::Stream,
+            Event::Commit(proto::Commit {
+                commit_lsn,
+                end_lsn,
+                commit_time_us: pg_time_to_unix_us(commit_time),
+                rows,
+            }),
+            Some(end_lsn),
+        )
+        .await?;
+        metrics::counter!(crate::metrics::TRANSACTIONS).increment(1);
+        self.window.mark_lsn(commit_lsn);
+        if now_us() - self.window.start_us >= self.window_secs as i64 * 1_000_000 {
+            self.close_window().await?;
+        }
+        Ok(())
+    }
+
+    /// A `veil_ddl` message (written inside the DDL's transaction by the event trigger): the
+    /// changed table is compared with the registry at once, so a schema change holds the stream
+    /// at the DDL itself, before any row of the new shape and even if none ever comes.
+    async fn ddl(&mut self, content: &[u8]) -> Result<(), StreamError> {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else {
+            tracing::warn!("ignoring a veil_ddl message that is not JSON");
+            return Ok(());
+        };
+        let tag = v["tag"].as_str().unwrap_or("");
+        let object = v["object"].as_str().unwrap_or("");
+        if !matches!(
+            tag,
+            "CREATE TABLE" | "ALTER TABLE" | "CREATE TABLE AS" | "SELECT INTO"
+        ) {
+            return Ok(());
+        }
+        // The catalog as it is now; a table dropped since is no longer anyone's concern.
+        let oid: Option<u32> = self
+            .catalog
+            .query_opt(
+                "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p') \
+                 AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables t WHERE t.pubname = $2 \
+                   AND (quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))::regclass = c.oid)",
+                &[&object, &self.publication],
+            )
+            .await
+            .map_err(|e| StreamError::Postgres(crate::pg::errors::PgError::new("look up DDL target", &e)))?
+            .map(|r| r.get(0));
+        let Some(oid) = oid else { return Ok(()) };
+        let info = catalog::describe_table(&self.catalog, oid, None).await?;
+        let keys = info.primary_key.clone();
+        tracing::info!(table = %info.qualified(), tag, "schema change seen; checking it against the registry");
+        self.plan_or_hold(&info, &keys).await?;
+        // The table's shape from here on: planning it again under a newer registry must use it.
+        if self.described.contains_key(&oid) {
+            self.described.insert(oid, (info, keys));
+        }
+        Ok(())
+    }
+
+    /// Counts published rows for the audit window.
+    pub fn count_rows(&mut self, table: &str, op: &'static str, n: u64) {
+        self.window.count_rows(table, op, n);
+    }
+
+    /// Marks the snapshot's LSN in the window.
+    pub fn window_lsn(&mut self, lsn: u64) {
+        self.window.mark_lsn(lsn);
+    }
+
+    async fn relation(&mut self, rel: Relation) -> Result<(), StreamError> {
+        let cols: Vec<(String, u32, i32)> = rel
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.type_oid, c.type_modifier))
+            .collect();
+        let keys: Vec<String> = rel
+            .columns
+            .iter()
+            .filter(|c| c.is_key)
+            .map(|c| c.name.clone())
+            .collect();
+        let info = catalog::describe_table(&self.catalog, rel.oid, Some(&cols)).await?;
+        let plan = self.plan_or_hold(&info, &keys).await?;
+        self.flush_rows().await?;
+        self.publish_schema_if_changed(&plan).await?;
+        self.remember_schema(&plan);
+        self.described.insert(rel.oid, (info, keys));
+        Ok(())
+    }
+
+    fn plan(&self, oid: u32) -> Result<Arc<TablePlan>, StreamError> {
+        self.plans.get(&oid).cloned().ok_or_else(|| {
+            StreamError::Protocol(format!(
+                "change for relation oid {oid} before its Relation message"
+            ))
+        })
+    }
+
+    async fn row(
+        &mut self,
+        plan: &TablePlan,
+        op: proto::Op,
+        new: Vec<proto::Value>,
+        old: Vec<proto::Value>,
+        old_full: bool,
+    ) -> Result<(), StreamError> {
+        if let Some(t) = self.txn.as_mut() {
+            t.rows += 1;
+        }
+        self.count_rows(&plan.qualified, op.as_str_name(), 1);
+        metrics::counter!(crate::metrics::EVENTS, "table" => plan.qualified.clone(), "op" => op.as_str_name()).increment(1);
+        self.publish(
+            proto::Phase::Stream,
+            Event::Row(proto::RowChange {
+                table: plan.qualified.clone(),
+                op: op as i32,
+                new_values: new,
+                old_values: old,
+                old_is_full: old_full,
+            }),
+            None,
+        )
+        .await
+    }
+
+    /// Handles one message of a transaction (live or replayed from the spool).
+    pub(super) async fn change(
+        &mut self,
+        msg: LogicalMessage,
+        lsn: u64,
+    ) -> Result<(), StreamError> {
+        match msg {
+            LogicalMessage::Relation { relation, .. } => self.relation(relation).await?,
+            LogicalMessage::Insert {
+                relation_oid, new, ..
+            } => {
+                let plan = self.current_plan(relation_oid).await?;
+                if !plan.blocked {
+                    self.queue_row(QueuedRow {
+                        plan,
+                        op: proto::Op::Insert,
+                        new: Some(new),
+                        old: None,
+                        lsn,
+                    })
+                    .await?;
+                }
+            }
+            LogicalMessage::Update {
+                relation_oid,
+                old,
+                new,
+                ..
+            } => {
+                let plan = self.current_plan(relation_oid).await?;
+                if !plan.blocked {
+                    self.queue_row(QueuedRow {
+                        plan,
+                        op: proto::Op::Update,
+                        new: Some(new),
+                        old,
+                        lsn,
+                    })
+                    .await?;
+                }
+            }
+            LogicalMessage::Delete {
+                relation_oid, old, ..
+            } => {
+                let plan = self.current_plan(relation_oid).await?;
+                if !plan.blocked {
+                    self.queue_row(QueuedRow {
+                        plan,
+                        op: proto::Op::Delete,
+                        new: None,
+                        old: Some(old),
+                        lsn,
+                    })
+                    .await?;
+                }
+            }
+            LogicalMessage::Truncate {
+                options,
+                relation_oids,
+                ..
+            } => {
+                let mut tables = Vec::new();
+                for oid in relation_oids {
+                    let plan = self.current_plan(oid).await?;
+                    if !plan.blocked {
+                        tables.push(plan.qualified.clone());
+                    }
+                }
+                if !tables.is_empty() {
+                    self.flush_rows().await?;
+                    if let Some(t) = self.txn.as_mut() {
+                        t.rows += 1;
+                    }
+                    self.publish(
+                        proto::Phase::Stream,
+                        Event::Truncate(proto::Truncate {
+                            tables,
+                            cascade: options & 1 == 1,
+                            restart_identity: options & 2 == 2,
+                        }),
+                        None,
+                    )
+                    .await?;
+                }
+            }
+            LogicalMessage::Message {
+                prefix,
+                lsn,
+                content,
+                ..
+            } => {
+                if prefix == DDL_PREFIX {
+                    self.ddl(&content).await?;
+                } else if prefix == HEARTBEAT_PREFIX {
+                    self.flush_rows().await?;
+                    self.publish(
+                        proto::Phase::Stream,
+                        Event::Heartbeat(proto::Heartbeat { lsn }),
+                        None,
+                    )
+                    .await?;
+                }
+                // Any other logical message is not ours: dropped, never forwarded.
+            }
+            LogicalMessage::Type { .. } | LogicalMessage::Origin { .. } => {}
+            other => {
+                return Err(StreamError::Protocol(format!(
+                    "unexpected message inside a transaction: {}",
+                    message_name(&other)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn message_name(m: &LogicalMessage) -> &'static str {
+    match m {
+        LogicalMessage::Begin { .. } => "Begin",
+        LogicalMessage::Commit { .. } => "Commit",
+        LogicalMessage::StreamStart { .. } => "Stream Start",
+        LogicalMessage::StreamStop => "Stream Stop",
+        LogicalMessage::StreamCommit { .. } => "Stream Commit",
+        LogicalMessage::StreamAbort { .. } => "Stream Abort",
+        _ => "change",
+    }
+}
+
+/// What an event is about, for an error message: a table name or the event kind (never a value).
+fn event_subject(env: &proto::Envelope) -> String {
+    match &env.event {
+        Some(Event::Row(r)) => format!("a row change of {}", r.table),
+        Some(Event::Schema(s)) => format!("the schema of {}.{}", s.schema, s.name),
+        Some(Event::Truncate(t)) => format!("a truncate of {}", t.tables.join(", ")),
+        Some(Event::Begin(_)) => "a transaction begin".into(),
+        Some(Event::Commit(_)) => "a transaction commit".into(),
+        Some(_) => "a control event".into(),
+        None => "an empty event".into(),
+    }
+}
+
+fn pg_time_to_unix_us(t: i64) -> i64 {
+    t + PG_EPOCH_OFFSET_US
+}

@@ -1,0 +1,378 @@
+//! The house rules of ARCHITECTURE.md, checked over the source text of `src/`:
+//! - no import circle between modules (file level) nor between folders;
+//! - the sink side (`sink::*` and every module it reaches) never depends on `deid` (registry,
+//!   gate, tokenization, vault), the production side (`source`), `review` or `devkit`, and none
+//!   of its files names the master key;
+//! - nothing in the data path depends on `devkit`.
+//!
+//! Every `crate::…`, `super::…` and `self::…` path is read, in `use` trees and inline (code
+//! under `#[cfg(test)] mod tests` is left out: tests may use the test kit). A path resolves to
+//! the longest module prefix it names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// `src/a/b.rs` → `a::b`, `src/a/mod.rs` → `a`; `None` for the crate root, the binary and
+/// separate test files.
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).unwrap();
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|s| s.to_string_lossy().trim_end_matches(".rs").to_owned())
+        .collect();
+    if parts.last().is_some_and(|l| l == "mod") {
+        parts.pop();
+    }
+    if parts.is_empty()
+        || parts == ["lib"]
+        || parts == ["main"]
+        || parts.last().is_some_and(|l| l == "tests")
+    {
+        return None;
+    }
+    Some(parts.join("::"))
+}
+
+/// The code of a file without comments and without its `#[cfg(test)] mod tests` block.
+fn code_of(text: &str) -> String {
+    let mut out = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let t = line.trim_start();
+        if t.starts_with("#[cfg(test)]")
+            && lines
+                .peek()
+                .is_some_and(|n| n.trim_start().starts_with("mod tests {"))
+        {
+            // Tests sit at the end of the file (checked: nothing after them is code we read).
+            break;
+        }
+        let code = match line.find("//") {
+            // Keep "://" inside strings (URLs) from cutting a line short of a path.
+            Some(i) if !line[..i].ends_with(':') => &line[..i],
+            _ => line,
+        };
+        out.push_str(code);
+        out.push('\n');
+    }
+    out
+}
+
+/// Expands a `use` tree (`crate::{a::{self, B}, c}`) into paths.
+fn expand(prefix: &str, tree: &str, out: &mut Vec<String>) {
+    let tree = tree.trim();
+    if let Some(open) = tree.find('{') {
+        let head = tree[..open].trim().trim_end_matches("::");
+        let inner = &tree[open + 1..tree.rfind('}').unwrap()];
+        let base = join(prefix, head);
+        let mut depth = 0;
+        let mut start = 0;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    expand(&base, &inner[start..i], out);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        expand(&base, &inner[start..], out);
+    } else if !tree.is_empty() {
+        let tree = tree.split(" as ").next().unwrap().trim();
+        let p = if tree == "self" {
+            prefix.to_owned()
+        } else {
+            join(prefix, tree)
+        };
+        out.push(p);
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_owned(),
+        (_, true) => a.to_owned(),
+        _ => format!("{a}::{b}"),
+    }
+}
+
+fn paths_in(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    // `use` trees.
+    let mut rest = code;
+    while let Some(i) = rest.find("use ") {
+        let before = rest[..i].chars().last();
+        let after = &rest[i + 4..];
+        if before.is_none_or(|c| !c.is_alphanumeric() && c != '_')
+            && let Some(end) = after.find(';')
+        {
+            let tree: String = after[..end]
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if tree.starts_with("crate::")
+                || tree.starts_with("super::")
+                || tree.starts_with("self::")
+            {
+                expand("", &tree, &mut out);
+            }
+        }
+        rest = after;
+    }
+    // Inline paths.
+    let bytes = code.as_bytes();
+    for kw in ["crate::", "super::", "self::"] {
+        let mut from = 0;
+        while let Some(i) = code[from..].find(kw) {
+            let at = from + i;
+            from = at + kw.len();
+            if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_') {
+                continue;
+            }
+            let mut end = at;
+            while end < bytes.len()
+                && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_' || bytes[end] == b':')
+            {
+                end += 1;
+            }
+            let p = code[at..end].trim_end_matches(':');
+            if p.contains("::") {
+                out.push(p.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The module a path names, from module `here` (`None`: external or the crate root).
+fn resolve(
+    here: &str,
+    is_dir_module: bool,
+    path: &str,
+    modules: &BTreeSet<String>,
+) -> Option<String> {
+    let mut segs: Vec<&str> = path.split("::").map(str::trim).collect();
+    let mut base: Vec<&str> = here.split("::").collect();
+    // `self::` names the module itself and `super::` its parent, in `mod.rs` and in a file
+    // module alike (the module path already says which folder a file module is in).
+    let _ = is_dir_module;
+    match segs[0] {
+        "crate" => {
+            base.clear();
+            segs.remove(0);
+        }
+        "self" => {
+            segs.remove(0);
+        }
+        "super" => {
+            while segs.first() == Some(&"super") {
+                segs.remove(0);
+                base.pop();
+            }
+        }
+        _ => return None,
+    }
+    let mut full: Vec<&str> = base;
+    full.extend(segs);
+    while !full.is_empty() {
+        let cand = full.join("::");
+        if modules.contains(&cand) {
+            return Some(cand);
+        }
+        full.pop();
+    }
+    None
+}
+
+struct Graph {
+    edges: BTreeMap<String, BTreeSet<String>>,
+    text: BTreeMap<String, String>,
+}
+
+fn graph() -> Graph {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut modules = BTreeSet::new();
+    let mut by_module = BTreeMap::new();
+    for f in &files {
+        if let Some(m) = module_of(&src, f) {
+            modules.insert(m.clone());
+            by_module.insert(m, f.clone());
+        }
+    }
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut text = BTreeMap::new();
+    for (m, f) in &by_module {
+        let raw = std::fs::read_to_string(f).unwrap();
+        let code = code_of(&raw);
+        let is_dir = f.ends_with("mod.rs");
+        let e = edges.entry(m.clone()).or_default();
+        for p in paths_in(&code) {
+            if let Some(t) = resolve(m, is_dir, &p, &modules)
+                && &t != m
+            {
+                e.insert(t);
+            }
+        }
+        text.insert(m.clone(), code);
+    }
+    Graph { edges, text }
+}
+
+fn reach(g: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from.to_owned()];
+    while let Some(n) = stack.pop() {
+        for t in g.get(&n).into_iter().flatten() {
+            if seen.insert(t.clone()) {
+                stack.push(t.clone());
+            }
+        }
+    }
+    seen
+}
+
+/// Every cycle's members (strongly connected components of more than one node).
+fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut done = BTreeSet::new();
+    for n in g.keys() {
+        if done.contains(n) {
+            continue;
+        }
+        let fwd = reach(g, n);
+        if !fwd.contains(n) {
+            continue;
+        }
+        let comp: Vec<String> = fwd
+            .iter()
+            .filter(|m| reach(g, m).contains(n))
+            .cloned()
+            .collect();
+        for c in &comp {
+            done.insert(c.clone());
+        }
+        out.push(comp);
+    }
+    out
+}
+
+fn folder(m: &str) -> String {
+    m.split("::").next().unwrap().to_owned()
+}
+
+#[test]
+fn the_path_reader_reads_use_trees_and_inline_paths() {
+    let code = "use crate::{a::{self, B}, c::d as e};\nuse super::x::Y;\nfn f() { crate::g::h(); let _ = \"postgres://u@h/db\"; }\n";
+    let p = paths_in(code);
+    for want in [
+        "crate::a",
+        "crate::a::B",
+        "crate::c::d",
+        "super::x::Y",
+        "crate::g::h",
+    ] {
+        assert!(p.iter().any(|x| x == want), "{want} not in {p:?}");
+    }
+    let mods: BTreeSet<String> = ["a", "a::b", "c", "g"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        resolve("a::b", false, "super::Thing", &mods).as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        resolve("x", false, "crate::a::b::Z", &mods).as_deref(),
+        Some("a::b")
+    );
+    let c = cycles(&BTreeMap::from([
+        ("a".to_string(), BTreeSet::from(["b".to_string()])),
+        ("b".to_string(), BTreeSet::from(["a".to_string()])),
+        ("c".to_string(), BTreeSet::from(["a".to_string()])),
+    ]));
+    assert_eq!(c, vec![vec!["a".to_string(), "b".to_string()]]);
+}
+
+#[test]
+fn no_import_circles_between_modules_or_folders() {
+    let g = graph();
+    assert!(
+        g.edges.len() > 30,
+        "the module graph looks empty: {:?}",
+        g.edges.keys()
+    );
+    let c = cycles(&g.edges);
+    assert!(c.is_empty(), "import circles between modules: {c:?}");
+    let mut folders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, ts) in &g.edges {
+        for t in ts {
+            if folder(m) != folder(t) {
+                folders.entry(folder(m)).or_default().insert(folder(t));
+            }
+        }
+    }
+    let c = cycles(&folders);
+    assert!(
+        c.is_empty(),
+        "import circles between folders: {c:?}\n{folders:#?}"
+    );
+}
+
+#[test]
+fn the_sink_side_cannot_reach_keys_vault_or_production_code() {
+    let g = graph();
+    let sink: Vec<&String> = g.edges.keys().filter(|m| folder(m) == "sink").collect();
+    assert!(sink.len() >= 4, "sink modules: {sink:?}");
+    let mut closure: BTreeSet<String> = sink.iter().map(|s| s.to_string()).collect();
+    for m in &sink {
+        closure.extend(reach(&g.edges, m));
+    }
+    for m in &closure {
+        let f = folder(m);
+        assert!(
+            !["deid", "source", "review", "devkit"].contains(&f.as_str()),
+            "the sink side reaches {m} (closure: {closure:?})"
+        );
+        let code = &g.text[m];
+        for word in [
+            "MasterKey",
+            "fn master_key",
+            "DomainKey",
+            "TokenStore",
+            "TokenVault",
+            "VaultRequest",
+        ] {
+            assert!(!code.contains(word), "{m}, on the sink side, names {word}");
+        }
+    }
+    // The audit code the sink uses is in the closure, and it is checked like the sink itself.
+    assert!(closure.iter().any(|m| folder(m) == "audit"), "{closure:?}");
+}
+
+#[test]
+fn nothing_in_the_data_path_depends_on_the_devkit() {
+    let g = graph();
+    for (m, ts) in &g.edges {
+        if folder(m) == "devkit" {
+            continue;
+        }
+        for t in ts {
+            assert_ne!(folder(t), "devkit", "{m} depends on {t}");
+        }
+    }
+}
