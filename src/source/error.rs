@@ -26,7 +26,7 @@ pub enum StreamError {
     #[error(transparent)]
     Publish(#[from] BrokerError),
     /// Publishing one event failed; names what the event was about (never a value).
-    #[error("publishing {what} (last commit LSN {lsn}): {source}")]
+    #[error("publishing {what} (commit LSN {lsn}): {source}")]
     PublishEvent {
         what: String,
         lsn: String,

@@ -83,6 +83,8 @@ pub(super) struct QueuedRow {
 
 pub(super) struct TxnState {
     pub(super) rows: u64,
+    /// The commit LSN of the transaction being published (named by errors).
+    pub(super) commit_lsn: u64,
 }
 
 impl Streamer {
@@ -109,9 +111,14 @@ impl Streamer {
     ) -> Result<(), StreamError> {
         let env = self.envelope(phase, event);
         if let Err(source) = self.publisher.send(&env, done_lsn).await {
+            let lsn = self
+                .txn
+                .as_ref()
+                .map(|t| t.commit_lsn)
+                .unwrap_or(env.last_commit_lsn);
             return Err(StreamError::PublishEvent {
                 what: event_subject(&env),
-                lsn: fmt_lsn(env.last_commit_lsn),
+                lsn: fmt_lsn(lsn),
                 source,
             });
         }
@@ -579,7 +586,10 @@ impl Streamer {
         commit_time: i64,
         xid: u32,
     ) -> Result<(), StreamError> {
-        self.txn = Some(TxnState { rows: 0 });
+        self.txn = Some(TxnState {
+            rows: 0,
+            commit_lsn,
+        });
         self.publish(
             proto::Phase::Stream,
             Event::Begin(proto::Begin {

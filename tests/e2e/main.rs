@@ -4,6 +4,7 @@
 mod common;
 
 mod audit;
+mod errors;
 mod hold;
 mod pipeline;
 mod protocol;

@@ -1,0 +1,160 @@
+//! Errors sorted by what happens next, seen through the real binary's exit code: a definite
+//! error (needs a person) exits 1 and names what went wrong; a transient one (retry) exits 75;
+//! neither restarts forever nor prints a value.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Runs `veil stream --config …` until it exits (at most `limit`); returns the exit code and
+/// what it printed. `during` runs once the process is up.
+async fn run_stream<F, Fut>(config: &std::path::Path, limit: Duration, during: F) -> (i32, String)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let log = config.with_file_name("stream.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["stream", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    during().await;
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+fn replace_line(config: &std::path::Path, starts: &str, with: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let mut done = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !done && l.starts_with(starts) {
+                done = true;
+                with.to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert!(done, "no line starting with {starts}");
+    std::fs::write(config, out.join("\n") + "\n").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_denied_on_the_source_exits_1_naming_what_was_denied() {
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE scratch (id int PRIMARY KEY, v text);
+         INSERT INTO scratch VALUES (1, 'Maria Lopez 123-45-6789');
+         CREATE ROLE veil_limited LOGIN REPLICATION PASSWORD 'limited-pw';",
+    )
+    .await
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = env.write_config(tmp.path());
+    let limited = env.prod.dsn(PROD_DB).replace(
+        "user=veil password=veil-test-pw",
+        "user=veil_limited password=limited-pw",
+    );
+    replace_line(
+        &config,
+        "dsn = \"host=127.0.0.1",
+        &format!("dsn = {limited:?}"),
+    );
+    // The [source] dsn is the first `dsn =` line; the vault and sink keep theirs.
+    let (code, out) = run_stream(&config, Duration::from_secs(120), || async {}).await;
+    assert_eq!(code, 1, "permission denied is definite (exit 1):\n{out}");
+    assert!(out.contains("42501"), "the SQLSTATE is named:\n{out}");
+    assert!(
+        out.contains("permission denied") && out.contains("scratch"),
+        "what was denied is named:\n{out}"
+    );
+    assert!(
+        !out.contains("Maria") && !out.contains("123-45-6789"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_broker_limit_exits_1_naming_table_and_lsn() {
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    prod.batch_execute("CREATE TABLE docs (id int PRIMARY KEY, big text, small int);")
+        .await
+        .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = env.write_config(tmp.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[kafka.options]\n\"message.max.bytes\" = \"1000\"\n");
+    std::fs::write(&config, text).unwrap();
+    let env_ref = &env;
+    let (code, out) = run_stream(&config, Duration::from_secs(120), || async move {
+        // Wait until the (empty) snapshot is published and the stream runs, then write a row
+        // whose event cannot fit in 1000 bytes.
+        let payloads = wait_for(Duration::from_secs(60), || async {
+            topic_payloads(env_ref).len() >= 3
+        })
+        .await;
+        assert!(payloads, "the stream never published its snapshot");
+        let prod = env_ref.prod_client().await;
+        prod.execute(
+            "INSERT INTO docs VALUES (1, repeat('Jane Roe ', 400), 7)",
+            &[],
+        )
+        .await
+        .unwrap();
+    })
+    .await;
+    assert_eq!(
+        code, 1,
+        "a message the broker will never take is definite:\n{out}"
+    );
+    assert!(out.contains("public.docs"), "the table is named:\n{out}");
+    assert!(out.contains("commit LSN"), "the LSN is named:\n{out}");
+    assert!(!out.contains("Jane Roe"), "no value in the error:\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_exits_75() {
+    let env = Env::start(&[]);
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = env.write_config(tmp.path());
+    // A port nothing listens on.
+    let dead = veil::devkit::testkit::free_port();
+    replace_line(
+        &config,
+        "brokers = ",
+        &format!("brokers = \"127.0.0.1:{dead}\""),
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[kafka.options]\n\"socket.timeout.ms\" = \"3000\"\n");
+    std::fs::write(&config, text).unwrap();
+    let (code, out) = run_stream(&config, Duration::from_secs(150), || async {}).await;
+    assert_eq!(
+        code, 75,
+        "a broker that is down is transient (exit 75):\n{out}"
+    );
+}
