@@ -90,7 +90,7 @@ pub async fn archive(
     let topic = a.topic.clone();
     let fetched = tokio::task::spawn_blocking(move || fetch_all(&kafka, &topic, start))
         .await
-        .map_err(|e| AuditError::Kafka(e.to_string()))??;
+        .map_err(|e| AuditError::Topic(format!("reader task: {e}")))??;
     let mut report = ArchiveReport {
         consumed: fetched.len() as u64,
         ..Default::default()
@@ -98,11 +98,8 @@ pub async fn archive(
     let mut next = start;
     for (offset, payload) in &fetched {
         next = next.max(offset + 1);
-        let r = proto::AuditRecord::decode(payload.as_slice()).map_err(|e| {
-            AuditError::Kafka(format!(
-                "audit topic offset {offset}: not an audit record: {e}"
-            ))
-        })?;
+        let r = proto::AuditRecord::decode(payload.as_slice())
+            .map_err(|e| AuditError::Topic(format!("offset {offset}: not an audit record: {e}")))?;
         let (kind, body) = describe(&r);
         let n = client
             .execute(
@@ -176,7 +173,7 @@ fn fetch_all(
 ) -> Result<Vec<(i64, Vec<u8>)>, AuditError> {
     use rdkafka::Message as _;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let kerr = |e: rdkafka::error::KafkaError| AuditError::Kafka(e.to_string());
+    let kerr = |e: rdkafka::error::KafkaError| AuditError::Kafka(crate::kafka::error::kerr(e));
     let consumer: BaseConsumer = crate::kafka::client::client_config(kafka)
         .set("group.id", "veil-audit-archive")
         .set("enable.auto.commit", "false")
@@ -197,8 +194,8 @@ fn fetch_all(
     let mut last = start - 1;
     while last < high - 1 {
         if std::time::Instant::now() > deadline {
-            return Err(AuditError::Kafka(format!(
-                "audit topic: reached offset {last} of {high} within 60 s"
+            return Err(AuditError::Kafka(crate::kafka::error::BrokerError::local(
+                format!("reached offset {last} of {high} within 60 s"),
             )));
         }
         match consumer.poll(std::time::Duration::from_millis(200)) {

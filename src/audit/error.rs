@@ -19,7 +19,10 @@ pub enum AuditError {
     #[error("audit archive ({}): {}", .0.what, .0.message)]
     Postgres(crate::pg::errors::PgError),
     #[error("audit topic: {0}")]
-    Kafka(String),
+    Kafka(#[from] crate::kafka::error::BrokerError),
+    /// The audit topic holds something that is not an audit record.
+    #[error("audit topic: {0}")]
+    Topic(String),
 }
 
 impl crate::error::Classify for AuditError {
@@ -31,7 +34,8 @@ impl crate::error::Classify for AuditError {
             AuditError::Corrupt { .. } => ErrorClass::Definite,
             AuditError::Config(_) => ErrorClass::Usage,
             AuditError::Postgres(e) => e.class(),
-            AuditError::Kafka(_) => ErrorClass::Transient,
+            AuditError::Kafka(e) => e.class(),
+            AuditError::Topic(_) => ErrorClass::Definite,
         }
     }
 }

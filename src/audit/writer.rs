@@ -59,15 +59,13 @@ impl AuditWriter {
         kafka: &crate::config::KafkaConfig,
         chain: &str,
     ) -> Result<Self, AuditError> {
-        crate::kafka::admin::ensure_topic(kafka, &cfg.topic, true)
-            .await
-            .map_err(|e| AuditError::Kafka(e.to_string()))?;
+        crate::kafka::admin::ensure_topic(kafka, &cfg.topic, true).await?;
         let producer: rdkafka::producer::FutureProducer = crate::kafka::client::client_config_with(
             kafka,
             &[("enable.idempotence", "true"), ("acks", "all")],
         )
         .create()
-        .map_err(|e| AuditError::Kafka(e.to_string()))?;
+        .map_err(crate::kafka::error::kerr)?;
         let (journal, records) = Journal::open(&cfg.journal_dir, chain)?;
         let acked_path = cfg.journal_dir.join(format!("{}.acked", file_name(chain)));
         let acked: u64 = std::fs::read_to_string(&acked_path)
@@ -96,7 +94,7 @@ impl AuditWriter {
         self.producer
             .send(rec, std::time::Duration::from_secs(30))
             .await
-            .map_err(|(e, _)| AuditError::Kafka(e.to_string()))?;
+            .map_err(|(e, _)| crate::kafka::error::delivery(e))?;
         let _ = std::fs::write(&self.acked_path, r.seq.to_string());
         Ok(())
     }

@@ -106,8 +106,7 @@ const MAX_ATTEMPTS: u32 = 256;
 /// The stream's handle on the vault: a connection and a bounded cache of hash → token.
 pub struct Vault {
     client: tokio_postgres::Client,
-    cache: RwLock<HashMap<[u8; 32], Arc<str>>>,
-    cache_entries: usize,
+    cache: RwLock<TokenCache>,
     key_id: String,
 }
 
@@ -120,12 +119,10 @@ impl std::fmt::Debug for Vault {
 impl TokenStore for Vault {
     fn get(&self, _domain: &str, hash: &[u8; 32]) -> Option<Arc<str>> {
         // Value hashes are keyed per domain, so the hash alone identifies (domain, value).
-        self.cache.read().ok()?.get(hash).cloned()
+        self.cache.read().ok()?.get(hash)
     }
 }
 
-/// A store with nothing in it: every lookup misses (used when no vault is configured, so a
-/// vault-held column fails loudly instead of passing anything through).
 /// The token vault as the stream uses it: read tokens on the hot path ([`TokenStore`]) and
 /// allocate a batch's first sightings.
 ///
@@ -185,8 +182,7 @@ impl Vault {
             })?;
         Ok(Vault {
             client,
-            cache: RwLock::new(HashMap::new()),
-            cache_entries: cfg.cache_entries.max(1000),
+            cache: RwLock::new(TokenCache::new(cfg.cache_entries.max(1000))),
             key_id: master.key_id(),
         })
     }
@@ -221,17 +217,11 @@ impl Vault {
         self.cache.read().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn remember(&self, entries: impl IntoIterator<Item = ([u8; 32], Arc<str>)>) {
-        let Ok(mut cache) = self.cache.write() else {
-            return;
-        };
-        for (h, t) in entries {
-            if cache.len() >= self.cache_entries {
-                // Bounded: start over; evicted tokens are looked up again on their next use.
-                cache.clear();
-                metrics::counter!(crate::metrics::VAULT_CACHE_RESETS).increment(1);
-            }
-            cache.insert(h, t);
+    fn remember(&self, entries: Vec<([u8; 32], Arc<str>)>) {
+        if let Ok(mut cache) = self.cache.write()
+            && cache.remember(entries)
+        {
+            metrics::counter!(crate::metrics::VAULT_CACHE_RESETS).increment(1);
         }
     }
 
@@ -246,8 +236,11 @@ impl Vault {
         }
         let mut attempt = 0u32;
         let mut crossings = 0u32;
+        // Every token of this batch, remembered together at the end: the cache's bound never
+        // evicts a token of the batch that asked for it.
+        let mut batch_tokens = Vec::new();
         while !pending.is_empty() {
-            self.lookup(&mut pending).await?;
+            batch_tokens.extend(self.lookup(&mut pending).await?);
             if pending.is_empty() {
                 break;
             }
@@ -319,18 +312,21 @@ impl Vault {
                 }
             }
             metrics::counter!(crate::metrics::VAULT_ALLOCATED).increment(won.len() as u64);
-            self.remember(won);
+            batch_tokens.extend(won);
             // What did not insert either lost a race for its value (the lookup finds the
             // winner) or hit a taken token (next candidate).
             attempt += 1;
         }
+        self.remember(batch_tokens);
         Ok(())
     }
 
+    /// Looks the pending values up; returns what the vault already has (and drops it from
+    /// `pending`).
     async fn lookup(
         &self,
         pending: &mut HashMap<[u8; 32], VaultRequest>,
-    ) -> Result<(), VaultError> {
+    ) -> Result<Vec<([u8; 32], Arc<str>)>, VaultError> {
         let mut domains = Vec::with_capacity(pending.len());
         let mut hashes = Vec::with_capacity(pending.len());
         for r in pending.values() {
@@ -355,7 +351,88 @@ impl Vault {
                 found.push((h, Arc::<str>::from(t)));
             }
         }
-        self.remember(found);
-        Ok(())
+        Ok(found)
+    }
+}
+
+/// The stream's bounded cache of value hash → token (value hashes are keyed per domain, so the
+/// hash alone identifies the domain and the value).
+pub struct TokenCache {
+    map: HashMap<[u8; 32], Arc<str>>,
+    cap: usize,
+}
+
+impl TokenCache {
+    pub fn new(cap: usize) -> Self {
+        TokenCache {
+            map: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    pub fn get(&self, hash: &[u8; 32]) -> Option<Arc<str>> {
+        self.map.get(hash).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Remembers one batch's tokens. When they would overflow the bound, the cache starts over
+    /// first (evicted tokens are looked up again on their next use), so after the call every
+    /// token of the batch is present — even a batch larger than the bound. Returns whether the
+    /// cache started over.
+    pub fn remember(&mut self, entries: Vec<([u8; 32], Arc<str>)>) -> bool {
+        let reset = self.map.len() + entries.len() > self.cap && !self.map.is_empty();
+        if reset {
+            self.map.clear();
+        }
+        self.map.extend(entries);
+        reset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(i: u8) -> [u8; 32] {
+        [i; 32]
+    }
+
+    #[test]
+    fn cache_is_bounded_and_never_evicts_the_batch_it_remembers() {
+        let mut c = TokenCache::new(4);
+        assert!(!c.remember(vec![(h(1), "a".into()), (h(2), "b".into())]));
+        assert_eq!(c.get(&h(1)).as_deref(), Some("a"));
+        // 2 + 3 > 4: starts over, and the new batch is all there.
+        assert!(c.remember(vec![
+            (h(3), "c".into()),
+            (h(4), "d".into()),
+            (h(5), "e".into())
+        ]));
+        assert_eq!(c.get(&h(1)), None);
+        for i in 3..=5 {
+            assert!(c.get(&h(i)).is_some());
+        }
+        // A batch larger than the bound is kept whole.
+        let big: Vec<_> = (10..20).map(|i| (h(i), Arc::<str>::from("t"))).collect();
+        c.remember(big);
+        assert_eq!(c.len(), 10);
+        assert!((10..20).all(|i| c.get(&h(i)).is_some()));
+    }
+
+    #[test]
+    fn null_store_refuses_allocation_and_says_it_holds_nothing() {
+        let n = NullStore;
+        assert!(!TokenVault::holds_tokens(&n));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(TokenVault::allocate(&n, Vec::new())).is_ok());
     }
 }

@@ -18,6 +18,44 @@ use super::error::{BrokerError, delivery, kerr};
 use crate::config::KafkaConfig;
 use crate::proto::Envelope;
 
+/// The ordered acknowledgement rule, pure: deliveries are reported in the order they were sent;
+/// a `done_lsn` is acknowledged when its delivery and every earlier one succeeded; the first
+/// failure is sticky and nothing after it is ever acknowledged.
+#[derive(Debug, Default)]
+pub struct AckTracker {
+    acked: u64,
+    failed: Option<BrokerError>,
+}
+
+impl AckTracker {
+    /// The next delivery in send order. Returns the acknowledged LSN, or the (sticky) failure.
+    pub fn delivered(
+        &mut self,
+        result: Result<(), BrokerError>,
+        done_lsn: Option<u64>,
+    ) -> Result<u64, BrokerError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match result {
+            Ok(()) => {
+                if let Some(lsn) = done_lsn {
+                    self.acked = self.acked.max(lsn);
+                }
+                Ok(self.acked)
+            }
+            Err(e) => {
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+}
+
 struct Pending {
     fut: DeliveryFuture,
     done_lsn: Option<u64>,
@@ -58,6 +96,7 @@ impl Publisher {
         let inflight = Arc::new(AtomicU64::new(0));
         let infl = inflight.clone();
         tokio::spawn(async move {
+            let mut tracker = AckTracker::default();
             while let Some(p) = rx.recv().await {
                 let res = match p.fut.await {
                     Ok(Ok(_)) => Ok(()),
@@ -67,12 +106,10 @@ impl Publisher {
                         message: "producer dropped before delivery".into(),
                     }),
                 };
-                match res {
-                    Ok(()) => {
-                        infl.fetch_sub(1, Ordering::SeqCst);
-                        if let Some(lsn) = p.done_lsn {
-                            acked_tx.send_modify(|a| *a = (*a).max(lsn));
-                        }
+                infl.fetch_sub(1, Ordering::SeqCst);
+                match tracker.delivered(res, p.done_lsn) {
+                    Ok(lsn) => {
+                        acked_tx.send_modify(|a| *a = lsn);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "kafka delivery failed; no further LSN will be confirmed");
@@ -144,5 +181,23 @@ impl Publisher {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_tracker_acknowledges_only_the_delivered_prefix() {
+        let mut t = AckTracker::default();
+        assert_eq!(t.delivered(Ok(()), None).unwrap(), 0);
+        assert_eq!(t.delivered(Ok(()), Some(100)).unwrap(), 100);
+        assert_eq!(t.delivered(Ok(()), None).unwrap(), 100);
+        assert_eq!(t.delivered(Ok(()), Some(200)).unwrap(), 200);
+        // A failure is sticky: a later success (even with a higher LSN) acknowledges nothing.
+        assert!(t.delivered(Err(BrokerError::local("down")), None).is_err());
+        assert!(t.delivered(Ok(()), Some(300)).is_err());
+        assert_eq!(t.acked(), 200);
     }
 }

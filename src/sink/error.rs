@@ -72,3 +72,32 @@ pub fn pg(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Sink
     let what = what.into();
     move |e| SinkError::Postgres(crate::pg::errors::PgError::new(what, &e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditError;
+
+    #[test]
+    fn sink_errors_sorted_by_what_happens_next() {
+        // An audit-writer failure is classed by its cause, not as a broker hiccup.
+        let corrupt = SinkError::Audit(AuditError::Corrupt {
+            path: "j".into(),
+            problem: "bad".into(),
+        });
+        assert_eq!(corrupt.class(), ErrorClass::Definite);
+        let gap = SinkError::Gap {
+            offset: 1,
+            commit_lsn: "0/2".into(),
+            expected_prev: "0/1".into(),
+            applied: "0/0".into(),
+        };
+        assert_eq!(gap.class(), ErrorClass::Definite);
+        let lost = SinkError::Postgres(PgError::server("commit", "08006", "connection failure"));
+        assert_eq!(lost.class(), ErrorClass::Transient);
+        assert_eq!(
+            SinkError::Config(ConfigError::Invalid("x".into())).class(),
+            ErrorClass::Usage
+        );
+    }
+}

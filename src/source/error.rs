@@ -85,3 +85,55 @@ impl Classify for StreamError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::RDKafkaErrorCode;
+
+    #[test]
+    fn stream_errors_sorted_by_what_happens_next() {
+        let denied = StreamError::Postgres(PgError::server(
+            "copy public.t",
+            "42501",
+            "permission denied for table t",
+        ));
+        assert_eq!(denied.class(), ErrorClass::Definite);
+        let failover = StreamError::Postgres(PgError::server("x", "57P01", "terminating"));
+        assert_eq!(failover.class(), ErrorClass::Transient);
+        let too_large = StreamError::PublishEvent {
+            what: "a row change of public.t".into(),
+            lsn: "0/10".into(),
+            source: BrokerError::Kafka {
+                code: Some(RDKafkaErrorCode::MessageSizeTooLarge),
+                message: "too large".into(),
+            },
+        };
+        assert_eq!(too_large.class(), ErrorClass::Definite);
+        let down = StreamError::Publish(BrokerError::Kafka {
+            code: Some(RDKafkaErrorCode::AllBrokersDown),
+            message: "down".into(),
+        });
+        assert_eq!(down.class(), ErrorClass::Transient);
+        let tail = StreamError::Publish(BrokerError::Decode {
+            topic: "t".into(),
+            offset: 1,
+            message: "bad".into(),
+        });
+        assert_eq!(tail.class(), ErrorClass::Definite);
+        assert_eq!(
+            StreamError::Config(ConfigError::Invalid("x".into())).class(),
+            ErrorClass::Usage
+        );
+        assert_eq!(
+            StreamError::Source(SourceError::Closed).class(),
+            ErrorClass::Transient
+        );
+        let audit_too_large =
+            StreamError::Audit(crate::audit::AuditError::Kafka(BrokerError::Delivery {
+                code: Some(RDKafkaErrorCode::MessageSizeTooLarge),
+                message: "too large".into(),
+            }));
+        assert_eq!(audit_too_large.class(), ErrorClass::Definite);
+    }
+}

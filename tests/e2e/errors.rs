@@ -107,17 +107,26 @@ async fn a_message_over_the_broker_limit_exits_1_naming_table_and_lsn() {
     let tmp = tempfile::tempdir().unwrap();
     let config = env.write_config(tmp.path());
     let mut text = std::fs::read_to_string(&config).unwrap();
+    // Without an audit trail: its run-start record (every column's rule) is over 1000 bytes
+    // too, which would stop the stream first (also definite, exit 1).
+    text.truncate(text.find("[audit]").unwrap());
     text.push_str("\n[kafka.options]\n\"message.max.bytes\" = \"1000\"\n");
     std::fs::write(&config, text).unwrap();
     let env_ref = &env;
     let (code, out) = run_stream(&config, Duration::from_secs(120), || async move {
-        // Wait until the (empty) snapshot is published and the stream runs, then write a row
-        // whose event cannot fit in 1000 bytes.
-        let payloads = wait_for(Duration::from_secs(60), || async {
-            topic_payloads(env_ref).len() >= 3
+        // Wait until the stream has its slot (the row is then published, by the snapshot or by
+        // the stream), then write a row whose event cannot fit in 1000 bytes.
+        let slotted = wait_for(Duration::from_secs(60), || async {
+            let c = env_ref.prod_client().await;
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+                .await
+                .unwrap()
+                .get(0);
+            n > 0
         })
         .await;
-        assert!(payloads, "the stream never published its snapshot");
+        assert!(slotted, "the stream never created its slot");
         let prod = env_ref.prod_client().await;
         prod.execute(
             "INSERT INTO docs VALUES (1, repeat('Jane Roe ', 400), 7)",
@@ -134,6 +143,24 @@ async fn a_message_over_the_broker_limit_exits_1_naming_table_and_lsn() {
     assert!(out.contains("public.docs"), "the table is named:\n{out}");
     assert!(out.contains("commit LSN"), "the LSN is named:\n{out}");
     assert!(!out.contains("Jane Roe"), "no value in the error:\n{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("veil stream:"))
+        .unwrap_or_default();
+    eprintln!("{line}");
+
+    // The audit trail's own records are held to the same rule: a record the broker will never
+    // take stops the stream for a person (it used to be retried forever).
+    let config = env.write_config(tmp.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[kafka.options]\n\"message.max.bytes\" = \"1000\"\n");
+    std::fs::write(&config, text).unwrap();
+    let (code, out) = run_stream(&config, Duration::from_secs(120), || async {}).await;
+    assert_eq!(
+        code, 1,
+        "an audit record over the limit is definite:\n{out}"
+    );
+    assert!(out.contains("audit topic"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
