@@ -1,4 +1,8 @@
-//! The house rules of ARCHITECTURE.md, checked over the source text of `src/`:
+//! The house rules of ARCHITECTURE.md, checked over the source text of the workspace
+//! (`src/` and `crates/*/src/`, as one namespace: the root crate re-exports `veil-core`'s
+//! modules, `veil-deid` as `deid` and `veil-sink` as `sink`), and over the manifests:
+//! - `veil-sink` and `veil-core` cannot reach `veil-deid` through their dependencies
+//!   (`cargo metadata`);
 //! - no import circle between modules (file level) nor between folders;
 //! - the sink side (`sink::*` and every module it reaches) never depends on `deid` (registry,
 //!   gate, tokenization, vault), the production side (`source`), `review` or `devkit`, and none
@@ -23,9 +27,17 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `src/a/b.rs` → `a::b`, `src/a/mod.rs` → `a`; `None` for the crate root, the binary and
-/// separate test files.
-fn module_of(src: &Path, file: &Path) -> Option<String> {
+/// Where a crate's `src/` is and the module prefix its files get in the unified namespace.
+const CRATES: &[(&str, &str)] = &[
+    ("src", ""),
+    ("crates/veil-core/src", ""),
+    ("crates/veil-deid/src", "deid"),
+    ("crates/veil-sink/src", "sink"),
+];
+
+/// `src/a/b.rs` → `a::b`, `src/a/mod.rs` → `a` (under the crate's prefix); `None` for a crate
+/// root of the root crate, the binary and separate test files.
+fn module_of(src: &Path, prefix: &str, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).unwrap();
     let mut parts: Vec<String> = rel
         .iter()
@@ -34,11 +46,16 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
     if parts.last().is_some_and(|l| l == "mod") {
         parts.pop();
     }
-    if parts.is_empty()
-        || parts == ["lib"]
-        || parts == ["main"]
-        || parts.last().is_some_and(|l| l == "tests")
-    {
+    if parts == ["lib"] {
+        parts.clear();
+    }
+    if parts == ["main"] || parts.last().is_some_and(|l| l == "tests") {
+        return None;
+    }
+    if !prefix.is_empty() {
+        parts.insert(0, prefix.to_owned());
+    }
+    if parts.is_empty() {
         return None;
     }
     Some(parts.join("::"))
@@ -134,7 +151,7 @@ fn paths_in(code: &str) -> Vec<String> {
     }
     // Inline paths.
     let bytes = code.as_bytes();
-    for kw in ["crate::", "super::", "self::"] {
+    for kw in ["crate::", "super::", "self::", "veil_core::"] {
         let mut from = 0;
         while let Some(i) = code[from..].find(kw) {
             let at = from + i;
@@ -157,20 +174,25 @@ fn paths_in(code: &str) -> Vec<String> {
     out
 }
 
-/// The module a path names, from module `here` (`None`: external or the crate root).
-fn resolve(
-    here: &str,
-    is_dir_module: bool,
-    path: &str,
-    modules: &BTreeSet<String>,
-) -> Option<String> {
+/// The module a path names, from module `here` of the crate whose modules carry `prefix`
+/// (`None`: external or a crate root).
+fn resolve(here: &str, prefix: &str, path: &str, modules: &BTreeSet<String>) -> Option<String> {
     let mut segs: Vec<&str> = path.split("::").map(str::trim).collect();
-    let mut base: Vec<&str> = here.split("::").collect();
-    // `self::` names the module itself and `super::` its parent, in `mod.rs` and in a file
-    // module alike (the module path already says which folder a file module is in).
-    let _ = is_dir_module;
+    let mut base: Vec<&str> = if here.is_empty() {
+        Vec::new()
+    } else {
+        here.split("::").collect()
+    };
     match segs[0] {
         "crate" => {
+            base = if prefix.is_empty() {
+                vec![]
+            } else {
+                vec![prefix]
+            };
+            segs.remove(0);
+        }
+        "veil_core" => {
             base.clear();
             segs.remove(0);
         }
@@ -185,16 +207,23 @@ fn resolve(
         }
         _ => return None,
     }
-    let mut full: Vec<&str> = base;
-    full.extend(segs);
-    while !full.is_empty() {
-        let cand = full.join("::");
-        if modules.contains(&cand) {
-            return Some(cand);
+    let longest = |mut full: Vec<&str>| {
+        while !full.is_empty() {
+            let cand = full.join("::");
+            if modules.contains(&cand) {
+                return Some(cand);
+            }
+            full.pop();
         }
-        full.pop();
+        None
+    };
+    let mut full = base.clone();
+    full.extend(segs.iter().copied());
+    // `crate::config` inside veil-deid is veil-core's `config`, re-exported at the crate root.
+    match longest(full) {
+        Some(m) if !prefix.is_empty() && m == prefix && !segs.is_empty() => longest(segs),
+        found => found,
     }
-    None
 }
 
 struct Graph {
@@ -203,27 +232,32 @@ struct Graph {
 }
 
 fn graph() -> Graph {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut modules = BTreeSet::new();
-    let mut by_module = BTreeMap::new();
-    for f in &files {
-        if let Some(m) = module_of(&src, f) {
-            modules.insert(m.clone());
-            by_module.insert(m, f.clone());
+    let mut files = Vec::new();
+    for (dir, prefix) in CRATES {
+        let src = root.join(dir);
+        let mut fs = Vec::new();
+        rust_files(&src, &mut fs);
+        for f in fs {
+            if let Some(m) = module_of(&src, prefix, &f) {
+                modules.insert(m.clone());
+                files.push((m, *prefix, f));
+            }
         }
     }
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut text = BTreeMap::new();
-    for (m, f) in &by_module {
+    for (m, prefix, f) in &files {
         let raw = std::fs::read_to_string(f).unwrap();
         let code = code_of(&raw);
-        let is_dir = f.ends_with("mod.rs");
         let e = edges.entry(m.clone()).or_default();
         for p in paths_in(&code) {
-            if let Some(t) = resolve(m, is_dir, &p, &modules)
+            if let Some(t) = resolve(m, prefix, &p, &modules)
                 && &t != m
+                // A crate root's re-exports (`pub(crate) use veil_core::…`) are names, not
+                // dependencies of its own.
+                && !(m == prefix && !prefix.is_empty() && !t.starts_with(prefix))
             {
                 e.insert(t);
             }
@@ -293,12 +327,32 @@ fn the_path_reader_reads_use_trees_and_inline_paths() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(
-        resolve("a::b", false, "super::Thing", &mods).as_deref(),
+        resolve("a::b", "", "super::Thing", &mods).as_deref(),
         Some("a")
     );
     assert_eq!(
-        resolve("x", false, "crate::a::b::Z", &mods).as_deref(),
+        resolve("x", "", "crate::a::b::Z", &mods).as_deref(),
         Some("a::b")
+    );
+    let mods: BTreeSet<String> = ["deid", "deid::gate", "config", "pg::tls", "pg"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        resolve("deid::gate", "deid", "crate::config::Config", &mods).as_deref(),
+        Some("config")
+    );
+    assert_eq!(
+        resolve("deid::gate", "deid", "crate::pg::tls::x", &mods).as_deref(),
+        Some("pg::tls")
+    );
+    assert_eq!(
+        resolve("deid::vault", "deid", "crate::gate::G", &mods).as_deref(),
+        Some("deid::gate")
+    );
+    assert_eq!(
+        resolve("deid::vault", "deid", "veil_core::pg::x", &mods).as_deref(),
+        Some("pg")
     );
     let c = cycles(&BTreeMap::from([
         ("a".to_string(), BTreeSet::from(["b".to_string()])),
@@ -375,4 +429,62 @@ fn nothing_in_the_data_path_depends_on_the_devkit() {
             assert_ne!(folder(t), "devkit", "{m} depends on {t}");
         }
     }
+}
+
+/// The dependency names of one workspace package, from `cargo metadata`.
+fn package_deps(meta: &serde_json::Value, name: &str) -> Vec<String> {
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("package {name} not in the workspace"))["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_manifests_keep_the_sink_and_the_foundations_away_from_deid() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let workspace = ["veil", "veil-core", "veil-deid", "veil-sink"];
+    // Every path from veil-sink (and veil-core, which it uses) through workspace crates.
+    for start in ["veil-sink", "veil-core"] {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![start.to_owned()];
+        while let Some(p) = stack.pop() {
+            for d in package_deps(&meta, &p) {
+                assert_ne!(d, "veil-deid", "{start} reaches veil-deid through {p}");
+                assert_ne!(d, "veil", "{start} reaches the root crate through {p}");
+                if workspace.contains(&d.as_str()) && seen.insert(d.clone()) {
+                    stack.push(d);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        package_deps(&meta, "veil-deid")
+            .iter()
+            .filter(|d| workspace.contains(&d.as_str()))
+            .collect::<Vec<_>>(),
+        ["veil-core"]
+    );
 }

@@ -54,6 +54,12 @@ pub enum StreamError {
     Audit(#[from] crate::audit::AuditError),
 }
 
+impl From<Box<GateError>> for StreamError {
+    fn from(e: Box<GateError>) -> Self {
+        StreamError::Gate(e)
+    }
+}
+
 impl From<GateError> for StreamError {
     fn from(e: GateError) -> Self {
         StreamError::Gate(Box::new(e))

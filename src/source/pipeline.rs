@@ -210,15 +210,19 @@ impl Streamer {
         }
     }
 
-    fn try_plan(&self, info: &catalog::TableInfo, keys: &[String]) -> Result<TablePlan, GateError> {
-        gate::plan_table(
+    fn try_plan(
+        &self,
+        info: &catalog::TableInfo,
+        keys: &[String],
+    ) -> Result<TablePlan, Box<GateError>> {
+        Ok(gate::plan_table(
             &self.database,
             info,
             keys,
             &self.registry,
             &self.master,
             &self.scanner,
-        )
+        )?)
     }
 
     /// The hold itself: recorded (log, metrics, audit), then waits for registry changes until
@@ -227,7 +231,7 @@ impl Streamer {
         &mut self,
         info: &catalog::TableInfo,
         keys: &[String],
-        problem: GateError,
+        problem: Box<GateError>,
     ) -> Result<TablePlan, StreamError> {
         let (table, column, type_name) = problem.subject();
         tracing::warn!(
@@ -488,7 +492,7 @@ impl Streamer {
     pub async fn transform_batch<T, R>(
         &self,
         items: &[T],
-        f: impl Fn(&T, &dyn TokenStore, &mut Vec<VaultRequest>) -> Result<R, GateError>,
+        f: impl Fn(&T, &dyn TokenStore, &mut Vec<VaultRequest>) -> Result<R, Box<GateError>>,
     ) -> Result<Vec<R>, StreamError> {
         let store: &dyn TokenStore = &*self.vault;
         let mut out = Vec::with_capacity(items.len());

@@ -216,12 +216,12 @@ pub async fn run(
                         vec![Vec::new(); batch.len()]
                     } else {
                         st.transform_batch(&batch, |values, store, misses| {
-                            plan.transform(
+                            Ok(plan.transform(
                                 values.iter().map(RowValue::from),
                                 consistent_lsn,
                                 store,
                                 misses,
-                            )
+                            )?)
                         })
                         .await?
                     };

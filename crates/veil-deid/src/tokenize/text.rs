@@ -3,8 +3,8 @@
 //! request a vault miss produces.
 
 use super::keys::*;
-use crate::deid::registry::SurrogateKind;
-use crate::deid::surrogate::{self, Part};
+use crate::registry::SurrogateKind;
+use crate::surrogate::{self, Part};
 use std::sync::Arc;
 
 /// The form of a vault-held token.

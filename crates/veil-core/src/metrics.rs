@@ -85,11 +85,11 @@ mod tests {
         for (name, text) in [
             (
                 "ops/prometheus-alerts.yml",
-                include_str!("../ops/prometheus-alerts.yml"),
+                include_str!("../../../ops/prometheus-alerts.yml"),
             ),
             (
                 "ops/grafana-dashboard.json",
-                include_str!("../ops/grafana-dashboard.json"),
+                include_str!("../../../ops/grafana-dashboard.json"),
             ),
         ] {
             let mut used = 0;
@@ -103,7 +103,9 @@ mod tests {
             }
             assert!(used > 5, "{name}");
         }
-        serde_json::from_str::<serde_json::Value>(include_str!("../ops/grafana-dashboard.json"))
-            .unwrap();
+        serde_json::from_str::<serde_json::Value>(include_str!(
+            "../../../ops/grafana-dashboard.json"
+        ))
+        .unwrap();
     }
 }

@@ -9,7 +9,7 @@
 //! - `safe_harbor`: tokens *not derived from the value*: random, allocated and remembered by the
 //!   vault so they stay consistent.
 //!
-//! Every token that is not an integer permutation is held by the vault ([`crate::deid::vault`]): the
+//! Every token that is not an integer permutation is held by the vault ([`crate::vault`]): the
 //! vault keeps it unique within its domain (retrying the next candidate on a clash) and remembers
 //! value → token so one-way tokens can be revealed by the compliance role. The hot path only
 //! looks tokens up ([`TokenStore`]); a miss is recorded as a [`VaultRequest`] and the caller
@@ -17,7 +17,7 @@
 //!
 //! Shapes: SSNs become SSNs in never-issued areas (000, 666, 900–999); e-mails keep
 //! `local@domain` shape on the reserved `example.com`; names, streets and cities become surrogates
-//! from bundled lists of the same script ([`crate::deid::surrogate`]); other text keeps its layout
+//! from bundled lists of the same script ([`crate::surrogate`]); other text keeps its layout
 //! (digits stay digits, letters stay letters of their script and case). `date_shift` moves every
 //! date of one entity by the same keyed offset; `year_only`, `zip3`, `age_cap` are the Safe Harbor
 //! generalizations; `redact` replaces scanner spans; `json` applies rules to paths inside JSON.

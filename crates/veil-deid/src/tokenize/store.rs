@@ -1,5 +1,5 @@
 //! The one token-store contract the hot path reads through ([`TokenStore`]): the production
-//! vault (`crate::deid::vault::Vault`), the in-process [`MemoryStore`] (tests, benches, dry runs) and
+//! vault (`crate::vault::Vault`), the in-process [`MemoryStore`] (tests, benches, dry runs) and
 //! the [`NullStore`] (no vault: every vault-held token is a miss).
 //!
 //! Durability: a `TokenStore` only answers what was *committed* to it; a miss is allocated by the

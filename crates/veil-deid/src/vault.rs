@@ -22,7 +22,7 @@ use crate::config::{ConfigError, VaultConfig};
 
 use futures_util::future::BoxFuture;
 
-use crate::deid::tokenize::{MasterKey, MemoryStore, NullStore, TokenStore, VaultRequest};
+use crate::tokenize::{MasterKey, MemoryStore, NullStore, TokenStore, VaultRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {

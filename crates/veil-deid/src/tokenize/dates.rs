@@ -3,8 +3,8 @@
 
 use super::keys::*;
 use crate::civil::{civil_from_days, days_from_civil};
-use crate::deid::registry::RESTRICTED_ZIP3;
 use crate::pg::catalog::TypeClass;
+use crate::registry::RESTRICTED_ZIP3;
 
 /// The keyed offset of one entity, in days, in `[-max, -1] ∪ [1, max]` (never zero).
 pub fn shift_days(key: &DomainKey, entity: &str, max_days: u32) -> i64 {

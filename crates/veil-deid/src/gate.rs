@@ -5,15 +5,13 @@
 //! stops there and nothing of that table is published. Row values pass through
 //! [`TablePlan::transform`] and nowhere else on their way out.
 
-use crate::deid::registry::{Decision, Registry};
-use crate::deid::scanner::Scanner;
-use crate::deid::tokenize::{
-    self, BindCx, Cx, DeidError, MasterKey, RuleKey, TokenStore, VaultRequest,
-};
 use crate::pg::catalog::{TableInfo, TypeClass};
 use crate::pg::lsn::fmt_lsn;
 use crate::pg::tuple::{TupleData, TupleValue};
 use crate::proto;
+use crate::registry::{Decision, Registry};
+use crate::scanner::Scanner;
+use crate::tokenize::{self, BindCx, Cx, DeidError, MasterKey, RuleKey, TokenStore, VaultRequest};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -221,10 +219,7 @@ pub fn plan_table(
                     type_name: c.type_name.clone(),
                     type_oid: c.type_oid,
                     not_null: c.not_null
-                        && !matches!(
-                            rule,
-                            crate::deid::registry::Rule::Scrub { replacement: None }
-                        ),
+                        && !matches!(rule, crate::registry::Rule::Scrub { replacement: None }),
                     rule: rule.describe(),
                     profile: ce.profile.name().into(),
                 });
@@ -312,7 +307,7 @@ impl TablePlan {
     ///
     /// Vault-held tokens come from `store`; a value it does not have yet is pushed onto
     /// `misses` and the returned row is not usable: the caller allocates the misses and calls
-    /// again (see [`crate::deid::vault::Vault::allocate`]).
+    /// again (see [`crate::vault::Vault::allocate`]).
     pub fn transform<'a, I>(
         &self,
         values: I,

@@ -32,3 +32,6 @@ pub mod store;
 pub use applier::Applier;
 pub use consumer::run;
 pub use error::SinkError;
+
+// The foundations, under the names the modules use (`crate::config::…`, `crate::audit::…`).
+pub(crate) use veil_core::{audit, config, kafka, metrics, pg, proto};

@@ -2,9 +2,9 @@
 
 use crate::audit::AuditError;
 use crate::config::ConfigError;
-use crate::error::{Classify, ErrorClass};
 use crate::kafka::error::BrokerError;
 use crate::pg::errors::PgError;
+use veil_core::error::{Classify, ErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -1,9 +1,9 @@
 use super::*;
 use super::{apply::*, keys::*, text::*};
 use crate::civil::{civil_from_days, days_from_civil};
-use crate::deid::registry::{PathSeg, Profile, RESTRICTED_ZIP3, Rule, SurrogateKind, parse_path};
-use crate::deid::scanner::Scanner;
 use crate::pg::catalog::TypeClass;
+use crate::registry::{PathSeg, Profile, RESTRICTED_ZIP3, Rule, SurrogateKind, parse_path};
+use crate::scanner::Scanner;
 use std::sync::Arc;
 
 fn key() -> MasterKey {
@@ -95,7 +95,7 @@ fn vrule(kind: TokenKind, random: bool) -> VaultRule {
 
 #[test]
 fn ssn_tokens_fall_in_never_issued_areas() {
-    let scanner = crate::deid::scanner::Scanner::standard();
+    let scanner = crate::scanner::Scanner::standard();
     for random in [false, true] {
         let r = vrule(TokenKind::Ssn, random);
         for i in 0..2000 {
@@ -104,11 +104,7 @@ fn ssn_tokens_fall_in_never_issued_areas() {
             assert_eq!((&t[3..4], &t[6..7]), ("-", "-"));
             let area: u32 = t[..3].parse().unwrap();
             assert!(area == 0 || area == 666 || area >= 900, "{t}");
-            assert!(
-                !scanner
-                    .detect(&t)
-                    .contains(&crate::deid::scanner::Detector::Ssn)
-            );
+            assert!(!scanner.detect(&t).contains(&crate::scanner::Detector::Ssn));
         }
         // Unparseable: a layout-keeping fallback, never the original.
         let t = r.candidate("12-34", 0);
@@ -125,8 +121,9 @@ fn email_and_surrogates_keep_shape() {
     assert!(e.ends_with("@example.com"), "{e}");
     assert_eq!(e.split('@').next().unwrap().len(), "patient17.42".len());
     let j = vrule(TokenKind::Surrogate(SurrogateKind::Name), true).candidate("山田 太郎", 0);
-    assert!(j.chars().all(|c| c == ' '
-        || crate::deid::surrogate::char_script(c) == Some(crate::deid::surrogate::Script::Han)));
+    assert!(j.chars().all(
+        |c| c == ' ' || crate::surrogate::char_script(c) == Some(crate::surrogate::Script::Han)
+    ));
     let s = vrule(TokenKind::Surrogate(SurrogateKind::Street), false)
         .candidate("1234 Maple St Apt 7", 0);
     assert!(s.ends_with(" St Apt 7") || s.contains(" St Apt "), "{s}");

@@ -787,11 +787,11 @@ y = { type = "text", class = "blocked" }
         assert_eq!(r.restricted_zip3.as_slice(), ["021".to_string()]);
         assert_ne!(r.version, v1);
         assert_eq!(
-            crate::deid::tokenize::zip3_with("02139", &r.restricted_zip3),
+            crate::tokenize::zip3_with("02139", &r.restricted_zip3),
             "000"
         );
         assert_eq!(
-            crate::deid::tokenize::zip3_with("03601", &r.restricted_zip3),
+            crate::tokenize::zip3_with("03601", &r.restricted_zip3),
             "036"
         );
         std::fs::write(d.path().join("restricted_zip3.txt"), "021\n12\n").unwrap();

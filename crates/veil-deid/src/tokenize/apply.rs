@@ -5,9 +5,9 @@ use super::dates::*;
 use super::keys::*;
 use super::store::{NullStore, TokenStore};
 use super::text::*;
-use crate::deid::registry::{PathSeg, Profile, Rule, parse_path};
-use crate::deid::scanner::Scanner;
 use crate::pg::catalog::TypeClass;
+use crate::registry::{PathSeg, Profile, Rule, parse_path};
+use crate::scanner::Scanner;
 use std::sync::Arc;
 
 /// What one row's transform needs besides the rule: the token store, where to record misses,
