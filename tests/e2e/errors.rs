@@ -185,3 +185,30 @@ async fn a_broker_that_is_down_exits_75() {
         "a broker that is down is transient (exit 75):\n{out}"
     );
 }
+
+#[test]
+fn a_config_error_found_inside_run_exits_2() {
+    // No [keys]: found by `veil stream` itself (not by the config parser), before it connects.
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = tmp.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    let config = tmp.path().join("veil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\ndsn = \"host=127.0.0.1 port=1 user=x dbname=x\"\n\n[kafka]\nbrokers = \"127.0.0.1:1\"\n\n\
+             [registry]\ndir = {registry:?}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["stream", "--config"])
+        .arg(&config)
+        .env_remove("VEIL_MASTER_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no master key"), "{err}");
+}

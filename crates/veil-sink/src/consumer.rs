@@ -14,6 +14,7 @@ use super::applier::Applier;
 use super::confirm::SinkAudit;
 use super::error::SinkError;
 use super::fence::{OffsetStep, offset_step};
+use crate::audit::{AuditLog, NoAudit};
 use crate::config::Config;
 use crate::kafka::error::kerr;
 use crate::kafka::{admin, client};
@@ -40,9 +41,10 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     tracing::info!(topic = %kafka.topic, offset = applier.next_offset(), epoch = applier.epoch(),
                    last_commit = %fmt_lsn(applier.last_commit_lsn()), "sink started");
     // The sink's confirmations: its own audit chain, signed with its own key.
-    let mut audit = match &cfg.audit {
-        Some(a) => Some(SinkAudit {
-            writer: Box::new(
+    // Without an `[audit]` section the records go to `NoAudit`.
+    let (writer, every): (Box<dyn AuditLog>, u64) = match &cfg.audit {
+        Some(a) => (
+            Box::new(
                 crate::audit::AuditWriter::open(
                     a,
                     crate::audit::audit_key_for(cfg, "sink/").map_err(SinkError::Config)?,
@@ -51,12 +53,16 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 )
                 .await?,
             ),
-            every: Duration::from_secs(a.window_secs.max(1)),
-            last: std::time::Instant::now(),
-            txns: applier.applied_txns,
-            rows: applier.applied_rows,
-        }),
-        None => None,
+            a.window_secs.max(1),
+        ),
+        None => (Box::new(NoAudit), 60),
+    };
+    let mut audit = SinkAudit {
+        writer,
+        every: Duration::from_secs(every),
+        last: std::time::Instant::now(),
+        txns: applier.applied_txns,
+        rows: applier.applied_rows,
     };
     // Offsets of the change topic are contiguous (it is never compacted). The sink insists on
     // seeing every one of them: a broker that answers a fetch starting inside a record batch with
@@ -83,9 +89,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                 Err(_) => {
                     // Idle: commit what is applied.
                     applier.flush().await?;
-                    if let Some(a) = audit.as_mut() {
-                        a.confirm(&mut applier, false).await?;
-                    }
+                    audit.confirm(&mut applier, false).await?;
                 }
                 Ok(Err(e)) => return Err(kerr(e).into()),
                 Ok(Ok(m)) => {
@@ -123,9 +127,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                     applier.apply(offset, env).await?;
                     if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
                         applier.flush().await?;
-                        if let Some(a) = audit.as_mut() {
-                            a.confirm(&mut applier, false).await?;
-                        }
+                        audit.confirm(&mut applier, false).await?;
                         let mut c = TopicPartitionList::new();
                         let _ = c.add_partition_offset(&kafka.topic, 0, Offset::Offset(offset + 1));
                         let _ = consumer.commit(&c, CommitMode::Async);
@@ -135,9 +137,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         }
     }
     applier.flush().await?;
-    if let Some(a) = audit.as_mut() {
-        a.confirm(&mut applier, true).await?;
-    }
+    audit.confirm(&mut applier, true).await?;
     tracing::info!(
         rows = applier.applied_rows,
         txns = applier.applied_txns,
