@@ -1,0 +1,195 @@
+//! The proposer measured on the evaluation corpus (`tests/corpus/`): schemas the project
+//! designed after real systems, every column labelled before the proposer was tuned, two of them
+//! held out. Each schema is loaded into a real PostgreSQL 15 cluster, `veil setup` runs, and
+//! `veil registry pending` proposes a decision for every column of an empty registry.
+//!
+//! Printed per schema: identifier columns proposed safe (misses, by name), the share of truly
+//! safe columns proposed safe, the share proposed blocked; per class: recall (identifier columns
+//! of the class not proposed safe) and, once proposals name a class, precision.
+//!
+//! Misses in the held-out schemas are counted but not named (set `VEIL_EVAL_SHOW_HELD_OUT=1`
+//! only for the final report).
+//!
+//! The thresholds of the evaluation — no identifier column proposed safe, at least 90% of a
+//! schema's safe columns proposed safe, at most 10% proposed blocked — are enforced with
+//! `VEIL_EVAL_STRICT=1`. Today's proposer does not meet them (the baseline this corpus was built
+//! to expose); the strict run becomes the default when the proposer is rebuilt on these signals.
+
+mod corpus;
+
+use corpus::{Class, Schema};
+use std::collections::BTreeMap;
+use veil::config::Config;
+use veil::devkit::testkit::PgCluster;
+
+struct SchemaReport {
+    name: &'static str,
+    held_out: bool,
+    identifiers: usize,
+    missed: Vec<String>,
+    safe: usize,
+    safe_as_safe: usize,
+    blocked: usize,
+    columns: usize,
+}
+
+/// What the proposer says of one column: `safe`, `sensitive` or `blocked` (no proposal counts as
+/// `blocked`: nothing would flow without a decision).
+fn verdict(p: Option<&veil::review::workflow::Proposal>) -> &str {
+    p.map(|p| p.class.as_str()).unwrap_or("blocked")
+}
+
+async fn evaluate(
+    pg: &PgCluster,
+    schema: &Schema,
+    per_class: &mut BTreeMap<Class, (usize, usize)>,
+) -> SchemaReport {
+    let db = format!("corpus_{}", schema.name);
+    pg.create_db(&db).unwrap();
+    let registry = tempfile::tempdir().unwrap();
+    let cfg = Config::parse(&format!(
+        "[source]\ndsn = {:?}\npublication = \"veil_pub\"\n\n[registry]\ndir = {:?}\n",
+        pg.dsn(&db),
+        registry.path()
+    ))
+    .unwrap();
+    // Setup first: its event trigger gives the key-less tables REPLICA IDENTITY FULL.
+    veil::source::setup::run(&cfg).await.unwrap();
+    let client = veil::devkit::demo::connect(&pg.dsn(&db)).await.unwrap();
+    client.batch_execute(&schema.sql(7)).await.unwrap();
+    let items = veil::review::workflow::pending(&cfg).await.unwrap();
+    let proposals: BTreeMap<(String, String), Option<veil::review::workflow::Proposal>> = items
+        .into_iter()
+        .map(|p| ((p.table, p.column), p.proposal))
+        .collect();
+    let mut r = SchemaReport {
+        name: schema.name,
+        held_out: schema.held_out,
+        identifiers: 0,
+        missed: Vec::new(),
+        safe: 0,
+        safe_as_safe: 0,
+        blocked: 0,
+        columns: 0,
+    };
+    for (table, column, class) in schema.labels() {
+        let p = proposals
+            .get(&(table.clone(), column.clone()))
+            .unwrap_or_else(|| panic!("no pending item for {table}.{column}"));
+        let v = verdict(p.as_ref());
+        r.columns += 1;
+        if v == "blocked" {
+            r.blocked += 1;
+        }
+        if class.is_identifier() {
+            r.identifiers += 1;
+            let e = per_class.entry(class).or_default();
+            e.0 += 1;
+            if v == "safe" {
+                r.missed
+                    .push(format!("{table}.{column} ({})", class.name()));
+            } else {
+                e.1 += 1;
+            }
+        } else {
+            r.safe += 1;
+            if v == "safe" {
+                r.safe_as_safe += 1;
+            }
+        }
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposer_on_the_evaluation_corpus() {
+    let pg = PgCluster::start().expect("PostgreSQL 15 (scripts/install-deps)");
+    let strict = std::env::var_os("VEIL_EVAL_STRICT").is_some();
+    let mut tuned: BTreeMap<Class, (usize, usize)> = BTreeMap::new();
+    let mut held: BTreeMap<Class, (usize, usize)> = BTreeMap::new();
+    let mut reports = Vec::new();
+    for schema in corpus::all() {
+        let per_class = if schema.held_out {
+            &mut held
+        } else {
+            &mut tuned
+        };
+        reports.push(evaluate(&pg, &schema, per_class).await);
+    }
+    let mut failures = Vec::new();
+    println!("\nproposer evaluation (labels: tests/corpus/mod.rs)");
+    println!(
+        "{:<10} {:>9} {:>6} {:>7} {:>13} {:>9}",
+        "schema", "set", "id", "missed", "safe→safe", "blocked"
+    );
+    for r in &reports {
+        let safe_share = r.safe_as_safe as f64 / r.safe.max(1) as f64;
+        let blocked_share = r.blocked as f64 / r.columns.max(1) as f64;
+        println!(
+            "{:<10} {:>9} {:>6} {:>7} {:>6}/{:<3} {:.2} {:>8.2}",
+            r.name,
+            if r.held_out { "held out" } else { "tuning" },
+            r.identifiers,
+            r.missed.len(),
+            r.safe_as_safe,
+            r.safe,
+            safe_share,
+            blocked_share
+        );
+        // Held-out misses are counted, not named: naming them would tune to them.
+        if !r.held_out || std::env::var_os("VEIL_EVAL_SHOW_HELD_OUT").is_some() {
+            for m in &r.missed {
+                println!("    identifier proposed safe: {m}");
+            }
+        }
+        if !r.missed.is_empty() {
+            failures.push(format!(
+                "{}: {} identifier columns proposed safe",
+                r.name,
+                r.missed.len()
+            ));
+        }
+        if safe_share < 0.90 {
+            failures.push(format!(
+                "{}: only {safe_share:.2} of safe columns proposed safe",
+                r.name
+            ));
+        }
+        if blocked_share > 0.10 {
+            failures.push(format!(
+                "{}: {blocked_share:.2} of columns proposed blocked",
+                r.name
+            ));
+        }
+    }
+    for (set, per_class) in [("tuning", &tuned), ("held out", &held)] {
+        println!(
+            "\nper-class recall ({set} schemas); precision: proposals do not name a class yet"
+        );
+        for (class, (n, caught)) in per_class {
+            println!(
+                "  {:<12} {:>4}/{:<4} {:.2}",
+                class.name(),
+                caught,
+                n,
+                *caught as f64 / (*n).max(1) as f64
+            );
+        }
+    }
+    // The corpus itself must be what it claims: seven schemas, two held out, every class of
+    // identifier the labels use present, identifiers and safe columns in every schema.
+    assert!(reports.len() >= 7);
+    assert_eq!(reports.iter().filter(|r| r.held_out).count(), 2);
+    for r in &reports {
+        assert!(r.identifiers > 0 && r.safe > 0, "{}", r.name);
+    }
+    if strict {
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    } else if !failures.is_empty() {
+        println!(
+            "\nnot yet met ({} findings; enforced with VEIL_EVAL_STRICT=1):\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    }
+}
