@@ -10,10 +10,11 @@
 //! Misses in the held-out schemas are counted but not named (set `VEIL_EVAL_SHOW_HELD_OUT=1`
 //! only for the final report).
 //!
-//! The thresholds of the evaluation — no identifier column proposed safe, at least 90% of a
-//! schema's safe columns proposed safe, at most 10% proposed blocked — are enforced with
-//! `VEIL_EVAL_STRICT=1`. Today's proposer does not meet them (the baseline this corpus was built
-//! to expose); the strict run becomes the default when the proposer is rebuilt on these signals.
+//! The test fails if any identifier column is proposed safe, if fewer than 90% of a schema's
+//! safe columns are proposed safe, or if more than 10% of a schema's columns are proposed
+//! `blocked` (`VEIL_EVAL_LENIENT=1` only prints). The baseline before the proposer was rebuilt on
+//! these signals: 45 of 120 identifier columns of the tuning schemas and 15 of 42 of the
+//! held-out ones proposed safe.
 
 mod corpus;
 
@@ -31,6 +32,10 @@ struct SchemaReport {
     safe_as_safe: usize,
     blocked: usize,
     columns: usize,
+    /// Safe columns not proposed safe, and what was proposed.
+    false_alarms: Vec<String>,
+    /// Identifier columns whose proposal names another class.
+    other_class: Vec<String>,
 }
 
 /// What the proposer says of one column: `safe`, `sensitive` or `blocked` (no proposal counts as
@@ -43,6 +48,7 @@ async fn evaluate(
     pg: &PgCluster,
     schema: &Schema,
     per_class: &mut BTreeMap<Class, (usize, usize)>,
+    named: &mut BTreeMap<String, (usize, usize)>,
 ) -> SchemaReport {
     let db = format!("corpus_{}", schema.name);
     pg.create_db(&db).unwrap();
@@ -71,6 +77,8 @@ async fn evaluate(
         safe_as_safe: 0,
         blocked: 0,
         columns: 0,
+        false_alarms: Vec::new(),
+        other_class: Vec::new(),
     };
     for (table, column, class) in schema.labels() {
         let p = proposals
@@ -80,6 +88,19 @@ async fn evaluate(
         r.columns += 1;
         if v == "blocked" {
             r.blocked += 1;
+        }
+        // Precision: of the proposals naming a class, how many name the labelled one.
+        if let Some(named_class) = p.as_ref().and_then(|p| p.identifier_class.clone()) {
+            let e = named.entry(named_class.clone()).or_default();
+            e.0 += 1;
+            if named_class == class.name() {
+                e.1 += 1;
+            } else if class.is_identifier() {
+                r.other_class.push(format!(
+                    "{table}.{column}: labelled {}, proposed {named_class}",
+                    class.name()
+                ));
+            }
         }
         if class.is_identifier() {
             r.identifiers += 1;
@@ -95,6 +116,13 @@ async fn evaluate(
             r.safe += 1;
             if v == "safe" {
                 r.safe_as_safe += 1;
+            } else {
+                let p = p.as_ref();
+                r.false_alarms.push(format!(
+                    "{table}.{column}: {} {}",
+                    v,
+                    p.and_then(|p| p.rule.clone()).unwrap_or_default()
+                ));
             }
         }
     }
@@ -104,17 +132,20 @@ async fn evaluate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proposer_on_the_evaluation_corpus() {
     let pg = PgCluster::start().expect("PostgreSQL 15 (scripts/install-deps)");
-    let strict = std::env::var_os("VEIL_EVAL_STRICT").is_some();
+    // Lenient only on request (to see the report of a proposer under construction).
+    let strict = std::env::var_os("VEIL_EVAL_LENIENT").is_none();
     let mut tuned: BTreeMap<Class, (usize, usize)> = BTreeMap::new();
     let mut held: BTreeMap<Class, (usize, usize)> = BTreeMap::new();
+    let mut named_tuned: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut named_held: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut reports = Vec::new();
     for schema in corpus::all() {
-        let per_class = if schema.held_out {
-            &mut held
+        let (per_class, named) = if schema.held_out {
+            (&mut held, &mut named_held)
         } else {
-            &mut tuned
+            (&mut tuned, &mut named_tuned)
         };
-        reports.push(evaluate(&pg, &schema, per_class).await);
+        reports.push(evaluate(&pg, &schema, per_class, named).await);
     }
     let mut failures = Vec::new();
     println!("\nproposer evaluation (labels: tests/corpus/mod.rs)");
@@ -141,6 +172,12 @@ async fn proposer_on_the_evaluation_corpus() {
             for m in &r.missed {
                 println!("    identifier proposed safe: {m}");
             }
+            for m in &r.false_alarms {
+                println!("    safe column not proposed safe: {m}");
+            }
+            for m in &r.other_class {
+                println!("    class differs: {m}");
+            }
         }
         if !r.missed.is_empty() {
             failures.push(format!(
@@ -162,17 +199,24 @@ async fn proposer_on_the_evaluation_corpus() {
             ));
         }
     }
-    for (set, per_class) in [("tuning", &tuned), ("held out", &held)] {
+    for (set, per_class, named) in [
+        ("tuning", &tuned, &named_tuned),
+        ("held out", &held, &named_held),
+    ] {
         println!(
-            "\nper-class recall ({set} schemas); precision: proposals do not name a class yet"
+            "\nper class ({set} schemas): recall (identifier columns not proposed safe), precision (proposals naming the class that are of it)"
         );
         for (class, (n, caught)) in per_class {
+            let (said, right) = named.get(class.name()).copied().unwrap_or((0, 0));
             println!(
-                "  {:<12} {:>4}/{:<4} {:.2}",
+                "  {:<12} recall {:>4}/{:<4} {:.2}   precision {:>4}/{:<4} {:.2}",
                 class.name(),
                 caught,
                 n,
-                *caught as f64 / (*n).max(1) as f64
+                *caught as f64 / (*n).max(1) as f64,
+                right,
+                said,
+                right as f64 / said.max(1) as f64
             );
         }
     }
@@ -187,7 +231,7 @@ async fn proposer_on_the_evaluation_corpus() {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     } else if !failures.is_empty() {
         println!(
-            "\nnot yet met ({} findings; enforced with VEIL_EVAL_STRICT=1):\n  {}",
+            "\nnot met ({} findings; VEIL_EVAL_LENIENT is set):\n  {}",
             failures.len(),
             failures.join("\n  ")
         );

@@ -1,8 +1,9 @@
 //! The people around the registry: the reviewer workflow (`workflow`: pending items, proposals,
-//! decisions written as reviewable lines), its HTTP API (`api`) and the compliance role's audited
+//! decisions written as reviewable lines), the proposer (`propose`), its HTTP API (`api`) and the compliance role's audited
 //! reveal of a token (`reveal`).
 
 pub mod api;
 pub mod commands;
+pub mod propose;
 pub mod reveal;
 pub mod workflow;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigError};
 use crate::deid::registry::{Registry, RegistryError};
-use crate::deid::scanner::{Detector, Scanner};
-use crate::pg::catalog::{self, TableInfo, TypeClass};
+use crate::deid::scanner::Scanner;
+use crate::pg::catalog::{self, TableInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -60,6 +60,15 @@ pub struct Proposal {
     pub hit_rates: BTreeMap<String, f64>,
     pub name_hint: Option<String>,
     pub sampled: usize,
+    /// The Safe Harbor identifier class (`names`, `geography`, … `other_id`); none for safe.
+    #[serde(default)]
+    pub identifier_class: Option<String>,
+    /// `high`, `medium` or `low` (see `review::propose`).
+    #[serde(default)]
+    pub confidence: String,
+    /// What else decided it (distinct ratio, key membership, code system, "needs review").
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl Proposal {
@@ -72,13 +81,20 @@ impl Proposal {
         if let Some(h) = &self.name_hint {
             parts.push(format!("name suggests {h}"));
         }
+        parts.extend(self.notes.iter().cloned());
         format!(
-            "{} sampled; {}",
+            "{} sampled; {}{}",
             self.sampled,
             if parts.is_empty() {
                 "no detector fired".into()
             } else {
                 parts.join(", ")
+            },
+            match (&self.identifier_class, self.confidence.as_str()) {
+                (Some(c), "") => format!("; class {c}"),
+                (Some(c), conf) => format!("; class {c}, confidence {conf}"),
+                (None, "") => String::new(),
+                (None, conf) => format!("; confidence {conf}"),
             }
         )
     }
@@ -128,161 +144,18 @@ async fn published_tables(
     Ok(out)
 }
 
-/// Samples a column and proposes a class and a rule.
-async fn propose_column(
-    client: &tokio_postgres::Client,
-    scanner: &Scanner,
-    info: &TableInfo,
-    column: &str,
-    class: Option<&TypeClass>,
-) -> Result<Proposal, ReviewError> {
-    let hint = crate::deid::scanner::column_name_hint(column);
-    let sql = format!(
-        "SELECT {c}::text FROM {s}.{t} WHERE {c} IS NOT NULL LIMIT {SAMPLE_ROWS}",
-        c = crate::pg::quote::ident(column),
-        s = crate::pg::quote::ident(&info.schema),
-        t = crate::pg::quote::ident(&info.name)
-    );
-    let rows = client
-        .query(&sql, &[])
-        .await
-        .map_err(|e| ReviewError::Postgres(crate::pg::errors::PgError::new("sample column", &e)))?;
-    let mut whole: BTreeMap<Detector, usize> = BTreeMap::new();
-    let mut partial: BTreeMap<Detector, usize> = BTreeMap::new();
-    for r in &rows {
-        let v: String = r.get(0);
-        if let Some(d) = scanner.whole_value(&v) {
-            *whole.entry(d).or_default() += 1;
-        }
-        for d in scanner.detect(&v) {
-            *partial.entry(d).or_default() += 1;
-        }
-    }
-    let n = rows.len();
-    let rate = |c: usize| if n == 0 { 0.0 } else { c as f64 / n as f64 };
-    let hit_rates: BTreeMap<String, f64> = partial
-        .iter()
-        .map(|(d, c)| (d.name().to_owned(), rate(*c)))
-        .collect();
-    // The dominant whole-value detector decides; free text with hits is redacted.
-    let top = whole
-        .iter()
-        .max_by_key(|(_, c)| **c)
-        .filter(|(_, c)| rate(**c) >= 0.5)
-        .map(|(d, _)| *d);
-    let text = matches!(class, Some(TypeClass::Text));
-    let is_date = matches!(
-        class,
-        Some(TypeClass::Date | TypeClass::Timestamp | TypeClass::Timestamptz)
-    );
-    let is_int = matches!(
-        class,
-        Some(TypeClass::Int2 | TypeClass::Int4 | TypeClass::Int8)
-    );
-    let keyish =
-        column == "id" || column.ends_with("_id") || info.primary_key.iter().any(|k| k == column);
-    let (cls, rule, domain, kind): (&str, Option<&str>, Option<String>, Option<&str>) =
-        match (top.or(hint), text) {
-            (Some(Detector::Ssn), true) => ("sensitive", Some("ssn"), Some("ssn".into()), None),
-            (Some(Detector::Email), true) => {
-                ("sensitive", Some("email"), Some("email".into()), None)
-            }
-            (Some(Detector::Name), true) => (
-                "sensitive",
-                Some("surrogate"),
-                Some(column.to_owned()),
-                Some(if column.contains("given") || column.contains("first") {
-                    "given_name"
-                } else if column.contains("family")
-                    || column.contains("last")
-                    || column.contains("surname")
-                {
-                    "family_name"
-                } else {
-                    "name"
-                }),
-            ),
-            (Some(Detector::Address), true) => {
-                let city = ["city", "town", "county"]
-                    .iter()
-                    .any(|w| column.contains(w));
-                let kind = if city { "city" } else { "street" };
-                (
-                    "sensitive",
-                    Some("surrogate"),
-                    Some(kind.to_owned()),
-                    Some(kind),
-                )
-            }
-            (Some(Detector::Zip), true) => ("sensitive", Some("zip3"), None, None),
-            (Some(Detector::Date), _) if is_date || text => {
-                ("sensitive", Some("year_only"), None, None)
-            }
-            (Some(d), true) => (
-                "sensitive",
-                Some("tokenize"),
-                Some(d.name().to_owned()),
-                None,
-            ),
-            _ if is_date => ("sensitive", Some("year_only"), None, None),
-            _ if is_int && keyish => (
-                "sensitive",
-                Some("tokenize"),
-                Some(key_domain(info, column)),
-                None,
-            ),
-            // Free text carrying identifiers (ZIP- and date-shaped fragments alone are too common
-            // in codes and labels to count).
-            _ if text
-                && partial
-                    .iter()
-                    .filter(|(d, _)| !matches!(d, Detector::Zip | Detector::Date))
-                    .any(|(_, c)| rate(*c) >= 0.05) =>
-            {
-                ("sensitive", Some("redact"), None, None)
-            }
-            _ if class.is_none() => ("blocked", None, None, None),
-            _ => ("safe", None, None, None),
-        };
-    Ok(Proposal {
-        class: cls.into(),
-        rule: rule.map(str::to_owned),
-        domain,
-        kind: kind.map(str::to_owned),
-        hit_rates,
-        name_hint: hint.map(|h| h.name().to_owned()),
-        sampled: n,
-    })
-}
-
-/// The token domain of a key column: a foreign key takes its parent's (`patient_id` for
-/// `encounters.patient_id → patients.id`), a primary key `id` its table's singular.
-fn key_domain(info: &TableInfo, column: &str) -> String {
-    let singular = |t: &str| {
-        let t = t.rsplit('.').next().unwrap_or(t);
-        t.strip_suffix('s').unwrap_or(t).to_owned()
-    };
-    if let Some(fk) = info
-        .foreign_keys
-        .iter()
-        .find(|fk| fk.columns.len() == 1 && fk.columns[0] == column)
-    {
-        return format!("{}_{}", singular(&fk.ref_table), fk.ref_columns[0]);
-    }
-    if info.primary_key.len() == 1 && info.primary_key[0] == column {
-        return format!("{}_{column}", singular(&info.name));
-    }
-    column.to_owned()
-}
-
 /// What production has that the registry does not decide, each with the scanner's proposal.
 pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
     let registry = Registry::load(&cfg.registry.dir)?;
     let client = connect_source(cfg).await?;
-    let scanner = Scanner::new(&cfg.scanner.mrn_patterns)
-        .map_err(|e| ReviewError::Invalid(format!("[scanner] {e}")))?;
+    let scanner = std::sync::Arc::new(
+        Scanner::new(&cfg.scanner.mrn_patterns)
+            .map_err(|e| ReviewError::Invalid(format!("[scanner] {e}")))?,
+    );
+    let tables = published_tables(&client, &cfg.source()?.publication).await?;
+    let structure = super::propose::Structure::of(&tables);
     let mut out = Vec::new();
-    for info in published_tables(&client, &cfg.source()?.publication).await? {
+    for info in &tables {
         let table = info.qualified();
         let entry = registry.table(&table);
         if entry.is_some_and(|e| e.blocked) {
@@ -299,8 +172,35 @@ pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
                     Some(_) => continue,
                 },
             };
-            let proposal =
-                propose_column(&client, &scanner, &info, &c.name, c.class.as_ref()).await?;
+            let values = super::propose::sample(&client, info, &c.name).await?;
+            let mut key_domain = structure
+                .keys
+                .get(&(table.clone(), c.name.clone()))
+                .cloned();
+            if key_domain.is_none()
+                && let Some((target, key)) =
+                    super::propose::Structure::virtual_target(&tables, info, &c.name)
+                && super::propose::contained_in(&client, &values, target, &key).await?
+            {
+                // An undeclared reference: named after the table and all its values are keys.
+                key_domain = structure
+                    .keys
+                    .get(&(target.qualified(), key.clone()))
+                    .cloned();
+            }
+            let facts = super::propose::ColumnFacts {
+                info,
+                column: &c.name,
+                class: c.class.as_ref(),
+                sample: &values,
+                key_domain,
+            };
+            let proposal = super::propose::checked(
+                super::propose::propose(&scanner, &facts),
+                c.class.as_ref(),
+                info,
+                &scanner,
+            );
             out.push(Pending {
                 table: table.clone(),
                 column: c.name.clone(),

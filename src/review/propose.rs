@@ -1,0 +1,1236 @@
+//! The proposer: a class (one of the 18 Safe Harbor identifier classes, or safe) and a rule for
+//! every pending column, from four signals, strongest first:
+//!
+//! 1. **Structure** — primary keys, unique columns and every column that references them
+//!    (declared foreign keys, and undeclared references whose name says so *and* whose sampled
+//!    values are all in the referenced key) are identifiers whatever their type, and share the
+//!    token domain of the key they reference, across the whole schema.
+//! 2. **Names** — whole words of the column name (snake_case, camelCase and digits split) looked
+//!    up in a dictionary per class.
+//! 3. **Content** — the scanner's detectors with validators, and recognisers of clinical code
+//!    systems (LOINC, SNOMED CT, ICD-10, NDC, HCPCS, DICOM SOP classes) that make a column safe.
+//! 4. **Statistics** — in the bounded sample: nearly all distinct means an identifier, few
+//!    distinct values means a code list (never tokenized: counting would reverse it).
+//!
+//! Fail closed: `safe` needs positive evidence (a boolean, an enum, a code list, a recognised
+//! code, a measurement that is not a key, a name hint of a safe kind). A column with no confident
+//! rule is proposed `blocked` with "needs review", never safe. Every rule proposed is checked with
+//! the gate's own binding for the column's type; one that does not bind becomes `blocked`.
+//!
+//! Confidence: **high** — a structural key or reference, a validator-backed detector on at least
+//! half of the sample, a recognised code system on at least 90%; **medium** — a name hint, or
+//! sample statistics alone; **low** — nothing but the type (then the proposal is `blocked`).
+//! Evidence carries detector hit rates, name hints, distinct ratios and the sample size, never a
+//! value.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::workflow::{Proposal, ReviewError};
+use crate::deid::registry::{Profile, Rule, SurrogateKind};
+use crate::deid::scanner::{Detector, Scanner};
+use crate::deid::tokenize::{BindCx, MasterKey, RuleKey};
+use crate::pg::catalog::{TableInfo, TypeClass};
+
+/// Rows read per pending column.
+pub const SAMPLE_ROWS: i64 = 1000;
+
+/// The 18 identifier classes of 45 CFR 164.514(b)(2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IdClass {
+    Names,
+    Geography,
+    Dates,
+    Phone,
+    Fax,
+    Email,
+    Ssn,
+    Mrn,
+    HealthPlan,
+    Account,
+    Licence,
+    Vehicle,
+    Device,
+    Url,
+    Ip,
+    Biometric,
+    Photo,
+    OtherId,
+}
+
+impl IdClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            IdClass::Names => "names",
+            IdClass::Geography => "geography",
+            IdClass::Dates => "dates",
+            IdClass::Phone => "phone",
+            IdClass::Fax => "fax",
+            IdClass::Email => "email",
+            IdClass::Ssn => "ssn",
+            IdClass::Mrn => "mrn",
+            IdClass::HealthPlan => "health_plan",
+            IdClass::Account => "account",
+            IdClass::Licence => "licence",
+            IdClass::Vehicle => "vehicle",
+            IdClass::Device => "device",
+            IdClass::Url => "url",
+            IdClass::Ip => "ip",
+            IdClass::Biometric => "biometric",
+            IdClass::Photo => "photo",
+            IdClass::OtherId => "other_id",
+        }
+    }
+}
+
+/// The words of a column name: `bene_1st_nm` → bene, 1st, nm; `patientBirthDate` → patient,
+/// birth, date.
+pub fn words(column: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev: Option<char> = None;
+    for ch in column.chars() {
+        let split = !ch.is_alphanumeric()
+            || (ch.is_uppercase() && prev.is_some_and(|p| p.is_lowercase()))
+            || (ch.is_ascii_digit() != prev.is_some_and(|p| p.is_ascii_digit())
+                && prev.is_some_and(|p| p.is_alphanumeric())
+                && !(prev.is_some_and(|p| p.is_ascii_digit()) && ch.is_alphabetic()));
+        if split && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur).to_lowercase());
+        }
+        if ch.is_alphanumeric() {
+            cur.push(ch);
+        }
+        prev = Some(ch);
+    }
+    if !cur.is_empty() {
+        out.push(cur.to_lowercase());
+    }
+    out
+}
+
+/// What a column's name says: an identifier class, or "safe kind" (organisation, state, code,
+/// count…), or nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameHint {
+    Id(IdClass),
+    /// The name says this is about an organisation, a code system, a state, a quantity.
+    SafeKind,
+}
+
+pub fn name_hint(column: &str) -> Option<NameHint> {
+    let ws = words(column);
+    let has = |list: &[&str]| ws.iter().any(|w| list.contains(&w.as_str()));
+    let joined = ws.join("_");
+    let part = |list: &[&str]| list.iter().any(|p| joined.contains(p));
+    use IdClass::*;
+    // Organisations, code systems and the state are not about a person.
+    if has(&[
+        "org",
+        "organization",
+        "organisation",
+        "facility",
+        "hospital",
+        "institution",
+        "manufacturer",
+        "vendor",
+        "payer",
+        "st",
+        "state",
+    ]) && !has(&["npi", "id", "num", "number"])
+    {
+        return Some(NameHint::SafeKind);
+    }
+    // "station_name", "drug_name": the name of a thing, not of a person.
+    if has(&["name", "nm"])
+        && has(&[
+            "station",
+            "host",
+            "file",
+            "drug",
+            "product",
+            "brand",
+            "test",
+            "panel",
+            "model",
+            "device",
+            "plan",
+            "program",
+            "study",
+            "series",
+            "unit",
+            "department",
+            "dept",
+            "site",
+            "ward",
+            "room",
+            "service",
+            "procedure",
+            "proc",
+            "generic",
+            "display",
+            "table",
+        ])
+    {
+        return Some(NameHint::SafeKind);
+    }
+    let class = if has(&["ssn", "social"]) {
+        Ssn
+    } else if has(&["email", "mail", "e_mail"]) || part(&["e_mail"]) {
+        Email
+    } else if has(&["fax"]) {
+        Fax
+    } else if has(&[
+        "phone",
+        "phne",
+        "tel",
+        "telephone",
+        "mobile",
+        "cell",
+        "msisdn",
+    ]) {
+        Phone
+    } else if has(&["mrn", "chart"]) || part(&["medical_record", "patient_id"]) {
+        Mrn
+    } else if has(&[
+        "mbi",
+        "hicn",
+        "member",
+        "mbr",
+        "subscriber",
+        "cardholder",
+        "policy",
+        "insured",
+        "beneficiary",
+    ]) {
+        HealthPlan
+    } else if has(&[
+        "account", "acct", "iban", "routing", "chk", "cheque", "check",
+    ]) {
+        Account
+    } else if has(&[
+        "licence",
+        "license",
+        "driver",
+        "drivers",
+        "dl",
+        "passport",
+        "dea",
+        "certificate",
+        "cert",
+    ]) {
+        Licence
+    } else if has(&["vin", "plate"]) {
+        Vehicle
+    } else if has(&["udi", "serial", "imei", "mac", "udid", "meid"]) {
+        Device
+    } else if has(&["url", "uri", "website", "homepage", "link", "href"]) {
+        Url
+    } else if has(&["ip", "inet"]) {
+        Ip
+    } else if has(&[
+        "fingerprint",
+        "biometric",
+        "retina",
+        "iris",
+        "voiceprint",
+        "faceprint",
+    ]) {
+        Biometric
+    } else if has(&["photo", "image", "picture", "avatar", "selfie", "portrait"]) {
+        Photo
+    } else if has(&[
+        "lat",
+        "lon",
+        "lng",
+        "latitude",
+        "longitude",
+        "coordinates",
+        "coord",
+        "gps",
+        "geo",
+        "address",
+        "addr",
+        "street",
+        "city",
+        "town",
+        "county",
+        "cnty",
+        "zip",
+        "zipcode",
+        "postal",
+        "postcode",
+        "birthplace",
+    ]) {
+        Geography
+    } else if has(&["dob", "dod", "birth", "brth", "death"]) {
+        Dates
+    } else if has(&[
+        "name",
+        "nm",
+        "first",
+        "last",
+        "given",
+        "family",
+        "surname",
+        "maiden",
+        "alias",
+        "aliases",
+        "nickname",
+        "guardian",
+        "kin",
+        "nok",
+        "middle",
+        "mdl",
+        "initials",
+        "username",
+        "login",
+        "physician",
+        "pharmacist",
+        "technician",
+        "by",
+    ]) {
+        Names
+    } else if has(&[
+        "uid",
+        "accession",
+        "barcode",
+        "npi",
+        "password",
+        "hash",
+        "token",
+        "secret",
+        "session",
+    ]) {
+        OtherId
+    } else if has(&[
+        "code",
+        "cd",
+        "cui",
+        "loinc",
+        "snomed",
+        "icd",
+        "icd10",
+        "ndc",
+        "hcpcs",
+        "cpt",
+        "cvx",
+        "rxnorm",
+        "type",
+        "kind",
+        "category",
+        "status",
+        "flag",
+        "unit",
+        "units",
+        "count",
+        "cnt",
+        "amt",
+        "amount",
+        "cost",
+        "qty",
+        "quantity",
+        "description",
+        "desc",
+        "sex",
+        "gender",
+        "race",
+        "ethnicity",
+        "language",
+        "priority",
+        "modality",
+        "model",
+    ]) {
+        return Some(NameHint::SafeKind);
+    } else {
+        return None;
+    };
+    Some(NameHint::Id(class))
+}
+
+// ---- Recognisers of clinical code systems (safe by their own rules) ----
+
+fn luhn_valid(digits: &str) -> bool {
+    let mut sum = 0;
+    for (i, c) in digits.chars().rev().enumerate() {
+        let Some(mut d) = c.to_digit(10) else {
+            return false;
+        };
+        if i % 2 == 1 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    sum % 10 == 0
+}
+
+/// LOINC: `NNNNN-C` with the mod-10 check digit.
+pub fn is_loinc(v: &str) -> bool {
+    let Some((body, check)) = v.split_once('-') else {
+        return false;
+    };
+    !body.is_empty()
+        && body.len() <= 6
+        && check.len() == 1
+        && body.bytes().all(|b| b.is_ascii_digit())
+        && luhn_valid(&format!("{body}{check}"))
+}
+
+fn verhoeff_valid(num: &str) -> bool {
+    const D: [[u8; 10]; 10] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    ];
+    const P: [[u8; 10]; 8] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+    ];
+    let mut c = 0usize;
+    for (i, ch) in num.chars().rev().enumerate() {
+        let Some(d) = ch.to_digit(10) else {
+            return false;
+        };
+        c = D[c][P[i % 8][d as usize] as usize] as usize;
+    }
+    c == 0
+}
+
+/// SNOMED CT concept id: 6–18 digits, partition `00`/`10` (concepts), Verhoeff check digit.
+pub fn is_snomed(v: &str) -> bool {
+    let n = v.len();
+    (6..=18).contains(&n)
+        && v.bytes().all(|b| b.is_ascii_digit())
+        && !v.starts_with('0')
+        && matches!(&v[n - 3..n - 1], "00" | "10")
+        && verhoeff_valid(v)
+}
+
+/// ICD-10(-CM) code.
+pub fn is_icd10(v: &str) -> bool {
+    let b = v.as_bytes();
+    if b.len() < 3 || !b[0].is_ascii_uppercase() || b[0] == b'U' {
+        return false;
+    }
+    if !b[1].is_ascii_digit() || !(b[2].is_ascii_digit() || b[2].is_ascii_uppercase()) {
+        return false;
+    }
+    match v.get(3..) {
+        None | Some("") => true,
+        Some(rest) => {
+            let rest = rest.strip_prefix('.').unwrap_or(rest);
+            !rest.is_empty()
+                && rest.len() <= 4
+                && rest
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        }
+    }
+}
+
+/// NDC in a 4-4-2, 5-3-2, 5-4-1 or 5-4-2 layout.
+pub fn is_ndc(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('-').collect();
+    parts.len() == 3
+        && matches!(
+            (parts[0].len(), parts[1].len(), parts[2].len()),
+            (4, 4, 2) | (5, 3, 2) | (5, 4, 1) | (5, 4, 2)
+        )
+        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// HCPCS level II (`J1234`) or CPT (`99213`).
+pub fn is_hcpcs(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 5
+        && (b.iter().all(|c| c.is_ascii_digit())
+            || (b[0].is_ascii_uppercase() && b[1..].iter().all(|c| c.is_ascii_digit())))
+}
+
+/// A DICOM UID of the standard itself (SOP classes, transfer syntaxes): a constant, not an
+/// identifier.
+pub fn is_dicom_standard_uid(v: &str) -> bool {
+    v.starts_with("1.2.840.10008.")
+}
+
+/// Which code system, if any, recognises at least 90% of the sample.
+fn code_system(values: &[String], column_words: &[String]) -> Option<&'static str> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let share = |f: fn(&str) -> bool| values.iter().filter(|v| f(v)).count() as f64 / n as f64;
+    let named = |ws: &[&str]| column_words.iter().any(|w| ws.contains(&w.as_str()));
+    if share(is_loinc) >= 0.9 {
+        return Some("LOINC");
+    }
+    if share(is_snomed) >= 0.9 {
+        return Some("SNOMED CT");
+    }
+    if share(is_dicom_standard_uid) >= 0.9 {
+        return Some("DICOM standard UID");
+    }
+    if share(is_ndc) >= 0.9 {
+        return Some("NDC");
+    }
+    // No check digit: only with a name that says so (an MRN like `E123456` has the ICD shape).
+    let digits_only =
+        |v: &str| (10..=11).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit());
+    if named(&["ndc"]) && share(digits_only) >= 0.9 {
+        return Some("NDC");
+    }
+    if share(is_icd10) >= 0.9
+        && named(&[
+            "icd",
+            "icd10",
+            "dx",
+            "dgns",
+            "diag",
+            "diagnosis",
+            "code",
+            "cd",
+        ])
+    {
+        return Some("ICD-10");
+    }
+    if share(is_hcpcs) >= 0.9 && named(&["hcpcs", "cpt", "proc", "procedure", "code", "cd"]) {
+        return Some("HCPCS/CPT");
+    }
+    None
+}
+
+/// The structural facts about every published column, across the whole schema.
+#[derive(Debug, Default)]
+pub struct Structure {
+    /// (table, column) → the token domain of the key it is or references.
+    pub keys: BTreeMap<(String, String), String>,
+}
+
+fn singular(t: &str) -> String {
+    let t = t.rsplit('.').next().unwrap_or(t);
+    t.strip_suffix('s').unwrap_or(t).to_owned()
+}
+
+impl Structure {
+    /// Keys, unique columns and declared references; a reference takes the domain of the key at
+    /// the end of its chain.
+    pub fn of(tables: &[TableInfo]) -> Structure {
+        let mut own: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut refs: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+        for t in tables {
+            let q = t.qualified();
+            let mut key_cols: Vec<&String> = t.primary_key.iter().collect();
+            for (_, cols) in &t.unique_keys {
+                key_cols.extend(cols.iter());
+            }
+            for c in key_cols {
+                own.entry((q.clone(), c.clone()))
+                    .or_insert_with(|| format!("{}_{c}", singular(&t.name)));
+            }
+            for fk in &t.foreign_keys {
+                for (c, rc) in fk.columns.iter().zip(&fk.ref_columns) {
+                    refs.insert((q.clone(), c.clone()), (fk.ref_table.clone(), rc.clone()));
+                }
+            }
+        }
+        let mut keys = own.clone();
+        for (col, target) in &refs {
+            let mut at = target.clone();
+            let mut hops = 0;
+            while let Some(next) = refs.get(&at) {
+                if hops > 32 || next == col {
+                    break;
+                }
+                at = next.clone();
+                hops += 1;
+            }
+            let domain = own
+                .get(&at)
+                .cloned()
+                .unwrap_or_else(|| format!("{}_{}", singular(&at.0), at.1));
+            keys.insert(col.clone(), domain.clone());
+            // The referenced key and the reference share one domain.
+            keys.insert(at, domain);
+        }
+        Structure { keys }
+    }
+
+    /// The single-column primary key an undeclared reference named `column` would point at
+    /// (`patient`, `patient_id`, `patientId` → `patients.id`), if there is exactly one.
+    pub fn virtual_target<'a>(
+        tables: &'a [TableInfo],
+        here: &TableInfo,
+        column: &str,
+    ) -> Option<(&'a TableInfo, String)> {
+        let ws = words(column);
+        let stem: Vec<&str> = ws
+            .iter()
+            .map(String::as_str)
+            .filter(|w| !matches!(*w, "id" | "uid" | "key" | "fk" | "ref"))
+            .collect();
+        if stem.is_empty() {
+            return None;
+        }
+        let stem = stem.join("_");
+        let mut found = tables.iter().filter(|t| {
+            t.oid != here.oid
+                && t.primary_key.len() == 1
+                && (singular(&t.name) == stem || t.name == stem)
+        });
+        let t = found.next()?;
+        if found.next().is_some() {
+            return None;
+        }
+        Some((t, t.primary_key[0].clone()))
+    }
+}
+
+/// Everything the proposer knows about one column before it decides.
+pub struct ColumnFacts<'a> {
+    pub info: &'a TableInfo,
+    pub column: &'a str,
+    pub class: Option<&'a TypeClass>,
+    /// Non-null sampled values, as text.
+    pub sample: &'a [String],
+    /// The token domain when the column is a key or a reference (declared or verified).
+    pub key_domain: Option<String>,
+}
+
+/// The proposal for one column (checked against the gate's binding by [`checked`]).
+pub fn propose(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
+    let n = f.sample.len();
+    let rate = |c: usize| if n == 0 { 0.0 } else { c as f64 / n as f64 };
+    let mut whole: BTreeMap<Detector, usize> = BTreeMap::new();
+    let mut partial: BTreeMap<Detector, usize> = BTreeMap::new();
+    for v in f.sample {
+        if let Some(d) = scanner.whole_value(v) {
+            *whole.entry(d).or_default() += 1;
+        }
+        for d in scanner.detect(v) {
+            *partial.entry(d).or_default() += 1;
+        }
+    }
+    let hit_rates: BTreeMap<String, f64> = partial
+        .iter()
+        .map(|(d, c)| (d.name().to_owned(), rate(*c)))
+        .collect();
+    let distinct = f.sample.iter().collect::<BTreeSet<_>>().len();
+    let distinct_ratio = rate(distinct);
+    let ws = words(f.column);
+    let hint = name_hint(f.column);
+    let mut p = Proposal {
+        class: String::new(),
+        rule: None,
+        domain: None,
+        kind: None,
+        hit_rates,
+        name_hint: hint.map(|h| match h {
+            NameHint::Id(c) => c.name().to_owned(),
+            NameHint::SafeKind => "safe kind".to_owned(),
+        }),
+        sampled: n,
+        identifier_class: None,
+        confidence: String::new(),
+        notes: Vec::new(),
+    };
+    p.notes.push(format!(
+        "{distinct} distinct of {n} sampled ({:.0}%)",
+        distinct_ratio * 100.0
+    ));
+    let set = |p: &mut Proposal,
+               id: Option<IdClass>,
+               class: &str,
+               rule: Option<&str>,
+               domain: Option<String>,
+               conf: &str| {
+        p.identifier_class = id.map(|c| c.name().to_owned());
+        p.class = class.to_owned();
+        p.rule = rule.map(str::to_owned);
+        p.domain = domain;
+        p.confidence = conf.to_owned();
+    };
+    let int = matches!(
+        f.class,
+        Some(TypeClass::Int2 | TypeClass::Int4 | TypeClass::Int8 | TypeClass::Numeric)
+    );
+    let float = matches!(f.class, Some(TypeClass::Float4 | TypeClass::Float8));
+    let date = matches!(
+        f.class,
+        Some(TypeClass::Date | TypeClass::Timestamp | TypeClass::Timestamptz)
+    );
+
+    // 1. Structure.
+    if let Some(domain) = &f.key_domain {
+        p.notes.push("key or reference to a key".into());
+        // A key is "any other unique identifying number" unless its name says which personal
+        // number it is (a login `account_id` is not a financial account number).
+        let id = match hint {
+            Some(NameHint::Id(
+                c @ (IdClass::Ssn
+                | IdClass::Mrn
+                | IdClass::HealthPlan
+                | IdClass::Email
+                | IdClass::Licence
+                | IdClass::Phone
+                | IdClass::Device
+                | IdClass::Vehicle),
+            )) => c,
+            _ => IdClass::OtherId,
+        };
+        set(
+            &mut p,
+            Some(id),
+            "sensitive",
+            Some("tokenize"),
+            Some(domain.clone()),
+            "high",
+        );
+        if matches!(f.class, Some(TypeClass::Text)) && id == IdClass::Email {
+            p.rule = Some("email".into());
+        }
+        return p;
+    }
+    // A table about organisations: its names, addresses and phones are the organisation's.
+    if is_organisation_table(&f.info.name)
+        && matches!(
+            hint,
+            Some(NameHint::Id(
+                IdClass::Names | IdClass::Geography | IdClass::Phone | IdClass::Fax | IdClass::Url
+            ))
+        )
+        && !f.sample.is_empty()
+    {
+        p.notes.push("a column of an organisation table".into());
+        set(&mut p, None, "safe", None, None, "medium");
+        return p;
+    }
+    let Some(class) = f.class else {
+        set(&mut p, hint_class(hint), "blocked", None, None, "low");
+        p.notes
+            .push("needs review: a type veil does not publish".into());
+        return p;
+    };
+    // 2–4 by type.
+    let top = whole
+        .iter()
+        .max_by_key(|(_, c)| **c)
+        .filter(|(_, c)| rate(**c) >= 0.5)
+        .map(|(d, _)| *d);
+    match class {
+        TypeClass::Bool | TypeClass::Enum => {
+            set(&mut p, None, "safe", None, None, "high");
+        }
+        TypeClass::Uuid => {
+            // A uuid names one thing: an identifier whatever its cardinality.
+            set(
+                &mut p,
+                Some(id_or(hint, IdClass::OtherId)),
+                "sensitive",
+                Some("tokenize"),
+                Some(f.column.to_owned()),
+                "medium",
+            );
+        }
+        _ if date => {
+            set(
+                &mut p,
+                Some(IdClass::Dates),
+                "sensitive",
+                Some("year_only"),
+                None,
+                "high",
+            );
+        }
+        TypeClass::Time | TypeClass::Timetz | TypeClass::Interval => {
+            set(&mut p, None, "safe", None, None, "medium");
+        }
+        TypeClass::Json | TypeClass::Jsonb => {
+            // Keys can be data: no path is proposed from the sample; every leaf is nulled until
+            // a reviewer names the paths that may travel.
+            set(
+                &mut p,
+                Some(id_or(hint, IdClass::OtherId)),
+                "sensitive",
+                Some("json"),
+                None,
+                "medium",
+            );
+            p.notes
+                .push("needs review: every leaf nulled until paths are approved".into());
+        }
+        TypeClass::Bytea => match hint {
+            Some(NameHint::Id(c)) => {
+                set(&mut p, Some(c), "sensitive", Some("scrub"), None, "medium")
+            }
+            _ => {
+                set(&mut p, None, "blocked", None, None, "low");
+                p.notes.push("needs review: binary content".into());
+            }
+        },
+        TypeClass::Array(_) => {
+            let low = distinct <= 20 || distinct_ratio <= 0.05;
+            match hint {
+                Some(NameHint::Id(c)) => {
+                    set(&mut p, Some(c), "sensitive", Some("scrub"), None, "medium")
+                }
+                _ if top.is_some() || partial.contains_key(&Detector::Name) => set(
+                    &mut p,
+                    Some(IdClass::Names),
+                    "sensitive",
+                    Some("scrub"),
+                    None,
+                    "medium",
+                ),
+                _ if low => set(&mut p, None, "safe", None, None, "medium"),
+                _ => {
+                    set(&mut p, None, "blocked", None, None, "low");
+                    p.notes
+                        .push("needs review: array without a confident rule".into());
+                }
+            }
+        }
+        _ if int || float => match hint {
+            Some(NameHint::Id(IdClass::Geography)) | Some(NameHint::Id(IdClass::Dates)) => {
+                // Sub-state geography (coordinates, ZIPs and counties as numbers) has no
+                // Safe Harbor rule but removal.
+                let c = if matches!(hint, Some(NameHint::Id(IdClass::Dates))) {
+                    IdClass::Dates
+                } else {
+                    IdClass::Geography
+                };
+                set(&mut p, Some(c), "sensitive", Some("scrub"), None, "medium");
+            }
+            Some(NameHint::Id(c)) if !float => {
+                if distinct <= 20 && n >= 50 {
+                    set(&mut p, Some(c), "sensitive", Some("scrub"), None, "medium");
+                } else {
+                    set(
+                        &mut p,
+                        Some(c),
+                        "sensitive",
+                        Some("tokenize"),
+                        Some(c.name().to_owned()),
+                        "medium",
+                    );
+                }
+            }
+            Some(NameHint::Id(c)) => {
+                set(&mut p, Some(c), "sensitive", Some("scrub"), None, "medium")
+            }
+            _ => {
+                if let Some(cs) = code_system(f.sample, &ws) {
+                    p.notes.push(format!("{cs} codes"));
+                }
+                set(&mut p, None, "safe", None, None, "medium");
+                p.notes.push("a number that is not a key".into());
+            }
+        },
+        TypeClass::Text => {
+            // Code systems with their own validators first: a CPT code is ZIP-shaped, a LOINC
+            // code date-shaped.
+            if let Some(cs) = code_system(f.sample, &ws) {
+                p.notes.push(format!("{cs} codes"));
+                set(&mut p, None, "safe", None, None, "high");
+                return p;
+            }
+            // Measurements stored as text: decimal numbers, not keys, no identifier name.
+            let decimals = f
+                .sample
+                .iter()
+                .filter(|v| v.contains('.') && v.parse::<f64>().is_ok())
+                .count();
+            let numbers = f.sample.iter().filter(|v| v.parse::<f64>().is_ok()).count();
+            if n > 0
+                && numbers == n
+                && rate(decimals) >= 0.5
+                && !matches!(hint, Some(NameHint::Id(_)))
+            {
+                p.notes.push("decimal measurements".into());
+                set(&mut p, None, "safe", None, None, "medium");
+                return p;
+            }
+            // Then validator-backed detectors on half the sample.
+            if let Some(d) = top {
+                // The name refines a compatible detector: a phone-shaped fax number is a fax.
+                let id = match (detector_class(d), hint) {
+                    (IdClass::Phone, Some(NameHint::Id(IdClass::Fax))) => IdClass::Fax,
+                    (c, _) => c,
+                };
+                let (rule, domain, kind) = text_rule(d, f.column);
+                set(&mut p, Some(id), "sensitive", Some(rule), domain, "high");
+                p.kind = kind.map(str::to_owned);
+                return p;
+            }
+            let low = n > 0 && (distinct <= 25 || (distinct <= 200 && distinct_ratio <= 0.1));
+            match hint {
+                Some(NameHint::Id(c)) => {
+                    let (rule, domain, kind) = hint_text_rule(c, f.column, low);
+                    set(&mut p, Some(c), "sensitive", Some(rule), domain, "medium");
+                    p.kind = kind.map(str::to_owned);
+                }
+                _ if partial
+                    .iter()
+                    .filter(|(d, _)| !matches!(d, Detector::Zip | Detector::Date))
+                    .any(|(_, c)| rate(*c) >= 0.05) =>
+                {
+                    // Free text that carries identifiers.
+                    set(
+                        &mut p,
+                        Some(IdClass::Names),
+                        "sensitive",
+                        Some("redact"),
+                        None,
+                        "medium",
+                    );
+                }
+                _ if low => {
+                    set(&mut p, None, "safe", None, None, "medium");
+                    p.notes.push("a small list of values".into());
+                }
+                Some(NameHint::SafeKind) if distinct_ratio < 0.9 => {
+                    set(&mut p, None, "safe", None, None, "medium");
+                }
+                _ if n >= 20 && distinct_ratio >= 0.9 => {
+                    set(
+                        &mut p,
+                        Some(IdClass::OtherId),
+                        "sensitive",
+                        Some("tokenize"),
+                        Some(f.column.to_owned()),
+                        "medium",
+                    );
+                    p.notes.push("nearly all values distinct".into());
+                }
+                _ => {
+                    set(&mut p, None, "blocked", None, None, "low");
+                    p.notes.push("needs review: no confident rule".into());
+                }
+            }
+        }
+        _ => {
+            set(&mut p, hint_class(hint), "blocked", None, None, "low");
+            p.notes.push("needs review".into());
+        }
+    }
+    p
+}
+
+/// Tables that describe organisations rather than people.
+pub fn is_organisation_table(table: &str) -> bool {
+    words(table).iter().any(|w| {
+        matches!(
+            w.as_str(),
+            "organization"
+                | "organizations"
+                | "organisation"
+                | "organisations"
+                | "org"
+                | "orgs"
+                | "facility"
+                | "facilities"
+                | "payer"
+                | "payers"
+                | "insurer"
+                | "insurers"
+                | "vendor"
+                | "vendors"
+                | "manufacturer"
+                | "manufacturers"
+        )
+    })
+}
+
+fn hint_class(h: Option<NameHint>) -> Option<IdClass> {
+    match h {
+        Some(NameHint::Id(c)) => Some(c),
+        _ => None,
+    }
+}
+
+fn id_or(h: Option<NameHint>, default: IdClass) -> IdClass {
+    hint_class(h).unwrap_or(default)
+}
+
+fn detector_class(d: Detector) -> IdClass {
+    match d {
+        Detector::Ssn => IdClass::Ssn,
+        Detector::Email => IdClass::Email,
+        Detector::Url => IdClass::Url,
+        Detector::Mrn => IdClass::Mrn,
+        Detector::Npi => IdClass::OtherId,
+        Detector::Card => IdClass::Account,
+        Detector::Imei | Detector::Mac => IdClass::Device,
+        Detector::Phone => IdClass::Phone,
+        Detector::Date => IdClass::Dates,
+        Detector::Vin => IdClass::Vehicle,
+        Detector::Ipv4 | Detector::Ipv6 => IdClass::Ip,
+        Detector::Address | Detector::Zip => IdClass::Geography,
+        Detector::Name => IdClass::Names,
+    }
+}
+
+fn surrogate_kind(column: &str) -> &'static str {
+    let ws = words(column);
+    let has = |l: &[&str]| ws.iter().any(|w| l.contains(&w.as_str()));
+    if has(&["given", "first", "1st"]) {
+        "given_name"
+    } else if has(&["family", "last", "surname", "maiden"]) {
+        "family_name"
+    } else {
+        "name"
+    }
+}
+
+/// The rule for a text column a whole-value detector recognised.
+fn text_rule(d: Detector, column: &str) -> (&'static str, Option<String>, Option<&'static str>) {
+    match d {
+        Detector::Ssn => ("ssn", Some("ssn".into()), None),
+        Detector::Email => ("email", Some("email".into()), None),
+        Detector::Name => (
+            "surrogate",
+            Some(column.to_owned()),
+            Some(surrogate_kind(column)),
+        ),
+        Detector::Address => {
+            let ws = words(column);
+            let city = ws
+                .iter()
+                .any(|w| matches!(w.as_str(), "city" | "town" | "county"));
+            let kind = if city { "city" } else { "street" };
+            ("surrogate", Some(kind.to_owned()), Some(kind))
+        }
+        Detector::Zip => ("zip3", None, None),
+        // A date in a text column: no date rule binds to text.
+        Detector::Date => ("scrub", None, None),
+        other => ("tokenize", Some(other.name().to_owned()), None),
+    }
+}
+
+/// The rule for a text column only its name classified.
+fn hint_text_rule(
+    c: IdClass,
+    column: &str,
+    low_cardinality: bool,
+) -> (&'static str, Option<String>, Option<&'static str>) {
+    match c {
+        IdClass::Names if !low_cardinality => (
+            "surrogate",
+            Some(column.to_owned()),
+            Some(surrogate_kind(column)),
+        ),
+        IdClass::Geography => {
+            let ws = words(column);
+            if ws
+                .iter()
+                .any(|w| matches!(w.as_str(), "zip" | "zipcode" | "postal" | "postcode"))
+            {
+                ("zip3", None, None)
+            } else if ws
+                .iter()
+                .any(|w| matches!(w.as_str(), "city" | "town" | "county" | "cnty"))
+                && !low_cardinality
+            {
+                ("surrogate", Some("city".into()), Some("city"))
+            } else if ws
+                .iter()
+                .any(|w| matches!(w.as_str(), "address" | "addr" | "street"))
+            {
+                ("surrogate", Some("street".into()), Some("street"))
+            } else {
+                ("scrub", None, None)
+            }
+        }
+        IdClass::Email => ("email", Some("email".into()), None),
+        IdClass::Ssn => ("ssn", Some("ssn".into()), None),
+        IdClass::Dates => ("scrub", None, None),
+        // A handful of values cannot be tokenized without giving them back by counting.
+        _ if low_cardinality => ("scrub", None, None),
+        other => ("tokenize", Some(other.name().to_owned()), None),
+    }
+}
+
+/// Checks a proposal with the gate's own binding for the column's type: a rule that would not
+/// bind (and so would hold the stream forever once approved) becomes `blocked`, "needs review".
+pub fn checked(
+    mut p: Proposal,
+    class: Option<&TypeClass>,
+    info: &TableInfo,
+    scanner: &std::sync::Arc<Scanner>,
+) -> Proposal {
+    let Some(rule_name) = p.rule.clone() else {
+        return p;
+    };
+    if rule_name == "json" {
+        // Proposed for json and jsonb only, with no paths: the registry's loader checks paths.
+        return p;
+    }
+    let rule = match rule_of(&rule_name, p.domain.as_deref(), p.kind.as_deref()) {
+        Some(r) => r,
+        None => {
+            p.notes
+                .push(format!("needs review: rule {rule_name} has no form here"));
+            p.class = "blocked".into();
+            p.rule = None;
+            p.domain = None;
+            p.kind = None;
+            return p;
+        }
+    };
+    let fits = match class {
+        None => false,
+        Some(c) => {
+            // Binding checks only that the rule applies to the type: any key will do.
+            let master = MasterKey::new([0; 32]);
+            let zips = std::sync::Arc::new(Vec::new());
+            let index = |c: &str| info.columns.iter().position(|x| x.name == c);
+            RuleKey::bind(
+                &rule,
+                c,
+                &BindCx {
+                    master: &master,
+                    profile: Profile::SafeHarbor,
+                    column_index: &index,
+                    scanner,
+                    restricted_zip3: &zips,
+                },
+            )
+            .is_ok()
+        }
+    };
+    if !fits {
+        p.notes.push(format!(
+            "needs review: rule {rule_name} does not fit the column's type"
+        ));
+        p.class = "blocked".into();
+        p.rule = None;
+        p.domain = None;
+        p.kind = None;
+        p.confidence = "low".into();
+    }
+    p
+}
+
+/// The registry rule a proposal names.
+fn rule_of(rule: &str, domain: Option<&str>, kind: Option<&str>) -> Option<Rule> {
+    let domain = || domain.map(str::to_owned);
+    Some(match rule {
+        "tokenize" => Rule::Tokenize { domain: domain()? },
+        "ssn" => Rule::Ssn { domain: domain()? },
+        "email" => Rule::Email { domain: domain()? },
+        "surrogate" => Rule::Surrogate {
+            domain: domain()?,
+            kind: match kind.unwrap_or("name") {
+                "given_name" => SurrogateKind::GivenName,
+                "family_name" => SurrogateKind::FamilyName,
+                "street" => SurrogateKind::Street,
+                "city" => SurrogateKind::City,
+                _ => SurrogateKind::Name,
+            },
+        },
+        "year_only" => Rule::YearOnly,
+        "zip3" => Rule::Zip3,
+        "scrub" => Rule::Scrub { replacement: None },
+        "redact" => Rule::Redact { whole: false },
+        "age_cap" => Rule::AgeCap,
+        _ => return None,
+    })
+}
+
+/// Samples a column: up to [`SAMPLE_ROWS`] non-null values as text.
+pub async fn sample(
+    client: &tokio_postgres::Client,
+    info: &TableInfo,
+    column: &str,
+) -> Result<Vec<String>, ReviewError> {
+    let sql = format!(
+        "SELECT {c}::text FROM {s}.{t} WHERE {c} IS NOT NULL LIMIT {SAMPLE_ROWS}",
+        c = crate::pg::quote::ident(column),
+        s = crate::pg::quote::ident(&info.schema),
+        t = crate::pg::quote::ident(&info.name)
+    );
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| ReviewError::Postgres(crate::pg::errors::PgError::new("sample column", &e)))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Whether every sampled value of an undeclared reference is in the referenced key.
+pub async fn contained_in(
+    client: &tokio_postgres::Client,
+    values: &[String],
+    target: &TableInfo,
+    key: &str,
+) -> Result<bool, ReviewError> {
+    if values.is_empty() {
+        return Ok(false);
+    }
+    let sql = format!(
+        "SELECT count(*) FROM unnest($1::text[]) AS v(x) WHERE NOT EXISTS \
+         (SELECT 1 FROM {s}.{t} k WHERE k.{c}::text = v.x)",
+        s = crate::pg::quote::ident(&target.schema),
+        t = crate::pg::quote::ident(&target.name),
+        c = crate::pg::quote::ident(key)
+    );
+    let missing: i64 = client
+        .query_one(&sql, &[&values])
+        .await
+        .map_err(|e| {
+            ReviewError::Postgres(crate::pg::errors::PgError::new("check a reference", &e))
+        })?
+        .get(0);
+    Ok(missing == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_snake_camel_and_digits() {
+        assert_eq!(words("bene_1st_nm"), ["bene", "1st", "nm"]);
+        assert_eq!(words("patientBirthDate"), ["patient", "birth", "date"]);
+        assert_eq!(words("icd_dgns_cd1"), ["icd", "dgns", "cd", "1"]);
+    }
+
+    #[test]
+    fn names_map_to_classes_by_whole_words() {
+        assert_eq!(name_hint("drivers"), Some(NameHint::Id(IdClass::Licence)));
+        assert_eq!(
+            name_hint("bene_mbi"),
+            Some(NameHint::Id(IdClass::HealthPlan))
+        );
+        assert_eq!(name_hint("acct_num"), Some(NameHint::Id(IdClass::Account)));
+        assert_eq!(name_hint("maiden"), Some(NameHint::Id(IdClass::Names)));
+        assert_eq!(name_hint("lat"), Some(NameHint::Id(IdClass::Geography)));
+        assert_eq!(name_hint("ethnicity"), Some(NameHint::SafeKind));
+        assert_eq!(name_hint("org_nm"), Some(NameHint::SafeKind));
+        assert_eq!(name_hint("specialty"), None);
+    }
+
+    #[test]
+    fn code_systems_validate() {
+        assert!(is_loinc("2345-7") && is_loinc("718-7") && !is_loinc("2345-6"));
+        assert!(is_snomed("22298006") && is_snomed("73211009") && is_snomed("38341003"));
+        assert!(!is_snomed("123456789") && !is_snomed("22298007"));
+        assert!(is_icd10("E11.9") && is_icd10("I10") && !is_icd10("123"));
+        assert!(is_ndc("12345-6789-01") && !is_ndc("123-45-6789"));
+        assert!(is_dicom_standard_uid("1.2.840.10008.5.1.4.1.1.2"));
+        assert!(!is_dicom_standard_uid("1.2.840.113619.2.55.3.1"));
+    }
+}
