@@ -237,3 +237,77 @@ async fn proposer_on_the_evaluation_corpus() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_refuses_rules_that_cannot_work_and_writes_nothing() {
+    use veil::review::workflow::{self as review, ColumnDecision};
+    let pg = PgCluster::start().expect("PostgreSQL 15 (scripts/install-deps)");
+    pg.create_db("approve").unwrap();
+    let registry = tempfile::tempdir().unwrap();
+    let cfg = Config::parse(&format!(
+        "[source]\ndsn = {:?}\npublication = \"veil_pub\"\n\n[registry]\ndir = {:?}\n",
+        pg.dsn("approve"),
+        registry.path()
+    ))
+    .unwrap();
+    veil::source::setup::run(&cfg).await.unwrap();
+    let c = veil::devkit::demo::connect(&pg.dsn("approve"))
+        .await
+        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE person (id int PRIMARY KEY, note text, born date, code numeric UNIQUE);
+         INSERT INTO person VALUES (1, 'x', '1980-02-03', 42);",
+    )
+    .await
+    .unwrap();
+    let decision = |rule: &str| ColumnDecision {
+        class: "sensitive".into(),
+        rule: Some(rule.into()),
+        domain: Some("d".into()),
+        by: "kim".into(),
+        reason: "test".into(),
+        ..Default::default()
+    };
+    let files = || std::fs::read_dir(registry.path()).unwrap().count();
+    // A date rule on a text column: the gate could never apply it (the stream would hold).
+    let e = review::approve(&cfg, "public.person.note", &decision("year_only"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("public.person.note") && e.contains("year_only"),
+        "{e}"
+    );
+    assert_eq!(files(), 0, "nothing written");
+    // A rule that merges values on a primary key, and a numeric tokenize on a unique key.
+    let e = review::approve(&cfg, "public.person.id", &decision("scrub"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("primary key"), "{e}");
+    let e = review::approve(&cfg, "public.person.code", &decision("tokenize"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unique"), "{e}");
+    assert_eq!(files(), 0, "nothing written");
+    // What fits is written.
+    review::approve(&cfg, "public.person.born", &decision("year_only"))
+        .await
+        .unwrap();
+    review::approve(&cfg, "public.person.id", &decision("tokenize"))
+        .await
+        .unwrap();
+    let r = veil::deid::registry::Registry::load(registry.path()).unwrap();
+    assert_eq!(r.table("public.person").unwrap().columns.len(), 2);
+    // Proposals pass the same check: `--all-proposed` accepts them all.
+    let props = review::propose(&cfg).await.unwrap();
+    assert!(
+        props
+            .iter()
+            .all(|p| !p.proposal.as_ref().unwrap().confidence.is_empty())
+    );
+    let n = review::approve_all_proposed(&cfg, "kim").await.unwrap();
+    assert_eq!(n, 2, "note and code");
+    assert!(review::pending(&cfg).await.unwrap().is_empty());
+}

@@ -3,7 +3,10 @@
 //! reveal of a token (`reveal`).
 
 pub mod api;
+pub mod codes;
 pub mod commands;
+pub mod error;
+pub mod names;
 pub mod propose;
 pub mod reveal;
 pub mod workflow;

@@ -25,493 +25,68 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::workflow::{Proposal, ReviewError};
+use super::codes::code_system;
+use super::error::ReviewError;
+use super::names::{IdClass, NameHint, is_organisation_table, name_hint, words};
 use crate::deid::registry::{Profile, Rule, SurrogateKind};
 use crate::deid::scanner::{Detector, Scanner};
 use crate::deid::tokenize::{BindCx, MasterKey, RuleKey};
 use crate::pg::catalog::{TableInfo, TypeClass};
+use serde::{Deserialize, Serialize};
 
 /// Rows read per pending column.
 pub const SAMPLE_ROWS: i64 = 1000;
 
-/// The 18 identifier classes of 45 CFR 164.514(b)(2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum IdClass {
-    Names,
-    Geography,
-    Dates,
-    Phone,
-    Fax,
-    Email,
-    Ssn,
-    Mrn,
-    HealthPlan,
-    Account,
-    Licence,
-    Vehicle,
-    Device,
-    Url,
-    Ip,
-    Biometric,
-    Photo,
-    OtherId,
+/// A scanner proposal for one column: a class and a rule, with the evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// `safe`, `sensitive` or `blocked`.
+    pub class: String,
+    pub rule: Option<String>,
+    pub domain: Option<String>,
+    pub kind: Option<String>,
+    /// Detector name → share of sampled non-null values it fired on (0..1).
+    pub hit_rates: BTreeMap<String, f64>,
+    pub name_hint: Option<String>,
+    pub sampled: usize,
+    /// The Safe Harbor identifier class (`names`, `geography`, … `other_id`); none for safe.
+    #[serde(default)]
+    pub identifier_class: Option<String>,
+    /// `high`, `medium` or `low` (see `review::propose`).
+    #[serde(default)]
+    pub confidence: String,
+    /// What else decided it (distinct ratio, key membership, code system, "needs review").
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
-impl IdClass {
-    pub fn name(self) -> &'static str {
-        match self {
-            IdClass::Names => "names",
-            IdClass::Geography => "geography",
-            IdClass::Dates => "dates",
-            IdClass::Phone => "phone",
-            IdClass::Fax => "fax",
-            IdClass::Email => "email",
-            IdClass::Ssn => "ssn",
-            IdClass::Mrn => "mrn",
-            IdClass::HealthPlan => "health_plan",
-            IdClass::Account => "account",
-            IdClass::Licence => "licence",
-            IdClass::Vehicle => "vehicle",
-            IdClass::Device => "device",
-            IdClass::Url => "url",
-            IdClass::Ip => "ip",
-            IdClass::Biometric => "biometric",
-            IdClass::Photo => "photo",
-            IdClass::OtherId => "other_id",
+impl Proposal {
+    pub fn evidence(&self) -> String {
+        let mut parts: Vec<String> = self
+            .hit_rates
+            .iter()
+            .map(|(d, r)| format!("{d} {:.0}%", r * 100.0))
+            .collect();
+        if let Some(h) = &self.name_hint {
+            parts.push(format!("name suggests {h}"));
         }
-    }
-}
-
-/// The words of a column name: `bene_1st_nm` → bene, 1st, nm; `patientBirthDate` → patient,
-/// birth, date.
-pub fn words(column: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut prev: Option<char> = None;
-    for ch in column.chars() {
-        let split = !ch.is_alphanumeric()
-            || (ch.is_uppercase() && prev.is_some_and(|p| p.is_lowercase()))
-            || (ch.is_ascii_digit() != prev.is_some_and(|p| p.is_ascii_digit())
-                && prev.is_some_and(|p| p.is_alphanumeric())
-                && !(prev.is_some_and(|p| p.is_ascii_digit()) && ch.is_alphabetic()));
-        if split && !cur.is_empty() {
-            out.push(std::mem::take(&mut cur).to_lowercase());
-        }
-        if ch.is_alphanumeric() {
-            cur.push(ch);
-        }
-        prev = Some(ch);
-    }
-    if !cur.is_empty() {
-        out.push(cur.to_lowercase());
-    }
-    out
-}
-
-/// What a column's name says: an identifier class, or "safe kind" (organisation, state, code,
-/// count…), or nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameHint {
-    Id(IdClass),
-    /// The name says this is about an organisation, a code system, a state, a quantity.
-    SafeKind,
-}
-
-pub fn name_hint(column: &str) -> Option<NameHint> {
-    let ws = words(column);
-    let has = |list: &[&str]| ws.iter().any(|w| list.contains(&w.as_str()));
-    let joined = ws.join("_");
-    let part = |list: &[&str]| list.iter().any(|p| joined.contains(p));
-    use IdClass::*;
-    // Organisations, code systems and the state are not about a person.
-    if has(&[
-        "org",
-        "organization",
-        "organisation",
-        "facility",
-        "hospital",
-        "institution",
-        "manufacturer",
-        "vendor",
-        "payer",
-        "st",
-        "state",
-    ]) && !has(&["npi", "id", "num", "number"])
-    {
-        return Some(NameHint::SafeKind);
-    }
-    // "station_name", "drug_name": the name of a thing, not of a person.
-    if has(&["name", "nm"])
-        && has(&[
-            "station",
-            "host",
-            "file",
-            "drug",
-            "product",
-            "brand",
-            "test",
-            "panel",
-            "model",
-            "device",
-            "plan",
-            "program",
-            "study",
-            "series",
-            "unit",
-            "department",
-            "dept",
-            "site",
-            "ward",
-            "room",
-            "service",
-            "procedure",
-            "proc",
-            "generic",
-            "display",
-            "table",
-        ])
-    {
-        return Some(NameHint::SafeKind);
-    }
-    let class = if has(&["ssn", "social"]) {
-        Ssn
-    } else if has(&["email", "mail", "e_mail"]) || part(&["e_mail"]) {
-        Email
-    } else if has(&["fax"]) {
-        Fax
-    } else if has(&[
-        "phone",
-        "phne",
-        "tel",
-        "telephone",
-        "mobile",
-        "cell",
-        "msisdn",
-    ]) {
-        Phone
-    } else if has(&["mrn", "chart"]) || part(&["medical_record", "patient_id"]) {
-        Mrn
-    } else if has(&[
-        "mbi",
-        "hicn",
-        "member",
-        "mbr",
-        "subscriber",
-        "cardholder",
-        "policy",
-        "insured",
-        "beneficiary",
-    ]) {
-        HealthPlan
-    } else if has(&[
-        "account", "acct", "iban", "routing", "chk", "cheque", "check",
-    ]) {
-        Account
-    } else if has(&[
-        "licence",
-        "license",
-        "driver",
-        "drivers",
-        "dl",
-        "passport",
-        "dea",
-        "certificate",
-        "cert",
-    ]) {
-        Licence
-    } else if has(&["vin", "plate"]) {
-        Vehicle
-    } else if has(&["udi", "serial", "imei", "mac", "udid", "meid"]) {
-        Device
-    } else if has(&["url", "uri", "website", "homepage", "link", "href"]) {
-        Url
-    } else if has(&["ip", "inet"]) {
-        Ip
-    } else if has(&[
-        "fingerprint",
-        "biometric",
-        "retina",
-        "iris",
-        "voiceprint",
-        "faceprint",
-    ]) {
-        Biometric
-    } else if has(&["photo", "image", "picture", "avatar", "selfie", "portrait"]) {
-        Photo
-    } else if has(&[
-        "lat",
-        "lon",
-        "lng",
-        "latitude",
-        "longitude",
-        "coordinates",
-        "coord",
-        "gps",
-        "geo",
-        "address",
-        "addr",
-        "street",
-        "city",
-        "town",
-        "county",
-        "cnty",
-        "zip",
-        "zipcode",
-        "postal",
-        "postcode",
-        "birthplace",
-    ]) {
-        Geography
-    } else if has(&["dob", "dod", "birth", "brth", "death"]) {
-        Dates
-    } else if has(&[
-        "name",
-        "nm",
-        "first",
-        "last",
-        "given",
-        "family",
-        "surname",
-        "maiden",
-        "alias",
-        "aliases",
-        "nickname",
-        "guardian",
-        "kin",
-        "nok",
-        "middle",
-        "mdl",
-        "initials",
-        "username",
-        "login",
-        "physician",
-        "pharmacist",
-        "technician",
-        "by",
-    ]) {
-        Names
-    } else if has(&[
-        "uid",
-        "accession",
-        "barcode",
-        "npi",
-        "password",
-        "hash",
-        "token",
-        "secret",
-        "session",
-    ]) {
-        OtherId
-    } else if has(&[
-        "code",
-        "cd",
-        "cui",
-        "loinc",
-        "snomed",
-        "icd",
-        "icd10",
-        "ndc",
-        "hcpcs",
-        "cpt",
-        "cvx",
-        "rxnorm",
-        "type",
-        "kind",
-        "category",
-        "status",
-        "flag",
-        "unit",
-        "units",
-        "count",
-        "cnt",
-        "amt",
-        "amount",
-        "cost",
-        "qty",
-        "quantity",
-        "description",
-        "desc",
-        "sex",
-        "gender",
-        "race",
-        "ethnicity",
-        "language",
-        "priority",
-        "modality",
-        "model",
-    ]) {
-        return Some(NameHint::SafeKind);
-    } else {
-        return None;
-    };
-    Some(NameHint::Id(class))
-}
-
-// ---- Recognisers of clinical code systems (safe by their own rules) ----
-
-fn luhn_valid(digits: &str) -> bool {
-    let mut sum = 0;
-    for (i, c) in digits.chars().rev().enumerate() {
-        let Some(mut d) = c.to_digit(10) else {
-            return false;
-        };
-        if i % 2 == 1 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
+        parts.extend(self.notes.iter().cloned());
+        format!(
+            "{} sampled; {}{}",
+            self.sampled,
+            if parts.is_empty() {
+                "no detector fired".into()
+            } else {
+                parts.join(", ")
+            },
+            match (&self.identifier_class, self.confidence.as_str()) {
+                (Some(c), "") => format!("; class {c}"),
+                (Some(c), conf) => format!("; class {c}, confidence {conf}"),
+                (None, "") => String::new(),
+                (None, conf) => format!("; confidence {conf}"),
             }
-        }
-        sum += d;
-    }
-    sum % 10 == 0
-}
-
-/// LOINC: `NNNNN-C` with the mod-10 check digit.
-pub fn is_loinc(v: &str) -> bool {
-    let Some((body, check)) = v.split_once('-') else {
-        return false;
-    };
-    !body.is_empty()
-        && body.len() <= 6
-        && check.len() == 1
-        && body.bytes().all(|b| b.is_ascii_digit())
-        && luhn_valid(&format!("{body}{check}"))
-}
-
-fn verhoeff_valid(num: &str) -> bool {
-    const D: [[u8; 10]; 10] = [
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
-        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
-        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
-        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
-        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
-        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
-    ];
-    const P: [[u8; 10]; 8] = [
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
-        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
-        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
-        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
-        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
-    ];
-    let mut c = 0usize;
-    for (i, ch) in num.chars().rev().enumerate() {
-        let Some(d) = ch.to_digit(10) else {
-            return false;
-        };
-        c = D[c][P[i % 8][d as usize] as usize] as usize;
-    }
-    c == 0
-}
-
-/// SNOMED CT concept id: 6–18 digits, partition `00`/`10` (concepts), Verhoeff check digit.
-pub fn is_snomed(v: &str) -> bool {
-    let n = v.len();
-    (6..=18).contains(&n)
-        && v.bytes().all(|b| b.is_ascii_digit())
-        && !v.starts_with('0')
-        && matches!(&v[n - 3..n - 1], "00" | "10")
-        && verhoeff_valid(v)
-}
-
-/// ICD-10(-CM) code.
-pub fn is_icd10(v: &str) -> bool {
-    let b = v.as_bytes();
-    if b.len() < 3 || !b[0].is_ascii_uppercase() || b[0] == b'U' {
-        return false;
-    }
-    if !b[1].is_ascii_digit() || !(b[2].is_ascii_digit() || b[2].is_ascii_uppercase()) {
-        return false;
-    }
-    match v.get(3..) {
-        None | Some("") => true,
-        Some(rest) => {
-            let rest = rest.strip_prefix('.').unwrap_or(rest);
-            !rest.is_empty()
-                && rest.len() <= 4
-                && rest
-                    .bytes()
-                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
-        }
-    }
-}
-
-/// NDC in a 4-4-2, 5-3-2, 5-4-1 or 5-4-2 layout.
-pub fn is_ndc(v: &str) -> bool {
-    let parts: Vec<&str> = v.split('-').collect();
-    parts.len() == 3
-        && matches!(
-            (parts[0].len(), parts[1].len(), parts[2].len()),
-            (4, 4, 2) | (5, 3, 2) | (5, 4, 1) | (5, 4, 2)
         )
-        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// HCPCS level II (`J1234`) or CPT (`99213`).
-pub fn is_hcpcs(v: &str) -> bool {
-    let b = v.as_bytes();
-    b.len() == 5
-        && (b.iter().all(|c| c.is_ascii_digit())
-            || (b[0].is_ascii_uppercase() && b[1..].iter().all(|c| c.is_ascii_digit())))
-}
-
-/// A DICOM UID of the standard itself (SOP classes, transfer syntaxes): a constant, not an
-/// identifier.
-pub fn is_dicom_standard_uid(v: &str) -> bool {
-    v.starts_with("1.2.840.10008.")
-}
-
-/// Which code system, if any, recognises at least 90% of the sample.
-fn code_system(values: &[String], column_words: &[String]) -> Option<&'static str> {
-    let n = values.len();
-    if n == 0 {
-        return None;
     }
-    let share = |f: fn(&str) -> bool| values.iter().filter(|v| f(v)).count() as f64 / n as f64;
-    let named = |ws: &[&str]| column_words.iter().any(|w| ws.contains(&w.as_str()));
-    if share(is_loinc) >= 0.9 {
-        return Some("LOINC");
-    }
-    if share(is_snomed) >= 0.9 {
-        return Some("SNOMED CT");
-    }
-    if share(is_dicom_standard_uid) >= 0.9 {
-        return Some("DICOM standard UID");
-    }
-    if share(is_ndc) >= 0.9 {
-        return Some("NDC");
-    }
-    // No check digit: only with a name that says so (an MRN like `E123456` has the ICD shape).
-    let digits_only =
-        |v: &str| (10..=11).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit());
-    if named(&["ndc"]) && share(digits_only) >= 0.9 {
-        return Some("NDC");
-    }
-    if share(is_icd10) >= 0.9
-        && named(&[
-            "icd",
-            "icd10",
-            "dx",
-            "dgns",
-            "diag",
-            "diagnosis",
-            "code",
-            "cd",
-        ])
-    {
-        return Some("ICD-10");
-    }
-    if share(is_hcpcs) >= 0.9 && named(&["hcpcs", "cpt", "proc", "procedure", "code", "cd"]) {
-        return Some("HCPCS/CPT");
-    }
-    None
 }
 
 /// The structural facts about every published column, across the whole schema.
@@ -930,31 +505,6 @@ pub fn propose(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
     p
 }
 
-/// Tables that describe organisations rather than people.
-pub fn is_organisation_table(table: &str) -> bool {
-    words(table).iter().any(|w| {
-        matches!(
-            w.as_str(),
-            "organization"
-                | "organizations"
-                | "organisation"
-                | "organisations"
-                | "org"
-                | "orgs"
-                | "facility"
-                | "facilities"
-                | "payer"
-                | "payers"
-                | "insurer"
-                | "insurers"
-                | "vendor"
-                | "vendors"
-                | "manufacturer"
-                | "manufacturers"
-        )
-    })
-}
-
 fn hint_class(h: Option<NameHint>) -> Option<IdClass> {
     match h {
         Some(NameHint::Id(c)) => Some(c),
@@ -1070,6 +620,7 @@ pub fn checked(
     mut p: Proposal,
     class: Option<&TypeClass>,
     info: &TableInfo,
+    column: &str,
     scanner: &std::sync::Arc<Scanner>,
 ) -> Proposal {
     let Some(rule_name) = p.rule.clone() else {
@@ -1091,31 +642,9 @@ pub fn checked(
             return p;
         }
     };
-    let fits = match class {
-        None => false,
-        Some(c) => {
-            // Binding checks only that the rule applies to the type: any key will do.
-            let master = MasterKey::new([0; 32]);
-            let zips = std::sync::Arc::new(Vec::new());
-            let index = |c: &str| info.columns.iter().position(|x| x.name == c);
-            RuleKey::bind(
-                &rule,
-                c,
-                &BindCx {
-                    master: &master,
-                    profile: Profile::SafeHarbor,
-                    column_index: &index,
-                    scanner,
-                    restricted_zip3: &zips,
-                },
-            )
-            .is_ok()
-        }
-    };
-    if !fits {
-        p.notes.push(format!(
-            "needs review: rule {rule_name} does not fit the column's type"
-        ));
+    let fits = rule_fits(&rule, Profile::SafeHarbor, class, info, column, scanner);
+    if let Err(why) = fits {
+        p.notes.push(format!("needs review: {why}"));
         p.class = "blocked".into();
         p.rule = None;
         p.domain = None;
@@ -1123,6 +652,62 @@ pub fn checked(
         p.confidence = "low".into();
     }
     p
+}
+
+/// Whether a rule can work on a column: the gate's own binding for the column's type, and, on a
+/// primary-key, unique or foreign-key column, a rule that keeps distinct values distinct.
+pub fn rule_fits(
+    rule: &Rule,
+    profile: Profile,
+    class: Option<&TypeClass>,
+    info: &TableInfo,
+    column: &str,
+    scanner: &std::sync::Arc<Scanner>,
+) -> Result<(), String> {
+    let Some(class) = class else {
+        return Err("veil does not publish this type: only `blocked` fits".into());
+    };
+    // Binding checks only that the rule applies to the type: any key will do.
+    let master = MasterKey::new([0; 32]);
+    let zips = std::sync::Arc::new(Vec::new());
+    let index = |c: &str| info.columns.iter().position(|x| x.name == c);
+    RuleKey::bind(
+        rule,
+        class,
+        &BindCx {
+            master: &master,
+            profile,
+            column_index: &index,
+            scanner,
+            restricted_zip3: &zips,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let key = info.primary_key.iter().any(|k| k == column)
+        || info
+            .unique_keys
+            .iter()
+            .any(|(_, cols)| cols.iter().any(|c| c == column))
+        || info
+            .foreign_keys
+            .iter()
+            .any(|fk| fk.columns.iter().any(|c| c == column));
+    if key {
+        let merges = match rule {
+            Rule::Keep | Rule::Ssn { .. } | Rule::Email { .. } => false,
+            // Text tokens of a numeric keep the digit layout, and `042` is `42` as a number.
+            Rule::Tokenize { .. } => matches!(class, TypeClass::Numeric),
+            _ => true,
+        };
+        if merges {
+            return Err(format!(
+                "the column is part of a primary key, unique key or foreign key, and rule {} \
+                 does not keep distinct values distinct (use tokenize)",
+                rule.describe()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The registry rule a proposal names.
@@ -1195,42 +780,4 @@ pub async fn contained_in(
         })?
         .get(0);
     Ok(missing == 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_split_snake_camel_and_digits() {
-        assert_eq!(words("bene_1st_nm"), ["bene", "1st", "nm"]);
-        assert_eq!(words("patientBirthDate"), ["patient", "birth", "date"]);
-        assert_eq!(words("icd_dgns_cd1"), ["icd", "dgns", "cd", "1"]);
-    }
-
-    #[test]
-    fn names_map_to_classes_by_whole_words() {
-        assert_eq!(name_hint("drivers"), Some(NameHint::Id(IdClass::Licence)));
-        assert_eq!(
-            name_hint("bene_mbi"),
-            Some(NameHint::Id(IdClass::HealthPlan))
-        );
-        assert_eq!(name_hint("acct_num"), Some(NameHint::Id(IdClass::Account)));
-        assert_eq!(name_hint("maiden"), Some(NameHint::Id(IdClass::Names)));
-        assert_eq!(name_hint("lat"), Some(NameHint::Id(IdClass::Geography)));
-        assert_eq!(name_hint("ethnicity"), Some(NameHint::SafeKind));
-        assert_eq!(name_hint("org_nm"), Some(NameHint::SafeKind));
-        assert_eq!(name_hint("specialty"), None);
-    }
-
-    #[test]
-    fn code_systems_validate() {
-        assert!(is_loinc("2345-7") && is_loinc("718-7") && !is_loinc("2345-6"));
-        assert!(is_snomed("22298006") && is_snomed("73211009") && is_snomed("38341003"));
-        assert!(!is_snomed("123456789") && !is_snomed("22298007"));
-        assert!(is_icd10("E11.9") && is_icd10("I10") && !is_icd10("123"));
-        assert!(is_ndc("12345-6789-01") && !is_ndc("123-45-6789"));
-        assert!(is_dicom_standard_uid("1.2.840.10008.5.1.4.1.1.2"));
-        assert!(!is_dicom_standard_uid("1.2.840.113619.2.55.3.1"));
-    }
 }

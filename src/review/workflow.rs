@@ -10,32 +10,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError};
-use crate::deid::registry::{Registry, RegistryError};
+pub use super::error::ReviewError;
+pub use super::propose::Proposal;
+use crate::config::Config;
+use crate::deid::registry::Registry;
 use crate::deid::scanner::Scanner;
 use crate::pg::catalog::{self, TableInfo};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    #[error("connecting to PostgreSQL: {0}")]
-    Connect(crate::pg::tls::ConnectError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error("source database ({}): {}", .0.what, .0.message)]
-    Postgres(crate::pg::errors::PgError),
-    #[error(transparent)]
-    Catalog(#[from] catalog::CatalogError),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("registry file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// Rows read per pending column by the scanner.
 pub const SAMPLE_ROWS: i64 = 1000;
@@ -46,58 +26,6 @@ pub enum Why {
     NewTable,
     NewColumn,
     TypeChanged { registry_type: String },
-}
-
-/// A scanner proposal for one column: a class and a rule, with the evidence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Proposal {
-    /// `safe`, `sensitive` or `blocked`.
-    pub class: String,
-    pub rule: Option<String>,
-    pub domain: Option<String>,
-    pub kind: Option<String>,
-    /// Detector name → share of sampled non-null values it fired on (0..1).
-    pub hit_rates: BTreeMap<String, f64>,
-    pub name_hint: Option<String>,
-    pub sampled: usize,
-    /// The Safe Harbor identifier class (`names`, `geography`, … `other_id`); none for safe.
-    #[serde(default)]
-    pub identifier_class: Option<String>,
-    /// `high`, `medium` or `low` (see `review::propose`).
-    #[serde(default)]
-    pub confidence: String,
-    /// What else decided it (distinct ratio, key membership, code system, "needs review").
-    #[serde(default)]
-    pub notes: Vec<String>,
-}
-
-impl Proposal {
-    pub fn evidence(&self) -> String {
-        let mut parts: Vec<String> = self
-            .hit_rates
-            .iter()
-            .map(|(d, r)| format!("{d} {:.0}%", r * 100.0))
-            .collect();
-        if let Some(h) = &self.name_hint {
-            parts.push(format!("name suggests {h}"));
-        }
-        parts.extend(self.notes.iter().cloned());
-        format!(
-            "{} sampled; {}{}",
-            self.sampled,
-            if parts.is_empty() {
-                "no detector fired".into()
-            } else {
-                parts.join(", ")
-            },
-            match (&self.identifier_class, self.confidence.as_str()) {
-                (Some(c), "") => format!("; class {c}"),
-                (Some(c), conf) => format!("; class {c}, confidence {conf}"),
-                (None, "") => String::new(),
-                (None, conf) => format!("; confidence {conf}"),
-            }
-        )
-    }
 }
 
 /// One column (or a whole table) production has and the registry does not decide.
@@ -199,6 +127,7 @@ pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
                 super::propose::propose(&scanner, &facts),
                 c.class.as_ref(),
                 info,
+                &c.name,
                 &scanner,
             );
             out.push(Pending {
@@ -279,6 +208,18 @@ pub fn write_decision(
     column: &str,
     type_name: &str,
     d: &ColumnDecision,
+) -> Result<PathBuf, ReviewError> {
+    write_checked_decision(registry_dir, table, column, type_name, d, &|_| Ok(()))
+}
+
+/// [`write_decision`], refused (nothing written) when `check` rejects the registry it makes.
+pub fn write_checked_decision(
+    registry_dir: &Path,
+    table: &str,
+    column: &str,
+    type_name: &str,
+    d: &ColumnDecision,
+    check: &dyn Fn(&Registry) -> Result<(), String>,
 ) -> Result<PathBuf, ReviewError> {
     if d.by.trim().is_empty() || d.reason.trim().is_empty() {
         return Err(ReviewError::Invalid(
@@ -407,15 +348,21 @@ pub fn write_decision(
             path: path.clone(),
             source,
         })?;
-    if let Err(e) = Registry::load(registry_dir) {
+    let problem = match Registry::load(registry_dir) {
+        Err(e) => Some(format!(
+            "the decision does not make a valid registry, nothing written: {e}"
+        )),
+        Ok(r) => check(&r)
+            .err()
+            .map(|why| format!("{table}.{column}: {why}; nothing written")),
+    };
+    if let Some(problem) = problem {
         // Leave the registry as it was.
         let _ = match &old {
             Some(o) => std::fs::write(&path, o),
             None => std::fs::remove_file(&path),
         };
-        return Err(ReviewError::Invalid(format!(
-            "the decision does not make a valid registry, nothing written: {e}"
-        )));
+        return Err(ReviewError::Invalid(problem));
     }
     tracing::info!(table, column, class = %d.class, rule = ?d.rule, by = %d.by, "registry decision written");
     Ok(path)
@@ -433,8 +380,8 @@ pub fn split_target(target: &str) -> Result<(String, Option<String>), ReviewErro
     }
 }
 
-async fn current_type(cfg: &Config, table: &str, column: &str) -> Result<String, ReviewError> {
-    let client = connect_source(cfg).await?;
+/// The table as production has it now.
+async fn describe(client: &tokio_postgres::Client, table: &str) -> Result<TableInfo, ReviewError> {
     let oid: u32 = client
         .query_opt("SELECT to_regclass($1)::oid", &[&table])
         .await
@@ -443,7 +390,12 @@ async fn current_type(cfg: &Config, table: &str, column: &str) -> Result<String,
         .ok_or_else(|| {
             ReviewError::Invalid(format!("table {table} does not exist in production"))
         })?;
-    let info = catalog::describe_table(&client, oid, None).await?;
+    Ok(catalog::describe_table(client, oid, None).await?)
+}
+
+async fn current_type(cfg: &Config, table: &str, column: &str) -> Result<String, ReviewError> {
+    let client = connect_source(cfg).await?;
+    let info = describe(&client, table).await?;
     info.columns
         .iter()
         .find(|c| c.name == column)
@@ -455,7 +407,34 @@ async fn current_type(cfg: &Config, table: &str, column: &str) -> Result<String,
         })
 }
 
-/// `veil registry approve TABLE.COLUMN …`: records the decision with the column's current type.
+/// A check that the registry's decision for `column` can work: the gate's binding for the
+/// column's type, and uniqueness on key columns (`review::propose::rule_fits`).
+fn fits_check<'a>(
+    info: &'a TableInfo,
+    column: &'a str,
+    scanner: &'a std::sync::Arc<Scanner>,
+) -> impl Fn(&Registry) -> Result<(), String> + 'a {
+    move |registry: &Registry| {
+        let Some(entry) = registry
+            .table(&info.qualified())
+            .and_then(|t| t.columns.get(column))
+        else {
+            return Ok(());
+        };
+        let crate::deid::registry::Decision::Publish(rule) = &entry.decision else {
+            return Ok(());
+        };
+        let class = info
+            .columns
+            .iter()
+            .find(|c| c.name == column)
+            .and_then(|c| c.class.as_ref());
+        super::propose::rule_fits(rule, entry.profile, class, info, column, scanner)
+    }
+}
+
+/// `veil registry approve TABLE.COLUMN …`: records the decision with the column's current type,
+/// refusing (nothing written) a rule that does not fit the type or does not keep a key unique.
 pub async fn approve(
     cfg: &Config,
     target: &str,
@@ -465,8 +444,30 @@ pub async fn approve(
     let column = column.ok_or_else(|| {
         ReviewError::Invalid("approve takes schema.table.column (block takes a whole table)".into())
     })?;
-    let type_name = current_type(cfg, &table, &column).await?;
-    write_decision(&cfg.registry.dir, &table, &column, &type_name, d)
+    let client = connect_source(cfg).await?;
+    let info = describe(&client, &table).await?;
+    let type_name = info
+        .columns
+        .iter()
+        .find(|c| c.name == column)
+        .map(|c| c.type_name.clone())
+        .ok_or_else(|| {
+            ReviewError::Invalid(format!(
+                "column {table}.{column} does not exist in production"
+            ))
+        })?;
+    let scanner = std::sync::Arc::new(
+        Scanner::new(&cfg.scanner.mrn_patterns)
+            .map_err(|e| ReviewError::Invalid(format!("[scanner] {e}")))?,
+    );
+    write_checked_decision(
+        &cfg.registry.dir,
+        &table,
+        &column,
+        &type_name,
+        d,
+        &fits_check(&info, &column, &scanner),
+    )
 }
 
 /// `veil registry block TABLE[.COLUMN] --by --reason`.
@@ -532,6 +533,12 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
     })?;
     let items: Vec<Pending> = serde_json::from_str(&text)
         .map_err(|e| ReviewError::Invalid(format!("{}: {e}", path.display())))?;
+    let client = connect_source(cfg).await?;
+    let scanner = std::sync::Arc::new(
+        Scanner::new(&cfg.scanner.mrn_patterns)
+            .map_err(|e| ReviewError::Invalid(format!("[scanner] {e}")))?,
+    );
+    let mut described: BTreeMap<String, TableInfo> = BTreeMap::new();
     let mut n = 0;
     for p in items {
         let Some(prop) = &p.proposal else { continue };
@@ -543,7 +550,12 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
         if decided {
             continue;
         }
-        write_decision(
+        if !described.contains_key(&p.table) {
+            let info = describe(&client, &p.table).await?;
+            described.insert(p.table.clone(), info);
+        }
+        let info = &described[&p.table];
+        write_checked_decision(
             &cfg.registry.dir,
             &p.table,
             &p.column,
@@ -558,25 +570,11 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
                 by: by.into(),
                 reason: format!("accepted scanner proposal: {}", prop.evidence()),
             },
+            &fits_check(info, &p.column, &scanner),
         )?;
         n += 1;
     }
     Ok(n)
-}
-
-impl crate::error::Classify for ReviewError {
-    fn class(&self) -> crate::error::ErrorClass {
-        use crate::error::ErrorClass;
-        match self {
-            ReviewError::Connect(e) => e.class(),
-            ReviewError::Config(_) | ReviewError::Registry(_) | ReviewError::Invalid(_) => {
-                ErrorClass::Usage
-            }
-            ReviewError::Postgres(e) => e.class(),
-            ReviewError::Catalog(e) => e.class(),
-            ReviewError::Io { source, .. } => source.class(),
-        }
-    }
 }
 
 #[cfg(test)]
