@@ -556,14 +556,7 @@ fn text_rule(d: Detector, column: &str) -> (&'static str, Option<String>, Option
             Some(column.to_owned()),
             Some(surrogate_kind(column)),
         ),
-        Detector::Address => {
-            let ws = words(column);
-            let city = ws
-                .iter()
-                .any(|w| matches!(w.as_str(), "city" | "town" | "county"));
-            let kind = if city { "city" } else { "street" };
-            ("surrogate", Some(kind.to_owned()), Some(kind))
-        }
+        Detector::Address => ("scrub", None, None),
         Detector::Zip => ("zip3", None, None),
         // A date in a text column: no date rule binds to text.
         Detector::Date => ("scrub", None, None),
@@ -583,6 +576,8 @@ fn hint_text_rule(
             Some(column.to_owned()),
             Some(surrogate_kind(column)),
         ),
+        // Safe Harbor keeps no geography below the state but the 3-digit ZIP: everything else
+        // is removed (coordinates could be rounded only under expert determination).
         IdClass::Geography => {
             let ws = words(column);
             if ws
@@ -590,17 +585,6 @@ fn hint_text_rule(
                 .any(|w| matches!(w.as_str(), "zip" | "zipcode" | "postal" | "postcode"))
             {
                 ("zip3", None, None)
-            } else if ws
-                .iter()
-                .any(|w| matches!(w.as_str(), "city" | "town" | "county" | "cnty"))
-                && !low_cardinality
-            {
-                ("surrogate", Some("city".into()), Some("city"))
-            } else if ws
-                .iter()
-                .any(|w| matches!(w.as_str(), "address" | "addr" | "street"))
-            {
-                ("surrogate", Some("street".into()), Some("street"))
             } else {
                 ("scrub", None, None)
             }
