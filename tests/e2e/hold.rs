@@ -601,3 +601,75 @@ async fn review_api_needs_the_token_and_writes_decisions() {
     stop_tx.send(true).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// A table without a primary key (setup's trigger gives it REPLICA IDENTITY FULL, so pgoutput
+/// marks every column as key) with a blocked column: the snapshot and the stream both publish it
+/// without the blocked column, inserts, updates and deletes reach dev, and nothing holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_column_of_a_table_without_a_key_streams() {
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    prod.batch_execute(
+        "CREATE TABLE visit_log (room text, outcome text, secret text);
+         INSERT INTO visit_log VALUES ('A1', 'seen', 'Maria Lopez 123-45-6789'), ('B2', 'left', 'John Roe');",
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        env.registry_dir().join("public.visit_log.toml"),
+        "table = \"public.visit_log\"\n[columns]\n\
+         room = { type = \"text\", class = \"safe\" }\n\
+         outcome = { type = \"text\", class = \"safe\" }\n\
+         secret = { type = \"text\", class = \"blocked\", reason = \"free text\" }\n",
+    )
+    .unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    assert_dev_matches(&env, &["visit_log"], Duration::from_secs(60)).await;
+    prod.batch_execute(
+        "INSERT INTO visit_log VALUES ('C3', 'seen', 'Jane Doe (617) 555-0123');
+         UPDATE visit_log SET outcome = 'admitted' WHERE room = 'A1';
+         DELETE FROM visit_log WHERE room = 'B2';",
+    )
+    .await
+    .unwrap();
+    assert_dev_matches(&env, &["visit_log"], Duration::from_secs(60)).await;
+    assert!(!stream.is_finished(), "the stream must not stop or hold");
+    let dev = env.dev_client().await;
+    let rows = text_rows(
+        &dev,
+        "SELECT room, outcome FROM public.visit_log ORDER BY room",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("A1".into()), Some("admitted".into())],
+            vec![Some("C3".into()), Some("seen".into())],
+        ]
+    );
+    let cols = text_rows(
+        &dev,
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'visit_log' AND column_name = 'secret'",
+    )
+    .await;
+    assert_eq!(
+        cols[0][0].as_deref(),
+        Some("0"),
+        "the blocked column is not in dev"
+    );
+    let topic = dump_topic(&env);
+    for v in [
+        "Maria Lopez",
+        "123-45-6789",
+        "John Roe",
+        "Jane Doe",
+        "555-0123",
+    ] {
+        assert!(!topic.contains(v), "{v} reached the topic");
+    }
+    stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}

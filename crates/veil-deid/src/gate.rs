@@ -199,7 +199,11 @@ pub fn plan_table(
         };
         let action = match &ce.decision {
             Decision::Blocked => {
-                if key_columns.contains(&c.name) || info.primary_key.contains(&c.name) {
+                // With REPLICA IDENTITY FULL (a table without a primary key) pgoutput marks
+                // every column as part of the identity: a blocked column simply does not
+                // travel, and the sink matches rows on the published columns.
+                let identity = key_columns.contains(&c.name) && info.replica_identity != b'f';
+                if identity || info.primary_key.contains(&c.name) {
                     return Err(GateError::BlockedKey {
                         table: table.clone(),
                         column: c.name.clone(),
