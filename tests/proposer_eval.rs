@@ -64,6 +64,20 @@ async fn evaluate(
     let client = veil::devkit::demo::connect(&pg.dsn(&db)).await.unwrap();
     client.batch_execute(&schema.sql(7)).await.unwrap();
     let items = veil::review::workflow::pending(&cfg).await.unwrap();
+    if schema.name == "ehr" {
+        // A reference and its key share one token domain, and `pending` says so.
+        let enc = items
+            .iter()
+            .find(|p| p.table == "public.encounters" && p.column == "patient")
+            .unwrap();
+        assert!(
+            enc.shares_domain_with
+                .iter()
+                .any(|c| c == "public.patients.id"),
+            "{:?}",
+            enc.shares_domain_with
+        );
+    }
     let proposals: BTreeMap<(String, String), Option<veil::review::workflow::Proposal>> = items
         .into_iter()
         .map(|p| ((p.table, p.column), p.proposal))

@@ -38,6 +38,9 @@ pub async fn pending(cfg: &Config, json: bool, store: bool) -> Result<(), Failur
                 .unwrap_or_default(),
             prop.map(|x| x.evidence()).unwrap_or_default()
         );
+        if !p.shares_domain_with.is_empty() {
+            println!("    same domain: {}", p.shares_domain_with.join(", "));
+        }
     }
     if store {
         println!(

@@ -36,6 +36,10 @@ pub struct Pending {
     pub type_name: String,
     pub why: Why,
     pub proposal: Option<Proposal>,
+    /// The other columns (decided in the registry, or pending) in the proposal's token domain:
+    /// they join, so they are decided together.
+    #[serde(default)]
+    pub shares_domain_with: Vec<String>,
 }
 
 async fn connect_source(cfg: &Config) -> Result<tokio_postgres::Client, ReviewError> {
@@ -136,7 +140,34 @@ pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
                 type_name: c.type_name.clone(),
                 why,
                 proposal: Some(proposal),
+                shares_domain_with: Vec::new(),
             });
+        }
+    }
+    // Who else is in each proposal's domain: pending columns, and the registry's decisions.
+    let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in &out {
+        if let Some(d) = p.proposal.as_ref().and_then(|x| x.domain.clone()) {
+            by_domain
+                .entry(d)
+                .or_default()
+                .push(format!("{}.{}", p.table, p.column));
+        }
+    }
+    for (t, e) in &registry.tables {
+        for (c, ce) in &e.columns {
+            if let crate::deid::registry::Decision::Publish(r) = &ce.decision
+                && let Some(d) = r.domain()
+                && let Some(v) = by_domain.get_mut(d)
+            {
+                v.push(format!("{t}.{c} (decided)"));
+            }
+        }
+    }
+    for p in &mut out {
+        if let Some(d) = p.proposal.as_ref().and_then(|x| x.domain.as_ref()) {
+            let me = format!("{}.{}", p.table, p.column);
+            p.shares_domain_with = by_domain[d].iter().filter(|c| **c != me).cloned().collect();
         }
     }
     Ok(out)
