@@ -17,9 +17,6 @@ use crate::deid::registry::Registry;
 use crate::deid::scanner::Scanner;
 use crate::pg::catalog::{self, TableInfo};
 
-/// Rows read per pending column by the scanner.
-pub const SAMPLE_ROWS: i64 = 1000;
-
 /// Why something is pending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Why {
@@ -424,18 +421,23 @@ async fn describe(client: &tokio_postgres::Client, table: &str) -> Result<TableI
     Ok(catalog::describe_table(client, oid, None).await?)
 }
 
-async fn current_type(cfg: &Config, table: &str, column: &str) -> Result<String, ReviewError> {
-    let client = connect_source(cfg).await?;
-    let info = describe(&client, table).await?;
+/// The `format_type` spelling of a column as production has it now.
+fn column_type(info: &TableInfo, column: &str) -> Result<String, ReviewError> {
     info.columns
         .iter()
         .find(|c| c.name == column)
         .map(|c| c.type_name.clone())
         .ok_or_else(|| {
             ReviewError::Invalid(format!(
-                "column {table}.{column} does not exist in production"
+                "column {}.{column} does not exist in production",
+                info.qualified()
             ))
         })
+}
+
+async fn current_type(cfg: &Config, table: &str, column: &str) -> Result<String, ReviewError> {
+    let client = connect_source(cfg).await?;
+    column_type(&describe(&client, table).await?, column)
 }
 
 /// A check that the registry's decision for `column` can work: the gate's binding for the
@@ -477,16 +479,7 @@ pub async fn approve(
     })?;
     let client = connect_source(cfg).await?;
     let info = describe(&client, &table).await?;
-    let type_name = info
-        .columns
-        .iter()
-        .find(|c| c.name == column)
-        .map(|c| c.type_name.clone())
-        .ok_or_else(|| {
-            ReviewError::Invalid(format!(
-                "column {table}.{column} does not exist in production"
-            ))
-        })?;
+    let type_name = column_type(&info, &column)?;
     let scanner = std::sync::Arc::new(
         Scanner::new(&cfg.scanner.mrn_patterns)
             .map_err(|e| ReviewError::Invalid(format!("[scanner] {e}")))?,

@@ -106,9 +106,12 @@ impl Publisher {
                         message: "producer dropped before delivery".into(),
                     }),
                 };
-                infl.fetch_sub(1, Ordering::SeqCst);
                 match tracker.delivered(res, p.done_lsn) {
                     Ok(lsn) => {
+                        // Only a delivered event leaves the in-flight count: after a failure it
+                        // never reaches zero, so the idle keepalive advance cannot confirm WAL
+                        // past events that were never delivered.
+                        infl.fetch_sub(1, Ordering::SeqCst);
                         acked_tx.send_modify(|a| *a = lsn);
                     }
                     Err(e) => {
