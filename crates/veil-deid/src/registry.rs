@@ -131,10 +131,13 @@ pub enum Rule {
     AgeCap,
     /// Free text: scanner spans replaced by typed placeholders, or the whole value.
     Redact { whole: bool },
-    /// Rules for paths inside JSON; other leaves kept or nulled.
+    /// Rules for paths inside JSON; other leaves kept or nulled. Object keys that no path
+    /// names literally are replaced by tokens (domain [`json_key_domain`]) unless `keep_keys`:
+    /// keys can be data (`{"Jane Doe": {...}}`).
     Json {
         paths: Vec<(String, Rule)>,
         keep_others: bool,
+        keep_keys: bool,
     },
 }
 
@@ -161,14 +164,19 @@ impl Rule {
             Rule::AgeCap => "age_cap".into(),
             Rule::Redact { whole: false } => "redact(spans)".into(),
             Rule::Redact { whole: true } => "redact(whole)".into(),
-            Rule::Json { paths, keep_others } => format!(
-                "json({}; others {})",
+            Rule::Json {
+                paths,
+                keep_others,
+                keep_keys,
+            } => format!(
+                "json({}; others {}; keys {})",
                 paths
                     .iter()
                     .map(|(p, r)| format!("{p}: {}", r.describe()))
                     .collect::<Vec<_>>()
                     .join(", "),
-                if *keep_others { "kept" } else { "null" }
+                if *keep_others { "kept" } else { "null" },
+                if *keep_keys { "kept" } else { "tokenized" }
             ),
         }
     }
@@ -288,6 +296,8 @@ struct ColumnFile {
     #[serde(default)]
     others: Option<String>,
     #[serde(default)]
+    keys: Option<String>,
+    #[serde(default)]
     reviewer: Option<String>,
     #[serde(default)]
     reason: Option<String>,
@@ -309,6 +319,7 @@ struct RuleFields {
     mode: Option<String>,
     paths: Vec<PathFile>,
     others: Option<String>,
+    keys: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +345,15 @@ struct PathFile {
 const RULES: &str =
     "tokenize, ssn, email, surrogate, date_shift, scrub, year_only, zip3, age_cap, redact or json";
 
+/// The token domain of JSON object keys that no path names: one per profile, shared by every
+/// column, so the same key gets the same token everywhere and documents keep a common shape.
+pub fn json_key_domain(profile: Profile) -> &'static str {
+    match profile {
+        Profile::SafeHarbor => "json_key",
+        Profile::ExpertDetermination => "json_key_expert",
+    }
+}
+
 /// Parses one rule; `Err` is the problem (the caller names file, table and column).
 fn parse_rule(f: &RuleFields, profile: Profile, nested: bool) -> Result<Rule, String> {
     let rule = f.rule.as_deref().ok_or("class sensitive needs a rule")?;
@@ -353,6 +373,7 @@ fn parse_rule(f: &RuleFields, profile: Profile, nested: bool) -> Result<Rule, St
         unused(&[
             ("paths", !f.paths.is_empty()),
             ("others", f.others.is_some()),
+            ("keys", f.keys.is_some()),
         ])?;
     }
     if rule != "date_shift" {
@@ -447,6 +468,13 @@ fn parse_rule(f: &RuleFields, profile: Profile, nested: bool) -> Result<Rule, St
                     None | Some("null") => false,
                     Some("keep") => true,
                     Some(o) => return Err(format!("unknown others {o:?} (expected null or keep)")),
+                },
+                keep_keys: match f.keys.as_deref() {
+                    None | Some("tokenize") => false,
+                    Some("keep") => true,
+                    Some(k) => {
+                        return Err(format!("unknown keys {k:?} (expected tokenize or keep)"));
+                    }
                 },
             }
         }
@@ -544,9 +572,18 @@ impl Registry {
                     continue;
                 };
                 let mut forms = Vec::new();
-                if let Rule::Json { paths, .. } = rule {
+                if let Rule::Json {
+                    paths, keep_keys, ..
+                } = rule
+                {
                     for (_, r) in paths {
                         forms.extend(r.domain_form("json leaf", c.profile));
+                    }
+                    if !keep_keys {
+                        forms.push((
+                            json_key_domain(c.profile).to_owned(),
+                            format!("json key {}", c.profile.name()),
+                        ));
                     }
                 } else {
                     forms.extend(rule.domain_form(&c.type_name, c.profile));
@@ -649,6 +686,7 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
                     mode: c.mode.clone(),
                     paths: c.paths,
                     others: c.others.clone(),
+                    keys: c.keys.clone(),
                 };
                 Decision::Publish(parse_rule(&fields, col_profile, false).map_err(col_err)?)
             }

@@ -6,7 +6,7 @@ use super::keys::*;
 use super::store::{NullStore, TokenStore};
 use super::text::*;
 use crate::pg::catalog::TypeClass;
-use crate::registry::{PathSeg, Profile, Rule, parse_path};
+use crate::registry::{PathSeg, Profile, Rule, json_key_domain, parse_path};
 use crate::scanner::Scanner;
 use std::sync::Arc;
 
@@ -49,6 +49,21 @@ pub struct JsonRules {
     pub paths: Vec<(Vec<PathSeg>, RuleKey)>,
     /// Leaves no path names: kept, or replaced by JSON null (the default, fail closed).
     pub keep_others: bool,
+    /// How object keys that no path names literally are replaced (a text token, consistent in
+    /// [`json_key_domain`]); `None`: keys kept (`keys = "keep"`).
+    pub key_rule: Option<RuleKey>,
+}
+
+impl JsonRules {
+    /// True when some path names `key` literally at the position `at` (the parent's steps):
+    /// the reviewer wrote it, so it is structure, not data.
+    fn names_key(&self, at: &[Step], key: &str) -> bool {
+        self.paths.iter().any(|(p, _)| {
+            p.len() > at.len()
+                && matches!(&p[at.len()], PathSeg::Key(k) if k == key)
+                && path_matches(&p[..at.len()], at)
+        })
+    }
 }
 
 pub(super) enum Step {
@@ -191,11 +206,20 @@ pub(super) fn json_walk(
     use serde_json::Value as J;
     match v {
         J::Object(map) => {
-            for (k, child) in map.iter_mut() {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, mut child) in std::mem::take(map) {
                 at.push(Step::Key(k.clone()));
-                json_walk(child, at, rules, cx)?;
+                json_walk(&mut child, at, rules, cx)?;
                 at.pop();
+                let key = match &rules.key_rule {
+                    Some(r) if !rules.names_key(at, &k) => {
+                        apply(r, &TypeClass::Text, &k, cx)?.unwrap_or_default()
+                    }
+                    _ => k,
+                };
+                out.insert(key, child);
             }
+            *map = out;
             Ok(())
         }
         J::Array(items) => {
@@ -328,7 +352,11 @@ impl RuleKey {
                 whole: *whole,
                 scanner: cx.scanner.clone(),
             },
-            Rule::Json { paths, keep_others } => {
+            Rule::Json {
+                paths,
+                keep_others,
+                keep_keys,
+            } => {
                 let mut bound = Vec::with_capacity(paths.len());
                 for (path, r) in paths {
                     let segs = parse_path(path).map_err(|_| not_applicable("json", class))?;
@@ -340,9 +368,12 @@ impl RuleKey {
                     };
                     bound.push((segs, RuleKey::bind(r, &leaf_class, cx)?));
                 }
+                let key_rule =
+                    (!keep_keys).then(|| vault(json_key_domain(cx.profile), TokenKind::Text));
                 RuleKey::Json(Arc::new(JsonRules {
                     paths: bound,
                     keep_others: *keep_others,
+                    key_rule,
                 }))
             }
         };
@@ -368,7 +399,10 @@ impl RuleKey {
     pub fn uses_vault(&self) -> bool {
         match self {
             RuleKey::Vault(_) => true,
-            RuleKey::Json(j) => j.paths.iter().any(|(_, r)| r.uses_vault()),
+            RuleKey::Json(j) => {
+                j.key_rule.as_ref().is_some_and(RuleKey::uses_vault)
+                    || j.paths.iter().any(|(_, r)| r.uses_vault())
+            }
             _ => false,
         }
     }

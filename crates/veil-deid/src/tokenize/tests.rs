@@ -284,6 +284,7 @@ fn json_paths() {
             ("$.visit.code".into(), Rule::Keep),
         ],
         keep_others: false,
+        keep_keys: false,
     };
     let bound = RuleKey::bind(&rule, &TypeClass::Jsonb, &bcx).unwrap();
     let out = cx_apply(
@@ -303,8 +304,14 @@ fn json_paths() {
     assert!(v["ids"][1].is_number() && v["ids"][1] != 12345);
     assert_eq!(v["visit"]["note"], "call [PHONE]");
     assert_eq!(v["visit"]["code"], "8867-4");
-    assert!(v["visit"]["secret"].is_null());
-    assert!(v["n"].is_null());
+    // Keys no path names are tokens (same length and layout), their leaves null.
+    let visit = v["visit"].as_object().unwrap();
+    assert_eq!(visit.len(), 3);
+    assert!(!visit.contains_key("secret"));
+    let other = visit.keys().find(|k| *k != "note" && *k != "code").unwrap();
+    assert_eq!(other.len(), "secret".len());
+    assert!(visit[other].is_null());
+    assert!(v.get("n").is_none() && v.as_object().unwrap().len() == 4);
     let mut misses = Vec::new();
     let bad = apply(
         &bound,
@@ -322,6 +329,105 @@ fn json_paths() {
         parse_path("$.a[*].*").unwrap(),
         vec![PathSeg::Key("a".into()), PathSeg::AnyIndex, PathSeg::AnyKey]
     );
+}
+
+#[test]
+fn json_keys_are_data_unless_a_path_names_them() {
+    let m = key();
+    let scanner = Arc::new(Scanner::standard());
+    let idx = |_: &str| Some(0usize);
+    let bcx = BindCx {
+        master: &m,
+        profile: Profile::SafeHarbor,
+        column_index: &idx,
+        scanner: &scanner,
+        restricted_zip3: &Arc::new(RESTRICTED_ZIP3.iter().map(|s| s.to_string()).collect()),
+    };
+    let doc = r#"{"contacts":{"Jane Doe":{"ssn":"123-45-6789","phone":"617-555-0100"},"山田 太郎":{"ssn":"078-05-1120"}},"kind":"family"}"#;
+    let rule = |paths: Vec<(String, Rule)>, keep_keys| Rule::Json {
+        paths,
+        keep_others: false,
+        keep_keys,
+    };
+    // Default: every key no path names is replaced; the same key gets the same token.
+    let bound = RuleKey::bind(&rule(vec![], false), &TypeClass::Jsonb, &bcx).unwrap();
+    let out = cx_apply(&bound, &TypeClass::Jsonb, doc).unwrap();
+    for word in [
+        "Jane", "山田", "contacts", "ssn", "phone", "kind", "family", "123-45",
+    ] {
+        assert!(!out.contains(word), "{word} travelled: {out}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let top = v.as_object().unwrap();
+    assert_eq!(top.len(), 2);
+    let contacts = top
+        .values()
+        .find(|c| c.is_object())
+        .unwrap()
+        .as_object()
+        .unwrap();
+    assert_eq!(contacts.len(), 2, "two people stay two keys: {out}");
+    assert!(
+        contacts
+            .keys()
+            .any(|k| k.chars().count() == "山田 太郎".chars().count())
+    );
+    // Same store, same key, same token: documents keep a common shape.
+    let store = MemoryStore::default();
+    let run = |d: &str| {
+        let mut misses = Vec::new();
+        let row = [];
+        let mut cx = Cx {
+            store: &store,
+            misses: &mut misses,
+            row: &row,
+        };
+        let first = apply(&bound, &TypeClass::Jsonb, d, &mut cx).unwrap();
+        if misses.is_empty() {
+            return first.unwrap();
+        }
+        store.allocate(&misses);
+        let mut misses = Vec::new();
+        let mut cx = Cx {
+            store: &store,
+            misses: &mut misses,
+            row: &row,
+        };
+        apply(&bound, &TypeClass::Jsonb, d, &mut cx)
+            .unwrap()
+            .unwrap()
+    };
+    let a: serde_json::Value = serde_json::from_str(&run(r#"{"kind":"a","x":1}"#)).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&run(r#"{"kind":"b"}"#)).unwrap();
+    let bk: Vec<&String> = b.as_object().unwrap().keys().collect();
+    assert!(a.as_object().unwrap().contains_key(bk[0].as_str()));
+    // Keys a path names literally travel; the wildcard names none.
+    let named = rule(
+        vec![
+            (
+                "$.contacts.*.ssn".into(),
+                Rule::Ssn {
+                    domain: "ssn".into(),
+                },
+            ),
+            ("$.kind".into(), Rule::Keep),
+        ],
+        false,
+    );
+    let bound = RuleKey::bind(&named, &TypeClass::Jsonb, &bcx).unwrap();
+    let out = cx_apply(&bound, &TypeClass::Jsonb, doc).unwrap();
+    assert!(
+        out.contains("\"contacts\"") && out.contains("\"kind\":\"family\""),
+        "{out}"
+    );
+    assert!(out.contains("\"ssn\""), "{out}");
+    for word in ["Jane", "山田", "phone", "123-45", "078-05"] {
+        assert!(!out.contains(word), "{word} travelled: {out}");
+    }
+    // keys = "keep": the reviewer says keys are structure.
+    let bound = RuleKey::bind(&rule(vec![], true), &TypeClass::Jsonb, &bcx).unwrap();
+    let out = cx_apply(&bound, &TypeClass::Jsonb, doc).unwrap();
+    assert!(out.contains("Jane Doe") && !out.contains("123-45"));
 }
 
 proptest::proptest! {
