@@ -116,6 +116,12 @@ enum RegistryCommand {
         by: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// A safe text column the in-flight scanner must not sample (a reviewed false positive).
+        #[arg(long)]
+        no_scan: bool,
+        /// The redact rule's mode: spans (the default) or whole.
+        #[arg(long)]
+        mode: Option<String>,
     },
     /// Serve the same operations over HTTP with a bearer token (`[api]` section).
     Serve {
@@ -335,6 +341,8 @@ async fn registry(command: RegistryCommand) -> Result<(), Failure> {
             all_proposed,
             by,
             reason,
+            no_scan,
+            mode,
         } => {
             let d = veil::review::workflow::ColumnDecision {
                 class,
@@ -345,6 +353,8 @@ async fn registry(command: RegistryCommand) -> Result<(), Failure> {
                 profile,
                 by,
                 reason,
+                scan: no_scan.then_some(false),
+                mode,
             };
             commands::approve(&load(&config)?, target.as_deref(), all_proposed, &d).await
         }

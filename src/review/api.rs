@@ -137,6 +137,12 @@ struct ApproveBody {
     by: String,
     #[serde(default)]
     reason: String,
+    /// `false`: a safe text column the in-flight scanner must not sample.
+    #[serde(default)]
+    scan: Option<bool>,
+    /// The `redact` rule's mode: `spans` or `whole`.
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 fn sensitive() -> String {
@@ -173,6 +179,8 @@ async fn approve(
         profile: b.profile,
         by: b.by,
         reason: b.reason,
+        scan: b.scan,
+        mode: b.mode,
     };
     written(review::approve(&state.cfg, &target, &d).await)
 }

@@ -58,6 +58,12 @@ pub struct Proposal {
     /// What else decided it (distinct ratio, key membership, code system, "needs review").
     #[serde(default)]
     pub notes: Vec<String>,
+    /// `Some(false)`: a safe column the outbound scanner must not sample (see the notes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<bool>,
+    /// The `redact` rule's mode (`whole` or `spans`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 impl Proposal {
@@ -188,6 +194,55 @@ pub struct ColumnFacts<'a> {
 
 /// The proposal for one column (checked against the gate's binding by [`checked`]).
 pub fn propose(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
+    outbound_checked(decide(scanner, f), scanner, f)
+}
+
+/// A column proposed safe is scanned in flight, and a strong scanner hit holds the stream. A
+/// proposal that the scanner would hold on at once is no proposal: where the shape is explained
+/// (a table about organisations, whose phones are the organisation's; a recognised code system,
+/// whose UIDs look like IP addresses) it says `scan = false`, with a note the reviewer sees;
+/// anywhere else the column needs review.
+fn outbound_checked(mut p: Proposal, scanner: &Scanner, f: &ColumnFacts) -> Proposal {
+    let scanned = matches!(
+        f.class,
+        Some(TypeClass::Text | TypeClass::Json | TypeClass::Jsonb)
+    );
+    if p.class != "safe" || !scanned || f.sample.is_empty() {
+        return p;
+    }
+    let mut hits: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for v in f.sample {
+        for d in scanner.strong_hits(v) {
+            *hits.entry(d.name()).or_default() += 1;
+        }
+    }
+    let Some((detector, count)) = hits.iter().max_by_key(|(_, c)| **c) else {
+        return p;
+    };
+    let pct = 100.0 * *count as f64 / f.sample.len() as f64;
+    let explained = if is_organisation_table(&f.info.name) {
+        Some("an organisation's, not a person's")
+    } else {
+        code_system(f.sample, &words(f.column))
+    };
+    if let Some(why) = explained {
+        p.scan = Some(false);
+        p.notes.push(format!(
+            "the outbound scanner finds {detector}-shaped values in {pct:.0}% of the sample: \
+             proposed with scan = false ({why})"
+        ));
+    } else {
+        p.class = "blocked".into();
+        p.confidence = "low".into();
+        p.notes.push(format!(
+            "needs review: the outbound scanner finds {detector}-shaped values in {pct:.0}% of \
+             the sample; safe would hold the stream"
+        ));
+    }
+    p
+}
+
+fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
     let n = f.sample.len();
     let rate = |c: usize| if n == 0 { 0.0 } else { c as f64 / n as f64 };
     let mut whole: BTreeMap<Detector, usize> = BTreeMap::new();
@@ -222,6 +277,8 @@ pub fn propose(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
         identifier_class: None,
         confidence: String::new(),
         notes: Vec::new(),
+        scan: None,
+        mode: None,
     };
     p.notes.push(format!(
         "{distinct} distinct of {n} sampled ({:.0}%)",
@@ -379,6 +436,18 @@ pub fn propose(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
                 }
             }
         }
+        // Ages: Safe Harbor keeps them but for those over 89 (aggregated into 90).
+        _ if (int || float) && ws.iter().any(|w| w == "age") => {
+            set(
+                &mut p,
+                Some(IdClass::Dates),
+                "sensitive",
+                Some("age_cap"),
+                None,
+                "medium",
+            );
+            p.notes.push("an age: over 89 becomes 90".into());
+        }
         _ if int || float => match hint {
             Some(NameHint::Id(IdClass::Geography)) | Some(NameHint::Id(IdClass::Dates)) => {
                 // Sub-state geography (coordinates, ZIPs and counties as numbers) has no
@@ -451,7 +520,11 @@ pub fn propose(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
                 p.kind = kind.map(str::to_owned);
                 return p;
             }
-            let low = n > 0 && (distinct <= 25 || (distinct <= 200 && distinct_ratio <= 0.1));
+            // Few distinct values, or initials: a token or surrogate would be given back by
+            // counting (and would not fit a one-letter column).
+            let initials = n > 0 && f.sample.iter().all(|v| v.chars().count() <= 2);
+            let low =
+                n > 0 && (distinct <= 25 || (distinct <= 200 && distinct_ratio <= 0.1) || initials);
             match hint {
                 Some(NameHint::Id(c)) => {
                     let (rule, domain, kind) = hint_text_rule(c, f.column, low);
@@ -463,15 +536,68 @@ pub fn propose(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
                     .filter(|(d, _)| !matches!(d, Detector::Zip | Detector::Date))
                     .any(|(_, c)| rate(*c) >= 0.05) =>
                 {
-                    // Free text that carries identifiers.
-                    set(
-                        &mut p,
-                        Some(IdClass::Names),
-                        "sensitive",
-                        Some("redact"),
-                        None,
-                        "medium",
-                    );
+                    // Short values (a display name, a label) are the identifier itself: replaced
+                    // whole, because redaction keeps whatever the detectors miss. Longer text
+                    // is free text that carries identifiers: redacted.
+                    let mut lens: Vec<(usize, usize)> = f
+                        .sample
+                        .iter()
+                        .map(|v| (v.split_whitespace().count(), v.chars().count()))
+                        .collect();
+                    lens.sort();
+                    let (words_mid, _) = lens[lens.len() / 2];
+                    let mut chars: Vec<usize> = lens.iter().map(|l| l.1).collect();
+                    chars.sort();
+                    let short = words_mid <= 4 && chars[chars.len() / 2] <= 40;
+                    let top = partial
+                        .iter()
+                        .filter(|(d, _)| !matches!(d, Detector::Zip | Detector::Date))
+                        .max_by_key(|(_, c)| **c)
+                        .map(|(d, _)| *d);
+                    match top {
+                        Some(Detector::Name) if short => {
+                            set(
+                                &mut p,
+                                Some(IdClass::Names),
+                                "sensitive",
+                                Some("surrogate"),
+                                Some(f.column.to_owned()),
+                                "medium",
+                            );
+                            p.kind = Some("name".into());
+                            p.notes
+                                .push("short values the name detector fires on".into());
+                        }
+                        Some(d) if short => {
+                            set(
+                                &mut p,
+                                Some(detector_class(d)),
+                                "sensitive",
+                                Some("tokenize"),
+                                Some(f.column.to_owned()),
+                                "medium",
+                            );
+                            p.notes.push("short values a detector fires on".into());
+                        }
+                        _ => {
+                            set(
+                                &mut p,
+                                Some(IdClass::Names),
+                                "sensitive",
+                                Some("redact"),
+                                None,
+                                "medium",
+                            );
+                            // Span redaction keeps whatever the detectors miss (a name in a
+                            // script or shape they do not know): whole until a reviewer opts in.
+                            p.mode = Some("whole".into());
+                            p.notes.push(
+                                "free text: redacted whole; `mode = \"spans\"` keeps the text \
+                                 around the detectors' hits (a reviewer's choice)"
+                                    .into(),
+                            );
+                        }
+                    }
                 }
                 _ if low => {
                     set(&mut p, None, "safe", None, None, "medium");
@@ -614,7 +740,12 @@ pub fn checked(
         // Proposed for json and jsonb only, with no paths: the registry's loader checks paths.
         return p;
     }
-    let rule = match rule_of(&rule_name, p.domain.as_deref(), p.kind.as_deref()) {
+    let rule = match rule_of(
+        &rule_name,
+        p.domain.as_deref(),
+        p.kind.as_deref(),
+        p.mode.as_deref(),
+    ) {
         Some(r) => r,
         None => {
             p.notes
@@ -695,7 +826,12 @@ pub fn rule_fits(
 }
 
 /// The registry rule a proposal names.
-fn rule_of(rule: &str, domain: Option<&str>, kind: Option<&str>) -> Option<Rule> {
+fn rule_of(
+    rule: &str,
+    domain: Option<&str>,
+    kind: Option<&str>,
+    mode: Option<&str>,
+) -> Option<Rule> {
     let domain = || domain.map(str::to_owned);
     Some(match rule {
         "tokenize" => Rule::Tokenize { domain: domain()? },
@@ -714,7 +850,9 @@ fn rule_of(rule: &str, domain: Option<&str>, kind: Option<&str>) -> Option<Rule>
         "year_only" => Rule::YearOnly,
         "zip3" => Rule::Zip3,
         "scrub" => Rule::Scrub { replacement: None },
-        "redact" => Rule::Redact { whole: false },
+        "redact" => Rule::Redact {
+            whole: mode == Some("whole"),
+        },
         "age_cap" => Rule::AgeCap,
         _ => return None,
     })
@@ -764,4 +902,90 @@ pub async fn contained_in(
         })?
         .get(0);
     Ok(missing == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str) -> TableInfo {
+        TableInfo {
+            oid: 1,
+            schema: "public".into(),
+            name: name.into(),
+            replica_identity: b'd',
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+            unique_keys: Vec::new(),
+            foreign_keys: Vec::new(),
+            enums: Default::default(),
+        }
+    }
+
+    fn proposal(table_name: &str, column: &str, class: TypeClass, sample: &[String]) -> Proposal {
+        let info = table(table_name);
+        let f = ColumnFacts {
+            info: &info,
+            column,
+            class: Some(&class),
+            sample,
+            key_domain: None,
+        };
+        propose(&Scanner::standard(), &f)
+    }
+
+    fn many(f: impl Fn(usize) -> String) -> Vec<String> {
+        (0..200).map(f).collect()
+    }
+
+    #[test]
+    fn ages_are_capped_initials_scrubbed() {
+        let ages = many(|i| (20 + i % 80).to_string());
+        let p = proposal("person", "age_years", TypeClass::Int4, &ages);
+        assert_eq!(
+            (p.class.as_str(), p.rule.as_deref()),
+            ("sensitive", Some("age_cap"))
+        );
+        let initials = many(|i| ((b'A' + (i % 26) as u8) as char).to_string());
+        let p = proposal("person", "middle_initial", TypeClass::Text, &initials);
+        assert_eq!(p.rule.as_deref(), Some("scrub"), "{p:?}");
+    }
+
+    #[test]
+    fn free_text_is_redacted_whole_short_names_replaced() {
+        let given = ["Mary", "John", "Aiko", "Pedro", "Olga", "Wei"];
+        let family = ["Smith", "Garcia", "Tanaka", "Ivanova", "Nguyen", "Okafor"];
+        let notes = many(|i| {
+            format!(
+                "Spoke with daughter {} {} about the plan; reachable at (617) 555-{:04}. \
+                 Follow up in two weeks.",
+                given[i % 6],
+                family[(i / 6) % 6],
+                i
+            )
+        });
+        let p = proposal("visit", "remarks", TypeClass::Text, &notes);
+        assert_eq!(
+            (p.rule.as_deref(), p.mode.as_deref()),
+            (Some("redact"), Some("whole")),
+            "{p:?}"
+        );
+        let shown = many(|i| format!("{} {}", given[i % 6], family[(i / 6) % 6]));
+        let p = proposal("member", "shown_as", TypeClass::Text, &shown);
+        assert_ne!(p.class, "safe", "{p:?}");
+        assert_ne!(p.rule.as_deref(), Some("redact"), "{p:?}");
+    }
+
+    #[test]
+    fn a_safe_proposal_the_scanner_would_hold_on_is_explained_or_blocked() {
+        let phones = many(|i| format!("(617) 555-{:04}", 1000 + i));
+        // An organisation's phone: safe, not sampled in flight, and the note says why.
+        let p = proposal("organizations", "phone", TypeClass::Text, &phones);
+        assert_eq!((p.class.as_str(), p.scan), ("safe", Some(false)), "{p:?}");
+        assert!(p.notes.iter().any(|n| n.contains("scan = false")));
+        // Nothing explains phone shapes in a column nothing else calls safe: never safe.
+        let p = proposal("visit", "kind_label", TypeClass::Text, &phones);
+        assert_ne!(p.class, "safe", "{p:?}");
+        assert_eq!(p.scan, None);
+    }
 }

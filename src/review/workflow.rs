@@ -199,6 +199,10 @@ pub struct ColumnDecision {
     pub profile: Option<String>,
     pub by: String,
     pub reason: String,
+    /// `Some(false)`: the outbound scanner does not sample this safe column.
+    pub scan: Option<bool>,
+    /// The `redact` rule's mode: `spans` (the default) or `whole`.
+    pub mode: Option<String>,
 }
 
 fn toml_str(s: &str) -> String {
@@ -292,10 +296,14 @@ pub fn write_checked_decision(
         ("domain", &d.domain),
         ("kind", &d.kind),
         ("entity", &d.entity),
+        ("mode", &d.mode),
     ] {
         if let Some(v) = v {
             fields.push(format!("{k} = {}", toml_str(v)));
         }
+    }
+    if let Some(scan) = d.scan {
+        fields.push(format!("scan = {scan}"));
     }
     fields.push(format!("reviewer = {}", toml_str(&d.by)));
     fields.push(format!("reviewed_at = {}", toml_str(&now_rfc3339())));
@@ -514,6 +522,7 @@ pub async fn block(
                     class: "blocked".into(),
                     by: by.into(),
                     reason: reason.into(),
+                    scan: None,
                     ..Default::default()
                 },
             )
@@ -593,6 +602,8 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
                 profile: None,
                 by: by.into(),
                 reason: format!("accepted scanner proposal: {}", prop.evidence()),
+                scan: prop.scan,
+                mode: prop.mode.clone(),
             },
             &fits_check(info, &p.column, &scanner),
         )?;
@@ -619,6 +630,7 @@ mod tests {
             domain: Some("ssn".into()),
             by: "kim".into(),
             reason: "holds SSNs".into(),
+            scan: None,
             ..Default::default()
         };
         write_decision(d.path(), "public.t", "notes2", "text", &dec).unwrap();
@@ -648,6 +660,7 @@ mod tests {
                 class: "safe".into(),
                 by: "kim".into(),
                 reason: "sequence".into(),
+                scan: None,
                 ..Default::default()
             },
         )
@@ -664,6 +677,7 @@ mod tests {
             rule: Some("tokenize".into()),
             by: "kim".into(),
             reason: "x".into(),
+            scan: None,
             ..Default::default()
         };
         let e = write_decision(d.path(), "public.t", "x", "text", &bad).unwrap_err();

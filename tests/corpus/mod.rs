@@ -96,6 +96,36 @@ pub struct Table {
     pub constraints: &'static str,
 }
 
+impl Table {
+    /// One `INSERT … ON CONFLICT DO NOTHING` of rows `ids` (row `i` of a key column is the
+    /// table's `i`-th key, so ids past `rows` make new rows that reference existing ones).
+    pub fn insert_sql(&self, ids: &[u64], r: &mut Rng) -> String {
+        let names: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("\"{}\"", c.name))
+            .collect();
+        let rows: Vec<String> = ids
+            .iter()
+            .map(|&i| {
+                let vals: Vec<String> = self.columns.iter().map(|c| lit(&(c.make)(r, i))).collect();
+                format!("({})", vals.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO \"{}\" ({}) VALUES {} ON CONFLICT DO NOTHING",
+            self.name,
+            names.join(", "),
+            rows.join(",\n")
+        )
+    }
+
+    /// A literal for column `col` of row `i`.
+    pub fn value_sql(&self, col: &Col, i: u64, r: &mut Rng) -> String {
+        lit(&(col.make)(r, i))
+    }
+}
+
 pub struct Schema {
     pub name: &'static str,
     pub shaped_after: &'static str,
@@ -1555,29 +1585,9 @@ impl Schema {
         }
         for t in &self.tables {
             let mut r = Rng::new(seed ^ h64(t.name, 0));
-            let names: Vec<String> = t
-                .columns
-                .iter()
-                .map(|c| format!("\"{}\"", c.name))
-                .collect();
             for chunk in (0..t.rows).collect::<Vec<_>>().chunks(500) {
-                let rows: Vec<String> = chunk
-                    .iter()
-                    .map(|&i| {
-                        let vals: Vec<String> = t
-                            .columns
-                            .iter()
-                            .map(|c| lit(&(c.make)(&mut r, i)))
-                            .collect();
-                        format!("({})", vals.join(", "))
-                    })
-                    .collect();
-                out.push_str(&format!(
-                    "INSERT INTO \"{}\" ({}) VALUES {} ON CONFLICT DO NOTHING;\n",
-                    t.name,
-                    names.join(", "),
-                    rows.join(",\n")
-                ));
+                out.push_str(&t.insert_sql(chunk, &mut r));
+                out.push_str(";\n");
             }
         }
         out

@@ -2,8 +2,11 @@
 //! Kafka-protocol broker (tansu). Nothing here is mocked.
 
 mod common;
+#[path = "../corpus/mod.rs"]
+mod corpus;
 
 mod audit;
+mod corpus_run;
 mod errors;
 mod hold;
 mod pipeline;

@@ -2,51 +2,9 @@
 //! sink at points of a live run; after restarts nothing is lost and nothing doubled. Also: no
 //! sensitive value of the generated data set appears in any log line.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn start(what: &str, config: &std::path::Path, log: &std::path::Path) -> Proc {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_veil"))
-            .args([what, "--config"])
-            .arg(config)
-            .env("RUST_LOG", "debug,rdkafka=warn,tokio_postgres=info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Proc { child }
-    }
-    /// SIGTERM: an orderly stop.
-    fn term(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-    fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_stream_and_sink_loses_and_doubles_nothing() {

@@ -111,6 +111,18 @@ pub struct ColumnPlan {
     pub action: Option<RuleKey>,
     /// Safe text the in-flight scanner samples.
     pub scan: bool,
+    /// The declared length of a `character varying(n)` / `character(n)` column whose rule can
+    /// change a value's length (surrogates, e-mails, redaction): the output is cut to it, so
+    /// dev holds exactly what was published (a cast would cut it silently on the sink side).
+    pub max_chars: Option<usize>,
+}
+
+/// `n` of `character varying(n)` / `character(n)` (not of arrays of them).
+pub fn declared_length(type_name: &str) -> Option<usize> {
+    let rest = type_name
+        .strip_prefix("character varying(")
+        .or_else(|| type_name.strip_prefix("character("))?;
+    rest.strip_suffix(')')?.parse().ok()
 }
 
 #[derive(Debug, Clone)]
@@ -233,12 +245,17 @@ pub fn plan_table(
         let scan = ce.scan
             && matches!(action, Some(RuleKey::Keep))
             && matches!(class, TypeClass::Text | TypeClass::Json | TypeClass::Jsonb);
+        let max_chars = match &action {
+            Some(RuleKey::Keep) | None => None,
+            Some(_) => declared_length(&c.type_name),
+        };
         columns.push(ColumnPlan {
             name: c.name.clone(),
             type_name: c.type_name.clone(),
             class,
             action,
             scan,
+            max_chars,
         });
     }
     let is_pub = |n: &String| published.iter().any(|c| &c.name == n);
@@ -362,7 +379,14 @@ impl TablePlan {
                 RowValue::Text(_) => {
                     let s = text.unwrap_or_default();
                     match tokenize::apply(action, &col.class, s, &mut cx) {
-                        Ok(Some(t)) => proto::value::Kind::Text(t),
+                        Ok(Some(mut t)) => {
+                            if let Some(n) = col.max_chars
+                                && let Some((cut, _)) = t.char_indices().nth(n)
+                            {
+                                t.truncate(cut);
+                            }
+                            proto::value::Kind::Text(t)
+                        }
                         Ok(None) => proto::value::Kind::Null(true),
                         Err(e) => return Err(self.value_err(col, lsn, &e.to_string())),
                     }

@@ -10,9 +10,47 @@ use super::error::{SinkError, pg};
 use crate::pg::lsn::fmt_lsn;
 use crate::proto::{self, value::Kind};
 
-/// `$n::text::<type>`: a text parameter cast to the column type.
+/// `$n::text::<type>`: a text parameter cast to the column type. A declared length is left to
+/// the assignment: an explicit cast to `character varying(n)` would cut a longer value silently,
+/// the assignment refuses it (22001) — dev never holds something other than what was published.
 fn cast_param(n: usize, type_name: &str) -> String {
-    format!("${n}::text::{type_name}")
+    format!("${n}::text::{}", without_length(type_name))
+}
+
+/// `character varying(20)[]` → `character varying[]`, `character(2)` → `bpchar` (plain
+/// `character` would be `character(1)`); other typmods are kept.
+fn without_length(type_name: &str) -> String {
+    for (base, unlimited) in [
+        ("character varying", "character varying"),
+        ("character", "bpchar"),
+    ] {
+        if let Some(rest) = type_name.strip_prefix(base)
+            && let Some(rest) = rest.strip_prefix('(')
+            && let Some(close) = rest.find(')')
+            && rest[..close].bytes().all(|b| b.is_ascii_digit())
+        {
+            return format!("{unlimited}{}", &rest[close + 1..]);
+        }
+    }
+    type_name.to_owned()
+}
+
+#[cfg(test)]
+mod length_tests {
+    use super::without_length;
+
+    #[test]
+    fn declared_lengths_are_left_to_the_assignment() {
+        assert_eq!(without_length("character varying(1)"), "character varying");
+        assert_eq!(without_length("character(5)[]"), "bpchar[]");
+        assert_eq!(without_length("bit(3)"), "bit(3)");
+        assert_eq!(without_length("numeric(10,2)"), "numeric(10,2)");
+        assert_eq!(
+            without_length("public.\"character(x)\""),
+            "public.\"character(x)\""
+        );
+        assert_eq!(without_length("text"), "text");
+    }
 }
 
 /// Row 11 of the fencing table: the columns an UPDATE sets — all but the TOAST-unchanged ones,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, SimpleQueryMessage};
 use veil::config::Config;
@@ -362,13 +363,30 @@ pub async fn dev_matches(env: &Env, tables: &[&str], timeout: Duration) -> Resul
                 last.insert(t.to_string(), "missing in dev".into());
                 continue;
             };
+            let (have, want) = (normalize_json(have), normalize_json(want));
             if have != want {
                 let extra = have.iter().filter(|r| !want.contains(r)).count();
                 let missing = want.iter().filter(|r| !have.contains(r)).count();
+                // Which columns differ (their values compared as multisets), never the values.
+                let differ: Vec<&String> = cols
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| {
+                        let col = |rows: &Vec<Vec<Option<String>>>| {
+                            let mut v: Vec<Option<String>> =
+                                rows.iter().map(|r| r[*i].clone()).collect();
+                            v.sort();
+                            v
+                        };
+                        col(&have) != col(&want)
+                    })
+                    .map(|(_, c)| c)
+                    .collect();
                 last.insert(
                     t.to_string(),
                     format!(
-                        "dev {} rows, expected {} ({missing} missing, {extra} unexpected)",
+                        "dev {} rows, expected {} ({missing} missing, {extra} unexpected; \
+                         columns differing: {differ:?})",
                         have.len(),
                         want.len()
                     ),
@@ -383,6 +401,31 @@ pub async fn dev_matches(env: &Env, tables: &[&str], timeout: Duration) -> Resul
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Rows with every JSON object or array cell re-serialised (keys sorted, no spaces): dev's jsonb
+/// orders keys its own way. Sorted again.
+pub fn normalize_json(rows: Vec<Vec<Option<String>>>) -> Vec<Vec<Option<String>>> {
+    let mut out: Vec<Vec<Option<String>>> = rows
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|c| {
+                    c.map(|v| {
+                        let t = v.trim_start();
+                        if (t.starts_with('{') || t.starts_with('['))
+                            && let Ok(j) = serde_json::from_str::<serde_json::Value>(t)
+                        {
+                            return j.to_string();
+                        }
+                        v
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// PHI-free summary of every event in the topic (offset, epoch, run, seq, kind), for diagnosis.
@@ -447,4 +490,46 @@ pub fn read_topic(kafka: &veil::config::KafkaConfig, topic: &str) -> Vec<(i64, V
 /// True when `needle` occurs in `hay`.
 pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The `veil` binary running one command, its output appended to a log file; killed on drop.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn start(what: &str, config: &std::path::Path, log: &std::path::Path) -> Proc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_veil"))
+            .args([what, "--config"])
+            .arg(config)
+            .env("RUST_LOG", "debug,rdkafka=warn,tokio_postgres=info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Proc { child }
+    }
+    /// SIGTERM: an orderly stop.
+    pub fn term(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
