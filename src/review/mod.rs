@@ -9,4 +9,5 @@ pub mod error;
 pub mod names;
 pub mod propose;
 pub mod reveal;
+pub mod shapes;
 pub mod workflow;

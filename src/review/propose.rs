@@ -448,6 +448,21 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
             );
             p.notes.push("an age: over 89 becomes 90".into());
         }
+        _ if (int || float)
+            && !matches!(hint, Some(NameHint::SafeKind))
+            && super::shapes::coordinates(f.sample) =>
+        {
+            set(
+                &mut p,
+                Some(IdClass::Geography),
+                "sensitive",
+                Some("scrub"),
+                None,
+                "medium",
+            );
+            p.notes
+                .push("coordinate-shaped: within ±180 with 4+ decimals (finer than 1 km)".into());
+        }
         _ if int || float => match hint {
             Some(NameHint::Id(IdClass::Geography)) | Some(NameHint::Id(IdClass::Dates)) => {
                 // Sub-state geography (coordinates, ZIPs and counties as numbers) has no
@@ -490,6 +505,33 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
             if let Some(cs) = code_system(f.sample, &ws) {
                 p.notes.push(format!("{cs} codes"));
                 set(&mut p, None, "safe", None, None, "high");
+                return p;
+            }
+            // Shapes the scanner does not know: device identifiers and coordinates.
+            if super::shapes::udis(f.sample) {
+                set(
+                    &mut p,
+                    Some(IdClass::Device),
+                    "sensitive",
+                    Some("tokenize"),
+                    Some(f.column.to_owned()),
+                    "high",
+                );
+                p.notes.push("UDI-shaped (GS1 or HIBCC)".into());
+                return p;
+            }
+            if !matches!(hint, Some(NameHint::SafeKind)) && super::shapes::coordinates(f.sample) {
+                set(
+                    &mut p,
+                    Some(IdClass::Geography),
+                    "sensitive",
+                    Some("scrub"),
+                    None,
+                    "medium",
+                );
+                p.notes.push(
+                    "coordinate-shaped: within ±180 with 4+ decimals (finer than 1 km)".into(),
+                );
                 return p;
             }
             // Measurements stored as text: decimal numbers, not keys, no identifier name.
@@ -987,5 +1029,25 @@ mod tests {
         let p = proposal("visit", "kind_label", TypeClass::Text, &phones);
         assert_ne!(p.class, "safe", "{p:?}");
         assert_eq!(p.scan, None);
+    }
+
+    #[test]
+    fn udis_and_coordinates_without_a_name_hint() {
+        let udis = many(|i| format!("+H{:03}AB{:03}/$$2612ABC{:03}", i % 900, i, i));
+        let p = proposal("item", "v1", TypeClass::Text, &udis);
+        assert_eq!(
+            (p.identifier_class.as_deref(), p.rule.as_deref()),
+            (Some("device"), Some("tokenize")),
+            "{p:?}"
+        );
+        let degrees = many(|i| format!("{:.6}", 42.1 + i as f64 * 0.00731));
+        for class in [TypeClass::Float8, TypeClass::Numeric, TypeClass::Text] {
+            let p = proposal("item", "v2", class.clone(), &degrees);
+            assert_eq!(
+                (p.identifier_class.as_deref(), p.rule.as_deref()),
+                (Some("geography"), Some("scrub")),
+                "{class:?}: {p:?}"
+            );
+        }
     }
 }
