@@ -355,6 +355,7 @@ async fn registry(command: RegistryCommand) -> Result<(), Failure> {
                 reason,
                 scan: no_scan.then_some(false),
                 mode,
+                paths: Vec::new(),
             };
             commands::approve(&load(&config)?, target.as_deref(), all_proposed, &d).await
         }

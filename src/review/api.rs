@@ -181,6 +181,7 @@ async fn approve(
         reason: b.reason,
         scan: b.scan,
         mode: b.mode,
+        paths: Vec::new(),
     };
     written(review::approve(&state.cfg, &target, &d).await)
 }

@@ -38,6 +38,14 @@ pub async fn pending(cfg: &Config, json: bool, store: bool) -> Result<(), Failur
                 .unwrap_or_default(),
             prop.map(|x| x.evidence()).unwrap_or_default()
         );
+        if let Some(x) = prop.filter(|x| !x.paths.is_empty()) {
+            let paths: Vec<String> = x
+                .paths
+                .iter()
+                .map(|j| format!("{} {}", j.path, j.rule))
+                .collect();
+            println!("    paths: {}", paths.join(", "));
+        }
         if !p.shares_domain_with.is_empty() {
             println!("    same domain: {}", p.shares_domain_with.join(", "));
         }

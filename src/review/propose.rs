@@ -64,6 +64,18 @@ pub struct Proposal {
     /// The `redact` rule's mode (`whole` or `spans`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// The `json` rule's paths: structural keys only (see [`json_paths`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<JsonPath>,
+}
+
+/// One proposed path of a `json` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonPath {
+    pub path: String,
+    /// `keep` (a small list of values no detector fires on) or `scrub` (the key travels, the
+    /// values become null).
+    pub rule: String,
 }
 
 impl Proposal {
@@ -279,6 +291,7 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
         notes: Vec::new(),
         scan: None,
         mode: None,
+        paths: Vec::new(),
     };
     p.notes.push(format!(
         "{distinct} distinct of {n} sampled ({:.0}%)",
@@ -392,8 +405,9 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
             set(&mut p, None, "safe", None, None, "medium");
         }
         TypeClass::Json | TypeClass::Jsonb => {
-            // Keys can be data: no path is proposed from the sample; every leaf is nulled until
-            // a reviewer names the paths that may travel.
+            // Keys can be data: only structural keys (in most documents, identifier-shaped, no
+            // detector firing) are named; every other key is tokenized and every other leaf
+            // nulled until a reviewer names more paths.
             set(
                 &mut p,
                 Some(id_or(hint, IdClass::OtherId)),
@@ -402,8 +416,12 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
                 None,
                 "medium",
             );
-            p.notes
-                .push("needs review: every leaf nulled until paths are approved".into());
+            p.paths = json_paths(scanner, f.sample);
+            p.notes.push(format!(
+                "{} structural paths named ({} kept); other keys tokenized, other leaves null",
+                p.paths.len(),
+                p.paths.iter().filter(|x| x.rule == "keep").count()
+            ));
         }
         TypeClass::Bytea => match hint {
             Some(NameHint::Id(c)) => {
@@ -671,6 +689,108 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
         }
     }
     p
+}
+
+/// The paths of a `json` proposal: keys present in at least half of the sampled documents (ten
+/// or more), each segment identifier-shaped ASCII on which no detector fires — structure, not
+/// data, so they may be printed and travel. Only the deepest such paths are listed (their
+/// parents are named by them). A leaf path whose values are a small list no detector fires on,
+/// under a name that is no identifier's, is kept; every other path is scrubbed (the key
+/// travels, the values become null).
+pub fn json_paths(scanner: &Scanner, sample: &[String]) -> Vec<JsonPath> {
+    use serde_json::Value as J;
+    fn structural_key(scanner: &Scanner, k: &str) -> bool {
+        let b = k.as_bytes();
+        !b.is_empty()
+            && b.len() <= 40
+            && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+            && scanner.detect(k).is_empty()
+    }
+    fn walk(
+        v: &J,
+        at: &str,
+        scanner: &Scanner,
+        seen: &mut BTreeSet<String>,
+        leaves: &mut BTreeMap<String, Vec<String>>,
+    ) {
+        match v {
+            J::Object(m) => {
+                for (k, child) in m {
+                    if !structural_key(scanner, k) {
+                        continue;
+                    }
+                    let p = format!("{at}.{k}");
+                    seen.insert(p.clone());
+                    walk(child, &p, scanner, seen, leaves);
+                }
+            }
+            J::Array(items) => {
+                let p = format!("{at}[*]");
+                for item in items {
+                    walk(item, &p, scanner, seen, leaves);
+                }
+            }
+            J::Null => {}
+            J::String(s) => leaves.entry(at.to_owned()).or_default().push(s.clone()),
+            other => leaves
+                .entry(at.to_owned())
+                .or_default()
+                .push(other.to_string()),
+        }
+    }
+    let mut docs = 0usize;
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    let mut leaves: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in sample {
+        let Ok(doc) = serde_json::from_str::<J>(v) else {
+            continue;
+        };
+        docs += 1;
+        let mut seen = BTreeSet::new();
+        walk(&doc, "$", scanner, &mut seen, &mut leaves);
+        for p in seen {
+            *count.entry(p).or_default() += 1;
+        }
+    }
+    if docs < 10 {
+        return Vec::new();
+    }
+    let frequent: BTreeSet<&String> = count
+        .iter()
+        .filter(|(_, c)| **c * 2 >= docs)
+        .map(|(p, _)| p)
+        .collect();
+    let mut out = Vec::new();
+    for p in &frequent {
+        // The deepest: no frequent path extends this one.
+        let deeper = frequent.iter().any(|q| {
+            q.len() > p.len()
+                && q.starts_with(p.as_str())
+                && matches!(q.as_bytes()[p.len()], b'.' | b'[')
+        });
+        if deeper {
+            continue;
+        }
+        let last = p
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches("[*]");
+        let values = leaves.get(*p).map(Vec::as_slice).unwrap_or_default();
+        let distinct = values.iter().collect::<BTreeSet<_>>().len();
+        let keep = !values.is_empty()
+            && values.len() >= 10
+            && distinct <= 20
+            && distinct * 5 <= values.len().max(5)
+            && !matches!(name_hint(last), Some(NameHint::Id(_)))
+            && values.iter().all(|v| scanner.detect(v).is_empty());
+        out.push(JsonPath {
+            path: (*p).clone(),
+            rule: if keep { "keep" } else { "scrub" }.into(),
+        });
+    }
+    out
 }
 
 fn hint_class(h: Option<NameHint>) -> Option<IdClass> {
@@ -1049,5 +1169,48 @@ mod tests {
                 "{class:?}: {p:?}"
             );
         }
+    }
+
+    #[test]
+    fn json_names_only_structural_paths_and_never_a_key_that_is_data() {
+        let people = [
+            "Jane Doe",
+            "山田 太郎",
+            "Olga Ivanova",
+            "Pedro Alves",
+            "Wei Chen",
+        ];
+        let docs = many(|i| {
+            format!(
+                "{{\"theme\": \"{}\", \"emergency_contacts\": {{\"{}\": {{\"phone\": \"617-555-{:04}\"}}}}, \"pharmacy\": \"Store {}\", \"n\": {{\"a\": {i}}}}}",
+                ["light", "dark"][i % 2],
+                people[i % 5],
+                i,
+                i
+            )
+        });
+        let p = proposal("preference", "profile", TypeClass::Jsonb, &docs);
+        assert_eq!(p.rule.as_deref(), Some("json"));
+        let got: Vec<(&str, &str)> = p
+            .paths
+            .iter()
+            .map(|x| (x.path.as_str(), x.rule.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("$.emergency_contacts", "scrub"),
+                ("$.n.a", "scrub"),
+                ("$.pharmacy", "scrub"),
+                ("$.theme", "keep"),
+            ]
+        );
+        let printed = serde_json::to_string(&p).unwrap();
+        for name in people {
+            assert!(!printed.contains(name));
+        }
+        // Too few documents: no path at all.
+        let p = proposal("preference", "profile", TypeClass::Jsonb, &docs[..5]);
+        assert!(p.paths.is_empty());
     }
 }

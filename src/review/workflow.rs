@@ -203,6 +203,8 @@ pub struct ColumnDecision {
     pub scan: Option<bool>,
     /// The `redact` rule's mode: `spans` (the default) or `whole`.
     pub mode: Option<String>,
+    /// The `json` rule's paths (path, rule `keep` or `scrub`).
+    pub paths: Vec<(String, String)>,
 }
 
 fn toml_str(s: &str) -> String {
@@ -304,6 +306,14 @@ pub fn write_checked_decision(
     }
     if let Some(scan) = d.scan {
         fields.push(format!("scan = {scan}"));
+    }
+    if !d.paths.is_empty() {
+        let paths: Vec<String> = d
+            .paths
+            .iter()
+            .map(|(p, r)| format!("{{ path = {}, rule = {} }}", toml_str(p), toml_str(r)))
+            .collect();
+        fields.push(format!("paths = [{}]", paths.join(", ")));
     }
     fields.push(format!("reviewer = {}", toml_str(&d.by)));
     fields.push(format!("reviewed_at = {}", toml_str(&now_rfc3339())));
@@ -604,6 +614,11 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
                 reason: format!("accepted scanner proposal: {}", prop.evidence()),
                 scan: prop.scan,
                 mode: prop.mode.clone(),
+                paths: prop
+                    .paths
+                    .iter()
+                    .map(|x| (x.path.clone(), x.rule.clone()))
+                    .collect(),
             },
             &fits_check(info, &p.column, &scanner),
         )?;

@@ -86,6 +86,9 @@ pub struct Col {
     pub sql_type: &'static str,
     pub class: Class,
     pub make: Gen,
+    /// JSON columns: the keys that are structure, not data (`key`), and those whose values are
+    /// safe too (`key=`). Everything else in the document is of the column's class.
+    pub json_safe: &'static [&'static str],
 }
 
 pub struct Table {
@@ -141,6 +144,14 @@ fn col(name: &'static str, sql_type: &'static str, class: Class, make: Gen) -> C
         sql_type,
         class,
         make,
+        json_safe: &[],
+    }
+}
+
+impl Col {
+    fn json_safe(mut self, keys: &'static [&'static str]) -> Col {
+        self.json_safe = keys;
+        self
     }
 }
 
@@ -1243,7 +1254,8 @@ fn portal() -> Schema {
                                 r.pick(CITIES)
                             )
                         }),
-                    ),
+                    )
+                    .json_safe(&["theme=", "emergency_contacts", "phone", "relation=", "pharmacy"]),
                     col(
                         "ui_flags",
                         "text[]",

@@ -67,6 +67,48 @@ fn cells(v: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The parts of an identifier column's value that carry its class: the value, array elements,
+/// JSON keys and leaves — except what the corpus labels structure (`json_safe`).
+fn identifier_parts(c: &corpus::Col, v: &str) -> Vec<String> {
+    let t = v.trim();
+    if !c.json_safe.is_empty()
+        && let Ok(j) = serde_json::from_str::<serde_json::Value>(t)
+    {
+        let mut out = Vec::new();
+        labelled_json_parts(&j, c.json_safe, false, &mut out);
+        return out;
+    }
+    let mut out = Vec::new();
+    cells(v, &mut out);
+    out
+}
+
+fn labelled_json_parts(
+    j: &serde_json::Value,
+    safe: &[&str],
+    value_safe: bool,
+    out: &mut Vec<String>,
+) {
+    match j {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let structure = safe.iter().any(|s| s.trim_end_matches('=') == k);
+                if !structure {
+                    out.push(k.clone());
+                }
+                let safe_value = safe.iter().any(|s| s.strip_suffix('=') == Some(k));
+                labelled_json_parts(v, safe, safe_value, out);
+            }
+        }
+        serde_json::Value::Array(a) => a
+            .iter()
+            .for_each(|v| labelled_json_parts(v, safe, value_safe, out)),
+        serde_json::Value::String(s) if !value_safe => out.push(s.clone()),
+        serde_json::Value::Number(n) if !value_safe => out.push(n.to_string()),
+        _ => {}
+    }
+}
+
 fn json_cells(j: &serde_json::Value, out: &mut Vec<String>) {
     match j {
         serde_json::Value::Object(m) => {
@@ -112,8 +154,7 @@ async fn read_truth(prod: &Client, schema: &Schema, truth: &mut Truth) {
             for (c, v) in t.columns.iter().zip(r) {
                 let Some(v) = v else { continue };
                 if c.class.is_identifier() {
-                    let mut parts = Vec::new();
-                    cells(&v, &mut parts);
+                    let parts = identifier_parts(c, &v);
                     truth.ids.extend(parts.into_iter().map(|p| (c.class, p)));
                 } else {
                     truth.safe.push(v);
@@ -383,9 +424,7 @@ async fn check_rows_through_gate(env: &Env, prod: &Client, t: &corpus::Table) ->
                 }
                 None => Vec::new(),
             };
-            let mut parts = Vec::new();
-            cells(v, &mut parts);
-            for p in parts {
+            for p in identifier_parts(c, v) {
                 let p = p.trim();
                 if p.chars().count() < 3 {
                     continue;
