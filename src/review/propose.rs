@@ -971,9 +971,9 @@ pub fn rule_fits(
             .any(|fk| fk.columns.iter().any(|c| c == column));
     if key {
         let merges = match rule {
-            Rule::Keep | Rule::Ssn { .. } | Rule::Email { .. } => false,
-            // Text tokens of a numeric keep the digit layout, and `042` is `42` as a number.
-            Rule::Tokenize { .. } => matches!(class, TypeClass::Numeric),
+            // Tokens are unique in their domain (numeric ones in canonical form, so distinct
+            // tokens are distinct numbers).
+            Rule::Keep | Rule::Ssn { .. } | Rule::Email { .. } | Rule::Tokenize { .. } => false,
             _ => true,
         };
         if merges {

@@ -767,6 +767,28 @@ fn claims() -> Schema {
                     ),
                 ],
             },
+            // Added after the first labelling (a numeric key shape): payments keyed by a
+            // numeric(15,0) check number, as older warehouses keep them.
+            Table {
+                name: "pmt",
+                rows: 600,
+                constraints: "PRIMARY KEY (pmt_chk_num), FOREIGN KEY (clm_id) REFERENCES clm (clm_id)",
+                columns: vec![
+                    col(
+                        "pmt_chk_num",
+                        "numeric(15,0)",
+                        OtherId,
+                        key_int(100_000_000_000_000, 7),
+                    ),
+                    col(
+                        "clm_id",
+                        "bigint",
+                        OtherId,
+                        ref_int(1_000_000_000_000, 17, 1500),
+                    ),
+                    col("pmt_amt", "numeric(12,2)", Safe, decimal(0, 9000, 2)),
+                ],
+            },
         ],
     }
 }

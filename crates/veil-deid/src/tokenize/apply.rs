@@ -111,11 +111,21 @@ pub fn apply(
         }
         RuleKey::Vault(v) => {
             let normalized;
-            let value = if v.kind == TokenKind::Uuid {
-                normalized = value.trim().to_ascii_lowercase();
-                normalized.as_str()
-            } else {
-                value
+            let value = match v.kind {
+                TokenKind::Uuid => {
+                    normalized = value.trim().to_ascii_lowercase();
+                    normalized.as_str()
+                }
+                // One number, one token: `42.0` and `42` are equal keys. NaN and the
+                // infinities identify no one and have no digits to replace.
+                TokenKind::Numeric => match canonical_numeric(value) {
+                    Some(c) => {
+                        normalized = c;
+                        normalized.as_str()
+                    }
+                    None => return Ok(Some(value.to_owned())),
+                },
+                _ => value,
             };
             let hash = v.key.value_hash(value);
             match cx.store.get(&v.domain, &hash) {
@@ -317,7 +327,8 @@ impl RuleKey {
                         RuleKey::IntPerm(cx.master.domain_key(domain))
                     }
                 }
-                TypeClass::Text | TypeClass::Numeric => vault(domain, TokenKind::Text),
+                TypeClass::Text => vault(domain, TokenKind::Text),
+                TypeClass::Numeric => vault(domain, TokenKind::Numeric),
                 TypeClass::Uuid => vault(domain, TokenKind::Uuid),
                 TypeClass::Bytea => vault(domain, TokenKind::Bytea),
                 other => return Err(not_applicable("tokenize", other)),
@@ -361,8 +372,10 @@ impl RuleKey {
                 for (path, r) in paths {
                     let segs = parse_path(path).map_err(|_| not_applicable("json", class))?;
                     // Leaves are strings or numbers: bind as text (numbers become numeric).
+                    // Tokens of leaves are text tokens (a leaf may be a string or a number).
                     let leaf_class = match r {
-                        Rule::Tokenize { .. } | Rule::AgeCap => TypeClass::Numeric,
+                        Rule::Tokenize { .. } => TypeClass::Text,
+                        Rule::AgeCap => TypeClass::Numeric,
                         Rule::DateShift { .. } | Rule::YearOnly => TypeClass::Date,
                         _ => TypeClass::Text,
                     };

@@ -430,6 +430,69 @@ fn json_keys_are_data_unless_a_path_names_them() {
     assert!(out.contains("Jane Doe") && !out.contains("123-45"));
 }
 
+#[test]
+fn numeric_tokens_are_canonical_numbers() {
+    use super::text::canonical_numeric;
+    assert_eq!(canonical_numeric("0042.500").as_deref(), Some("42.5"));
+    assert_eq!(canonical_numeric("-0.00").as_deref(), Some("0"));
+    assert_eq!(canonical_numeric("7").as_deref(), Some("7"));
+    assert_eq!(canonical_numeric("NaN"), None);
+    assert_eq!(canonical_numeric("-Infinity"), None);
+    // Random and keyed candidates: never a leading zero, never a trailing zero after the point,
+    // so two distinct tokens are two distinct numbers.
+    for random in [true, false] {
+        let r = vrule(TokenKind::Numeric, random);
+        for v in ["10", "123456789012", "-4500.25", "0.5", "99.01"] {
+            for attempt in 0..200 {
+                let t = r.candidate(v, attempt);
+                let c = canonical_numeric(&t).unwrap();
+                assert_eq!(c, t.trim_start_matches('+'), "{v} → {t}");
+                assert_eq!(t.len(), v.len(), "{v} → {t}");
+            }
+        }
+    }
+    // Equal numbers, one token; NaN stays NaN.
+    let m = key();
+    let scanner = Arc::new(Scanner::standard());
+    let idx = |_: &str| Some(0usize);
+    let bcx = BindCx {
+        master: &m,
+        profile: Profile::SafeHarbor,
+        column_index: &idx,
+        scanner: &scanner,
+        restricted_zip3: &Arc::new(RESTRICTED_ZIP3.iter().map(|s| s.to_string()).collect()),
+    };
+    let rule = RuleKey::bind(
+        &Rule::Tokenize {
+            domain: "acct".into(),
+        },
+        &TypeClass::Numeric,
+        &bcx,
+    )
+    .unwrap();
+    let store = MemoryStore::default();
+    let run = |v: &str| {
+        let row = [];
+        for _ in 0..2 {
+            let mut misses = Vec::new();
+            let mut cx = Cx {
+                store: &store,
+                misses: &mut misses,
+                row: &row,
+            };
+            let out = apply(&rule, &TypeClass::Numeric, v, &mut cx).unwrap();
+            if misses.is_empty() {
+                return out.unwrap();
+            }
+            store.allocate(&misses);
+        }
+        unreachable!()
+    };
+    assert_eq!(run("42"), run("42.00"));
+    assert_ne!(run("42"), "42");
+    assert_eq!(run("NaN"), "NaN");
+}
+
 proptest::proptest! {
     #[test]
     fn int_permutation_roundtrips_on_full_ranges(v in proptest::num::i64::ANY, w in proptest::num::i32::ANY, s in proptest::num::i16::ANY) {

@@ -14,8 +14,11 @@ pub enum TokenKind {
     Int {
         bits: u32,
     },
-    /// Layout-keeping text (also numeric ids: digits stay digits).
+    /// Layout-keeping text.
     Text,
+    /// A `numeric`: layout-keeping digits in canonical form (no leading zero, no trailing zero
+    /// after the point), so distinct tokens are distinct numbers and keys stay keys.
+    Numeric,
     Ssn,
     Email,
     Uuid,
@@ -28,6 +31,51 @@ impl TokenKind {
     pub fn unique(self) -> bool {
         !matches!(self, TokenKind::Surrogate(_))
     }
+}
+
+/// Makes a digit string canonical as a number: the first digit of an integer part longer than
+/// one digit and the last digit after the point are never `0` (drawn again from 1–9).
+fn canonical_digits(t: &mut [char], rng: &mut Seed) {
+    let nonzero = |rng: &mut Seed| char::from(b'1' + (rng.next_u32() % 9) as u8);
+    let start = usize::from(t.first() == Some(&'-'));
+    let point = t.iter().position(|c| *c == '.').unwrap_or(t.len());
+    if point - start > 1 && t[start] == '0' {
+        t[start] = nonzero(rng);
+    }
+    if point + 1 < t.len() && t[t.len() - 1] == '0' {
+        let last = t.len() - 1;
+        t[last] = nonzero(rng);
+    }
+}
+
+/// The canonical text of a `numeric` value (leading zeros of the integer part and trailing zeros
+/// after the point removed), so `42`, `042` and `42.00` are one value; `None` for text that is
+/// not a finite decimal (`NaN`, `Infinity`).
+pub fn canonical_numeric(v: &str) -> Option<String> {
+    let v = v.trim();
+    let (sign, body) = match v.strip_prefix('-') {
+        Some(b) => ("-", b),
+        None => ("", v.strip_prefix('+').unwrap_or(v)),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let sign = if int == "0" && frac.is_empty() {
+        ""
+    } else {
+        sign
+    };
+    Some(if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    })
 }
 
 /// SSN areas never issued: 000, 666, 900–999.
@@ -81,6 +129,15 @@ impl VaultRule {
                 } else {
                     shape(value, &mut rng)
                 }
+            }
+            TokenKind::Numeric => {
+                let mut t: Vec<char> = if !self.random && attempt == 0 {
+                    self.key.text(value).chars().collect()
+                } else {
+                    shape(value, &mut rng).chars().collect()
+                };
+                canonical_digits(&mut t, &mut rng);
+                t.into_iter().collect()
             }
             TokenKind::Ssn => {
                 let n = value.chars().filter(char::is_ascii_digit).count();
