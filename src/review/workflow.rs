@@ -263,7 +263,7 @@ pub fn write_checked_decision(
     let registry = Registry::load(registry_dir)?;
     let path = match registry.table(table) {
         Some(e) => e.file.clone(),
-        None => registry_dir.join(format!("{table}.toml")),
+        None => table_file(registry_dir, table),
     };
     let old = std::fs::read_to_string(&path).ok();
     let table_profile = registry
@@ -414,6 +414,21 @@ pub fn write_checked_decision(
     Ok(path)
 }
 
+/// The registry file for a table not yet classified: `<dir>/<schema.table>.toml`, every
+/// character but letters, digits, `_`, `-` and `.` written as `%XX` (a quoted identifier may
+/// hold `/`), and a leading `.` too — always a plain file name inside `dir`.
+pub fn table_file(dir: &Path, table: &str) -> PathBuf {
+    let mut name = String::new();
+    for (i, b) in table.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    dir.join(format!("{name}.toml"))
+}
+
 /// Splits `schema.table.column`.
 pub fn split_target(target: &str) -> Result<(String, Option<String>), ReviewError> {
     let parts: Vec<&str> = target.split('.').collect();
@@ -428,11 +443,19 @@ pub fn split_target(target: &str) -> Result<(String, Option<String>), ReviewErro
 
 /// The table as production has it now.
 async fn describe(client: &tokio_postgres::Client, table: &str) -> Result<TableInfo, ReviewError> {
+    // By schema and name as the catalog spells them (the registry's `schema.table`), not
+    // parsed as SQL: a quoted identifier may hold any character.
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
     let oid: u32 = client
-        .query_opt("SELECT to_regclass($1)::oid", &[&table])
+        .query_opt(
+            "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+             ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 \
+             AND c.relkind IN ('r', 'p')",
+            &[&schema, &name],
+        )
         .await
         .map_err(|e| ReviewError::Postgres(crate::pg::errors::PgError::new("look up table", &e)))?
-        .and_then(|r| r.get::<_, Option<u32>>(0))
+        .map(|r| r.get::<_, u32>(0))
         .ok_or_else(|| {
             ReviewError::Invalid(format!("table {table} does not exist in production"))
         })?;
@@ -543,13 +566,17 @@ pub async fn block(
                     "a decision needs --by and --reason".into(),
                 ));
             }
+            // The table must exist in production; its name comes from the catalog, and the
+            // file name is made from it, never from request text.
+            let client = connect_source(cfg).await?;
+            let table = describe(&client, &table).await?.qualified();
             let registry = Registry::load(&cfg.registry.dir)?;
             if registry.table(&table).is_some() {
                 return Err(ReviewError::Invalid(format!(
                     "{table} is already classified; set blocked = true in its file by hand"
                 )));
             }
-            let path = cfg.registry.dir.join(format!("{table}.toml"));
+            let path = table_file(&cfg.registry.dir, &table);
             let text = format!(
                 "# Classification of {table}, written by `veil registry block`.\ntable = {}\nblocked = true\nreviewer = {}\nreason = {}\n",
                 toml_str(&table),

@@ -598,6 +598,35 @@ async fn review_api_needs_the_token_and_writes_decisions() {
             .as_deref(),
         Some("kim")
     );
+    // A whole-table block names a table production has; the file name comes from the catalog,
+    // never from request text (an absolute or `../` target wrote anywhere before).
+    let outside = env.registry_dir().parent().unwrap().join("escape.t.toml");
+    for target in [
+        format!(
+            "{}.t",
+            env.registry_dir()
+                .parent()
+                .unwrap()
+                .join("escape")
+                .display()
+        ),
+        "../../escape.t".to_owned(),
+        "public.no_such_table".to_owned(),
+    ] {
+        let body = serde_json::json!({"target": target, "by": "kim", "reason": "test"}).to_string();
+        let (status, reply) = http(&addr, "POST", "/v1/block", Some(token), Some(&body)).await;
+        assert!((400..500).contains(&status), "{target}: {status} {reply}");
+    }
+    assert!(!outside.exists());
+    prod.batch_execute(r#"CREATE TABLE "odd/x" (id int PRIMARY KEY)"#)
+        .await
+        .unwrap();
+    let body = r#"{"target": "public.odd/x", "by": "kim", "reason": "staging"}"#;
+    let (status, reply) = http(&addr, "POST", "/v1/block", Some(token), Some(body)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(env.registry_dir().join("public.odd%2Fx.toml").exists());
+    let registry = veil::deid::registry::Registry::load(&env.registry_dir()).unwrap();
+    assert!(registry.table("public.odd/x").unwrap().blocked);
     stop_tx.send(true).unwrap();
     server.await.unwrap().unwrap();
 }

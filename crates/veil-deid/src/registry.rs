@@ -530,9 +530,14 @@ impl Registry {
                 hasher.update(b"restricted_zip3.txt\0");
                 hasher.update(text.as_bytes());
                 let mut out = Vec::new();
+                let mut override_reason = None;
                 for (i, line) in text.lines().enumerate() {
                     let l = line.split('#').next().unwrap_or("").trim();
                     if l.is_empty() {
+                        continue;
+                    }
+                    if let Some(reason) = l.strip_prefix("override-hhs-prefixes:") {
+                        override_reason = Some(reason.trim().to_owned());
                         continue;
                     }
                     if l.len() != 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
@@ -545,6 +550,32 @@ impl Registry {
                         });
                     }
                     out.push(l.to_owned());
+                }
+                // An empty or shortened list would silently turn suppression off for the
+                // prefixes HHS names: only an explicit, reasoned override may do that.
+                let missing = RESTRICTED_ZIP3
+                    .iter()
+                    .filter(|p| !out.iter().any(|o| o == *p))
+                    .count();
+                match &override_reason {
+                    Some(r) if r.is_empty() => {
+                        return Err(RegistryError::Table {
+                            path: zip_path.clone(),
+                            message: "override-hhs-prefixes needs a reason after the colon".into(),
+                        });
+                    }
+                    None if missing > 0 => {
+                        return Err(RegistryError::Table {
+                            path: zip_path.clone(),
+                            message: format!(
+                                "{missing} of the 17 prefixes HHS lists (populations of 20,000 \
+                                 or fewer) are missing, which would publish them; add them, or \
+                                 write a line `override-hhs-prefixes: <reason>` (e.g. newer \
+                                 census figures)"
+                            ),
+                        });
+                    }
+                    _ => {}
                 }
                 out
             }
@@ -820,7 +851,35 @@ y = { type = "text", class = "blocked" }
         write(d.path(), "public.t.toml", "table = \"public.t\"\n");
         assert_eq!(Registry::load(d.path()).unwrap().restricted_zip3.len(), 17);
         let v1 = Registry::load(d.path()).unwrap().version;
-        std::fs::write(d.path().join("restricted_zip3.txt"), "# test\n021\n").unwrap();
+        // An empty or shortened list is refused: it would publish the prefixes HHS lists.
+        std::fs::write(d.path().join("restricted_zip3.txt"), "").unwrap();
+        let e = Registry::load(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("17 of the 17") && e.contains("override-hhs-prefixes"),
+            "{e}"
+        );
+        std::fs::write(d.path().join("restricted_zip3.txt"), "021\n").unwrap();
+        assert!(Registry::load(d.path()).is_err());
+        std::fs::write(
+            d.path().join("restricted_zip3.txt"),
+            "override-hhs-prefixes:\n021\n",
+        )
+        .unwrap();
+        assert!(
+            Registry::load(d.path())
+                .unwrap_err()
+                .to_string()
+                .contains("reason")
+        );
+        // The full list plus one more, or an explicit reasoned override, loads.
+        let full: String = RESTRICTED_ZIP3.iter().map(|p| format!("{p}\n")).collect();
+        std::fs::write(d.path().join("restricted_zip3.txt"), format!("{full}021\n")).unwrap();
+        assert_eq!(Registry::load(d.path()).unwrap().restricted_zip3.len(), 18);
+        std::fs::write(
+            d.path().join("restricted_zip3.txt"),
+            "# test\noverride-hhs-prefixes: census 2030 figures (ticket DEID-12)\n021\n",
+        )
+        .unwrap();
         let r = Registry::load(d.path()).unwrap();
         assert_eq!(r.restricted_zip3.as_slice(), ["021".to_string()]);
         assert_ne!(r.version, v1);
