@@ -66,6 +66,9 @@ pub struct Streamer {
     pub(super) window_count: u64,
     /// What each planned table was planned from, to plan it again when the registry changes.
     pub(super) described: HashMap<u32, (catalog::TableInfo, Vec<String>)>,
+    /// Partitions whose changes pgoutput sent under their own oid although the publication
+    /// publishes via the root: partition oid → root oid (they take the root's plan).
+    pub(super) partition_roots: HashMap<u32, u32>,
     /// Keeps the source from dropping a held stream (see `hold`).
     pub keepalive: Box<dyn KeepAlive>,
     /// Shutdown requested (a hold returns `StoppedWhileHeld`).
@@ -696,16 +699,48 @@ impl Streamer {
             .filter(|c| c.is_key)
             .map(|c| c.name.clone())
             .collect();
-        let info = catalog::describe_table(&self.catalog, rel.oid, Some(&cols)).await?;
+        // A partition of a root the publication publishes: its rows are the root's rows, under
+        // the root's decisions (a partition is never a table of its own to hold).
+        let oid = match self.published_root(rel.oid).await? {
+            Some(root) => {
+                self.partition_roots.insert(rel.oid, root);
+                root
+            }
+            None => rel.oid,
+        };
+        let info = catalog::describe_table(&self.catalog, oid, Some(&cols)).await?;
         let plan = self.plan_or_hold(&info, &keys).await?;
         self.flush_rows().await?;
         self.publish_schema_if_changed(&plan).await?;
         self.remember_schema(&plan);
-        self.described.insert(rel.oid, (info, keys));
+        self.described.insert(oid, (info, keys));
         Ok(())
     }
 
+    /// The published root of a partition (`publish_via_partition_root`), if `oid` is one.
+    async fn published_root(&self, oid: u32) -> Result<Option<u32>, StreamError> {
+        let row = self
+            .catalog
+            .query_opt(
+                "SELECT pg_catalog.pg_partition_root(c.oid)::oid FROM pg_catalog.pg_class c \
+                 WHERE c.oid = $1 AND c.relispartition AND EXISTS (SELECT 1 FROM \
+                 pg_catalog.pg_publication_tables t WHERE t.pubname = $2 AND \
+                 (quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))::regclass \
+                 = pg_catalog.pg_partition_root(c.oid))",
+                &[&oid, &self.publication],
+            )
+            .await
+            .map_err(|e| {
+                StreamError::Postgres(crate::pg::errors::PgError::new(
+                    "look up partition root",
+                    &e,
+                ))
+            })?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     fn plan(&self, oid: u32) -> Result<Arc<TablePlan>, StreamError> {
+        let oid = self.partition_roots.get(&oid).copied().unwrap_or(oid);
         self.plans.get(&oid).cloned().ok_or_else(|| {
             StreamError::Protocol(format!(
                 "change for relation oid {oid} before its Relation message"

@@ -118,12 +118,22 @@ pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {
     if !exists {
         client
             .batch_execute(&format!(
-                "CREATE PUBLICATION \"{}\" FOR ALL TABLES",
+                "CREATE PUBLICATION \"{}\" FOR ALL TABLES WITH (publish_via_partition_root = true)",
                 src.publication.replace('"', "\"\"")
             ))
             .await
             .map_err(pg("create publication"))?;
         report.publication_created = true;
+    } else {
+        // Partitions publish as their root, so next month's partition is no new table to hold
+        // and every partition takes the root's decisions (publications of older versions).
+        client
+            .batch_execute(&format!(
+                "ALTER PUBLICATION \"{}\" SET (publish_via_partition_root = true)",
+                src.publication.replace('"', "\"\"")
+            ))
+            .await
+            .map_err(pg("set publish_via_partition_root"))?;
     }
     client
         .batch_execute(TRIGGER_SQL)

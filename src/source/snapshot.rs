@@ -175,13 +175,25 @@ pub async fn run(
             .qualified
             .split_once('.')
             .unwrap_or(("public", &plan.qualified));
+        // A plain table is read with ONLY: an inheritance child is a published table of its
+        // own, copied under its own decisions. A partitioned root (published via the root) is
+        // read whole: its partitions hold its rows, and they take its decisions.
+        let partitioned = snap
+            .query_one(
+                "SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = $1",
+                &[&plan.oid],
+            )
+            .await
+            .map_err(pg("look up relkind"))?
+            .get::<_, bool>(0);
         let sql = format!(
-            "COPY (SELECT {} FROM {}.{}) TO STDOUT",
+            "COPY (SELECT {} FROM {}{}.{}) TO STDOUT",
             if cols.is_empty() {
                 "1".into()
             } else {
                 cols.join(", ")
             },
+            if partitioned { "" } else { "ONLY " },
             crate::pg::quote::ident(schema),
             crate::pg::quote::ident(name)
         );

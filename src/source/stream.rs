@@ -102,6 +102,7 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
         queue: Vec::new(),
         registry_dir: cfg.registry.dir.clone(),
         described: HashMap::new(),
+        partition_roots: HashMap::new(),
         scanner: Arc::new(
             crate::deid::scanner::Scanner::new(&cfg.scanner.mrn_patterns)
                 .map_err(|e| ConfigError::Invalid(format!("[scanner] {e}")))?,

@@ -9,6 +9,7 @@ mod audit;
 mod corpus_run;
 mod errors;
 mod hold;
+mod leaks;
 mod pipeline;
 mod protocol;
 mod restart;

@@ -236,7 +236,12 @@ pub async fn expected_copy(
         .iter()
         .map(|c| format!("\"{}\"", c.name))
         .collect();
-    let rows = text_rows(prod, &format!("SELECT {} FROM {table}", cols.join(", "))).await;
+    let only = only(prod, table).await;
+    let rows = text_rows(
+        prod,
+        &format!("SELECT {} FROM {only}{table}", cols.join(", ")),
+    )
+    .await;
     let mut out = Vec::new();
     for r in rows {
         let bytes: Vec<Option<Vec<u8>>> =
@@ -276,6 +281,20 @@ pub async fn expected_copy(
     out.sort();
     let names = plan.schema.columns.iter().map(|c| c.name.clone()).collect();
     (names, out)
+}
+
+/// `ONLY ` for a plain table (an inheritance parent's own rows, as veil publishes them), nothing
+/// for a partitioned root (its rows are its partitions').
+pub async fn only(prod: &Client, table: &str) -> &'static str {
+    let partitioned: bool = prod
+        .query_one(
+            "SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = $1::text::regclass",
+            &[&format!("public.{table}")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    if partitioned { "" } else { "ONLY " }
 }
 
 /// What dev holds for `table` (published columns), sorted; None while the table is missing.
@@ -336,7 +355,11 @@ pub async fn dev_matches(env: &Env, tables: &[&str], timeout: Duration) -> Resul
         let dev = env.dev_client().await;
         for t in tables {
             let q = format!("SELECT count(*)::text FROM public.{t}");
-            let (a, b) = (text_rows(&prod, &q).await, dev.simple_query(&q).await.ok());
+            let p = format!(
+                "SELECT count(*)::text FROM {}public.{t}",
+                only(&prod, t).await
+            );
+            let (a, b) = (text_rows(&prod, &p).await, dev.simple_query(&q).await.ok());
             let b = b.and_then(|m| {
                 m.into_iter().find_map(|m| match m {
                     SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),

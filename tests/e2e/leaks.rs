@@ -1,0 +1,137 @@
+//! Leak paths closed: values that reached dev without the decision that should stand in front of
+//! them (inheritance children copied under the parent's plan, partitions that were each a new
+//! table to hold).
+
+use std::time::Duration;
+use tokio::sync::watch;
+
+use crate::common::*;
+
+const TABLES: &str = "
+CREATE TABLE parent_t (id int PRIMARY KEY, name text);
+CREATE TABLE child_t (secret text, PRIMARY KEY (id)) INHERITS (parent_t);
+CREATE TABLE visits_p (id int, at date, note text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE visits_p_2024 PARTITION OF visits_p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE visits_p_2025 PARTITION OF visits_p FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO parent_t VALUES (1, 'Ada Parent'), (2, 'Bo Parent'), (3, 'Cy Parent');
+INSERT INTO child_t VALUES (10, 'Di Child', 'CHILD-SECRET-10'), (11, 'Ed Child', 'CHILD-SECRET-11');
+INSERT INTO visits_p SELECT g, DATE '2024-03-01' + g * 20, 'visit ' || g FROM generate_series(1, 20) g;
+";
+
+const REGISTRY: &[(&str, &str)] = &[
+    (
+        "public.parent_t.toml",
+        r#"table = "public.parent_t"
+[columns]
+id   = { type = "integer", class = "safe" }
+name = { type = "text", class = "sensitive", rule = "tokenize", domain = "inh_name" }
+"#,
+    ),
+    (
+        "public.child_t.toml",
+        r#"table = "public.child_t"
+[columns]
+id     = { type = "integer", class = "safe" }
+name   = { type = "text", class = "sensitive", rule = "tokenize", domain = "inh_name" }
+secret = { type = "text", class = "blocked", reason = "the child's own column" }
+"#,
+    ),
+    (
+        "public.visits_p.toml",
+        r#"table = "public.visits_p"
+[columns]
+id   = { type = "integer", class = "safe" }
+at   = { type = "date", class = "sensitive", rule = "year_only" }
+note = { type = "text", class = "sensitive", rule = "tokenize", domain = "visit_note" }
+"#,
+    ),
+];
+
+/// An inheritance child is copied once, under its own plan (`ONLY` for plain tables); a
+/// partitioned table publishes via its root, so its partitions — one added while streaming
+/// among them — take the root's decisions and hold nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inheritance_children_and_partitions_publish_under_their_own_decisions() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let env = Env::start(&[]);
+    for (name, text) in REGISTRY {
+        std::fs::write(env.registry.path().join(name), text).unwrap();
+    }
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(TABLES).await.unwrap();
+    if std::env::var_os("VEIL_TEST_LOG").is_some() {
+        eprintln!(
+            "DEBUG {:?}",
+            text_rows(&prod, "SELECT pubviaroot::text FROM pg_publication").await
+        );
+        eprintln!(
+            "DEBUG {:?}",
+            text_rows(&prod, "SELECT tablename FROM pg_publication_tables").await
+        );
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cfg = env.cfg.clone();
+    let rx = stop_rx.clone();
+    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx).await });
+    let mut sink_cfg = env.cfg.clone();
+    sink_cfg.keys = Default::default();
+    sink_cfg.source = None;
+    sink_cfg.registry = Default::default();
+    let sink = tokio::spawn(async move { veil::sink::run(&sink_cfg, stop_rx).await });
+
+    let tables = ["parent_t", "child_t", "visits_p"];
+    assert_dev_matches(&env, &tables, Duration::from_secs(120)).await;
+    let dev = env.dev_client().await;
+    let n: i64 = dev
+        .query_one("SELECT count(*) FROM parent_t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3, "the parent holds its own rows only");
+
+    // While streaming: rows in both, and next year's partition.
+    prod.batch_execute(
+        "INSERT INTO child_t VALUES (12, 'Fay Child', 'CHILD-SECRET-12');
+         UPDATE child_t SET name = 'Gus Child' WHERE id = 10;
+         INSERT INTO parent_t VALUES (4, 'Hal Parent');
+         CREATE TABLE visits_p_2026 PARTITION OF visits_p FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');",
+    )
+    .await
+    .unwrap();
+    // A partition created and written in one transaction, too.
+    prod.batch_execute(
+        "CREATE TABLE visits_p_2027 PARTITION OF visits_p FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+         INSERT INTO visits_p VALUES (102, '2027-02-02', 'visit 102');
+         INSERT INTO visits_p VALUES (100, '2026-05-05', 'visit 100'), (101, '2024-06-06', 'visit 101');
+         UPDATE visits_p SET note = 'moved' WHERE id = 3;
+         DELETE FROM visits_p WHERE id = 4;",
+    )
+    .await
+    .unwrap();
+    if let Err(e) = dev_matches(&env, &tables, Duration::from_secs(60)).await {
+        stop_tx.send(true).unwrap();
+        let s = stream.await.unwrap();
+        panic!("{e}\nstream: {s:?}\n{}", dump_topic(&env));
+    }
+    let n: i64 = dev
+        .query_one("SELECT count(*) FROM visits_p", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 22);
+
+    stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+    for p in topic_payloads(&env) {
+        assert!(
+            !contains_bytes(&p, b"CHILD-SECRET"),
+            "a blocked value in the topic"
+        );
+    }
+}
