@@ -135,3 +135,78 @@ async fn inheritance_children_and_partitions_publish_under_their_own_decisions()
         );
     }
 }
+
+/// A column whose type changes and whose rule becomes stricter at once (safe integer → bigint
+/// tokenized): dev clears what it held under the weaker rule; before, the type change won and
+/// dev kept the raw values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_type_change_with_a_stricter_rule_clears_dev() {
+    let env = Env::start(&[]);
+    let file = env.registry.path().join("public.kv.toml");
+    std::fs::write(
+        &file,
+        "table = \"public.kv\"\n[columns]\nid = { type = \"integer\", class = \"safe\" }\n\
+         v = { type = \"integer\", class = \"safe\" }\n",
+    )
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE kv (id int PRIMARY KEY, v int);
+         INSERT INTO kv SELECT g, 7000000 + g FROM generate_series(1, 20) g;",
+    )
+    .await
+    .unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cfg = env.cfg.clone();
+    let rx = stop_rx.clone();
+    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx).await });
+    let mut sink_cfg = env.cfg.clone();
+    sink_cfg.keys = Default::default();
+    sink_cfg.source = None;
+    sink_cfg.registry = Default::default();
+    let sink = tokio::spawn(async move { veil::sink::run(&sink_cfg, stop_rx).await });
+    assert_dev_matches(&env, &["kv"], Duration::from_secs(120)).await;
+
+    // The type changes (the stream holds at the DDL), the reviewer decides: bigint, tokenized.
+    prod.batch_execute("ALTER TABLE kv ALTER COLUMN v TYPE bigint")
+        .await
+        .unwrap();
+    std::fs::write(
+        &file,
+        "table = \"public.kv\"\n[columns]\nid = { type = \"integer\", class = \"safe\" }\n\
+         v = { type = \"bigint\", class = \"sensitive\", rule = \"tokenize\", domain = \"kv_v\" }\n",
+    )
+    .unwrap();
+    prod.batch_execute("INSERT INTO kv VALUES (21, 7000021)")
+        .await
+        .unwrap();
+    let dev = env.dev_client().await;
+    let arrived = wait_for(Duration::from_secs(60), || async {
+        dev.query_opt("SELECT 1 FROM kv WHERE id = 21", &[])
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    assert!(arrived, "the new row never reached dev");
+    let raw: i64 = dev
+        .query_one(
+            "SELECT count(*) FROM kv WHERE v::text::bigint BETWEEN 7000001 AND 7000021",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(raw, 0, "dev kept values published under the weaker rule");
+    let cleared: i64 = dev
+        .query_one("SELECT count(*) FROM kv WHERE v IS NULL AND id <= 20", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cleared, 20);
+    stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}

@@ -95,46 +95,53 @@ impl Applier {
                             crate::pg::quote::ident(&c.name),
                             c.type_name
                         )),
-                        Some(o) if o.type_name != c.type_name => sql.push_str(&format!(
-                            "ALTER TABLE {t} ALTER COLUMN {c} TYPE {ty} USING {c}::text::{ty};\n",
-                            t = table,
-                            c = crate::pg::quote::ident(&c.name),
-                            ty = c.type_name
-                        )),
-                        Some(o) if o.rule != c.rule || o.profile != c.profile => {
-                            // Reclassified: what dev holds was made under the old rule (perhaps
-                            // kept as is). Clear it; new changes arrive under the new rule.
-                            let key = s.primary_key.contains(&c.name)
-                                || s.unique_keys.iter().any(|u| u.columns.contains(&c.name))
-                                || s.foreign_keys.iter().any(|f| f.columns.contains(&c.name));
-                            if key {
-                                return Err(serr(format!(
-                                    "the rule of key column {} changed ({} → {}); dev must be rebuilt: \
-                                     start a new epoch (drop the veil_e* slot) so the snapshot runs again",
-                                    c.name, o.rule, c.rule
-                                )));
+                        Some(o) => {
+                            let retyped = o.type_name != c.type_name;
+                            let reruled = o.rule != c.rule || o.profile != c.profile;
+                            if reruled {
+                                // Reclassified: what dev holds was made under the old rule
+                                // (perhaps kept as is). Clear it — before a type change too, which
+                                // would otherwise carry the old values over — and new changes
+                                // arrive under the new rule.
+                                let key = s.primary_key.contains(&c.name)
+                                    || s.unique_keys.iter().any(|u| u.columns.contains(&c.name))
+                                    || s.foreign_keys.iter().any(|f| f.columns.contains(&c.name));
+                                if key {
+                                    return Err(serr(format!(
+                                        "the rule of key column {} changed ({} → {}); dev must be rebuilt: \
+                                         start a new epoch (drop the veil_e* slot) so the snapshot runs again",
+                                        c.name, o.rule, c.rule
+                                    )));
+                                }
+                                tracing::warn!(
+                                    table = %q,
+                                    column = %c.name,
+                                    from = %o.rule,
+                                    to = %c.rule,
+                                    "column reclassified: clearing what dev holds of it (set to NULL)"
+                                );
+                                sql.push_str(&format!(
+                                    "ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL;\nUPDATE {t} SET {c} = NULL;\n",
+                                    t = table,
+                                    c = crate::pg::quote::ident(&c.name)
+                                ));
+                                self.reclassified.push(proto::Reclassified {
+                                    table: q.clone(),
+                                    column: c.name.clone(),
+                                    rule_before: o.rule.clone(),
+                                    rule_after: c.rule.clone(),
+                                    action: "cleared".into(),
+                                });
                             }
-                            tracing::warn!(
-                                table = %q,
-                                column = %c.name,
-                                from = %o.rule,
-                                to = %c.rule,
-                                "column reclassified: clearing what dev holds of it (set to NULL)"
-                            );
-                            sql.push_str(&format!(
-                                "ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL;\nUPDATE {t} SET {c} = NULL;\n",
-                                t = table,
-                                c = crate::pg::quote::ident(&c.name)
-                            ));
-                            self.reclassified.push(proto::Reclassified {
-                                table: q.clone(),
-                                column: c.name.clone(),
-                                rule_before: o.rule.clone(),
-                                rule_after: c.rule.clone(),
-                                action: "cleared".into(),
-                            });
+                            if retyped {
+                                sql.push_str(&format!(
+                                    "ALTER TABLE {t} ALTER COLUMN {c} TYPE {ty} USING {c}::text::{ty};\n",
+                                    t = table,
+                                    c = crate::pg::quote::ident(&c.name),
+                                    ty = c.type_name
+                                ));
+                            }
                         }
-                        _ => {}
                     }
                 }
                 for o in &old.columns {
