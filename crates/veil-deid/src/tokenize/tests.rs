@@ -431,6 +431,23 @@ fn json_keys_are_data_unless_a_path_names_them() {
 }
 
 #[test]
+fn a_token_is_never_its_own_value() {
+    for random in [true, false] {
+        for kind in [
+            TokenKind::Int { bits: 15 },
+            TokenKind::Text,
+            TokenKind::Numeric,
+        ] {
+            let r = vrule(kind, random);
+            for v in 0..3000 {
+                let v = v.to_string();
+                assert_ne!(r.candidate(&v, 0), v, "{kind:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn numeric_tokens_are_canonical_numbers() {
     use super::text::canonical_numeric;
     assert_eq!(canonical_numeric("0042.500").as_deref(), Some("42.5"));
