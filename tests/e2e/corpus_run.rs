@@ -177,12 +177,13 @@ impl Truth {
             .filter(|(c, _)| !matches!(c, Class::Names | Class::Geography | Class::Dates))
             .map(|(_, v)| v.trim())
             // Long enough that a random layout-kept token equals another row's real value
-            // only by a chance too small to see (six digits: one in a million per pair).
+            // only by a chance too small to see: 3,000 values of one layout against 3,000
+            // tokens are 9·10⁶ pairs, so ten digits (10¹⁰) and nine mixed characters.
             .filter(|v| {
                 if all_digits(v) {
-                    v.len() >= 9
+                    v.len() >= 10
                 } else {
-                    v.len() >= 7
+                    v.len() >= 9
                 }
             })
             .map(str::to_owned)
