@@ -305,34 +305,7 @@ fn leaks_in_cells(distinctive: &BTreeSet<String>, cells: &[String]) -> Vec<Strin
 /// The gate's output for every production row of `table`, beside the row: no identifier value
 /// of the row may survive in any published cell, and labelled dates keep only their year.
 async fn check_rows_through_gate(env: &Env, prod: &Client, t: &corpus::Table) -> usize {
-    let registry = veil::deid::registry::Registry::load(env.registry.path()).unwrap();
-    let master = veil::deid::tokenize::MasterKey::new(
-        hex::decode(&env.key_hex).unwrap().try_into().unwrap(),
-    );
-    veil::pg::catalog::prepare_session(prod).await.unwrap();
-    let oid: u32 = prod
-        .query_one(
-            "SELECT $1::text::regclass::oid",
-            &[&format!("public.\"{}\"", t.name)],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let info = veil::pg::catalog::describe_table(prod, oid, None)
-        .await
-        .unwrap();
-    let plan = veil::deid::gate::plan_table(
-        PROD_DB,
-        &info,
-        &info.primary_key,
-        &registry,
-        &master,
-        &std::sync::Arc::new(veil::deid::scanner::Scanner::standard()),
-    )
-    .unwrap();
-    let vault = veil::deid::vault::Vault::connect(env.cfg.vault().unwrap(), &master)
-        .await
-        .unwrap();
+    let (plan, vault) = gate_for(env, prod, t.name).await;
     // Every column of the relation goes in; the published ones come out.
     let relation: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
     let published: Vec<String> = plan.schema.columns.iter().map(|c| c.name.clone()).collect();
@@ -363,33 +336,7 @@ async fn check_rows_through_gate(env: &Env, prod: &Client, t: &corpus::Table) ->
                 r[i].clone().map(String::into_bytes)
             })
             .collect();
-        let mut misses = Vec::new();
-        let mut out = plan
-            .transform(
-                input.iter().map(veil::deid::gate::RowValue::from),
-                0,
-                &vault,
-                &mut misses,
-            )
-            .unwrap();
-        if !misses.is_empty() {
-            vault.allocate(std::mem::take(&mut misses)).await.unwrap();
-            out = plan
-                .transform(
-                    input.iter().map(veil::deid::gate::RowValue::from),
-                    0,
-                    &vault,
-                    &mut misses,
-                )
-                .unwrap();
-        }
-        let out: Vec<Option<String>> = out
-            .into_iter()
-            .map(|v| match v.kind {
-                Some(veil::proto::value::Kind::Text(t)) => Some(t),
-                _ => None,
-            })
-            .collect();
+        let out = through_gate(&plan, &vault, &input).await;
         let mut out_cells = Vec::new();
         for v in out.iter().flatten() {
             cells(v, &mut out_cells);

@@ -3,7 +3,6 @@
 //! table to hold).
 
 use std::time::Duration;
-use tokio::sync::watch;
 
 use crate::common::*;
 
@@ -74,15 +73,7 @@ async fn inheritance_children_and_partitions_publish_under_their_own_decisions()
         );
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let cfg = env.cfg.clone();
-    let rx = stop_rx.clone();
-    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx).await });
-    let mut sink_cfg = env.cfg.clone();
-    sink_cfg.keys = Default::default();
-    sink_cfg.source = None;
-    sink_cfg.registry = Default::default();
-    let sink = tokio::spawn(async move { veil::sink::run(&sink_cfg, stop_rx).await });
+    let running = env.run_stream_and_sink();
 
     let tables = ["parent_t", "child_t", "visits_p"];
     assert_dev_matches(&env, &tables, Duration::from_secs(120)).await;
@@ -114,9 +105,7 @@ async fn inheritance_children_and_partitions_publish_under_their_own_decisions()
     .await
     .unwrap();
     if let Err(e) = dev_matches(&env, &tables, Duration::from_secs(60)).await {
-        stop_tx.send(true).unwrap();
-        let s = stream.await.unwrap();
-        panic!("{e}\nstream: {s:?}\n{}", dump_topic(&env));
+        panic!("{e}\n{}", dump_topic(&env));
     }
     let n: i64 = dev
         .query_one("SELECT count(*) FROM visits_p", &[])
@@ -125,9 +114,7 @@ async fn inheritance_children_and_partitions_publish_under_their_own_decisions()
         .get(0);
     assert_eq!(n, 22);
 
-    stop_tx.send(true).unwrap();
-    stream.await.unwrap().unwrap();
-    sink.await.unwrap().unwrap();
+    running.stop().await;
     for p in topic_payloads(&env) {
         assert!(
             !contains_bytes(&p, b"CHILD-SECRET"),
@@ -157,15 +144,7 @@ async fn a_type_change_with_a_stricter_rule_clears_dev() {
     )
     .await
     .unwrap();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let cfg = env.cfg.clone();
-    let rx = stop_rx.clone();
-    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx).await });
-    let mut sink_cfg = env.cfg.clone();
-    sink_cfg.keys = Default::default();
-    sink_cfg.source = None;
-    sink_cfg.registry = Default::default();
-    let sink = tokio::spawn(async move { veil::sink::run(&sink_cfg, stop_rx).await });
+    let running = env.run_stream_and_sink();
     assert_dev_matches(&env, &["kv"], Duration::from_secs(120)).await;
 
     // The type changes (the stream holds at the DDL), the reviewer decides: bigint, tokenized.
@@ -206,7 +185,5 @@ async fn a_type_change_with_a_stricter_rule_clears_dev() {
         .unwrap()
         .get(0);
     assert_eq!(cleared, 20);
-    stop_tx.send(true).unwrap();
-    stream.await.unwrap().unwrap();
-    sink.await.unwrap().unwrap();
+    running.stop().await;
 }

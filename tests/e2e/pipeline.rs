@@ -51,10 +51,7 @@ async fn snapshot_then_live_changes_match_expected_copy() {
     let rx = stop_rx.clone();
     let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, rx).await });
     // The sink runs with no key and no source settings: the dev side cannot reveal anything.
-    let mut sink_cfg = env.cfg.clone();
-    sink_cfg.keys = Default::default();
-    sink_cfg.source = None;
-    sink_cfg.registry = Default::default();
+    let sink_cfg = env.sink_config();
     assert!(veil::deid::tokenize::MasterKey::from_config(&sink_cfg.keys).is_err());
     let sink = tokio::spawn(async move { veil::sink::run(&sink_cfg, stop_rx).await });
 

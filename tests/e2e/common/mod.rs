@@ -182,6 +182,45 @@ impl Env {
     }
 }
 
+/// `veil stream` and `veil sink` running in-process (see [`Env::run_stream_and_sink`]).
+pub struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    stream: tokio::task::JoinHandle<Result<(), veil::source::error::StreamError>>,
+    sink: tokio::task::JoinHandle<Result<(), veil::sink::SinkError>>,
+}
+
+impl Running {
+    /// An orderly stop; both must end without error.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.stream.await.unwrap().unwrap();
+        self.sink.await.unwrap().unwrap();
+    }
+}
+
+impl Env {
+    /// The sink's config: no key, no source settings, no registry — the dev side cannot reveal
+    /// anything.
+    pub fn sink_config(&self) -> Config {
+        let mut c = self.cfg.clone();
+        c.keys = Default::default();
+        c.source = None;
+        c.registry = Default::default();
+        c
+    }
+
+    /// The stream and the sink in-process, until [`Running::stop`].
+    pub fn run_stream_and_sink(&self) -> Running {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let cfg = self.cfg.clone();
+        let stream_rx = rx.clone();
+        let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, stream_rx).await });
+        let sink_cfg = self.sink_config();
+        let sink = tokio::spawn(async move { veil::sink::run(&sink_cfg, rx).await });
+        Running { stop, stream, sink }
+    }
+}
+
 /// Runs a query through the simple protocol; every value as text.
 pub async fn text_rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     let mut out = Vec::new();
@@ -193,13 +232,12 @@ pub async fn text_rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     out
 }
 
-/// The de-identified copy dev must hold: every prod row of `table` through the gate, sorted.
-/// Returns (published column names, rows).
-pub async fn expected_copy(
+/// The plan the stream makes for `table` under the env's registry and key, and the vault.
+pub async fn gate_for(
     env: &Env,
     prod: &Client,
     table: &str,
-) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+) -> (veil::deid::gate::TablePlan, veil::deid::vault::Vault) {
     let registry = veil::deid::registry::Registry::load(env.registry.path()).unwrap();
     let master = veil::deid::tokenize::MasterKey::new(
         hex::decode(&env.key_hex).unwrap().try_into().unwrap(),
@@ -208,7 +246,7 @@ pub async fn expected_copy(
     let oid: u32 = prod
         .query_one(
             "SELECT $1::text::regclass::oid",
-            &[&format!("public.{table}")],
+            &[&format!("public.\"{table}\"")],
         )
         .await
         .unwrap()
@@ -231,6 +269,54 @@ pub async fn expected_copy(
     prod.batch_execute("SET search_path = public")
         .await
         .unwrap();
+    (plan, vault)
+}
+
+/// One row (every column of the relation, as text) through the plan: the published values.
+/// A value the stream has not seen yet is allocated as the stream would, so comparisons converge
+/// once the stream catches up.
+pub async fn through_gate(
+    plan: &veil::deid::gate::TablePlan,
+    vault: &veil::deid::vault::Vault,
+    row: &[Option<Vec<u8>>],
+) -> Vec<Option<String>> {
+    let mut misses = Vec::new();
+    let mut vals = plan
+        .transform(
+            row.iter().map(veil::deid::gate::RowValue::from),
+            0,
+            vault,
+            &mut misses,
+        )
+        .unwrap();
+    if !misses.is_empty() {
+        vault.allocate(std::mem::take(&mut misses)).await.unwrap();
+        vals = plan
+            .transform(
+                row.iter().map(veil::deid::gate::RowValue::from),
+                0,
+                vault,
+                &mut misses,
+            )
+            .unwrap();
+        assert!(misses.is_empty());
+    }
+    vals.into_iter()
+        .map(|v| match v.kind {
+            Some(veil::proto::value::Kind::Text(t)) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The de-identified copy dev must hold: every prod row of `table` through the gate, sorted.
+/// Returns (published column names, rows).
+pub async fn expected_copy(
+    env: &Env,
+    prod: &Client,
+    table: &str,
+) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let (plan, vault) = gate_for(env, prod, table).await;
     let cols: Vec<String> = plan
         .columns
         .iter()
@@ -246,37 +332,7 @@ pub async fn expected_copy(
     for r in rows {
         let bytes: Vec<Option<Vec<u8>>> =
             r.into_iter().map(|v| v.map(String::into_bytes)).collect();
-        let mut misses = Vec::new();
-        let mut vals = plan
-            .transform(
-                bytes.iter().map(veil::deid::gate::RowValue::from),
-                0,
-                &vault,
-                &mut misses,
-            )
-            .unwrap();
-        if !misses.is_empty() {
-            // A value the stream has not seen yet (dev cannot hold it yet either): allocate it
-            // as the stream would, so the comparison converges once the stream catches up.
-            vault.allocate(std::mem::take(&mut misses)).await.unwrap();
-            vals = plan
-                .transform(
-                    bytes.iter().map(veil::deid::gate::RowValue::from),
-                    0,
-                    &vault,
-                    &mut misses,
-                )
-                .unwrap();
-            assert!(misses.is_empty());
-        }
-        out.push(
-            vals.into_iter()
-                .map(|v| match v.kind {
-                    Some(veil::proto::value::Kind::Text(t)) => Some(t),
-                    _ => None,
-                })
-                .collect(),
-        );
+        out.push(through_gate(&plan, &vault, &bytes).await);
     }
     out.sort();
     let names = plan.schema.columns.iter().map(|c| c.name.clone()).collect();
