@@ -67,8 +67,9 @@ pub struct RevealRequest<'a> {
     pub os_user: &'a str,
 }
 
-/// Maps a token back to its value: inverts integer permutations with the key, looks other
-/// tokens up in the vault. The reveal-log row is written first; no log row, no value.
+/// Maps a token back to its value: inverts integer permutations with the key, asks the vault for
+/// other tokens. The reveal-log row is committed first (`veil_vault.request_reveal`); the vault
+/// hands a value out only for a committed request (`veil_vault.reveal`). No log row, no value.
 /// `Ok(None)`: the token is unknown in that domain (also logged).
 pub async fn reveal(
     client: &tokio_postgres::Client,
@@ -87,6 +88,18 @@ pub async fn reveal(
             req.domain
         ))
     })?;
+    // Step 1, committed on its own (the client is in autocommit): the log row.
+    let digest = blake3::hash(req.token.as_bytes()).as_bytes().to_vec();
+    let inverted = matches!(form, DomainForm::IntPerm { .. });
+    let request: i64 = client
+        .query_one(
+            "SELECT veil_vault.request_reveal($1, $2, $3, $4, $5)",
+            &[&req.domain, &digest, &req.ticket, &req.os_user, &inverted],
+        )
+        .await
+        .map_err(pg("write the reveal log (nothing revealed)"))?
+        .get(0);
+    // Step 2: the value, handed out by the vault only for a committed request.
     let value = match form {
         DomainForm::IntPerm { bits } => req.token.trim().parse::<i64>().ok().map(|t| {
             master
@@ -94,28 +107,13 @@ pub async fn reveal(
                 .unpermute_int(t, bits)
                 .to_string()
         }),
-        DomainForm::Held => {
-            // Identifier tokens are unique; a surrogate (a name) may stand for several values.
-            let rows = client
-                .query(
-                    "SELECT value FROM veil_vault.tokens WHERE domain = $1 AND token_hash = $2 AND token = $3 \
-                     ORDER BY created_at",
-                    &[&req.domain, &blake3::hash(req.token.as_bytes()).as_bytes().to_vec(), &req.token],
-                )
-                .await
-                .map_err(pg("look up token"))?;
-            let values: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            (!values.is_empty()).then(|| values.join("\n"))
-        }
+        DomainForm::Held => client
+            .query_one("SELECT veil_vault.reveal($1)", &[&request])
+            .await
+            .map_err(pg("reveal"))?
+            .get::<_, Option<String>>(0),
     };
     let token_hash = blake3::hash(req.token.as_bytes()).to_hex()[..32].to_owned();
-    client
-        .execute(
-            "INSERT INTO veil_vault.reveals (os_user, ticket, domain, token_hash, found) VALUES ($1, $2, $3, $4, $5)",
-            &[&req.os_user, &req.ticket, &req.domain, &token_hash, &value.is_some()],
-        )
-        .await
-        .map_err(pg("write the reveal log (nothing revealed)"))?;
     tracing::info!(
         domain = req.domain,
         ticket = req.ticket,

@@ -14,3 +14,4 @@ mod pipeline;
 mod protocol;
 mod restart;
 mod tokens;
+mod vault;

@@ -8,10 +8,13 @@
 //!   that won the insert; a candidate that is already another value's token is retried with the
 //!   next candidate, so tokens stay unique per domain.
 //! - Roles: `veil setup --vault` creates `veil_vault_writer` (may insert and read tokens, but not
-//!   the `value` column) and `veil_vault_reader` (the compliance role: may read values and must
-//!   write the reveal log). Grant them to login roles.
-//! - Reveal: [`reveal`] writes the reveal-log row (who, ticket, domain, a hash of the token —
-//!   never the value) before it returns the value, and refuses if it cannot.
+//!   the `value` column) and `veil_vault_reader` (the compliance role). Grant them to login
+//!   roles. No role but the vault's owner reads the `value` column directly.
+//! - Reveal, the only read path to a value: `veil_vault.request_reveal(…)` (SECURITY DEFINER,
+//!   EXECUTE granted to the reader role only) commits a reveal-log row — who, ticket, domain, a
+//!   hash of the token, never the value — carrying its own transaction id; `veil_vault.reveal(id)`
+//!   returns the value only if that transaction has committed (`pg_xact_status`), only to the
+//!   role that asked, and only once. Calling both inside `BEGIN … ROLLBACK` returns nothing.
 //!
 //! Errors never carry a value or a token.
 
@@ -82,8 +85,81 @@ CREATE TABLE IF NOT EXISTS veil_vault.reveals (
     token_hash text        NOT NULL,
     found      boolean     NOT NULL
 );
+-- The request's own transaction: a value is handed out only once it has committed.
+ALTER TABLE veil_vault.reveals ADD COLUMN IF NOT EXISTS xid xid8;
+-- The full BLAKE3 of the token (the vault's index key; `token_hash` is its short hex form).
+ALTER TABLE veil_vault.reveals ADD COLUMN IF NOT EXISTS token_digest bytea;
+ALTER TABLE veil_vault.reveals ADD COLUMN IF NOT EXISTS revealed_at timestamptz;
+-- NULL: a key-inverted domain, where the vault is not consulted.
+ALTER TABLE veil_vault.reveals ALTER COLUMN found DROP NOT NULL;
+
+-- The only read path to a value. Step 1 commits a log row that carries its transaction id;
+-- step 2 returns the value only if that transaction has committed, and only once. A single
+-- function that logged and returned could be called inside BEGIN … ROLLBACK, keeping the value
+-- and erasing the log.
+CREATE OR REPLACE FUNCTION veil_vault.request_reveal(
+    p_domain text, p_token_digest bytea, p_ticket text, p_os_user text, p_inverted boolean)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_found boolean;
+    v_id bigint;
+BEGIN
+    IF p_ticket IS NULL OR btrim(p_ticket) = '' THEN
+        RAISE EXCEPTION 'a reveal needs a ticket reference' USING ERRCODE = '22023';
+    END IF;
+    IF p_token_digest IS NULL OR length(p_token_digest) <> 32 THEN
+        RAISE EXCEPTION 'token digest must be 32 bytes' USING ERRCODE = '22023';
+    END IF;
+    IF NOT p_inverted THEN
+        v_found := EXISTS (SELECT 1 FROM veil_vault.tokens
+                           WHERE domain = p_domain AND token_hash = p_token_digest);
+    END IF;
+    INSERT INTO veil_vault.reveals
+        (db_user, os_user, ticket, domain, token_hash, token_digest, found, xid)
+    VALUES (session_user, coalesce(p_os_user, ''), p_ticket, p_domain,
+            left(encode(p_token_digest, 'hex'), 32), p_token_digest, v_found,
+            pg_current_xact_id())
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION veil_vault.reveal(p_request bigint)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    r veil_vault.reveals%ROWTYPE;
+    v_value text;
+BEGIN
+    SELECT * INTO r FROM veil_vault.reveals WHERE id = p_request FOR UPDATE;
+    IF NOT FOUND OR r.xid IS NULL THEN
+        RAISE EXCEPTION 'no such reveal request' USING ERRCODE = '42704';
+    END IF;
+    IF r.db_user <> session_user THEN
+        RAISE EXCEPTION 'reveal request % belongs to another role', p_request USING ERRCODE = '42501';
+    END IF;
+    IF pg_xact_status(r.xid) IS DISTINCT FROM 'committed' THEN
+        RAISE EXCEPTION 'reveal request % is not committed; commit the request first', p_request
+            USING ERRCODE = '55000';
+    END IF;
+    IF r.revealed_at IS NOT NULL THEN
+        RAISE EXCEPTION 'reveal request % was already used', p_request USING ERRCODE = '55000';
+    END IF;
+    IF r.found IS NULL THEN
+        RAISE EXCEPTION 'domain % is key-inverted; the vault holds none of its values', r.domain
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE veil_vault.reveals SET revealed_at = now() WHERE id = p_request;
+    -- Identifier tokens are unique; a surrogate (a name) may stand for several values.
+    SELECT string_agg(value, chr(10) ORDER BY created_at) INTO v_value
+      FROM veil_vault.tokens WHERE domain = r.domain AND token_hash = r.token_digest;
+    RETURN v_value;
+END
+$fn$;
+
 REVOKE ALL ON SCHEMA veil_vault FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA veil_vault FROM PUBLIC;
+REVOKE ALL ON FUNCTION veil_vault.request_reveal(text, bytea, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION veil_vault.reveal(bigint) FROM PUBLIC;
 DO $$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'veil_vault_writer') THEN
     CREATE ROLE veil_vault_writer NOLOGIN;
@@ -94,10 +170,14 @@ DO $$ BEGIN
 END $$;
 GRANT USAGE ON SCHEMA veil_vault TO veil_vault_writer, veil_vault_reader;
 GRANT SELECT (domain, value_hash, token, token_hash, key_id, uniq, created_at), INSERT ON veil_vault.tokens TO veil_vault_writer;
-GRANT SELECT ON veil_vault.tokens TO veil_vault_reader;
-GRANT INSERT ON veil_vault.reveals TO veil_vault_reader;
+-- The compliance role reads values only through the two functions (earlier versions granted
+-- SELECT on the table and INSERT on the log; both are taken back).
+REVOKE ALL ON veil_vault.tokens FROM veil_vault_reader;
+REVOKE ALL ON veil_vault.reveals FROM veil_vault_reader;
+REVOKE ALL ON SEQUENCE veil_vault.reveals_id_seq FROM veil_vault_reader;
 GRANT SELECT ON veil_vault.reveals TO veil_vault_reader;
-GRANT USAGE ON SEQUENCE veil_vault.reveals_id_seq TO veil_vault_reader;
+GRANT EXECUTE ON FUNCTION veil_vault.request_reveal(text, bytea, text, text, boolean) TO veil_vault_reader;
+GRANT EXECUTE ON FUNCTION veil_vault.reveal(bigint) TO veil_vault_reader;
 ";
 
 /// Candidates tried per value before giving up.
