@@ -123,16 +123,33 @@ enum RegistryCommand {
         #[arg(long)]
         mode: Option<String>,
     },
-    /// Serve the same operations over HTTP with a bearer token (`[api]` section).
+    /// Serve the same operations over HTTPS, each reviewer with a token of their own (`[api]`).
     Serve {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Make a reviewer's API token: prints the token (give it to that reviewer only) and the
+    /// `[api.reviewers]` line that holds its digest.
+    Token {
+        /// The reviewer's name, as decisions will record it.
+        name: String,
     },
     /// Block a column (removed from events and from dev) or a whole table.
     Block {
         #[arg(long)]
         config: PathBuf,
         /// schema.table.column or schema.table
+        target: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a whole-table block (a loosening decision; the audit marks it).
+    Unblock {
+        #[arg(long)]
+        config: PathBuf,
+        /// schema.table
         target: String,
         #[arg(long)]
         by: String,
@@ -368,6 +385,13 @@ async fn registry(command: RegistryCommand) -> Result<(), Failure> {
             by,
             reason,
         } => commands::block(&load(&config)?, &target, &by, &reason).await,
+        RegistryCommand::Unblock {
+            config,
+            target,
+            by,
+            reason,
+        } => commands::unblock(&load(&config)?, &target, &by, &reason).await,
+        RegistryCommand::Token { name } => commands::token(&name),
     }
 }
 

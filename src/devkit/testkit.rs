@@ -294,7 +294,9 @@ impl Drop for PgCluster {
 
 /// A throwaway CA and a server certificate for `localhost` (openssl CLI), readable by the
 /// cluster's OS user.
-fn make_certs(dir: &Path) -> Result<(), TestkitError> {
+/// A throwaway CA (`ca.crt`) and a server certificate for `localhost` (`server.crt`, `server.key`)
+/// in `dir`, made with the openssl command.
+pub fn make_certs(dir: &Path) -> Result<(), TestkitError> {
     let ossl = |args: &[&str]| {
         let mut c = Command::new("openssl");
         c.current_dir(dir).args(args);

@@ -1,9 +1,16 @@
-//! The review API: the reviewer workflow (`pending`, `propose`, `approve`, `block`) over HTTP
-//! with a bearer token, so a review page can follow. It runs on the production side next to the
-//! registry (`veil registry serve`); decisions land in the registry files exactly as the CLI
-//! writes them, and a held stream resumes within seconds.
+//! The review API: the reviewer workflow (`pending`, `propose`, `approve`, `block`, `unblock`)
+//! over HTTPS, so a review page can follow. It runs on the production side next to the registry
+//! (`veil registry serve`); decisions land in the registry files exactly as the CLI writes them,
+//! and a held stream resumes within seconds.
+//!
+//! - Identity: every reviewer has a bearer token of their own (`[api.reviewers]` maps the name
+//!   to the token's BLAKE3 digest). The reviewer recorded with a decision is the name the token
+//!   maps to; a request that names someone else is refused.
+//! - Transport: TLS with rustls when `[api] tls_cert`/`tls_key` are set; otherwise the API
+//!   listens only on a loopback address, for a TLS-terminating reverse proxy in front.
 //!
 //! Responses carry table and column names, types, rules and detector hit rates — never values.
+//! Tokens never appear in a log line.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -28,11 +35,14 @@ pub enum ApiError {
     },
     #[error("review API: {0}")]
     Serve(std::io::Error),
+    #[error("review API TLS ({path}): {message}")]
+    Tls { path: String, message: String },
 }
 
 struct AppState {
     cfg: Config,
-    token: blake3::Hash,
+    /// Reviewer name and the digest of their token.
+    reviewers: Vec<(String, blake3::Hash)>,
 }
 
 type Reply = (StatusCode, Json<serde_json::Value>);
@@ -53,29 +63,51 @@ fn review_error(e: ReviewError) -> Reply {
     error(status, e)
 }
 
-/// Bearer-token check; the comparison is constant-time (BLAKE3 hashes compare so).
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Reply> {
+/// Bearer-token check: the reviewer whose token digest matches. Every digest is compared
+/// (constant time each: BLAKE3 hashes compare so), whichever matches.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<String, Reply> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if blake3::hash(given.as_bytes()) == state.token {
-        Ok(())
-    } else {
-        Err(error(
+    let digest = blake3::hash(given.as_bytes());
+    let mut who = None;
+    for (name, d) in &state.reviewers {
+        if digest == *d && !given.is_empty() {
+            who = Some(name.clone());
+        }
+    }
+    who.ok_or_else(|| {
+        error(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        ))
+            "missing or unknown reviewer token",
+        )
+    })
+}
+
+/// The decision's reviewer: the credential's name. A body that names someone else is refused.
+fn reviewer(who: String, stated: Option<&str>) -> Result<String, Reply> {
+    match stated {
+        Some(s) if !s.is_empty() && s != who => Err(error(
+            StatusCode::FORBIDDEN,
+            format!("\"by\" is taken from your credential ({who}); a request cannot decide as {s}"),
+        )),
+        _ => Ok(who),
     }
 }
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-/// Authorizes the request and unpacks its JSON body (400 with the parser's reason if malformed).
-fn accept<T>(state: &AppState, headers: &HeaderMap, body: JsonBody<T>) -> Result<T, Reply> {
-    authorize(state, headers)?;
-    body.map(|Json(b)| b)
+/// Authorizes the request and unpacks its JSON body (400 with the parser's reason if
+/// malformed); returns the reviewer's name with it.
+fn accept<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: JsonBody<T>,
+) -> Result<(String, T), Reply> {
+    let who = authorize(state, headers)?;
+    body.map(|Json(b)| (who, b))
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
@@ -134,7 +166,9 @@ struct ApproveBody {
     profile: Option<String>,
     #[serde(default)]
     all_proposed: bool,
-    by: String,
+    /// Optional; when given it must be the credential's own name.
+    #[serde(default)]
+    by: Option<String>,
     #[serde(default)]
     reason: String,
     /// `false`: a safe text column the in-flight scanner must not sample.
@@ -154,12 +188,16 @@ async fn approve(
     headers: HeaderMap,
     body: JsonBody<ApproveBody>,
 ) -> Reply {
-    let b = match accept(&state, &headers, body) {
-        Ok(b) => b,
+    let (who, b) = match accept(&state, &headers, body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let by = match reviewer(who, b.by.as_deref()) {
+        Ok(by) => by,
         Err(r) => return r,
     };
     if b.all_proposed {
-        return match review::approve_all_proposed(&state.cfg, &b.by).await {
+        return match review::approve_all_proposed(&state.cfg, &by).await {
             Ok(n) => reply(StatusCode::OK, serde_json::json!({ "accepted": n })),
             Err(e) => review_error(e),
         };
@@ -177,7 +215,7 @@ async fn approve(
         kind: b.kind,
         entity: b.entity,
         profile: b.profile,
-        by: b.by,
+        by,
         reason: b.reason,
         scan: b.scan,
         mode: b.mode,
@@ -190,7 +228,8 @@ async fn approve(
 #[serde(deny_unknown_fields)]
 struct BlockBody {
     target: String,
-    by: String,
+    #[serde(default)]
+    by: Option<String>,
     reason: String,
 }
 
@@ -199,66 +238,244 @@ async fn block(
     headers: HeaderMap,
     body: JsonBody<BlockBody>,
 ) -> Reply {
-    let b = match accept(&state, &headers, body) {
-        Ok(b) => b,
+    let (who, b) = match accept(&state, &headers, body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    written(review::block(&state.cfg, &b.target, &b.by, &b.reason).await)
+    match reviewer(who, b.by.as_deref()) {
+        Ok(by) => written(review::block(&state.cfg, &b.target, &by, &b.reason).await),
+        Err(r) => r,
+    }
 }
 
-/// The router (also used by tests in-process).
-pub fn router(cfg: Config, token: &str) -> Router {
+/// Lifts a whole-table block (a loosening decision: the reason is required).
+async fn unblock(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: JsonBody<BlockBody>,
+) -> Reply {
+    let (who, b) = match accept(&state, &headers, body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match reviewer(who, b.by.as_deref()) {
+        Ok(by) => written(review::unblock(&state.cfg, &b.target, &by, &b.reason).await),
+        Err(r) => r,
+    }
+}
+
+/// Who am I: the reviewer name the credential maps to.
+async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    match authorize(&state, &headers) {
+        Ok(who) => reply(StatusCode::OK, serde_json::json!({ "reviewer": who })),
+        Err(r) => r,
+    }
+}
+
+/// The router (also used by tests in-process): `reviewers` are names with their token digests.
+pub fn router(cfg: Config, reviewers: Vec<(String, [u8; 32])>) -> Router {
     let state = Arc::new(AppState {
         cfg,
-        token: blake3::hash(token.as_bytes()),
+        reviewers: reviewers
+            .into_iter()
+            .map(|(n, d)| (n, blake3::Hash::from_bytes(d)))
+            .collect(),
     });
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/pending", get(pending))
         .route("/v1/propose", post(propose))
         .route("/v1/approve", post(approve))
         .route("/v1/block", post(block))
+        .route("/v1/unblock", post(unblock))
         .with_state(state)
 }
 
-/// Serves the API on `[api] listen` until `shutdown` turns true.
+/// A new reviewer token and its digest for `[api.reviewers]` (`veil registry token NAME`).
+pub fn new_reviewer_token() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let token = format!("veilr_{}", hex::encode(bytes));
+    let digest = format!("blake3:{}", blake3::hash(token.as_bytes()).to_hex());
+    (token, digest)
+}
+
+/// The rustls server config from `[api] tls_cert` and `tls_key` (PEM).
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, ApiError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ApiError::Tls {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        })
+    };
+    let bad = |p: &std::path::Path, m: String| ApiError::Tls {
+        path: p.display().to_string(),
+        message: m,
+    };
+    let pem = read(cert)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad(cert, "no certificate in the file".into()));
+    }
+    let pem = read(key)?;
+    let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| bad(key, e.to_string()))?
+        .ok_or_else(|| bad(key, "no private key in the file".into()))?;
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(cert, e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key_der)
+    .map_err(|e| bad(cert, e.to_string()))
+}
+
+/// A TLS listener for axum: TCP connections are accepted and their handshakes run in tasks of
+/// their own (a slow client never stalls the accept loop); finished streams queue here.
+struct TlsListener {
+    local: std::net::SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+}
+
+impl TlsListener {
+    fn new(
+        listener: tokio::net::TcpListener,
+        config: rustls::ServerConfig,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, addr) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "review API: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let done = tx.clone();
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(tcp),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            let _ = done.send((tls, addr)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %addr, error = %e, "review API: TLS handshake failed")
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %addr, "review API: TLS handshake timed out")
+                        }
+                    }
+                });
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        Ok(TlsListener { local, ready })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(x) => x,
+            // The accept task never ends while the listener lives.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Serves the API on `[api] listen` until `shutdown` turns true: over TLS with a certificate,
+/// else on a loopback address only.
 pub async fn serve(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), ApiError> {
     let api = cfg
         .api
         .as_ref()
         .ok_or_else(|| ApiError::Config("missing [api] section".into()))?;
-    let token = cfg
-        .api_token()
+    let reviewers = api
+        .reviewer_digests()
         .map_err(|e| ApiError::Config(e.to_string()))?;
-    if token.len() < 16 {
-        return Err(ApiError::Config(
-            "the API token must be at least 16 characters".into(),
-        ));
-    }
+    let tls = match (&api.tls_cert, &api.tls_key) {
+        (Some(c), Some(k)) => Some(tls_config(c, k)?),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::Config(
+                "[api] tls_cert and tls_key go together".into(),
+            ));
+        }
+    };
     let listener = tokio::net::TcpListener::bind(&api.listen)
         .await
         .map_err(|source| ApiError::Listen {
             addr: api.listen.clone(),
             source,
         })?;
-    tracing::info!(listen = %api.listen, "review API up");
-    axum::serve(listener, router(cfg.clone(), &token))
-        .with_graceful_shutdown(async move {
-            while shutdown.changed().await.is_ok() {
-                if *shutdown.borrow() {
-                    break;
-                }
+    let local = listener.local_addr().map_err(ApiError::Serve)?;
+    let app = router(cfg.clone(), reviewers);
+    let stop = async move {
+        while shutdown.changed().await.is_ok() {
+            if *shutdown.borrow() {
+                break;
             }
-        })
-        .await
-        .map_err(ApiError::Serve)
+        }
+    };
+    match tls {
+        Some(config) => {
+            tracing::info!(listen = %local, "review API up (TLS)");
+            let listener = TlsListener::new(listener, config).map_err(ApiError::Serve)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(ApiError::Serve)
+        }
+        None if local.ip().is_loopback() => {
+            tracing::info!(listen = %local, "review API up (plain HTTP on loopback: put a TLS proxy in front)");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(ApiError::Serve)
+        }
+        None => Err(ApiError::Config(format!(
+            "[api] listen = {:?} is not a loopback address: serve over TLS (tls_cert, tls_key) or \
+             listen on 127.0.0.1 behind a TLS-terminating reverse proxy",
+            api.listen
+        ))),
+    }
 }
 
 impl crate::error::Classify for ApiError {
     fn class(&self) -> crate::error::ErrorClass {
         use crate::error::ErrorClass;
         match self {
-            ApiError::Config(_) | ApiError::Listen { .. } => ErrorClass::Usage,
+            ApiError::Config(_) | ApiError::Listen { .. } | ApiError::Tls { .. } => {
+                ErrorClass::Usage
+            }
             ApiError::Serve(e) => e.class(),
         }
     }

@@ -89,6 +89,29 @@ pub async fn block(cfg: &Config, target: &str, by: &str, reason: &str) -> Result
     Ok(())
 }
 
+/// `veil registry unblock`.
+pub async fn unblock(cfg: &Config, target: &str, by: &str, reason: &str) -> Result<(), Failure> {
+    let path = review::unblock(cfg, target, by, reason).await?;
+    print_written(&path);
+    Ok(())
+}
+
+/// `veil registry token NAME`: a new reviewer token on stdout, the config line on stderr.
+pub fn token(name: &str) -> Result<(), Failure> {
+    if !crate::config::valid_reviewer_name(name) {
+        return Err(Failure::new(
+            crate::error::ErrorClass::Usage,
+            format!("{name:?}: a reviewer name is 1 to 64 letters, digits, `.`, `_`, `@` or `-`"),
+        ));
+    }
+    let (token, digest) = crate::review::api::new_reviewer_token();
+    eprintln!(
+        "Give the token below to {name} only (veil keeps only its digest). Add to the config's [api.reviewers]:\n{name} = \"{digest}\""
+    );
+    println!("{token}");
+    Ok(())
+}
+
 fn print_written(path: &Path) {
     println!("decision written to {}", path.display());
 }

@@ -560,37 +560,101 @@ pub async fn block(
                 },
             )
         }
-        None => {
-            if by.trim().is_empty() || reason.trim().is_empty() {
-                return Err(ReviewError::Invalid(
-                    "a decision needs --by and --reason".into(),
-                ));
-            }
-            // The table must exist in production; its name comes from the catalog, and the
-            // file name is made from it, never from request text.
-            let client = connect_source(cfg).await?;
-            let table = describe(&client, &table).await?.qualified();
-            let registry = Registry::load(&cfg.registry.dir)?;
-            if registry.table(&table).is_some() {
-                return Err(ReviewError::Invalid(format!(
-                    "{table} is already classified; set blocked = true in its file by hand"
-                )));
-            }
-            let path = table_file(&cfg.registry.dir, &table);
-            let text = format!(
-                "# Classification of {table}, written by `veil registry block`.\ntable = {}\nblocked = true\nreviewer = {}\nreason = {}\n",
-                toml_str(&table),
-                toml_str(by),
-                toml_str(reason)
-            );
-            std::fs::write(&path, text).map_err(|source| ReviewError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            Registry::load(&cfg.registry.dir)?;
-            Ok(path)
-        }
+        None => set_table_blocked(cfg, &table, true, by, reason).await,
     }
+}
+
+/// `veil registry unblock TABLE --by --reason`: lifts a whole-table block. A loosening decision:
+/// the reason is required and the audit record marks it. The table's columns keep their own
+/// decisions; a column without one holds the stream as usual. (A blocked *column* is unblocked
+/// by approving it with a rule.)
+pub async fn unblock(
+    cfg: &Config,
+    target: &str,
+    by: &str,
+    reason: &str,
+) -> Result<PathBuf, ReviewError> {
+    let (table, column) = split_target(target)?;
+    if column.is_some() {
+        return Err(ReviewError::Invalid(
+            "unblock takes a whole table; a blocked column is unblocked by `veil registry approve` with a rule".into(),
+        ));
+    }
+    set_table_blocked(cfg, &table, false, by, reason).await
+}
+
+/// Sets or lifts a whole-table block in the table's registry file, recording who, when and
+/// why. The table must exist in production; the file name comes from the catalog's name (or
+/// the registry's own entry), never from request text.
+async fn set_table_blocked(
+    cfg: &Config,
+    table: &str,
+    blocked: bool,
+    by: &str,
+    reason: &str,
+) -> Result<PathBuf, ReviewError> {
+    if by.trim().is_empty() || reason.trim().is_empty() {
+        return Err(ReviewError::Invalid(
+            "a decision needs --by and --reason".into(),
+        ));
+    }
+    let client = connect_source(cfg).await?;
+    let table = describe(&client, table).await?.qualified();
+    let registry = Registry::load(&cfg.registry.dir)?;
+    let existing = registry.table(&table);
+    if !blocked && !existing.is_some_and(|e| e.blocked) {
+        return Err(ReviewError::Invalid(format!("{table} is not blocked")));
+    }
+    let path = match existing {
+        Some(e) => e.file.clone(),
+        None => table_file(&cfg.registry.dir, &table),
+    };
+    let old = std::fs::read_to_string(&path).ok();
+    let mut doc: toml_edit::DocumentMut = match &old {
+        Some(text) => text.parse().map_err(|e: toml_edit::TomlError| {
+            ReviewError::Invalid(format!("{}: {}", path.display(), e.message()))
+        })?,
+        None => {
+            let mut d = toml_edit::DocumentMut::new();
+            d.decor_mut().set_prefix(format!(
+                "# Classification of {table}, written by `veil registry block`.\n"
+            ));
+            d["table"] = toml_edit::value(table.as_str());
+            d
+        }
+    };
+    doc["blocked"] = toml_edit::value(blocked);
+    doc["reviewer"] = toml_edit::value(by);
+    doc["reviewed_at"] = toml_edit::value(now_rfc3339());
+    doc["reason"] = toml_edit::value(reason);
+    // Top-level keys stay above the [columns] table.
+    doc.sort_values_by(|a, _, b, _| {
+        let rank = |k: &toml_edit::Key| match k.get() {
+            "table" => 0,
+            "blocked" => 1,
+            "profile" => 2,
+            "reviewer" => 3,
+            "reviewed_at" => 4,
+            "reason" => 5,
+            _ => 6,
+        };
+        rank(a).cmp(&rank(b))
+    });
+    std::fs::write(&path, doc.to_string()).map_err(|source| ReviewError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    if let Err(e) = Registry::load(&cfg.registry.dir) {
+        let _ = match &old {
+            Some(o) => std::fs::write(&path, o),
+            None => std::fs::remove_file(&path),
+        };
+        return Err(ReviewError::Invalid(format!(
+            "the decision does not make a valid registry, nothing written: {e}"
+        )));
+    }
+    tracing::info!(table = %table, blocked, by, "registry table decision written");
+    Ok(path)
 }
 
 /// `veil registry approve --all-proposed --by NAME`: accepts every stored proposal whose

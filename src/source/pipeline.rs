@@ -466,9 +466,42 @@ impl Streamer {
         }
     }
 
+    /// The blocked marker of every table the registry blocks as a whole, once per run: dev
+    /// empties whatever it holds of them (nothing, usually).
+    pub async fn publish_blocked_markers(&mut self) -> Result<(), StreamError> {
+        let blocked: Vec<String> = self
+            .registry
+            .tables
+            .iter()
+            .filter(|(_, e)| e.blocked)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for table in blocked {
+            let (schema, name) = table.split_once('.').unwrap_or(("public", &table));
+            let marker = proto::TableSchema {
+                schema: schema.to_owned(),
+                name: name.to_owned(),
+                blocked: true,
+                ..Default::default()
+            };
+            if self.published_schemas.get(&table) != Some(&marker) {
+                self.publish(self.phase, Event::Schema(marker.clone()), None)
+                    .await?;
+                self.published_schemas.insert(table, marker);
+            }
+        }
+        Ok(())
+    }
+
     async fn publish_schema_if_changed(&mut self, plan: &TablePlan) -> Result<(), StreamError> {
-        if !plan.blocked && self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
-            tracing::info!(table = %plan.qualified, "publishing table schema");
+        // A blocked table publishes its marker once (dev empties its copy); an unblocked one
+        // publishes its schema again.
+        if self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
+            if plan.blocked {
+                tracing::warn!(table = %plan.qualified, "table blocked by the registry: dev's copy is emptied");
+            } else {
+                tracing::info!(table = %plan.qualified, "publishing table schema");
+            }
             self.publish(self.phase, Event::Schema(plan.schema.clone()), None)
                 .await?;
             metrics::counter!(crate::metrics::SCHEMA_CHANGES, "table" => plan.qualified.clone())

@@ -177,6 +177,8 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
         None,
     )
     .await?;
+    // A table blocked while veil was stopped: dev empties its copy now, not at its next change.
+    st.publish_blocked_markers().await?;
 
     repl.start_replication(&format!(
         "START_REPLICATION SLOT {} LOGICAL {} (proto_version '2', streaming 'on', messages 'true', \

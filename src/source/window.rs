@@ -139,21 +139,26 @@ pub fn decisions(before: &Registry, after: &Registry) -> Vec<proto::Decision> {
     let mut bodies = Vec::new();
     for (t, e) in &after.tables {
         let old = before.table(t);
-        if e.blocked && !old.is_some_and(|o| o.blocked) {
+        let was_blocked = old.is_some_and(|o| o.blocked);
+        if e.blocked != was_blocked && (e.blocked || old.is_some()) {
             bodies.push(proto::Decision {
                 table: t.clone(),
                 column: "*".into(),
-                class: "blocked".into(),
+                class: if e.blocked { "blocked" } else { "unblocked" }.into(),
                 rule: String::new(),
                 reviewer: e.reviewer.clone().unwrap_or_default(),
-                reviewed_at: String::new(),
+                reviewed_at: e.reviewed_at.clone().unwrap_or_default(),
                 reason: e.reason.clone().unwrap_or_default(),
                 registry_before: before.version.clone(),
                 registry_after: after.version.clone(),
+                previous_class: if was_blocked { "blocked" } else { "" }.into(),
+                previous_rule: String::new(),
+                loosens: was_blocked && !e.blocked,
             });
         }
         for (c, ce) in &e.columns {
-            let same = old.and_then(|o| o.columns.get(c)).is_some_and(|o| {
+            let prev = old.and_then(|o| o.columns.get(c));
+            let same = prev.is_some_and(|o| {
                 o.decision == ce.decision
                     && o.type_name == ce.type_name
                     && o.profile == ce.profile
@@ -163,11 +168,14 @@ pub fn decisions(before: &Registry, after: &Registry) -> Vec<proto::Decision> {
             if same {
                 continue;
             }
-            let (class, rule) = match &ce.decision {
-                Decision::Blocked => ("blocked", String::new()),
-                Decision::Publish(Rule::Keep) => ("safe", "keep".into()),
-                Decision::Publish(r) => ("sensitive", r.describe()),
-            };
+            let (class, rule) = class_and_rule(&ce.decision);
+            let (previous_class, previous_rule) = prev
+                .map(|p| class_and_rule(&p.decision))
+                .unwrap_or(("", String::new()));
+            let loosens = prev.is_some_and(|p| {
+                strength(&ce.decision) < strength(&p.decision)
+                    || (p.scan && !ce.scan && ce.decision == Decision::Publish(Rule::Keep))
+            });
             bodies.push(proto::Decision {
                 table: t.clone(),
                 column: c.clone(),
@@ -178,10 +186,30 @@ pub fn decisions(before: &Registry, after: &Registry) -> Vec<proto::Decision> {
                 reason: ce.reason.clone().unwrap_or_default(),
                 registry_before: before.version.clone(),
                 registry_after: after.version.clone(),
+                previous_class: previous_class.into(),
+                previous_rule,
+                loosens,
             });
         }
     }
     bodies
+}
+
+fn class_and_rule(d: &Decision) -> (&'static str, String) {
+    match d {
+        Decision::Blocked => ("blocked", String::new()),
+        Decision::Publish(Rule::Keep) => ("safe", "keep".into()),
+        Decision::Publish(r) => ("sensitive", r.describe()),
+    }
+}
+
+/// Blocked > any de-identifying rule > published as is.
+fn strength(d: &Decision) -> u8 {
+    match d {
+        Decision::Blocked => 2,
+        Decision::Publish(Rule::Keep) => 0,
+        Decision::Publish(_) => 1,
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +232,60 @@ mod tests {
         );
         let ins = r.rows.iter().find(|o| o.op == "INSERT").unwrap();
         assert_eq!(ins.rows, 3);
+    }
+
+    fn registry(files: &[(&str, &str)]) -> Registry {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(d.path().join(name), text).unwrap();
+        }
+        Registry::load(d.path()).unwrap()
+    }
+
+    #[test]
+    fn loosening_decisions_are_marked_with_what_came_before() {
+        let before = registry(&[
+            (
+                "public.t.toml",
+                "table = \"public.t\"\n[columns]\n\
+                 a = { type = \"text\", class = \"sensitive\", rule = \"redact\", reviewer = \"kim\", reason = \"notes\" }\n\
+                 b = { type = \"text\", class = \"safe\" }\n\
+                 c = { type = \"text\", class = \"safe\" }\n\
+                 d = { type = \"text\", class = \"blocked\" }\n",
+            ),
+            ("public.u.toml", "table = \"public.u\"\nblocked = true\n"),
+        ]);
+        let after = registry(&[
+            (
+                "public.t.toml",
+                "table = \"public.t\"\n[columns]\n\
+                 a = { type = \"text\", class = \"safe\", reviewer = \"lee\", reason = \"no PHI after all\" }\n\
+                 b = { type = \"text\", class = \"sensitive\", rule = \"redact\", reviewer = \"lee\", reason = \"x\" }\n\
+                 c = { type = \"text\", class = \"safe\", scan = false, reviewer = \"lee\", reason = \"codes\" }\n\
+                 d = { type = \"text\", class = \"sensitive\", rule = \"redact\", reviewer = \"lee\", reason = \"y\" }\n",
+            ),
+            (
+                "public.u.toml",
+                "table = \"public.u\"\nreviewer = \"lee\"\nreason = \"wanted\"\n",
+            ),
+        ]);
+        let d = decisions(&before, &after);
+        let find = |t: &str, c: &str| {
+            d.iter()
+                .find(|x| x.table == t && x.column == c)
+                .unwrap_or_else(|| panic!("no record for {t}.{c}"))
+        };
+        let a = find("public.t", "a");
+        assert!(a.loosens && a.previous_class == "sensitive" && a.class == "safe");
+        assert_eq!(a.reason, "no PHI after all");
+        assert!(!find("public.t", "b").loosens, "safe → sensitive tightens");
+        assert!(find("public.t", "c").loosens, "scanner turned off");
+        let dd = find("public.t", "d");
+        assert!(dd.loosens && dd.previous_class == "blocked");
+        let u = find("public.u", "*");
+        assert!(u.loosens && u.class == "unblocked" && u.reviewer == "lee");
+        // A new table's first decisions loosen nothing.
+        let fresh = decisions(&Registry::default(), &before);
+        assert!(fresh.iter().all(|x| !x.loosens));
     }
 }

@@ -9,7 +9,7 @@ use veil::review::workflow::{self as review, ColumnDecision};
 
 const ARCHIVE_DB: &str = "veil_audit";
 
-fn with_audit(env: &mut Env, journal: &std::path::Path) {
+pub fn with_audit(env: &mut Env, journal: &std::path::Path) {
     env.prod.create_db(ARCHIVE_DB).unwrap();
     env.cfg.audit = Some(veil::config::AuditConfig {
         topic: "veil.test.audit".into(),

@@ -498,8 +498,46 @@ async fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, serde_json::Value) {
+    http_raw(addr, method, path, token, body)
+        .await
+        .expect("an HTTP answer")
+}
+
+/// Plain HTTP; `None` when the server closed without an HTTP answer.
+async fn http_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, serde_json::Value)> {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    http_exchange(s, addr, method, path, token, body).await
+}
+
+/// One request over an established stream (plain or TLS).
+async fn http_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: S,
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    http_exchange(s, addr, method, path, token, body)
+        .await
+        .expect("an HTTP answer")
+}
+
+async fn http_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, serde_json::Value)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -508,21 +546,25 @@ async fn http(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(req.as_bytes()).await.ok()?;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
+    // A TLS stream may end without close_notify; what was read counts.
+    let _ = s.read_to_end(&mut out).await;
     let text = String::from_utf8_lossy(&out);
-    let status: u16 = text[9..12].parse().unwrap();
+    if !text.starts_with("HTTP/1.1 ") || text.len() < 12 {
+        return None;
+    }
+    let status: u16 = text[9..12].parse().ok()?;
     let json = text
         .split("\r\n\r\n")
         .nth(1)
         .and_then(|b| serde_json::from_str(b).ok())
         .unwrap_or(serde_json::Value::Null);
-    (status, json)
+    Some((status, json))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn review_api_needs_the_token_and_writes_decisions() {
+async fn review_api_knows_each_reviewer_and_writes_decisions() {
     let mut env = Env::start(&[]);
     let prod = env.prod_client().await;
     veil::devkit::datagen::load(&prod, 30, 2).await.unwrap();
@@ -532,11 +574,20 @@ async fn review_api_needs_the_token_and_writes_decisions() {
     veil::source::setup::run(&env.cfg).await.unwrap();
     let port = veil::devkit::testkit::free_port();
     let addr = format!("127.0.0.1:{port}");
-    let token = "review-token-0123456789";
+    // Each reviewer has a token of their own; the config holds only the digests.
+    let (kim, kim_digest) = veil::review::api::new_reviewer_token();
+    let (lee, lee_digest) = veil::review::api::new_reviewer_token();
+    let token = kim.as_str();
     env.cfg.api = Some(veil::config::ApiConfig {
         listen: addr.clone(),
+        reviewers: [
+            ("kim".to_owned(), kim_digest),
+            ("lee".to_owned(), lee_digest),
+        ]
+        .into(),
+        tls_cert: None,
+        tls_key: None,
         token_file: None,
-        token: Some(veil::config::Secret(token.into())),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let cfg = env.cfg.clone();
@@ -579,7 +630,7 @@ async fn review_api_needs_the_token_and_writes_decisions() {
         Some(r#"{"target": "public.patients.notes3", "rule": "tokenize"}"#),
     )
     .await;
-    assert_eq!(status, 400, "{body}");
+    assert!((400..500).contains(&status), "no reason: {body}");
     let (status, body) = http(
         &addr,
         "POST",
@@ -627,6 +678,40 @@ async fn review_api_needs_the_token_and_writes_decisions() {
     assert!(env.registry_dir().join("public.odd%2Fx.toml").exists());
     let registry = veil::deid::registry::Registry::load(&env.registry_dir()).unwrap();
     assert!(registry.table("public.odd/x").unwrap().blocked);
+    assert_eq!(
+        registry.table("public.odd/x").unwrap().reviewer.as_deref(),
+        Some("kim")
+    );
+
+    // The name comes from the credential: lee's token cannot decide as kim, and lee's own
+    // decisions record lee.
+    let (status, reply) = http(&addr, "GET", "/v1/whoami", Some(&lee), None).await;
+    assert_eq!((status, reply["reviewer"].as_str()), (200, Some("lee")));
+    let as_kim = r#"{"target": "public.odd/x", "by": "kim", "reason": "needed in dev"}"#;
+    let (status, reply) = http(&addr, "POST", "/v1/unblock", Some(&lee), Some(as_kim)).await;
+    assert_eq!(status, 403, "{reply}");
+    // Unblocking loosens: a reason is required.
+    let no_reason = r#"{"target": "public.odd/x", "reason": " "}"#;
+    let (status, reply) = http(&addr, "POST", "/v1/unblock", Some(&lee), Some(no_reason)).await;
+    assert!((400..500).contains(&status), "{reply}");
+    let body = r#"{"target": "public.odd/x", "reason": "needed in dev"}"#;
+    let (status, reply) = http(&addr, "POST", "/v1/unblock", Some(&lee), Some(body)).await;
+    assert_eq!(status, 200, "{reply}");
+    let after = veil::deid::registry::Registry::load(&env.registry_dir()).unwrap();
+    let t = after.table("public.odd/x").unwrap();
+    assert!(!t.blocked);
+    assert_eq!(t.reviewer.as_deref(), Some("lee"));
+    // The audit record of this change marks it as loosening, with the reason and the reviewer.
+    let records = veil::source::window::decisions(&registry, &after);
+    let r = records
+        .iter()
+        .find(|d| d.table == "public.odd/x" && d.column == "*")
+        .unwrap();
+    assert!(r.loosens && r.class == "unblocked" && r.previous_class == "blocked");
+    assert_eq!(
+        (r.reviewer.as_str(), r.reason.as_str()),
+        ("lee", "needed in dev")
+    );
     stop_tx.send(true).unwrap();
     server.await.unwrap().unwrap();
 }
@@ -701,4 +786,90 @@ async fn blocked_column_of_a_table_without_a_key_streams() {
     stop_tx.send(true).unwrap();
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
+}
+
+/// The API over TLS (rustls) with a throwaway CA; without a certificate it refuses a
+/// non-loopback address, and the old shared token is refused with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_api_serves_tls_and_refuses_plain_http_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    veil::devkit::testkit::make_certs(dir.path()).unwrap();
+    let (kim, kim_digest) = veil::review::api::new_reviewer_token();
+    let port = veil::devkit::testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let text = format!(
+        "[api]\nlisten = {addr:?}\ntls_cert = {:?}\ntls_key = {:?}\n\n[api.reviewers]\nkim = {kim_digest:?}\n",
+        dir.path().join("server.crt"),
+        dir.path().join("server.key")
+    );
+    let cfg = veil::config::Config::parse(&text).unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let c = cfg.clone();
+    let server = tokio::spawn(async move { veil::review::api::serve(&c, stop_rx).await });
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(&addr).await.is_ok()
+        })
+        .await
+    );
+    // A TLS client that trusts the throwaway CA.
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (status, reply) = http_on(tls, &addr, "GET", "/v1/whoami", Some(&kim), None).await;
+    assert_eq!((status, reply["reviewer"].as_str()), (200, Some("kim")));
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = tokio::time::timeout(
+        Duration::from_secs(15),
+        http_raw(&addr, "GET", "/v1/whoami", Some(&kim), None),
+    )
+    .await
+    .unwrap();
+    assert!(plain.is_none(), "plain HTTP was answered on the TLS port");
+    stop_tx.send(true).unwrap();
+    server.await.unwrap().unwrap();
+
+    // Without a certificate, only a loopback address is served.
+    let open = veil::config::Config::parse(&format!(
+        "[api]\nlisten = \"0.0.0.0:{}\"\n\n[api.reviewers]\nkim = {kim_digest:?}\n",
+        veil::devkit::testkit::free_port()
+    ))
+    .unwrap();
+    let (_tx, rx) = watch::channel(false);
+    let e = veil::review::api::serve(&open, rx).await.unwrap_err();
+    assert!(e.to_string().contains("loopback"), "{e}");
+    // The shared token of earlier versions is refused with what to do instead.
+    let shared = veil::config::Config::parse(&format!(
+        "[api]\nlisten = {addr:?}\ntoken_file = \"/etc/veil/api.token\"\n"
+    ))
+    .unwrap();
+    let (_tx, rx) = watch::channel(false);
+    let e = veil::review::api::serve(&shared, rx).await.unwrap_err();
+    assert!(e.to_string().contains("veil registry token"), "{e}");
+    // A token pasted where its digest belongs is refused, and the error does not echo it.
+    let pasted = veil::config::Config::parse(&format!(
+        "[api]\nlisten = {addr:?}\n\n[api.reviewers]\nkim = {kim:?}\n"
+    ))
+    .unwrap();
+    let (_tx, rx) = watch::channel(false);
+    let e = veil::review::api::serve(&pasted, rx).await.unwrap_err();
+    assert!(
+        e.to_string().contains("blake3:") && !e.to_string().contains(&kim),
+        "{e}"
+    );
 }

@@ -187,3 +187,131 @@ async fn a_type_change_with_a_stricter_rule_clears_dev() {
     assert_eq!(cleared, 20);
     running.stop().await;
 }
+
+/// Item 5 of the leak paths: a whole-table block reaches dev (its copy is emptied, audited),
+/// and after an unblock the table starts empty in dev; updates and deletes of rows dev does not
+/// hold are counted in the audit, never fatal. The block is audited as such, the unblock as a
+/// loosening decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_block_empties_dev_and_an_unblock_never_stops_the_sink() {
+    use prost::Message as _;
+    let mut env = Env::start(&[]);
+    let journal = tempfile::tempdir().unwrap();
+    crate::audit::with_audit(&mut env, journal.path());
+    std::fs::write(
+        env.registry.path().join("public.kv.toml"),
+        "table = \"public.kv\"\n[columns]\nid = { type = \"integer\", class = \"safe\" }\n\
+         v = { type = \"integer\", class = \"safe\" }\n",
+    )
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE kv (id int PRIMARY KEY, v int);
+         CREATE TABLE scratch (id int PRIMARY KEY, v text);
+         INSERT INTO kv SELECT g, 7000000 + g FROM generate_series(1, 20) g;
+         INSERT INTO scratch VALUES (1, 'a');",
+    )
+    .await
+    .unwrap();
+    let running = env.run_stream_and_sink();
+    assert_dev_matches(&env, &["kv", "scratch"], Duration::from_secs(120)).await;
+    let dev = env.dev_client().await;
+    let count = |sql: &'static str| {
+        let dev = &dev;
+        async move { dev.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+
+    // Block the whole table while the stream runs; production keeps writing to it.
+    veil::review::workflow::block(&env.cfg, "public.kv", "kim", "staging copy of real rows")
+        .await
+        .unwrap();
+    // The stream notices a registry change within a second or so.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    prod.batch_execute("INSERT INTO kv VALUES (21, 7000021); UPDATE kv SET v = v + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    // A change of another table after the block shows the stream got past it.
+    prod.batch_execute("INSERT INTO scratch VALUES (2, 'b')")
+        .await
+        .unwrap();
+    let emptied = wait_for(Duration::from_secs(60), || async {
+        count("SELECT count(*) FROM scratch").await == 2
+            && count("SELECT count(*) FROM kv").await == 0
+    })
+    .await;
+    assert!(
+        emptied,
+        "dev kept {} rows of a blocked table",
+        count("SELECT count(*) FROM kv").await
+    );
+
+    // Unblock: the table starts empty in dev; updates and deletes of rows dev does not hold are
+    // skipped and counted, and new rows arrive.
+    veil::review::workflow::unblock(&env.cfg, "public.kv", "lee", "needed in dev again")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    prod.batch_execute(
+        "UPDATE kv SET v = v + 1 WHERE id <= 5; DELETE FROM kv WHERE id = 6;
+         INSERT INTO kv VALUES (22, 7000022); UPDATE kv SET v = 1 WHERE id = 22;
+         INSERT INTO scratch VALUES (3, 'c');",
+    )
+    .await
+    .unwrap();
+    let arrived = wait_for(Duration::from_secs(60), || async {
+        count("SELECT count(*) FROM scratch").await == 3
+    })
+    .await;
+    assert!(
+        arrived,
+        "the sink stopped on changes of rows dev does not hold"
+    );
+    assert_eq!(count("SELECT count(*) FROM kv").await, 1);
+    assert_eq!(count("SELECT v::bigint FROM kv WHERE id = 22").await, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    running.stop().await;
+
+    // The audit trail: the block and the emptying, the unblock marked as loosening, and the
+    // skipped changes counted.
+    let records: Vec<veil::proto::AuditRecord> =
+        read_topic(env.cfg.kafka().unwrap(), "veil.test.audit")
+            .into_iter()
+            .filter_map(|(_, b)| veil::proto::AuditRecord::decode(b.as_slice()).ok())
+            .collect();
+    use veil::proto::audit_record::Body;
+    let decisions: Vec<&veil::proto::Decision> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Some(Body::Decision(d)) if d.table == "public.kv" && d.column == "*" => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.class == "blocked" && !d.loosens && d.reviewer == "kim"),
+        "{decisions:?}"
+    );
+    assert!(
+        decisions.iter().any(|d| d.class == "unblocked"
+            && d.loosens
+            && d.reviewer == "lee"
+            && d.reason == "needed in dev again"),
+        "{decisions:?}"
+    );
+    let emptied = records.iter().find_map(|r| match &r.body {
+        Some(Body::Reclassified(c)) if c.table == "public.kv" && c.action == "emptied" => Some(c),
+        _ => None,
+    });
+    assert_eq!(emptied.map(|c| c.rows), Some(20), "{records:?}");
+    let missing: u64 = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Some(Body::RowsMissing(m)) if m.table == "public.kv" => Some(m.rows),
+            _ => None,
+        })
+        .sum();
+    // Five updates and one delete of rows dev does not hold.
+    assert_eq!(missing, 6, "{records:?}");
+}

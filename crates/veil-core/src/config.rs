@@ -1,7 +1,7 @@
 //! Configuration: one TOML file per process, every key documented in README.md, with
 //! environment overrides (`VEIL_SOURCE_DSN`, `VEIL_SINK_DSN`, `VEIL_KAFKA_BROKERS`,
 //! `VEIL_KAFKA_TOPIC`, `VEIL_REGISTRY_DIR`, `VEIL_MASTER_KEY`, `VEIL_VAULT_DSN`,
-//! `VEIL_API_TOKEN`, `VEIL_AUDIT_KEY`, `VEIL_METRICS_LISTEN`).
+//! `VEIL_AUDIT_KEY`, `VEIL_METRICS_LISTEN`).
 //!
 //! Secrets (DSN passwords, the master key) live in [`Secret`] / [`Dsn`], whose `Debug` and
 //! `Display` never show them.
@@ -232,11 +232,71 @@ fn default_retention() -> u32 {
 pub struct ApiConfig {
     /// `host:port` to listen on.
     pub listen: String,
-    /// File holding the bearer token (`VEIL_API_TOKEN` overrides).
+    /// Reviewer name → `blake3:<64 hex>` of that reviewer's own bearer token (made by
+    /// `veil registry token NAME`). The name recorded with a decision is the one the token maps
+    /// to, never one the request states.
+    #[serde(default)]
+    pub reviewers: std::collections::BTreeMap<String, String>,
+    /// PEM certificate chain and private key: the API is served over TLS (rustls). Without them
+    /// it listens only on a loopback address, behind a TLS-terminating reverse proxy.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Earlier versions' one shared token; refused with a message (it cannot tell reviewers
+    /// apart).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
-    #[serde(skip)]
-    pub token: Option<Secret>,
+}
+
+impl ApiConfig {
+    /// The reviewers' token digests, checked: names are plain (letters, digits, `._@-`, at most
+    /// 64), digests are `blake3:` and 64 hex characters, and at least one reviewer is named.
+    pub fn reviewer_digests(&self) -> Result<Vec<(String, [u8; 32])>, ConfigError> {
+        if self.token_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "[api] token_file: one shared token cannot tell reviewers apart and is no longer \
+                 accepted; give each reviewer a token of their own (`veil registry token NAME`) \
+                 and list them under [api.reviewers]"
+                    .into(),
+            ));
+        }
+        if self.reviewers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "[api.reviewers] names no reviewer: add `NAME = \"blake3:…\"` lines made by \
+                 `veil registry token NAME`"
+                    .into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(self.reviewers.len());
+        for (name, digest) in &self.reviewers {
+            if !valid_reviewer_name(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "[api.reviewers] {name:?}: a reviewer name is 1 to 64 letters, digits, `.`, `_`, `@` or `-`"
+                )));
+            }
+            let bytes = digest
+                .strip_prefix("blake3:")
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "[api.reviewers] {name}: expected \"blake3:\" and 64 hex characters (the digest \
+                         `veil registry token {name}` prints), not a token"
+                    ))
+                })?;
+            out.push((name.clone(), bytes));
+        }
+        Ok(out)
+    }
+}
+
+/// A reviewer name as the registry records it.
+pub fn valid_reviewer_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
 }
 
 /// The PHI scanner.
@@ -413,9 +473,6 @@ impl Config {
         if let (Some(v), Some(a)) = (get("VEIL_AUDIT_SINK_KEY"), self.audit.as_mut()) {
             a.sink_key = Some(Secret(v));
         }
-        if let (Some(v), Some(api)) = (get("VEIL_API_TOKEN"), self.api.as_mut()) {
-            api.token = Some(Secret(v));
-        }
         if let Some(v) = get("VEIL_METRICS_LISTEN") {
             self.metrics.listen = Some(v);
         }
@@ -443,17 +500,6 @@ impl Config {
         self.sink
             .as_ref()
             .ok_or_else(|| ConfigError::Invalid("missing [sink] section (or VEIL_SINK_DSN)".into()))
-    }
-
-    /// The review API's bearer token: `VEIL_API_TOKEN`, else `[api] token_file`.
-    pub fn api_token(&self) -> Result<String, ConfigError> {
-        let api = self
-            .api
-            .as_ref()
-            .ok_or_else(|| ConfigError::Invalid("missing [api] section".into()))?;
-        secret_or_file(&api.token, &api.token_file)?.ok_or_else(|| {
-            ConfigError::Invalid("no API token: set [api] token_file or VEIL_API_TOKEN".into())
-        })
     }
 }
 

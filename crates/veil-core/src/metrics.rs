@@ -28,6 +28,8 @@ pub const SINK_LAST_COMMIT_LSN: &str = "veil_sink_last_commit_lsn";
 pub const SINK_DUPLICATES: &str = "veil_sink_duplicate_events_total";
 pub const SINK_REFETCHES: &str = "veil_sink_refetches_total";
 pub const SINK_SKIPPED_TXNS: &str = "veil_sink_skipped_transactions_total";
+/// Updates and deletes of rows dev does not hold (`table`, `op`): counted, never fatal.
+pub const SINK_ROWS_MISSING: &str = "veil_sink_rows_missing_total";
 
 /// Every metric name veil exports (the ops files may use only these).
 pub const ALL: &[&str] = &[
@@ -55,6 +57,7 @@ pub const ALL: &[&str] = &[
     SINK_DUPLICATES,
     SINK_REFETCHES,
     SINK_SKIPPED_TXNS,
+    SINK_ROWS_MISSING,
 ];
 
 #[derive(Debug, thiserror::Error)]

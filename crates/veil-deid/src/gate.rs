@@ -163,7 +163,13 @@ pub fn plan_table(
             oid: info.oid,
             blocked: true,
             columns: Vec::new(),
-            schema: proto::TableSchema::default(),
+            // The marker the sink empties dev's copy on.
+            schema: proto::TableSchema {
+                schema: info.schema.clone(),
+                name: info.name.clone(),
+                blocked: true,
+                ..Default::default()
+            },
             reads: Vec::new(),
             registry_version: registry.version.clone(),
         });
@@ -263,6 +269,7 @@ pub fn plan_table(
     let schema = proto::TableSchema {
         schema: info.schema.clone(),
         name: info.name.clone(),
+        blocked: false,
         columns: published.clone(),
         primary_key: if all_pub(&info.primary_key) {
             info.primary_key.clone()

@@ -238,6 +238,7 @@ pub struct TableEntry {
     pub profile: Profile,
     pub reviewer: Option<String>,
     pub reason: Option<String>,
+    pub reviewed_at: Option<String>,
     pub columns: BTreeMap<String, ColumnEntry>,
 }
 
@@ -265,6 +266,8 @@ struct TableFile {
     reviewer: Option<String>,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    reviewed_at: Option<String>,
     #[serde(default)]
     columns: BTreeMap<String, ColumnFile>,
 }
@@ -748,6 +751,7 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
             profile,
             reviewer: f.reviewer,
             reason: f.reason,
+            reviewed_at: f.reviewed_at,
             columns,
         },
     ))

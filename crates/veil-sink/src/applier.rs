@@ -45,6 +45,9 @@ pub struct Applier {
     pub applied_txns: u64,
     /// Columns cleared or dropped in dev because their rule changed (for the audit trail).
     pub reclassified: Vec<proto::Reclassified>,
+    /// Updates and deletes that matched no dev row, by table and operation: rows, first and
+    /// last commit LSN (audited once committed).
+    pub missing: std::collections::BTreeMap<(String, &'static str), (u64, u64, u64)>,
     pub skipped_txns: u64,
 }
 
@@ -114,6 +117,7 @@ impl Applier {
             applied_rows: 0,
             applied_txns: 0,
             reclassified: Vec::new(),
+            missing: std::collections::BTreeMap::new(),
             skipped_txns: 0,
         })
     }

@@ -28,6 +28,25 @@ impl SinkAudit {
                     .record(proto::audit_record::Body::Reclassified(r))
                     .await?;
             }
+            for ((table, op), (rows, first, last)) in std::mem::take(&mut applier.missing) {
+                tracing::warn!(
+                    table = %table,
+                    op,
+                    rows,
+                    first_commit_lsn = %crate::pg::lsn::fmt_lsn(first),
+                    last_commit_lsn = %crate::pg::lsn::fmt_lsn(last),
+                    "changes of rows dev does not hold (table unblocked or approved after they were written); skipped"
+                );
+                self.writer
+                    .record(proto::audit_record::Body::RowsMissing(proto::RowsMissing {
+                        table,
+                        op: op.into(),
+                        rows,
+                        first_commit_lsn: first,
+                        last_commit_lsn: last,
+                    }))
+                    .await?;
+            }
         }
         if !force && self.last.elapsed() < self.every {
             return Ok(());

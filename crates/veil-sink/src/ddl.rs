@@ -13,6 +13,9 @@ impl Applier {
     pub(super) async fn apply_schema(&mut self, s: proto::TableSchema) -> Result<(), SinkError> {
         self.drain().await?;
         let q = format!("{}.{}", s.schema, s.name);
+        if s.blocked {
+            return self.empty_blocked(&q).await;
+        }
         let table = crate::pg::quote::qualified(&q);
         let serr = |message: String| SinkError::Schema {
             table: q.clone(),
@@ -131,6 +134,7 @@ impl Applier {
                                     rule_before: o.rule.clone(),
                                     rule_after: c.rule.clone(),
                                     action: "cleared".into(),
+                                    rows: 0,
                                 });
                             }
                             if retyped {
@@ -152,6 +156,7 @@ impl Applier {
                             rule_before: o.rule.clone(),
                             rule_after: "blocked or dropped".into(),
                             action: "dropped".into(),
+                            rows: 0,
                         });
                         sql.push_str(&format!(
                             "ALTER TABLE {} DROP COLUMN {};\n",
@@ -194,6 +199,38 @@ impl Applier {
         self.schemas.insert(q, Arc::new(s));
         // Outside the snapshot, add foreign keys as soon as both ends exist.
         self.add_pending_fks().await
+    }
+
+    /// The registry blocked the whole table: dev deletes every row it holds of it, in the
+    /// batch's transaction (so with the checkpoint), and the audit says how many. The table and
+    /// its columns stay (names are not values); changes arrive again only after an unblock, and
+    /// dev starts that table empty until backfill.
+    async fn empty_blocked(&mut self, q: &str) -> Result<(), SinkError> {
+        if !self.schemas.contains_key(q) {
+            tracing::info!(table = %q, "table blocked by the registry; dev holds nothing of it");
+            return Ok(());
+        }
+        let rows = self
+            .client
+            .execute(
+                &format!("DELETE FROM {}", crate::pg::quote::qualified(q)),
+                &[],
+            )
+            .await
+            .map_err(|e| SinkError::Schema {
+                table: q.to_owned(),
+                message: pg("empty the blocked table")(e).to_string(),
+            })?;
+        tracing::warn!(table = %q, rows, "table blocked by the registry: dev's copy deleted");
+        self.reclassified.push(proto::Reclassified {
+            table: q.to_owned(),
+            column: "*".into(),
+            rule_before: "published".into(),
+            rule_after: "blocked".into(),
+            action: "emptied".into(),
+            rows,
+        });
+        Ok(())
     }
 
     pub(super) async fn add_pending_fks(&mut self) -> Result<(), SinkError> {

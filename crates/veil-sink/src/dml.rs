@@ -98,11 +98,18 @@ impl Applier {
                 }
                 (Err(e), None) => return Err(pg("savepoint")(e)),
                 (Ok(0), Some((table, op, lsn, true))) => {
-                    return Err(SinkError::Diverged {
-                        table: table.clone(),
-                        op,
-                        lsn: fmt_lsn(*lsn),
-                    });
+                    // A row dev does not hold: a table unblocked or approved after the row was
+                    // written starts empty in dev (until backfill). Counted and audited, never
+                    // fatal; the change itself has nothing to apply.
+                    metrics::counter!(crate::metrics::SINK_ROWS_MISSING, "table" => table.clone(), "op" => *op)
+                        .increment(1);
+                    tracing::debug!(table = %table, op, lsn = %fmt_lsn(*lsn), "change of a row dev does not hold");
+                    let e = self
+                        .missing
+                        .entry((table.clone(), op))
+                        .or_insert((0, *lsn, *lsn));
+                    e.0 += 1;
+                    e.2 = *lsn;
                 }
                 _ => {}
             }

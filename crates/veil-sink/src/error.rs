@@ -40,12 +40,6 @@ pub enum SinkError {
     },
     #[error("table {table}: {message}")]
     Schema { table: String, message: String },
-    #[error("{op} on {table} at commit {lsn} matched no row in dev (dev diverged from the stream)")]
-    Diverged {
-        table: String,
-        op: &'static str,
-        lsn: String,
-    },
 }
 
 impl Classify for SinkError {
@@ -62,8 +56,7 @@ impl Classify for SinkError {
             SinkError::Decode { .. }
             | SinkError::Gap { .. }
             | SinkError::EpochWithoutSnapshot { .. }
-            | SinkError::Schema { .. }
-            | SinkError::Diverged { .. } => ErrorClass::Definite,
+            | SinkError::Schema { .. } => ErrorClass::Definite,
         }
     }
 }

@@ -363,7 +363,9 @@ pub fn describe(r: &proto::AuditRecord) -> (&'static str, serde_json::Value) {
             "decision",
             json!({ "table": d.table, "column": d.column, "class": d.class, "rule": d.rule,
                     "reviewer": d.reviewer, "reviewed_at": d.reviewed_at, "reason": d.reason,
-                    "registry_before": d.registry_before, "registry_after": d.registry_after }),
+                    "registry_before": d.registry_before, "registry_after": d.registry_after,
+                    "previous_class": d.previous_class, "previous_rule": d.previous_rule,
+                    "loosens": d.loosens }),
         ),
         Some(Body::Reveal(v)) => (
             "reveal",
@@ -379,7 +381,13 @@ pub fn describe(r: &proto::AuditRecord) -> (&'static str, serde_json::Value) {
         Some(Body::Reclassified(c)) => (
             "reclassified",
             json!({ "table": c.table, "column": c.column, "rule_before": c.rule_before,
-                    "rule_after": c.rule_after, "action": c.action }),
+                    "rule_after": c.rule_after, "action": c.action, "rows": c.rows }),
+        ),
+        Some(Body::RowsMissing(m)) => (
+            "rows_missing",
+            json!({ "table": m.table, "op": m.op, "rows": m.rows,
+                    "first_commit_lsn": crate::pg::lsn::fmt_lsn(m.first_commit_lsn),
+                    "last_commit_lsn": crate::pg::lsn::fmt_lsn(m.last_commit_lsn) }),
         ),
         None => ("empty", json!({})),
     }

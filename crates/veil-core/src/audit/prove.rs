@@ -47,7 +47,7 @@ pub async fn prove(
     let events = q(client
         .query(
             &day("SELECT json_build_object('record_id', record_id, 'at', at, 'kind', kind, 'body', body)::text FROM veil_audit.records \
-                  WHERE kind IN ('hold', 'decision', 'reveal', 'error', 'run_stop', 'reclassified') AND at >= $D AND at < $D + 1 ORDER BY at"),
+                  WHERE kind IN ('hold', 'decision', 'reveal', 'error', 'run_stop', 'reclassified', 'rows_missing') AND at >= $D AND at < $D + 1 ORDER BY at"),
             &[&date],
         )
         .await
@@ -190,13 +190,21 @@ pub fn prove_text(r: &serde_json::Value) -> String {
         "holds, decisions, reveals, errors, stops: {}\n",
         events.len()
     ));
-    for e in events {
+    let loosening = events
+        .iter()
+        .filter(|e| e["kind"] == "decision" && e["body"]["loosens"] == true)
+        .count();
+    if loosening > 0 {
         out.push_str(&format!(
-            "  {} {} {}\n",
-            s(&e["at"]),
-            s(&e["kind"]),
-            e["body"]
+            "loosening decisions (less protection than before): {loosening}\n"
         ));
+    }
+    for e in events {
+        let kind = match (s(&e["kind"]).as_str(), e["body"]["loosens"] == true) {
+            ("decision", true) => "decision LOOSENS".to_owned(),
+            (k, _) => k.to_owned(),
+        };
+        out.push_str(&format!("  {} {} {}\n", s(&e["at"]), kind, e["body"]));
     }
     out.push_str(&format!(
         "chain check: {}\n",
