@@ -130,8 +130,15 @@ async fn pending(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Repl
     if let Err(r) = authorize(&state, &headers) {
         return r;
     }
+    let stale = match review::stale(&state.cfg).await {
+        Ok(s) => s,
+        Err(e) => return review_error(e),
+    };
     match review::pending(&state.cfg).await {
-        Ok(items) => reply(StatusCode::OK, serde_json::json!({ "pending": items })),
+        Ok(items) => reply(
+            StatusCode::OK,
+            serde_json::json!({ "pending": items, "stale": stale }),
+        ),
         Err(e) => review_error(e),
     }
 }

@@ -50,6 +50,13 @@ pub async fn pending(cfg: &Config, json: bool, store: bool) -> Result<(), Failur
             println!("    same domain: {}", p.shares_domain_with.join(", "));
         }
     }
+    for s in review::stale(cfg).await? {
+        println!(
+            "{}.{} ({}) stale: the registry decides a column production does not have (dropped or renamed); \
+             remove its line so a new column of that name is never mistaken for it",
+            s.table, s.column, s.type_name
+        );
+    }
     if store {
         println!(
             "proposals stored in {}; accept them with `veil registry approve --all-proposed --by NAME`",

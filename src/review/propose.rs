@@ -1081,6 +1081,7 @@ mod tests {
             unique_keys: Vec::new(),
             foreign_keys: Vec::new(),
             enums: Default::default(),
+            history: Default::default(),
         }
     }
 

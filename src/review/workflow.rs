@@ -22,7 +22,23 @@ use crate::pg::catalog::{self, TableInfo};
 pub enum Why {
     NewTable,
     NewColumn,
-    TypeChanged { registry_type: String },
+    TypeChanged {
+        registry_type: String,
+    },
+    /// The registry's decision was made for another table or column of that name (renamed,
+    /// swapped, dropped and re-created).
+    Rebound {
+        why: String,
+    },
+}
+
+/// A registry entry production no longer has a column for (dropped or renamed): flagged, so a
+/// reviewer removes it before a new column of that name could be mistaken for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stale {
+    pub table: String,
+    pub column: String,
+    pub type_name: String,
 }
 
 /// One column (or a whole table) production has and the registry does not decide.
@@ -68,7 +84,9 @@ async fn published_tables(
         .collect();
     let mut out = Vec::with_capacity(oids.len());
     for oid in oids {
-        out.push(catalog::describe_table(client, oid, None).await?);
+        let mut info = catalog::describe_table(client, oid, None).await?;
+        catalog::bind_to_shape_log(client, &mut info, None, false).await?;
+        out.push(info);
     }
     Ok(out)
 }
@@ -98,6 +116,15 @@ pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
                     Some(ce) if ce.type_name != c.type_name => Why::TypeChanged {
                         registry_type: ce.type_name.clone(),
                     },
+                    Some(ce)
+                        if !matches!(ce.decision, crate::deid::registry::Decision::Blocked) =>
+                    {
+                        match crate::deid::gate::binding_problem(ce, info, c) {
+                            crate::deid::gate::Binding::Hold(why)
+                            | crate::deid::gate::Binding::Withhold(why) => Why::Rebound { why },
+                            crate::deid::gate::Binding::Bound => continue,
+                        }
+                    }
                     Some(_) => continue,
                 },
             };
@@ -165,6 +192,29 @@ pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
         if let Some(d) = p.proposal.as_ref().and_then(|x| x.domain.as_ref()) {
             let me = format!("{}.{}", p.table, p.column);
             p.shares_domain_with = by_domain[d].iter().filter(|c| **c != me).cloned().collect();
+        }
+    }
+    Ok(out)
+}
+
+/// Registry column entries of published tables that production has no column for.
+pub async fn stale(cfg: &Config) -> Result<Vec<Stale>, ReviewError> {
+    let registry = Registry::load(&cfg.registry.dir)?;
+    let client = connect_source(cfg).await?;
+    let tables = published_tables(&client, &cfg.source()?.publication).await?;
+    let mut out = Vec::new();
+    for info in &tables {
+        let Some(entry) = registry.table(&info.qualified()) else {
+            continue;
+        };
+        for (name, ce) in &entry.columns {
+            if !info.columns.iter().any(|c| &c.name == name) {
+                out.push(Stale {
+                    table: info.qualified(),
+                    column: name.clone(),
+                    type_name: ce.type_name.clone(),
+                });
+            }
         }
     }
     Ok(out)
@@ -243,15 +293,18 @@ pub fn write_decision(
     type_name: &str,
     d: &ColumnDecision,
 ) -> Result<PathBuf, ReviewError> {
-    write_checked_decision(registry_dir, table, column, type_name, d, &|_| Ok(()))
+    write_checked_decision(registry_dir, table, column, type_name, None, d, &|_| Ok(()))
 }
 
 /// [`write_decision`], refused (nothing written) when `check` rejects the registry it makes.
+/// `bound_to` is the (table oid, attnum) of the column the decision is made for, from the
+/// catalog: the line records it, and the stream holds a column that is not that one.
 pub fn write_checked_decision(
     registry_dir: &Path,
     table: &str,
     column: &str,
     type_name: &str,
+    bound_to: Option<(u32, i16)>,
     d: &ColumnDecision,
     check: &dyn Fn(&Registry) -> Result<(), String>,
 ) -> Result<PathBuf, ReviewError> {
@@ -314,6 +367,9 @@ pub fn write_checked_decision(
             .map(|(p, r)| format!("{{ path = {}, rule = {} }}", toml_str(p), toml_str(r)))
             .collect();
         fields.push(format!("paths = [{}]", paths.join(", ")));
+    }
+    if let Some((relid, attnum)) = bound_to {
+        fields.push(format!("relid = {relid}, attnum = {attnum}"));
     }
     fields.push(format!("reviewer = {}", toml_str(&d.by)));
     fields.push(format!("reviewed_at = {}", toml_str(&now_rfc3339())));
@@ -476,9 +532,12 @@ fn column_type(info: &TableInfo, column: &str) -> Result<String, ReviewError> {
         })
 }
 
-async fn current_type(cfg: &Config, table: &str, column: &str) -> Result<String, ReviewError> {
-    let client = connect_source(cfg).await?;
-    column_type(&describe(&client, table).await?, column)
+/// The (table oid, attnum) of a column as the catalog has it now: what a decision binds to.
+fn column_identity(info: &TableInfo, column: &str) -> Option<(u32, i16)> {
+    info.columns
+        .iter()
+        .find(|c| c.name == column && c.attnum > 0)
+        .map(|c| (info.oid, c.attnum))
 }
 
 /// A check that the registry's decision for `column` can work: the gate's binding for the
@@ -530,6 +589,7 @@ pub async fn approve(
         &table,
         &column,
         &type_name,
+        column_identity(&info, &column),
         d,
         &fits_check(&info, &column, &scanner),
     )
@@ -545,12 +605,15 @@ pub async fn block(
     let (table, column) = split_target(target)?;
     match column {
         Some(column) => {
-            let type_name = current_type(cfg, &table, &column).await?;
-            write_decision(
+            let client = connect_source(cfg).await?;
+            let info = describe(&client, &table).await?;
+            let type_name = column_type(&info, &column)?;
+            write_checked_decision(
                 &cfg.registry.dir,
                 &table,
                 &column,
                 &type_name,
+                column_identity(&info, &column),
                 &ColumnDecision {
                     class: "blocked".into(),
                     by: by.into(),
@@ -558,6 +621,7 @@ pub async fn block(
                     scan: None,
                     ..Default::default()
                 },
+                &|_| Ok(()),
             )
         }
         None => set_table_blocked(cfg, &table, true, by, reason).await,
@@ -694,6 +758,7 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
             &p.table,
             &p.column,
             &p.type_name,
+            column_identity(info, &p.column),
             &ColumnDecision {
                 class: prop.class.clone(),
                 rule: prop.rule.clone(),

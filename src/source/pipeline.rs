@@ -73,6 +73,9 @@ pub struct Streamer {
     pub keepalive: Box<dyn KeepAlive>,
     /// Shutdown requested (a hold returns `StoppedWhileHeld`).
     pub shutdown: watch::Receiver<bool>,
+    /// WAL position of the message being decoded (`None` during the snapshot): where a table
+    /// planned again under a new registry is bound to the shape log.
+    pub(super) position: Option<u64>,
 }
 
 /// A row change waiting for its batch to be transformed.
@@ -431,9 +434,33 @@ impl Streamer {
             }
             self.flush_rows().await?;
             for oid in stale {
+                if self.renamed_or_reshaped_since_planned(oid).await? {
+                    // Its next change comes with a Relation message that describes it anew;
+                    // planning it now under an old name would apply another table's decisions.
+                    tracing::info!(
+                        oid,
+                        "table renamed or reshaped since it was planned; planned again at its next change"
+                    );
+                    self.plans.remove(&oid);
+                    self.described.remove(&oid);
+                    continue;
+                }
                 self.replan(oid).await?;
             }
         }
+    }
+
+    /// Whether a described table has another name or other columns at the position being
+    /// decoded than when it was described (the shape log tells; without one, never).
+    async fn renamed_or_reshaped_since_planned(&self, oid: u32) -> Result<bool, StreamError> {
+        let (Some(pos), Some((info, _))) = (self.position, self.described.get(&oid)) else {
+            return Ok(false);
+        };
+        let mut now = info.clone();
+        catalog::bind_to_shape_log(&self.catalog, &mut now, Some(pos), false).await?;
+        let attnums =
+            |i: &catalog::TableInfo| i.columns.iter().map(|c| c.attnum).collect::<Vec<_>>();
+        Ok(now.qualified() != info.qualified() || attnums(&now) != attnums(info))
     }
 
     /// The plan of a relation, planned again first if the registry changed since.
@@ -496,6 +523,11 @@ impl Streamer {
     async fn publish_schema_if_changed(&mut self, plan: &TablePlan) -> Result<(), StreamError> {
         // A blocked table publishes its marker once (dev empties its copy); an unblocked one
         // publishes its schema again.
+        // A withheld table (its decisions belong to a table that takes its name later) has no
+        // schema to publish.
+        if plan.schema.name.is_empty() {
+            return Ok(());
+        }
         if self.published_schemas.get(&plan.qualified) != Some(&plan.schema) {
             if plan.blocked {
                 tracing::warn!(table = %plan.qualified, "table blocked by the registry: dev's copy is emptied");
@@ -673,7 +705,7 @@ impl Streamer {
     /// A `veil_ddl` message (written inside the DDL's transaction by the event trigger): the
     /// changed table is compared with the registry at once, so a schema change holds the stream
     /// at the DDL itself, before any row of the new shape and even if none ever comes.
-    async fn ddl(&mut self, content: &[u8]) -> Result<(), StreamError> {
+    async fn ddl(&mut self, content: &[u8], lsn: u64) -> Result<(), StreamError> {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else {
             tracing::warn!("ignoring a veil_ddl message that is not JSON");
             return Ok(());
@@ -686,20 +718,44 @@ impl Streamer {
         ) {
             return Ok(());
         }
-        // The catalog as it is now; a table dropped since is no longer anyone's concern.
-        let oid: Option<u32> = self
-            .catalog
-            .query_opt(
-                "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p') \
-                 AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables t WHERE t.pubname = $2 \
-                   AND (quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))::regclass = c.oid)",
-                &[&object, &self.publication],
-            )
-            .await
-            .map_err(|e| StreamError::Postgres(crate::pg::errors::PgError::new("look up DDL target", &e)))?
+        // The table by its oid (messages of this version carry it), else by name; the catalog
+        // as it is now: a table dropped since is no longer anyone's concern.
+        let published = "c.relkind IN ('r', 'p') \
+             AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables t WHERE t.pubname = $2 \
+               AND (quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))::regclass = c.oid)";
+        let by_oid = v["oid"].as_u64().and_then(|o| u32::try_from(o).ok());
+        let found = match by_oid {
+            Some(o) => {
+                self.catalog
+                    .query_opt(
+                        &format!("SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = $1 AND {published}"),
+                        &[&o, &self.publication],
+                    )
+                    .await
+            }
+            None => {
+                self.catalog
+                    .query_opt(
+                        &format!("SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) AND {published}"),
+                        &[&object, &self.publication],
+                    )
+                    .await
+            }
+        };
+        let oid: Option<u32> = found
+            .map_err(|e| {
+                StreamError::Postgres(crate::pg::errors::PgError::new("look up DDL target", &e))
+            })?
             .map(|r| r.get(0));
         let Some(oid) = oid else { return Ok(()) };
-        let info = catalog::describe_table(&self.catalog, oid, None).await?;
+        let mut info = catalog::describe_table(&self.catalog, oid, None).await?;
+        let name_now = info.qualified();
+        catalog::bind_to_shape_log(&self.catalog, &mut info, Some(lsn), true).await?;
+        if info.qualified() != name_now {
+            // Renamed again later: its rows come with Relation messages, each checked then.
+            tracing::info!(table = %info.qualified(), now = %name_now, tag, "schema change of a table renamed since; checked at its next change");
+            return Ok(());
+        }
         let keys = info.primary_key.clone();
         tracing::info!(table = %info.qualified(), tag, "schema change seen; checking it against the registry");
         self.plan_or_hold(&info, &keys).await?;
@@ -720,7 +776,9 @@ impl Streamer {
         self.window.mark_lsn(lsn);
     }
 
-    async fn relation(&mut self, rel: Relation) -> Result<(), StreamError> {
+    /// A Relation message at WAL position `lsn`: the table described (columns as the message
+    /// gives them, attnums and history as the shape log had them at `lsn`) and planned.
+    async fn relation(&mut self, rel: Relation, lsn: u64) -> Result<(), StreamError> {
         let cols: Vec<(String, u32, i32)> = rel
             .columns
             .iter()
@@ -741,7 +799,8 @@ impl Streamer {
             }
             None => rel.oid,
         };
-        let info = catalog::describe_table(&self.catalog, oid, Some(&cols)).await?;
+        let mut info = catalog::describe_table(&self.catalog, oid, Some(&cols)).await?;
+        catalog::bind_to_shape_log(&self.catalog, &mut info, Some(lsn), false).await?;
         let plan = self.plan_or_hold(&info, &keys).await?;
         self.flush_rows().await?;
         self.publish_schema_if_changed(&plan).await?;
@@ -814,8 +873,9 @@ impl Streamer {
         msg: LogicalMessage,
         lsn: u64,
     ) -> Result<(), StreamError> {
+        self.position = Some(lsn);
         match msg {
-            LogicalMessage::Relation { relation, .. } => self.relation(relation).await?,
+            LogicalMessage::Relation { relation, .. } => self.relation(relation, lsn).await?,
             LogicalMessage::Insert {
                 relation_oid, new, ..
             } => {
@@ -900,7 +960,7 @@ impl Streamer {
                 ..
             } => {
                 if prefix == DDL_PREFIX {
-                    self.ddl(&content).await?;
+                    self.ddl(&content, lsn).await?;
                 } else if prefix == HEARTBEAT_PREFIX {
                     self.flush_rows().await?;
                     self.publish(

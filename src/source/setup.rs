@@ -48,11 +48,55 @@ const TRIGGER_SQL: &str = r#"
 -- "_veil", not "veil": a role named veil would otherwise create its unqualified tables here
 -- ("$user" comes first in the default search_path).
 CREATE SCHEMA IF NOT EXISTS _veil;
+-- The shape log: every table's columns (attnum, name) after each DDL, at the WAL position it
+-- happened, so the stream binds registry decisions to the table and column they were made for
+-- in WAL order. UNLOGGED: never published, never decoded (a crash empties it; setup refills
+-- the baseline, and the stream then binds by the catalog).
+CREATE UNLOGGED TABLE IF NOT EXISTS _veil.shapes (
+  id      bigserial PRIMARY KEY,
+  lsn     pg_lsn    NOT NULL,
+  relid   oid       NOT NULL,
+  nsp     text      NOT NULL,
+  rel     text      NOT NULL,
+  columns jsonb     NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shapes_by_relid ON _veil.shapes (relid, lsn);
+CREATE INDEX IF NOT EXISTS shapes_by_name ON _veil.shapes (nsp, rel, lsn);
+REVOKE ALL ON _veil.shapes FROM PUBLIC;
+-- Names and attnums only (what pg_attribute shows any role); the stream's role reads it.
+GRANT SELECT ON _veil.shapes TO PUBLIC;
+-- Records the true current shape of one table (any role may call it: it can only record what
+-- the catalog says). Never fails the DDL it runs under.
+CREATE OR REPLACE FUNCTION _veil.record_shape(r oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $shape$
+BEGIN
+  INSERT INTO _veil.shapes (lsn, relid, nsp, rel, columns)
+  SELECT pg_current_wal_insert_lsn(), c.oid, n.nspname, c.relname,
+         coalesce((SELECT jsonb_agg(jsonb_build_array(a.attnum, a.attname) ORDER BY a.attnum)
+                   FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+                  '[]'::jsonb)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.oid = r AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p';
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'veil: could not record the shape of relation %: %', r, SQLERRM;
+END
+$shape$;
+REVOKE ALL ON FUNCTION _veil.record_shape(oid) FROM PUBLIC;
+GRANT USAGE ON SCHEMA _veil TO PUBLIC;
+GRANT EXECUTE ON FUNCTION _veil.record_shape(oid) TO PUBLIC;
+-- The baseline: tables the log has not seen yet.
+SELECT _veil.record_shape(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_veil') AND n.nspname NOT LIKE 'pg\_%'
+   AND NOT EXISTS (SELECT 1 FROM _veil.shapes s WHERE s.relid = c.oid);
 CREATE OR REPLACE FUNCTION _veil.on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql AS $veil$
 DECLARE r record;
 BEGIN
   FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    IF r.object_type IN ('table', 'table column') AND r.objid IS NOT NULL THEN
+      PERFORM _veil.record_shape(r.objid);
+    END IF;
     IF r.command_tag = 'CREATE TABLE' AND r.object_type = 'table' THEN
       IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = r.objid AND i.indisprimary) THEN
         EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', r.object_identity);
@@ -60,7 +104,7 @@ BEGIN
     END IF;
     IF r.object_type IN ('table', 'table column', 'type') THEN
       PERFORM pg_logical_emit_message(true, 'veil_ddl',
-        json_build_object('tag', r.command_tag, 'object', r.object_identity)::text);
+        json_build_object('tag', r.command_tag, 'object', r.object_identity, 'oid', r.objid)::text);
     END IF;
   END LOOP;
 END

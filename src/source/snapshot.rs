@@ -97,7 +97,10 @@ pub async fn run(
     let oids = catalog::publication_tables(snap, &st.publication).await?;
     let mut infos = Vec::with_capacity(oids.len());
     for oid in oids {
-        infos.push(catalog::describe_table(snap, oid, None).await?);
+        // The snapshot's transaction sees the catalog and the shape log as of its LSN.
+        let mut info = catalog::describe_table(snap, oid, None).await?;
+        catalog::bind_to_shape_log(snap, &mut info, None, false).await?;
+        infos.push(info);
     }
     let (order, cyclic) = catalog::fk_order(&infos);
     if !cyclic.is_empty() {

@@ -95,6 +95,7 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
         catalog: catalog_client,
         plans: HashMap::new(),
         published_schemas: HashMap::new(),
+        position: None,
         txn: None,
         run_id: new_run_id(),
         seq: 0,

@@ -6,6 +6,7 @@ mod common;
 mod corpus;
 
 mod audit;
+mod binding;
 mod corpus_run;
 mod errors;
 mod hold;

@@ -38,6 +38,17 @@ pub enum GateError {
         registry_type: String,
         actual_type: String,
     },
+    #[error(
+        "held: column {database}.{table}.{column} ({type_name}): {why}; it is held as a new \
+         column until a reviewer decides (veil registry pending / approve)"
+    )]
+    Rebound {
+        database: String,
+        table: String,
+        column: String,
+        type_name: String,
+        why: String,
+    },
     #[error("unsupported type {type_name} in column {table}.{column}")]
     UnsupportedType {
         table: String,
@@ -88,6 +99,12 @@ impl GateError {
                 column,
                 type_name,
                 ..
+            }
+            | GateError::Rebound {
+                table,
+                column,
+                type_name,
+                ..
             } => (table.clone(), column.clone(), type_name.clone()),
             GateError::TypeChanged {
                 table,
@@ -99,6 +116,74 @@ impl GateError {
                 (table.clone(), column.clone(), String::new())
             }
         }
+    }
+}
+
+/// How a registry decision relates to the column it is applied to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// Made for this column (or bound by name, with nothing in the shape log against it).
+    Bound,
+    /// Made for another table or column — an older one of that name, or one the log cannot
+    /// place: the column is held as new.
+    Hold(String),
+    /// Made for a table or column that takes this name only later in the WAL (the stream is
+    /// behind a rename or a re-created column the reviewer already decided). This older
+    /// object's values have no decision of their own any more: they are withheld (a column is
+    /// not published, a table's rows are dropped), never published under the newer decision.
+    Withhold(String),
+}
+
+/// Whether a registry decision belongs to this column: made for another table (oid) or
+/// another column of the same name (attnum), or — for a decision not bound to either (written
+/// by hand or before binding) — a name that meant another table or column before. `info`
+/// carries the attnums and the history at the decoded position (`catalog::bind_to_shape_log`).
+pub fn binding_problem(
+    ce: &crate::registry::ColumnEntry,
+    info: &crate::pg::catalog::TableInfo,
+    c: &crate::pg::catalog::ColumnInfo,
+) -> Binding {
+    let h = &info.history;
+    match ce.relid {
+        Some(r) if r != info.oid => {
+            let why = format!(
+                "the decision was made for another table (oid {r}; this table is oid {}): \
+                 renamed, swapped or re-created",
+                info.oid
+            );
+            return if h.known && !h.other_oids_with_name.contains(&r) {
+                Binding::Withhold(why)
+            } else {
+                Binding::Hold(why)
+            };
+        }
+        None if !h.other_oids_with_name.is_empty() => {
+            return Binding::Hold(
+                "the table's name belonged to another table before (renamed, swapped or \
+                 re-created) and the decision is not bound to a table"
+                    .into(),
+            );
+        }
+        _ => {}
+    }
+    match ce.attnum {
+        Some(a) if a != c.attnum => {
+            let why = format!(
+                "the decision was made for another column of that name (attnum {a}; this column \
+                 is attnum {}): dropped and added again, or renamed",
+                c.attnum
+            );
+            if h.known && a > h.max_attnum {
+                Binding::Withhold(why)
+            } else {
+                Binding::Hold(why)
+            }
+        }
+        None if h.recreated_columns.contains(&c.name) => Binding::Hold(
+            "the column was dropped and added again and the decision is not bound to a column"
+                .into(),
+        ),
+        _ => Binding::Bound,
     }
 }
 
@@ -174,6 +259,35 @@ pub fn plan_table(
             registry_version: registry.version.clone(),
         });
     }
+    // Decisions made for a table that takes this name only later in the WAL (the stream is
+    // behind a rename or swap the reviewer already decided): this older table's rows have no
+    // decision any more and are withheld — dropped, with no schema event (dev keeps its table).
+    let foreign: Vec<u32> = entry
+        .columns
+        .values()
+        .filter(|ce| !matches!(ce.decision, Decision::Blocked))
+        .filter_map(|ce| ce.relid)
+        .filter(|r| *r != info.oid)
+        .collect();
+    if !foreign.is_empty()
+        && info.history.known
+        && foreign
+            .iter()
+            .all(|r| !info.history.other_oids_with_name.contains(r))
+    {
+        tracing::warn!(table = %table, oid = info.oid,
+            "rows of an older table withheld: the registry decides the table that takes this name later");
+        return Ok(TablePlan {
+            qualified: table,
+            oid: info.oid,
+            blocked: true,
+            columns: Vec::new(),
+            schema: proto::TableSchema::default(),
+            reads: Vec::new(),
+            registry_version: registry.version.clone(),
+        });
+    }
+    let is_key = |n: &String| key_columns.contains(n) || info.primary_key.contains(n);
     let mut columns = Vec::with_capacity(info.columns.len());
     let mut published = Vec::new();
     for c in &info.columns {
@@ -195,8 +309,30 @@ pub fn plan_table(
                 actual_type: c.type_name.clone(),
             });
         }
+        // A decision that publishes must have been made for this very column; a blocked one
+        // stays blocked whatever the column is.
+        let mut decision = &ce.decision;
+        if !matches!(ce.decision, Decision::Blocked) {
+            let rebound = |why: String| GateError::Rebound {
+                database: database.to_owned(),
+                table: table.clone(),
+                column: c.name.clone(),
+                type_name: c.type_name.clone(),
+                why,
+            };
+            match binding_problem(ce, info, c) {
+                Binding::Bound => {}
+                Binding::Hold(why) => return Err(rebound(why)),
+                Binding::Withhold(why) if is_key(&c.name) => return Err(rebound(why)),
+                Binding::Withhold(why) => {
+                    tracing::warn!(table = %table, column = %c.name, reason = %why,
+                        "values of an older column withheld: the registry decides the newer column of that name");
+                    decision = &Decision::Blocked;
+                }
+            }
+        }
         // A blocked column never needs its type understood (its values are never read).
-        let class = match (&c.class, &ce.decision) {
+        let class = match (&c.class, decision) {
             (Some(class), _) => class.clone(),
             (None, Decision::Blocked) => TypeClass::Text,
             (None, _) => {
@@ -215,7 +351,7 @@ pub fn plan_table(
             scanner,
             restricted_zip3: &registry.restricted_zip3,
         };
-        let action = match &ce.decision {
+        let action = match decision {
             Decision::Blocked => {
                 // With REPLICA IDENTITY FULL (a table without a primary key) pgoutput marks
                 // every column as part of the identity: a blocked column simply does not
@@ -477,5 +613,107 @@ impl<'a> From<&'a Option<Vec<u8>>> for RowValue<'a> {
             None => RowValue::Null,
             Some(s) => RowValue::Text(s),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::catalog::{ColumnInfo, ShapeHistory};
+    use crate::registry::{ColumnEntry, Profile, Rule};
+
+    fn entry(relid: Option<u32>, attnum: Option<i16>) -> ColumnEntry {
+        ColumnEntry {
+            type_name: "text".into(),
+            decision: Decision::Publish(Rule::Keep),
+            profile: Profile::SafeHarbor,
+            reviewer: None,
+            reason: None,
+            reviewed_at: None,
+            scan: true,
+            relid,
+            attnum,
+        }
+    }
+
+    fn table(oid: u32, attnum: i16, history: ShapeHistory) -> (TableInfo, ColumnInfo) {
+        let c = ColumnInfo {
+            name: "note".into(),
+            type_oid: 25,
+            type_modifier: -1,
+            type_name: "text".into(),
+            class: Some(TypeClass::Text),
+            not_null: false,
+            attnum,
+        };
+        let info = TableInfo {
+            oid,
+            schema: "public".into(),
+            name: "t".into(),
+            replica_identity: b'd',
+            columns: vec![c.clone()],
+            primary_key: vec![],
+            unique_keys: vec![],
+            foreign_keys: vec![],
+            enums: Default::default(),
+            history,
+        };
+        (info, c)
+    }
+
+    #[test]
+    fn a_decision_binds_to_the_table_and_column_it_was_made_for() {
+        let known = |max_attnum: i16, others: &[u32], recreated: &[&str]| ShapeHistory {
+            known: true,
+            other_oids_with_name: others.iter().copied().collect(),
+            recreated_columns: recreated.iter().map(|s| s.to_string()).collect(),
+            max_attnum,
+        };
+        let check = |e: ColumnEntry, oid: u32, attnum: i16, h: ShapeHistory| {
+            let (info, c) = table(oid, attnum, h);
+            binding_problem(&e, &info, &c)
+        };
+        // Made for this column.
+        assert_eq!(
+            check(entry(Some(10), Some(2)), 10, 2, known(2, &[], &[])),
+            Binding::Bound
+        );
+        // An older column of that name (dropped, added again): hold.
+        assert!(matches!(
+            check(entry(Some(10), Some(2)), 10, 4, known(4, &[], &["note"])),
+            Binding::Hold(_)
+        ));
+        // A column added later than the decoded position: the older one is withheld.
+        assert!(matches!(
+            check(entry(Some(10), Some(4)), 10, 2, known(2, &[], &[])),
+            Binding::Withhold(_)
+        ));
+        // Without the shape log nothing is placed in time: hold.
+        assert!(matches!(
+            check(entry(Some(10), Some(4)), 10, 2, ShapeHistory::default()),
+            Binding::Hold(_)
+        ));
+        // Another table that carried the name before: hold; one that takes it later: withhold.
+        assert!(matches!(
+            check(entry(Some(11), Some(2)), 10, 2, known(2, &[11], &[])),
+            Binding::Hold(_)
+        ));
+        assert!(matches!(
+            check(entry(Some(11), Some(2)), 10, 2, known(2, &[], &[])),
+            Binding::Withhold(_)
+        ));
+        // Unbound lines: by name, unless the log says the name meant something else.
+        assert_eq!(
+            check(entry(None, None), 10, 2, ShapeHistory::default()),
+            Binding::Bound
+        );
+        assert!(matches!(
+            check(entry(None, None), 10, 4, known(4, &[], &["note"])),
+            Binding::Hold(_)
+        ));
+        assert!(matches!(
+            check(entry(None, None), 10, 2, known(2, &[9], &[])),
+            Binding::Hold(_)
+        ));
     }
 }

@@ -229,6 +229,12 @@ pub struct ColumnEntry {
     /// The in-flight scanner looks at this column's published values (default true for safe
     /// text; `scan = false` records a reviewed false positive).
     pub scan: bool,
+    /// The table (oid) and column (attnum) the decision was made for, written by `approve`:
+    /// a renamed, swapped or re-created table or column holds as new instead of inheriting the
+    /// decision. `None` in lines written by hand or by versions before binding (bound by name,
+    /// held when the shape log shows the name meant something else before).
+    pub relid: Option<u32>,
+    pub attnum: Option<i16>,
 }
 
 #[derive(Debug, Clone)]
@@ -308,6 +314,10 @@ struct ColumnFile {
     reviewed_at: Option<String>,
     #[serde(default)]
     scan: Option<bool>,
+    #[serde(default)]
+    relid: Option<u32>,
+    #[serde(default)]
+    attnum: Option<i16>,
 }
 
 /// The fields that spell a rule (a column's, or one JSON path's).
@@ -740,6 +750,8 @@ fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), Reg
                 reason: c.reason,
                 reviewed_at: c.reviewed_at,
                 scan: c.scan.unwrap_or(true),
+                relid: c.relid,
+                attnum: c.attnum,
             },
         );
     }

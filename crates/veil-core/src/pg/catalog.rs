@@ -104,6 +104,26 @@ pub struct ColumnInfo {
     /// None = a type veil does not support (the gate stops on it).
     pub class: Option<TypeClass>,
     pub not_null: bool,
+    /// The column's attribute number: as the shape log had it at the decoded position when
+    /// known ([`bind_to_shape_log`]), else the catalog's now; 0 when neither knows the name.
+    pub attnum: i16,
+}
+
+/// What setup's shape log (`_veil.shapes`, written by the DDL event trigger) says about a
+/// table up to a WAL position: decisions are bound to the table and column they were made for
+/// (oid, attnum), and a name that meant another table or column before is told apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShapeHistory {
+    /// The log had a shape of this table at or before the position.
+    pub known: bool,
+    /// Other tables (oids) that carried this table's name at or before the position: renamed,
+    /// swapped or re-created.
+    pub other_oids_with_name: BTreeSet<u32>,
+    /// Columns whose name carried another attnum before (dropped and added again).
+    pub recreated_columns: BTreeSet<String>,
+    /// The highest attnum the table had at or before the position (attnums only grow: a larger
+    /// one belongs to a column added later).
+    pub max_attnum: i16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +147,8 @@ pub struct TableInfo {
     pub foreign_keys: Vec<ForeignKeyInfo>,
     /// Enum types used by the columns: qualified name → labels in sort order.
     pub enums: BTreeMap<String, Vec<String>>,
+    /// The shape log's history of this table (empty until [`bind_to_shape_log`]).
+    pub history: ShapeHistory,
 }
 
 impl TableInfo {
@@ -214,7 +236,7 @@ pub async fn describe_table(
     let replica_identity = rel.get::<_, String>(2).bytes().next().unwrap_or(b'd');
     let attrs = client
         .query(
-            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull FROM pg_catalog.pg_attribute a \
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull, a.attnum FROM pg_catalog.pg_attribute a \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
              ORDER BY a.attnum",
             &[&oid],
@@ -225,6 +247,10 @@ pub async fn describe_table(
         .iter()
         .filter(|r| r.get::<_, bool>(3))
         .map(|r| r.get::<_, String>(0))
+        .collect();
+    let attnums: BTreeMap<String, i16> = attrs
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i16>(4)))
         .collect();
     let cols: Vec<(String, u32, i32)> = match columns {
         Some(c) => c.to_vec(),
@@ -250,6 +276,7 @@ pub async fn describe_table(
                 type_name,
                 class,
                 not_null: not_null.contains(n),
+                attnum: attnums.get(n).copied().unwrap_or(0),
             }
         })
         .collect();
@@ -311,7 +338,87 @@ pub async fn describe_table(
         unique_keys,
         foreign_keys,
         enums,
+        history: ShapeHistory::default(),
     })
+}
+
+/// Binds a described table to the shape log up to WAL position `lsn` (`None`: up to now):
+/// each column's attnum as it was then, and the history of the table's name and columns.
+/// Without a log (setup not run since this version, or a crash emptied it — the log is an
+/// unlogged table, never published), the catalog's attnums stand and the history is unknown.
+///
+/// `from_catalog`: the columns came from the catalog as it is now, which may be ahead of `lsn`;
+/// columns the log does not have at `lsn` did not exist yet and are left out. Otherwise (a
+/// Relation message's columns, which did exist) such a column keeps the catalog's attnum.
+pub async fn bind_to_shape_log(
+    client: &Client,
+    info: &mut TableInfo,
+    lsn: Option<u64>,
+    from_catalog: bool,
+) -> Result<(), CatalogError> {
+    // Asked first, never by a failing query: the snapshot reads inside its transaction.
+    let has_log: bool = client
+        .query_one("SELECT to_regclass('_veil.shapes') IS NOT NULL", &[])
+        .await
+        .map_err(q("look up the shape log"))?
+        .get(0);
+    if !has_log {
+        return Ok(());
+    }
+    let upto = crate::pg::lsn::fmt_lsn(lsn.unwrap_or(u64::MAX));
+    // The table's own shapes up to the position: its name and columns then.
+    let own = client
+        .query(
+            "SELECT nsp, rel, columns::text FROM _veil.shapes \
+             WHERE relid = $1 AND lsn <= $2::text::pg_lsn ORDER BY lsn, id",
+            &[&info.oid, &upto],
+        )
+        .await
+        .map_err(q("read the shape log"))?;
+    let mut last: Option<BTreeMap<String, i16>> = None;
+    let mut seen: BTreeMap<String, BTreeSet<i16>> = BTreeMap::new();
+    for r in &own {
+        let text: String = r.get(2);
+        let cols: Vec<(i16, String)> = serde_json::from_str(&text).unwrap_or_default();
+        for (n, name) in &cols {
+            seen.entry(name.clone()).or_default().insert(*n);
+            info.history.max_attnum = info.history.max_attnum.max(*n);
+        }
+        last = Some(cols.into_iter().map(|(n, name)| (name, n)).collect());
+        // The name the table had then (the catalog may already show a later rename).
+        info.schema = r.get(0);
+        info.name = r.get(1);
+    }
+    let Some(shape) = last else {
+        return Ok(());
+    };
+    info.history.known = true;
+    info.history.recreated_columns = seen
+        .into_iter()
+        .filter(|(_, ns)| ns.len() > 1)
+        .map(|(name, _)| name)
+        .collect();
+    // Which other tables carried that name before?
+    info.history.other_oids_with_name = client
+        .query(
+            "SELECT DISTINCT relid FROM _veil.shapes WHERE nsp = $1 AND rel = $2 AND relid <> $3 \
+             AND lsn <= $4::text::pg_lsn",
+            &[&info.schema, &info.name, &info.oid, &upto],
+        )
+        .await
+        .map_err(q("read the shape log"))?
+        .iter()
+        .map(|r| r.get::<_, u32>(0))
+        .collect();
+    if from_catalog {
+        info.columns.retain(|c| shape.contains_key(&c.name));
+    }
+    for c in &mut info.columns {
+        if let Some(n) = shape.get(&c.name) {
+            c.attnum = *n;
+        }
+    }
+    Ok(())
 }
 
 /// OIDs of the tables in a publication.
@@ -386,6 +493,7 @@ mod tests {
             name: name.into(),
             replica_identity: b'd',
             columns: vec![],
+            history: ShapeHistory::default(),
             primary_key: vec![],
             unique_keys: vec![],
             foreign_keys: refs
