@@ -30,6 +30,44 @@ pub enum Why {
     Rebound {
         why: String,
     },
+    /// The stream is held on a table production no longer has (dropped before veil decoded
+    /// its changes): decide it with `block` (or a registry entry by hand).
+    Gone {
+        reason: String,
+    },
+}
+
+/// What the stream recorded it is held on (`_veil.held`), when that table is gone from the
+/// catalog: (table, column, type, reason).
+async fn holds_on_gone_tables(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(String, String, String, String)>, ReviewError> {
+    let pgerr = |e: tokio_postgres::Error| {
+        ReviewError::Postgres(crate::pg::errors::PgError::new(
+            "read the stream's holds",
+            &e,
+        ))
+    };
+    let has: bool = client
+        .query_one("SELECT to_regclass('_veil.held') IS NOT NULL", &[])
+        .await
+        .map_err(pgerr)?
+        .get(0);
+    if !has {
+        return Ok(Vec::new());
+    }
+    Ok(client
+        .query(
+            "SELECT h.tbl, h.col, h.type_name, h.reason FROM _veil.held h WHERE NOT EXISTS \
+             (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname || '.' || c.relname = h.tbl) ORDER BY h.tbl",
+            &[],
+        )
+        .await
+        .map_err(pgerr)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
 }
 
 /// A registry entry production no longer has a column for (dropped or renamed): flagged, so a
@@ -167,6 +205,20 @@ pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
                 shares_domain_with: Vec::new(),
             });
         }
+    }
+    // Holds on tables production no longer has: only `block` (or a hand-written entry) decides.
+    for (table, column, type_name, reason) in holds_on_gone_tables(&client).await? {
+        if registry.table(&table).is_some_and(|e| e.blocked) {
+            continue;
+        }
+        out.push(Pending {
+            table,
+            column,
+            type_name,
+            why: Why::Gone { reason },
+            proposal: None,
+            shares_domain_with: Vec::new(),
+        });
     }
     // Who else is in each proposal's domain: pending columns, and the registry's decisions.
     let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -663,7 +715,17 @@ async fn set_table_blocked(
         ));
     }
     let client = connect_source(cfg).await?;
-    let table = describe(&client, table).await?.qualified();
+    let table = match describe(&client, table).await {
+        Ok(info) => info.qualified(),
+        // A table production no longer has can be blocked when the stream is held on it.
+        Err(e) if blocked => holds_on_gone_tables(&client)
+            .await?
+            .into_iter()
+            .map(|h| h.0)
+            .find(|t| t == table)
+            .ok_or(e)?,
+        Err(e) => return Err(e),
+    };
     let registry = Registry::load(&cfg.registry.dir)?;
     let existing = registry.table(&table);
     if !blocked && !existing.is_some_and(|e| e.blocked) {

@@ -65,6 +65,17 @@ CREATE INDEX IF NOT EXISTS shapes_by_name ON _veil.shapes (nsp, rel, lsn);
 REVOKE ALL ON _veil.shapes FROM PUBLIC;
 -- Names and attnums only (what pg_attribute shows any role); the stream's role reads it.
 GRANT SELECT ON _veil.shapes TO PUBLIC;
+-- What the stream is held on (one row per slot), so `veil registry pending` can list a hold on
+-- a table production no longer has. Written by the stream's role (the source DSN's, the same
+-- as setup's usually); unlogged, never published.
+CREATE UNLOGGED TABLE IF NOT EXISTS _veil.held (
+  slot      text        PRIMARY KEY,
+  tbl       text        NOT NULL,
+  col       text        NOT NULL,
+  type_name text        NOT NULL,
+  reason    text        NOT NULL,
+  since     timestamptz NOT NULL DEFAULT now()
+);
 -- Records the true current shape of one table (any role may call it: it can only record what
 -- the catalog says). Never fails the DDL it runs under.
 CREATE OR REPLACE FUNCTION _veil.record_shape(r oid) RETURNS void

@@ -180,6 +180,8 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
     .await?;
     // A table blocked while veil was stopped: dev empties its copy now, not at its next change.
     st.publish_blocked_markers().await?;
+    // A hold recorded by a predecessor is re-recorded if this run holds again.
+    st.note_hold(None).await;
 
     repl.start_replication(&format!(
         "START_REPLICATION SLOT {} LOGICAL {} (proto_version '2', streaming 'on', messages 'true', \
@@ -275,6 +277,11 @@ async fn replicate(
                         }
                         ReplicationMessage::XLogData { wal_start, data, .. } => {
                             progress.on_xlog(wal_start);
+                            // Some messages (a Relation sent ahead of a change) carry no position:
+                            // the last one seen stands (a DDL's own message comes before them).
+                            if wal_start != 0 {
+                                st.position = Some(wal_start);
+                            }
                             received.store(progress.received, Ordering::Relaxed);
                             if let Some(top) = in_stream {
                                 let msg = pgoutput::decode_logical(data, true)?;

@@ -5,6 +5,7 @@ mod common;
 #[path = "../corpus/mod.rs"]
 mod corpus;
 
+mod always_on;
 mod audit;
 mod binding;
 mod corpus_run;

@@ -49,6 +49,11 @@ pub struct Applier {
     /// last commit LSN (audited once committed).
     pub missing: std::collections::BTreeMap<(String, &'static str), (u64, u64, u64)>,
     pub skipped_txns: u64,
+    /// The open source transaction's starting point: the checkpoint and counters before its
+    /// Begin, and the Begin's offset — to set it aside when the stream holds inside it.
+    pub(super) open: Option<(Checkpoint, u64, usize, i64)>,
+    /// The dev transaction holds at least one whole source transaction not yet committed.
+    pub(super) completed_in_batch: bool,
 }
 
 impl Applier {
@@ -119,6 +124,8 @@ impl Applier {
             reclassified: Vec::new(),
             missing: std::collections::BTreeMap::new(),
             skipped_txns: 0,
+            open: None,
+            completed_in_batch: false,
         })
     }
 
@@ -194,6 +201,7 @@ impl Applier {
             .map_err(pg("commit"))?;
         self.in_dev_txn = false;
         self.batch_rows = 0;
+        self.completed_in_batch = false;
         metrics::gauge!(crate::metrics::SINK_LAST_COMMIT_LSN).set(self.ckpt.last_commit_lsn as f64);
         if t > 0 {
             let now = SystemTime::now()
@@ -226,6 +234,37 @@ impl Applier {
         Ok(())
     }
 
+    /// The stream holds inside a source transaction (it published the Begin, then met a table
+    /// it may not publish): dev would not see the whole transactions before it until the hold
+    /// ends. Sets the open one aside — back to its savepoint, the checkpoint and counters as
+    /// before its Begin — so the caller can commit the rest, and returns the Begin's offset to
+    /// read it again from. `None` when there is nothing to gain.
+    pub async fn set_aside_open_txn(&mut self) -> Result<Option<i64>, SinkError> {
+        let skipping = self.src.as_ref().is_none_or(|s| s.skipping);
+        if skipping || !self.completed_in_batch || self.open.is_none() {
+            return Ok(None);
+        }
+        // Errors of statements already sent belong to earlier transactions too: they count.
+        self.drain().await?;
+        let Some((ckpt, applied_rows, batch_rows, begin)) = self.open.take() else {
+            return Ok(None);
+        };
+        self.client
+            .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
+            .await
+            .map_err(pg("set aside the open transaction"))?;
+        self.src = None;
+        self.ckpt = ckpt;
+        self.applied_rows = applied_rows;
+        self.batch_rows = batch_rows;
+        self.reload_schemas().await?;
+        tracing::debug!(
+            offset = begin,
+            "open source transaction set aside; committing what precedes it"
+        );
+        Ok(Some(begin))
+    }
+
     pub(super) async fn reload_schemas(&mut self) -> Result<(), SinkError> {
         self.stmts.clear();
         self.schemas = load_schemas(&self.client).await?;
@@ -242,6 +281,7 @@ impl Applier {
         };
         // Fence by run (duplicates and late writes dropped, gaps refused) and by epoch.
         let starts_snapshot = matches!(event, Event::SnapshotBegin(_));
+        let before = matches!(event, Event::Begin(_)).then(|| self.ckpt.clone());
         match fence::admit(
             &mut self.ckpt,
             offset,
@@ -300,6 +340,9 @@ impl Applier {
                     commit_lsn: b.commit_lsn,
                     skipping: false,
                 });
+                if let Some(before) = before {
+                    self.open = Some((before, self.applied_rows, self.batch_rows, offset));
+                }
             }
             Event::Commit(c) => match self.src.take() {
                 Some(SrcTxn { skipping: true, .. }) => {}
@@ -310,6 +353,8 @@ impl Applier {
                     self.enqueue(st, Vec::new(), None).await?;
                     self.ckpt.last_commit_lsn = c.commit_lsn;
                     self.ckpt.last_commit_time_us = c.commit_time_us;
+                    self.completed_in_batch = true;
+                    self.open = None;
                     tracing::debug!(offset, commit_lsn = %fmt_lsn(c.commit_lsn), rows = c.rows, "transaction applied");
                     self.applied_txns += 1;
                     metrics::counter!(crate::metrics::SINK_APPLIED_TXNS).increment(1);

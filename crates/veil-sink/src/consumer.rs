@@ -71,6 +71,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     let mut rewind = REWIND;
     // The next offset the sink must see.
     let mut expected = applier.next_offset();
+    let mut idle = 0u32;
     'assign: loop {
         let start = (expected - rewind).max(0);
         let mut tpl = TopicPartitionList::new();
@@ -90,9 +91,21 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                     // Idle: commit what is applied.
                     applier.flush().await?;
                     audit.confirm(&mut applier, false).await?;
+                    idle += 1;
+                    // Idle for a second inside a source transaction (the stream holds in it):
+                    // commit the whole ones before it, and read it again from its Begin.
+                    if idle >= 10
+                        && let Some(begin) = applier.set_aside_open_txn().await?
+                    {
+                        applier.flush().await?;
+                        audit.confirm(&mut applier, false).await?;
+                        expected = begin;
+                        continue 'assign;
+                    }
                 }
                 Ok(Err(e)) => return Err(kerr(e).into()),
                 Ok(Ok(m)) => {
+                    idle = 0;
                     let offset = m.offset();
                     match offset_step(expected, offset) {
                         OffsetStep::AlreadyApplied => continue,

@@ -184,9 +184,9 @@ impl Env {
 
 /// `veil stream` and `veil sink` running in-process (see [`Env::run_stream_and_sink`]).
 pub struct Running {
-    stop: tokio::sync::watch::Sender<bool>,
-    stream: tokio::task::JoinHandle<Result<(), veil::source::error::StreamError>>,
-    sink: tokio::task::JoinHandle<Result<(), veil::sink::SinkError>>,
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub stream: tokio::task::JoinHandle<Result<(), veil::source::error::StreamError>>,
+    pub sink: tokio::task::JoinHandle<Result<(), veil::sink::SinkError>>,
 }
 
 impl Running {

@@ -177,17 +177,24 @@ pub async fn describe_types(
             "SELECT format_type(x.oid, x.typmod), t.typtype::text, t.typcategory::text, t.typelem, \
                     et.typtype::text \
              FROM unnest($1::pg_catalog.oid[], $2::pg_catalog.int4[]) WITH ORDINALITY AS x(oid, typmod, ord) \
-             JOIN pg_catalog.pg_type t ON t.oid = x.oid \
+             LEFT JOIN pg_catalog.pg_type t ON t.oid = x.oid \
              LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem \
              ORDER BY x.ord",
             &[&oids, &mods],
         )
         .await
         .map_err(q("describe types"))?;
+    // One row per type asked for (a LEFT JOIN: a type dropped since is an unsupported type of
+    // its own, never a shift of every later column onto the wrong type).
     let mut out = Vec::with_capacity(rows.len());
     for (row, (oid, _)) in rows.iter().zip(types) {
-        let name: String = row.get(0);
-        let typtype: String = row.get(1);
+        let Some(typtype) = row.get::<_, Option<String>>(1) else {
+            out.push((format!("dropped type (oid {oid})"), None, None));
+            continue;
+        };
+        let name: String = row
+            .get::<_, Option<String>>(0)
+            .unwrap_or_else(|| format!("type oid {oid}"));
         let category: String = row.get(2);
         let elem: u32 = row.get(3);
         let elem_typtype: Option<String> = row.get(4);
@@ -213,6 +220,59 @@ pub async fn describe_types(
         out.push((name, class, enum_oid));
     }
     Ok(out)
+}
+
+/// A table as a Relation message describes it, for a table dropped before veil decoded its
+/// changes: the catalog's definition when the table still exists, else what the message says
+/// (name, replica identity, columns and their types, key columns) — no unique or foreign keys.
+pub async fn describe_relation(
+    client: &Client,
+    oid: u32,
+    schema: &str,
+    name: &str,
+    replica_identity: u8,
+    columns: &[(String, u32, i32)],
+    keys: &[String],
+) -> Result<TableInfo, CatalogError> {
+    match describe_table(client, oid, Some(columns)).await {
+        Err(CatalogError::Missing(_)) => {}
+        other => return other,
+    }
+    let types = describe_types(
+        client,
+        &columns.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>(),
+    )
+    .await?;
+    let cols = columns
+        .iter()
+        .zip(types)
+        .map(|((n, oid, typmod), (type_name, class, _))| ColumnInfo {
+            name: n.clone(),
+            type_oid: *oid,
+            type_modifier: *typmod,
+            type_name,
+            class,
+            not_null: false,
+            attnum: 0,
+        })
+        .collect();
+    Ok(TableInfo {
+        oid,
+        schema: schema.to_owned(),
+        name: name.to_owned(),
+        replica_identity,
+        columns: cols,
+        // The default identity is the primary key.
+        primary_key: if replica_identity == b'd' {
+            keys.to_vec()
+        } else {
+            Vec::new()
+        },
+        unique_keys: Vec::new(),
+        foreign_keys: Vec::new(),
+        enums: BTreeMap::new(),
+        history: ShapeHistory::default(),
+    })
 }
 
 /// Reads one table's definition. `columns` overrides the catalog's column list (name, type oid,
@@ -389,6 +449,7 @@ pub async fn bind_to_shape_log(
         info.schema = r.get(0);
         info.name = r.get(1);
     }
+    tracing::debug!(oid = info.oid, upto = %upto, shapes = own.len(), "bound to the shape log");
     let Some(shape) = last else {
         return Ok(());
     };

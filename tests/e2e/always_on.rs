@@ -1,0 +1,179 @@
+//! Always on: ordinary production events never stop the mirror (issue "Always on").
+
+use std::time::Duration;
+
+use crate::common::*;
+use veil::review::workflow::{self as review, ColumnDecision};
+
+fn safe() -> ColumnDecision {
+    ColumnDecision {
+        class: "safe".into(),
+        by: "kim".into(),
+        reason: "always-on test".into(),
+        ..Default::default()
+    }
+}
+
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Item 2: `RENAME COLUMN` (a three-part identity in the DDL message) and forged `veil_ddl`
+/// messages (any role may write one) never stop the stream or loop it: a message veil cannot
+/// use is logged without its content and the next Relation message decides; the renamed column
+/// is a new column and holds until decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rename_column_and_forged_ddl_messages_never_stop_the_stream() {
+    let env = Env::start(&[]);
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE ren (id int PRIMARY KEY, a text);
+         INSERT INTO ren SELECT g, 'row ' || g FROM generate_series(1, 5) g;",
+    )
+    .await
+    .unwrap();
+    for c in ["id", "a"] {
+        review::approve(&env.cfg, &format!("public.ren.{c}"), &safe())
+            .await
+            .unwrap();
+    }
+    let running = env.run_stream_and_sink();
+    assert_dev_matches(&env, &["ren"], Duration::from_secs(120)).await;
+    let dev = env.dev_client().await;
+
+    // Forged and unusable messages, from a role with no rights on anything.
+    prod.batch_execute(
+        "CREATE ROLE nobody LOGIN;
+         SET ROLE nobody;
+         SELECT pg_logical_emit_message(true, 'veil_ddl', '{\"tag\": \"ALTER TABLE\", \"object\": \"a.b.c.d\"}');
+         SELECT pg_logical_emit_message(true, 'veil_ddl', '{\"tag\": \"ALTER TABLE\", \"object\": \"public.ren.a\"}');
+         SELECT pg_logical_emit_message(true, 'veil_ddl', '{\"tag\": \"ALTER TABLE\", \"oid\": 4000000000}');
+         SELECT pg_logical_emit_message(true, 'veil_ddl', 'not json at all');
+         RESET ROLE;
+         INSERT INTO ren VALUES (6, 'after the forged messages');",
+    )
+    .await
+    .unwrap();
+    let flowed = wait_for(Duration::from_secs(60), || async {
+        count(&dev, "SELECT count(*) FROM ren WHERE id = 6").await == 1
+    })
+    .await;
+    assert!(flowed, "a forged veil_ddl message stopped the stream");
+
+    // RENAME COLUMN: the renamed column has no decision of its own; the stream holds (it does not
+    // restart in a loop), and resumes once it is decided.
+    prod.batch_execute(
+        "ALTER TABLE ren RENAME COLUMN a TO b; INSERT INTO ren VALUES (7, 'renamed');",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM ren WHERE id = 7").await,
+        0
+    );
+    assert!(
+        !running.stream.is_finished(),
+        "the stream stopped on RENAME COLUMN"
+    );
+    review::approve(&env.cfg, "public.ren.b", &safe())
+        .await
+        .unwrap();
+    let flowed = wait_for(Duration::from_secs(60), || async {
+        count(&dev, "SELECT count(*) FROM ren WHERE id = 7").await == 1
+    })
+    .await;
+    assert!(
+        flowed,
+        "the stream did not resume after the renamed column was decided"
+    );
+    running.stop().await;
+}
+
+/// Item 1: tables dropped before veil decoded their changes (veil was stopped). A decided
+/// table's rows are described from the Relation message and flow; an undecided one holds, the
+/// hold is listed by `pending` although production no longer has the table, and `block`
+/// releases it. Before, every restart stopped at the same change ("relation not found").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tables_dropped_before_decoding_never_stop_the_stream() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let env = Env::start(&[]);
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE gone_t (id int PRIMARY KEY, v text);
+         CREATE TABLE after_t (id int PRIMARY KEY, v text);
+         INSERT INTO gone_t VALUES (1, 'first');",
+    )
+    .await
+    .unwrap();
+    for t in ["gone_t", "after_t"] {
+        for c in ["id", "v"] {
+            review::approve(&env.cfg, &format!("public.{t}.{c}"), &safe())
+                .await
+                .unwrap();
+        }
+    }
+    let running = env.run_stream_and_sink();
+    assert_dev_matches(&env, &["gone_t"], Duration::from_secs(120)).await;
+    running.stop().await;
+
+    // While veil is stopped, each in a transaction of its own: rows, then the tables are
+    // dropped; one was never classified.
+    for sql in [
+        "INSERT INTO gone_t VALUES (2, 'second'), (3, 'third')",
+        "DROP TABLE gone_t",
+        "CREATE TABLE stage_t (id int PRIMARY KEY, secret text)",
+        "INSERT INTO stage_t VALUES (1, 'STAGED-SECRET-1')",
+        "DROP TABLE stage_t",
+        "INSERT INTO after_t VALUES (1, 'after the drops')",
+    ] {
+        prod.batch_execute(sql).await.unwrap();
+    }
+    let running = env.run_stream_and_sink();
+    let dev = env.dev_client().await;
+    let flowed = wait_for(Duration::from_secs(60), || async {
+        count(&dev, "SELECT count(*) FROM gone_t").await == 3
+    })
+    .await;
+    assert!(
+        flowed,
+        "the rows of a dropped, decided table did not flow: {:?}",
+        text_rows(&dev, "SELECT * FROM gone_t").await
+    );
+    // The undecided dropped table holds; the reviewer sees it and blocks it.
+    let listed = wait_for(Duration::from_secs(30), || async {
+        review::pending(&env.cfg).await.unwrap().iter().any(|p| {
+            p.table == "public.stage_t" && matches!(p.why, veil::review::workflow::Why::Gone { .. })
+        })
+    })
+    .await;
+    assert!(listed, "pending does not list the hold on a dropped table");
+    assert!(!running.stream.is_finished(), "the stream stopped");
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM after_t").await,
+        0,
+        "changes after the hold point were applied"
+    );
+    review::block(&env.cfg, "public.stage_t", "kim", "a dropped staging table")
+        .await
+        .unwrap();
+    let flowed = wait_for(Duration::from_secs(60), || async {
+        count(&dev, "SELECT count(*) FROM after_t").await == 1
+    })
+    .await;
+    assert!(flowed, "the stream did not resume after the block");
+    assert_eq!(
+        count(
+            &dev,
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'stage_t'"
+        )
+        .await,
+        0
+    );
+    running.stop().await;
+}
