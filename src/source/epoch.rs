@@ -26,6 +26,37 @@ pub enum Start {
     NewEpoch { after: u64 },
 }
 
+/// The run lock: a session advisory lock on a connection of its own, taken before any slot is
+/// touched and held for the whole run (a slot is inactive while the snapshot runs, so slot
+/// activity cannot fence two streams). Waits up to 30 s for a predecessor to let go. The caller
+/// stops publishing the moment this connection closes.
+pub async fn take_run_lock(
+    target: &crate::pg::tls::PgTarget,
+    slot_prefix: &str,
+) -> Result<tokio_postgres::Client, StreamError> {
+    let lock = crate::pg::tls::connect(target)
+        .await
+        .map_err(StreamError::Connect)?;
+    lock.batch_execute("SET application_name = 'veil stream run lock'")
+        .await
+        .map_err(PgError::with("name the run lock connection"))?;
+    for _ in 0..60 {
+        let got: bool = lock
+            .query_one(
+                "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended('veil stream ' || $1, 0))",
+                &[&slot_prefix],
+            )
+            .await
+            .map_err(PgError::with("take the run lock"))?
+            .get(0);
+        if got {
+            return Ok(lock);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(StreamError::RunLocked(slot_prefix.to_owned()))
+}
+
 /// Waits (up to 30 s) until no slot of ours is active: a predecessor's walsender exits when its
 /// connection drops. Only then is the topic's end worth reading.
 pub async fn wait_for_predecessor(catalog: &Client, slot_prefix: &str) -> Result<(), StreamError> {

@@ -43,6 +43,14 @@ pub enum StreamError {
     Protocol(String),
     #[error("replication slot {0} is in use by another process (is another veil stream running?)")]
     SlotBusy(String),
+    #[error(
+        "another veil stream holds the run lock of slot prefix {0} (only one stream runs per source and slot)"
+    )]
+    RunLocked(String),
+    #[error(
+        "the run lock's connection dropped: another veil stream may take over, so this one stops publishing"
+    )]
+    RunLockLost,
     #[error("spool: {0}")]
     Spool(#[from] std::io::Error),
     #[error(transparent)]
@@ -84,6 +92,8 @@ impl Classify for StreamError {
             }
             // A predecessor still holds the slot: it will go away (or a person stops it).
             StreamError::SlotBusy(_) => ErrorClass::Transient,
+            // Another stream runs: this one retries later (it takes over when that one stops).
+            StreamError::RunLocked(_) | StreamError::RunLockLost => ErrorClass::Transient,
             StreamError::Spool(e) => e.class(),
             StreamError::Vault(v) => v.class(),
             StreamError::StoppedWhileHeld => ErrorClass::Transient,

@@ -76,6 +76,9 @@ pub struct Streamer {
     /// WAL position of the message being decoded (`None` during the snapshot): where a table
     /// planned again under a new registry is bound to the shape log.
     pub(super) position: Option<u64>,
+    /// The run lock's connection (`epoch::take_run_lock`): when it closes, nothing more is
+    /// published.
+    pub run_lock: Option<tokio_postgres::Client>,
 }
 
 /// A row change waiting for its batch to be transformed.
@@ -115,6 +118,9 @@ impl Streamer {
         event: Event,
         done_lsn: Option<u64>,
     ) -> Result<(), StreamError> {
+        if self.run_lock.as_ref().is_some_and(|l| l.is_closed()) {
+            return Err(StreamError::RunLockLost);
+        }
         let env = self.envelope(phase, event);
         if let Err(source) = self.publisher.send(&env, done_lsn).await {
             let lsn = self
@@ -319,6 +325,9 @@ impl Streamer {
             }
             if *self.shutdown.borrow() {
                 return Err(StreamError::StoppedWhileHeld);
+            }
+            if self.run_lock.as_ref().is_some_and(|l| l.is_closed()) {
+                return Err(StreamError::RunLockLost);
             }
             let acked = self.publisher.acked_lsn();
             self.keepalive.keep_alive(acked).await?;

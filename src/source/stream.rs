@@ -56,6 +56,7 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
     let database = row.get(3).cloned().flatten().unwrap_or_default();
     let source_id = format!("{sysid}/{database}");
 
+    let run_lock = epoch::take_run_lock(&pgcfg, &src.slot).await?;
     epoch::wait_for_predecessor(&catalog_client, &src.slot).await?;
     admin::ensure_topic(&kafka, &kafka.topic, false).await?;
     let (k2, t2) = (kafka.clone(), kafka.topic.clone());
@@ -96,6 +97,7 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
         plans: HashMap::new(),
         published_schemas: HashMap::new(),
         position: None,
+        run_lock: Some(run_lock),
         txn: None,
         run_id: new_run_id(),
         seq: 0,

@@ -177,3 +177,88 @@ async fn tables_dropped_before_decoding_never_stop_the_stream() {
     );
     running.stop().await;
 }
+
+/// Item 10: two `veil stream` processes for one source. The second waits on the run lock (an
+/// advisory lock held for the whole run, taken before any slot is touched) instead of touching
+/// the first one's slot; when the first one's lock connection drops, it stops publishing (a
+/// transient error, exit 75) and the second takes over with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_stream_waits_on_the_run_lock_and_takes_over() {
+    let env = Env::start(&[]);
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE lock_t (id int PRIMARY KEY, v text);
+         INSERT INTO lock_t VALUES (1, 'one');",
+    )
+    .await
+    .unwrap();
+    for c in ["id", "v"] {
+        review::approve(&env.cfg, &format!("public.lock_t.{c}"), &safe())
+            .await
+            .unwrap();
+    }
+    let running = env.run_stream_and_sink();
+    assert_dev_matches(&env, &["lock_t"], Duration::from_secs(120)).await;
+    let dev = env.dev_client().await;
+
+    // A second stream for the same source: it waits, touching nothing.
+    let (stop2, rx2) = tokio::sync::watch::channel(false);
+    let cfg2 = env.cfg.clone();
+    let second = tokio::spawn(async move { veil::source::stream::run(&cfg2, rx2).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!second.is_finished(), "the second stream did not wait");
+    let slots = count(
+        &prod,
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'veil%' AND active",
+    )
+    .await;
+    assert_eq!(slots, 1, "the first stream's slot was touched");
+    prod.batch_execute("INSERT INTO lock_t VALUES (2, 'two')")
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            count(&dev, "SELECT count(*) FROM lock_t").await == 2
+        })
+        .await
+    );
+
+    // The first stream's lock connection drops: it stops at its next publish, transiently.
+    prod.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'veil stream run lock' AND pid IN \
+           (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)",
+    )
+    .await
+    .unwrap();
+    prod.batch_execute("INSERT INTO lock_t VALUES (3, 'three')")
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(60), running.stream)
+        .await
+        .expect("the first stream kept running without its lock")
+        .unwrap();
+    let err = first.expect_err("the first stream must stop with an error");
+    assert_eq!(
+        veil::error::Classify::class(&err),
+        veil::error::ErrorClass::Transient,
+        "{err}"
+    );
+    // The second one takes over: rows 3 and 4 arrive, nothing doubled.
+    prod.batch_execute("INSERT INTO lock_t VALUES (4, 'four')")
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(90), || async {
+            count(&dev, "SELECT count(*) FROM lock_t").await == 4
+        })
+        .await,
+        "the second stream did not take over"
+    );
+    assert_dev_matches(&env, &["lock_t"], Duration::from_secs(30)).await;
+    stop2.send(true).unwrap();
+    running.stop.send(true).unwrap();
+    second.await.unwrap().unwrap();
+    running.sink.await.unwrap().unwrap();
+}
