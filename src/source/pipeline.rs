@@ -615,12 +615,24 @@ impl Streamer {
         }
         metrics::counter!(crate::metrics::VAULT_ROUND_TRIPS).increment(1);
         self.vault.allocate(std::mem::take(&mut misses)).await?;
+        // Each missed item again. A batch larger than the vault cache makes the cache start
+        // over, which can evict tokens this batch found in the first pass: such an item gets
+        // its own (small) allocation — a lookup, for values the vault already has.
         for i in missed {
-            out[i] = f(&items[i], store, &mut misses)?;
-            if !misses.is_empty() {
-                return Err(StreamError::Protocol(
-                    "vault allocation left a value without a token".into(),
-                ));
+            let mut tries = 0;
+            loop {
+                out[i] = f(&items[i], store, &mut misses)?;
+                if misses.is_empty() {
+                    break;
+                }
+                tries += 1;
+                if tries > 3 {
+                    return Err(StreamError::Protocol(
+                        "vault allocation left a value without a token".into(),
+                    ));
+                }
+                metrics::counter!(crate::metrics::VAULT_ROUND_TRIPS).increment(1);
+                self.vault.allocate(std::mem::take(&mut misses)).await?;
             }
         }
         Ok(out)

@@ -262,3 +262,26 @@ async fn a_second_stream_waits_on_the_run_lock_and_takes_over() {
     second.await.unwrap().unwrap();
     running.sink.await.unwrap().unwrap();
 }
+
+/// Item 6: a vault cache much smaller than the distinct values of a snapshot (`cache_entries`
+/// at its floor of 1,000; the snapshot allocates several thousand tokens, in batches larger
+/// than the cache). The cache starts over *before* a batch and keeps the whole batch, so the
+/// stream never stops with "vault allocation left a value without a token".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vault_cache_smaller_than_the_data_never_stops_the_stream() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let mut env = Env::start(&[]);
+    if let Some(v) = env.cfg.vault.as_mut() {
+        v.cache_entries = 1;
+    }
+    let prod = env.prod_client().await;
+    veil::devkit::datagen::load(&prod, 2500, 5).await.unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let running = env.run_stream_and_sink();
+    assert_dev_matches(&env, &["patients", "encounters"], Duration::from_secs(120)).await;
+    assert!(!running.stream.is_finished());
+    running.stop().await;
+}

@@ -289,7 +289,12 @@ pub async fn through_gate(
             &mut misses,
         )
         .unwrap();
-    if !misses.is_empty() {
+    // As the stream does: a cache that starts over can evict this row's earlier hits, so
+    // allocate (look up) again until the row has every token.
+    let mut tries = 0;
+    while !misses.is_empty() {
+        tries += 1;
+        assert!(tries <= 3, "the vault left a value without a token");
         vault.allocate(std::mem::take(&mut misses)).await.unwrap();
         vals = plan
             .transform(
@@ -299,7 +304,6 @@ pub async fn through_gate(
                 &mut misses,
             )
             .unwrap();
-        assert!(misses.is_empty());
     }
     vals.into_iter()
         .map(|v| match v.kind {
