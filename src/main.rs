@@ -3,7 +3,7 @@
 //! (`veil::error::ErrorClass::exit_code`): 0 done, 1 definite (needs a person), 2 bad usage or
 //! config, 75 transient (a supervisor should restart veil).
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::sync::watch;
@@ -135,27 +135,22 @@ enum RegistryCommand {
         name: String,
     },
     /// Block a column (removed from events and from dev) or a whole table.
-    Block {
-        #[arg(long)]
-        config: PathBuf,
-        /// schema.table.column or schema.table
-        target: String,
-        #[arg(long)]
-        by: String,
-        #[arg(long)]
-        reason: String,
-    },
+    Block(TargetDecision),
     /// Lift a whole-table block (a loosening decision; the audit marks it).
-    Unblock {
-        #[arg(long)]
-        config: PathBuf,
-        /// schema.table
-        target: String,
-        #[arg(long)]
-        by: String,
-        #[arg(long)]
-        reason: String,
-    },
+    Unblock(TargetDecision),
+}
+
+/// A decision about one target, with who and why.
+#[derive(Args)]
+struct TargetDecision {
+    #[arg(long)]
+    config: PathBuf,
+    /// schema.table (block also takes schema.table.column)
+    target: String,
+    #[arg(long)]
+    by: String,
+    #[arg(long)]
+    reason: String,
 }
 
 #[derive(Subcommand)]
@@ -379,18 +374,12 @@ async fn registry(command: RegistryCommand) -> Result<(), Failure> {
         RegistryCommand::Serve { config } => {
             Ok(veil::review::api::serve(&load(&config)?, shutdown_signal()).await?)
         }
-        RegistryCommand::Block {
-            config,
-            target,
-            by,
-            reason,
-        } => commands::block(&load(&config)?, &target, &by, &reason).await,
-        RegistryCommand::Unblock {
-            config,
-            target,
-            by,
-            reason,
-        } => commands::unblock(&load(&config)?, &target, &by, &reason).await,
+        RegistryCommand::Block(d) => {
+            commands::block(&load(&d.config)?, &d.target, &d.by, &d.reason).await
+        }
+        RegistryCommand::Unblock(d) => {
+            commands::unblock(&load(&d.config)?, &d.target, &d.by, &d.reason).await
+        }
         RegistryCommand::Token { name } => commands::token(&name),
     }
 }

@@ -240,35 +240,43 @@ struct BlockBody {
     reason: String,
 }
 
+/// `block` or `unblock` (a loosening decision: the reason is required), as the credential's
+/// reviewer.
+async fn block_or_unblock(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: JsonBody<BlockBody>,
+    unblock: bool,
+) -> Reply {
+    let (who, b) = match accept(state, headers, body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let by = match reviewer(who, b.by.as_deref()) {
+        Ok(by) => by,
+        Err(r) => return r,
+    };
+    written(if unblock {
+        review::unblock(&state.cfg, &b.target, &by, &b.reason).await
+    } else {
+        review::block(&state.cfg, &b.target, &by, &b.reason).await
+    })
+}
+
 async fn block(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: JsonBody<BlockBody>,
 ) -> Reply {
-    let (who, b) = match accept(&state, &headers, body) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match reviewer(who, b.by.as_deref()) {
-        Ok(by) => written(review::block(&state.cfg, &b.target, &by, &b.reason).await),
-        Err(r) => r,
-    }
+    block_or_unblock(&state, &headers, body, false).await
 }
 
-/// Lifts a whole-table block (a loosening decision: the reason is required).
 async fn unblock(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: JsonBody<BlockBody>,
 ) -> Reply {
-    let (who, b) = match accept(&state, &headers, body) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match reviewer(who, b.by.as_deref()) {
-        Ok(by) => written(review::unblock(&state.cfg, &b.target, &by, &b.reason).await),
-        Err(r) => r,
-    }
+    block_or_unblock(&state, &headers, body, true).await
 }
 
 /// Who am I: the reviewer name the credential maps to.

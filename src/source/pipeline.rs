@@ -118,9 +118,7 @@ impl Streamer {
         event: Event,
         done_lsn: Option<u64>,
     ) -> Result<(), StreamError> {
-        if self.run_lock.as_ref().is_some_and(|l| l.is_closed()) {
-            return Err(StreamError::RunLockLost);
-        }
+        self.check_run_lock()?;
         let env = self.envelope(phase, event);
         if let Err(source) = self.publisher.send(&env, done_lsn).await {
             let lsn = self
@@ -133,6 +131,14 @@ impl Streamer {
                 lsn: fmt_lsn(lsn),
                 source,
             });
+        }
+        Ok(())
+    }
+
+    /// Another stream may take over once the run lock's connection closed: stop.
+    fn check_run_lock(&self) -> Result<(), StreamError> {
+        if self.run_lock.as_ref().is_some_and(|l| l.is_closed()) {
+            return Err(StreamError::RunLockLost);
         }
         Ok(())
     }
@@ -326,9 +332,7 @@ impl Streamer {
             if *self.shutdown.borrow() {
                 return Err(StreamError::StoppedWhileHeld);
             }
-            if self.run_lock.as_ref().is_some_and(|l| l.is_closed()) {
-                return Err(StreamError::RunLockLost);
-            }
+            self.check_run_lock()?;
             let acked = self.publisher.acked_lsn();
             self.keepalive.keep_alive(acked).await?;
             if let Some(t) = since {

@@ -6,16 +6,7 @@ use crate::common::*;
 use veil::review::workflow::{self as review, ColumnDecision};
 
 fn safe() -> ColumnDecision {
-    ColumnDecision {
-        class: "safe".into(),
-        by: "kim".into(),
-        reason: "always-on test".into(),
-        ..Default::default()
-    }
-}
-
-async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap().get(0)
+    decision("safe", None, None)
 }
 
 /// Item 2: `RENAME COLUMN` (a three-part identity in the DDL message) and forged `veil_ddl`
@@ -97,10 +88,7 @@ async fn rename_column_and_forged_ddl_messages_never_stop_the_stream() {
 /// releases it. Before, every restart stopped at the same change ("relation not found").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tables_dropped_before_decoding_never_stop_the_stream() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    init_test_log();
     let env = Env::start(&[]);
     veil::source::setup::run(&env.cfg).await.unwrap();
     let prod = env.prod_client().await;
@@ -269,10 +257,7 @@ async fn a_second_stream_waits_on_the_run_lock_and_takes_over() {
 /// stream never stops with "vault allocation left a value without a token".
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_vault_cache_smaller_than_the_data_never_stops_the_stream() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    init_test_log();
     let mut env = Env::start(&[]);
     if let Some(v) = env.cfg.vault.as_mut() {
         v.cache_entries = 1;

@@ -8,25 +8,10 @@ use std::time::Duration;
 use crate::common::*;
 use veil::review::workflow::{self as review, ColumnDecision, Why};
 
-fn decision(class: &str, rule: Option<&str>, domain: Option<&str>) -> ColumnDecision {
-    ColumnDecision {
-        class: class.into(),
-        rule: rule.map(Into::into),
-        domain: domain.map(Into::into),
-        by: "kim".into(),
-        reason: "binding test".into(),
-        ..Default::default()
-    }
-}
-
 async fn approve(env: &Env, target: &str, d: ColumnDecision) {
     review::approve(&env.cfg, target, &d)
         .await
         .unwrap_or_else(|e| panic!("approve {target}: {e}"));
-}
-
-async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 /// Waits `secs` and says whether `sql` (a count) stayed 0 in dev all the while.
@@ -37,12 +22,46 @@ async fn stays_zero(dev: &tokio_postgres::Client, sql: &str, secs: u64) -> bool 
     .await
 }
 
+/// Two tables of the same shape: `swap_a` holds secrets (tokenized), `swap_b` labels (safe),
+/// decided by `approve` (bound to their oids).
+async fn swap_tables() -> (Env, tokio_postgres::Client) {
+    let env = Env::start(&[]);
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE swap_a (id int PRIMARY KEY, v text);
+         CREATE TABLE swap_b (id int PRIMARY KEY, v text);
+         INSERT INTO swap_a SELECT g, 'SECRET-' || (5000 + g) FROM generate_series(1, 10) g;
+         INSERT INTO swap_b SELECT g, 'label ' || g FROM generate_series(1, 10) g;",
+    )
+    .await
+    .unwrap();
+    decide_swap(&env, "public.swap_a", "public.swap_b").await;
+    (env, prod)
+}
+
+/// The reviewer's decisions: `secret`'s `v` tokenized, `labels`' `v` safe, both keys safe.
+async fn decide_swap(env: &Env, secret: &str, labels: &str) {
+    for t in [secret, labels] {
+        approve(env, &format!("{t}.id"), decision("safe", None, None)).await;
+    }
+    let tokenized = decision("sensitive", Some("tokenize"), Some("swap_secret"));
+    approve(env, &format!("{secret}.v"), tokenized).await;
+    approve(env, &format!("{labels}.v"), decision("safe", None, None)).await;
+}
+
+/// Secret values of the swap tables that reached dev.
+async fn secrets_in_dev(dev: &tokio_postgres::Client) -> i64 {
+    count(
+        dev,
+        "SELECT count(*) FROM (SELECT v FROM swap_a UNION ALL SELECT v FROM swap_b) x WHERE v LIKE 'SECRET-%'",
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recreated_column_is_held_as_new_and_a_stale_entry_is_flagged() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    init_test_log();
     let env = Env::start(&[]);
     veil::source::setup::run(&env.cfg).await.unwrap();
     let prod = env.prod_client().await;
@@ -137,26 +156,7 @@ async fn a_recreated_column_is_held_as_new_and_a_stale_entry_is_flagged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tables_that_swap_names_are_held_as_new() {
-    let env = Env::start(&[]);
-    veil::source::setup::run(&env.cfg).await.unwrap();
-    let prod = env.prod_client().await;
-    prod.batch_execute(
-        "CREATE TABLE swap_a (id int PRIMARY KEY, v text);
-         CREATE TABLE swap_b (id int PRIMARY KEY, v text);
-         INSERT INTO swap_a SELECT g, 'SECRET-' || (5000 + g) FROM generate_series(1, 10) g;
-         INSERT INTO swap_b SELECT g, 'label ' || g FROM generate_series(1, 10) g;",
-    )
-    .await
-    .unwrap();
-    approve(&env, "public.swap_a.id", decision("safe", None, None)).await;
-    approve(
-        &env,
-        "public.swap_a.v",
-        decision("sensitive", Some("tokenize"), Some("swap_secret")),
-    )
-    .await;
-    approve(&env, "public.swap_b.id", decision("safe", None, None)).await;
-    approve(&env, "public.swap_b.v", decision("safe", None, None)).await;
+    let (env, prod) = swap_tables().await;
     let running = env.run_stream_and_sink();
     assert_dev_matches(&env, &["swap_a", "swap_b"], Duration::from_secs(120)).await;
     let dev = env.dev_client().await;
@@ -184,25 +184,13 @@ async fn tables_that_swap_names_are_held_as_new() {
         );
     }
     // Decided again for what each table now is.
-    approve(&env, "public.swap_a.id", decision("safe", None, None)).await;
-    approve(&env, "public.swap_a.v", decision("safe", None, None)).await;
-    approve(&env, "public.swap_b.id", decision("safe", None, None)).await;
-    approve(
-        &env,
-        "public.swap_b.v",
-        decision("sensitive", Some("tokenize"), Some("swap_secret")),
-    )
-    .await;
+    decide_swap(&env, "public.swap_b", "public.swap_a").await;
     let arrived = wait_for(Duration::from_secs(60), || async {
         count(&dev, "SELECT count(*) FROM swap_b WHERE id = 100").await == 1
     })
     .await;
     assert!(arrived, "the re-decided table never flowed");
-    let leaked = count(
-        &dev,
-        "SELECT count(*) FROM (SELECT v FROM swap_a UNION ALL SELECT v FROM swap_b) x WHERE v LIKE 'SECRET-%'",
-    )
-    .await;
+    let leaked = secrets_in_dev(&dev).await;
     assert_eq!(leaked, 0, "a secret reached dev");
     running.stop().await;
 }
@@ -213,22 +201,7 @@ async fn tables_that_swap_names_are_held_as_new() {
 /// on a table no decision can describe any more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lagging_stream_never_applies_a_newer_tables_decision_to_older_rows() {
-    let env = Env::start(&[]);
-    veil::source::setup::run(&env.cfg).await.unwrap();
-    let prod = env.prod_client().await;
-    prod.batch_execute(
-        "CREATE TABLE swap_a (id int PRIMARY KEY, v text);
-         CREATE TABLE swap_b (id int PRIMARY KEY, v text);
-         INSERT INTO swap_a SELECT g, 'SECRET-' || (5000 + g) FROM generate_series(1, 10) g;
-         INSERT INTO swap_b SELECT g, 'label ' || g FROM generate_series(1, 10) g;",
-    )
-    .await
-    .unwrap();
-    let secret = || decision("sensitive", Some("tokenize"), Some("swap_secret"));
-    approve(&env, "public.swap_a.id", decision("safe", None, None)).await;
-    approve(&env, "public.swap_a.v", secret()).await;
-    approve(&env, "public.swap_b.id", decision("safe", None, None)).await;
-    approve(&env, "public.swap_b.v", decision("safe", None, None)).await;
+    let (env, prod) = swap_tables().await;
     let running = env.run_stream_and_sink();
     assert_dev_matches(&env, &["swap_a", "swap_b"], Duration::from_secs(120)).await;
     running.stop().await;
@@ -244,10 +217,7 @@ async fn a_lagging_stream_never_applies_a_newer_tables_decision_to_older_rows() 
     )
     .await
     .unwrap();
-    approve(&env, "public.swap_a.id", decision("safe", None, None)).await;
-    approve(&env, "public.swap_a.v", decision("safe", None, None)).await;
-    approve(&env, "public.swap_b.id", decision("safe", None, None)).await;
-    approve(&env, "public.swap_b.v", secret()).await;
+    decide_swap(&env, "public.swap_b", "public.swap_a").await;
 
     let running = env.run_stream_and_sink();
     let dev = env.dev_client().await;
@@ -257,11 +227,7 @@ async fn a_lagging_stream_never_applies_a_newer_tables_decision_to_older_rows() 
     })
     .await;
     assert!(arrived, "the stream never got past the swap");
-    let leaked = count(
-        &dev,
-        "SELECT count(*) FROM (SELECT v FROM swap_a UNION ALL SELECT v FROM swap_b) x WHERE v LIKE 'SECRET-%'",
-    )
-    .await;
+    let leaked = secrets_in_dev(&dev).await;
     assert_eq!(
         leaked, 0,
         "a secret reached dev under the other table's decision"

@@ -9,10 +9,6 @@ use tokio::sync::watch;
 use crate::common::*;
 use veil::review::workflow::{self as review, ColumnDecision};
 
-async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.expect(sql).get(0)
-}
-
 async fn dev_has_column(env: &Env, table: &str, column: &str) -> bool {
     let dev = env.dev_client().await;
     count(
@@ -844,32 +840,32 @@ async fn review_api_serves_tls_and_refuses_plain_http_off_loopback() {
     stop_tx.send(true).unwrap();
     server.await.unwrap().unwrap();
 
+    // What `serve` answers to a config it must refuse.
+    let refused = |text: String| async move {
+        let cfg = veil::config::Config::parse(&text).unwrap();
+        let (_tx, rx) = watch::channel(false);
+        veil::review::api::serve(&cfg, rx)
+            .await
+            .unwrap_err()
+            .to_string()
+    };
     // Without a certificate, only a loopback address is served.
-    let open = veil::config::Config::parse(&format!(
+    let e = refused(format!(
         "[api]\nlisten = \"0.0.0.0:{}\"\n\n[api.reviewers]\nkim = {kim_digest:?}\n",
         veil::devkit::testkit::free_port()
     ))
-    .unwrap();
-    let (_tx, rx) = watch::channel(false);
-    let e = veil::review::api::serve(&open, rx).await.unwrap_err();
-    assert!(e.to_string().contains("loopback"), "{e}");
+    .await;
+    assert!(e.contains("loopback"), "{e}");
     // The shared token of earlier versions is refused with what to do instead.
-    let shared = veil::config::Config::parse(&format!(
+    let e = refused(format!(
         "[api]\nlisten = {addr:?}\ntoken_file = \"/etc/veil/api.token\"\n"
     ))
-    .unwrap();
-    let (_tx, rx) = watch::channel(false);
-    let e = veil::review::api::serve(&shared, rx).await.unwrap_err();
-    assert!(e.to_string().contains("veil registry token"), "{e}");
+    .await;
+    assert!(e.contains("veil registry token"), "{e}");
     // A token pasted where its digest belongs is refused, and the error does not echo it.
-    let pasted = veil::config::Config::parse(&format!(
+    let e = refused(format!(
         "[api]\nlisten = {addr:?}\n\n[api.reviewers]\nkim = {kim:?}\n"
     ))
-    .unwrap();
-    let (_tx, rx) = watch::channel(false);
-    let e = veil::review::api::serve(&pasted, rx).await.unwrap_err();
-    assert!(
-        e.to_string().contains("blake3:") && !e.to_string().contains(&kim),
-        "{e}"
-    );
+    .await;
+    assert!(e.contains("blake3:") && !e.contains(&kim), "{e}");
 }

@@ -51,10 +51,7 @@ note = { type = "text", class = "sensitive", rule = "tokenize", domain = "visit_
 /// among them — take the root's decisions and hold nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inheritance_children_and_partitions_publish_under_their_own_decisions() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    init_test_log();
     let env = Env::start(&[]);
     for (name, text) in REGISTRY {
         std::fs::write(env.registry.path().join(name), text).unwrap();

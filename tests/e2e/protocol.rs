@@ -208,7 +208,15 @@ async fn decoder_reads_real_pgoutput_v2() {
         })
         .collect();
     let joined: String = kinds.concat();
-    assert!(joined.starts_with("BRICBUCBUCBMC"), "{joined}");
+    // pgoutput sends a table's Relation again whenever its cache entry is invalidated (an
+    // autovacuum's analyze under load, say): only the first one belongs to the sequence.
+    let first = joined.find('R').expect("a Relation message");
+    let sequence = format!(
+        "{}{}",
+        &joined[..=first],
+        joined[first + 1..].replace('R', "")
+    );
+    assert!(sequence.starts_with("BRICBUCBUCBMC"), "{joined}");
     assert!(
         joined.contains('S') && joined.contains('E') && joined.contains('c'),
         "large transaction must stream: {joined}"

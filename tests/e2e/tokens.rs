@@ -21,10 +21,6 @@ const TABLES: &[&str] = &[
     "medications",
 ];
 
-async fn one_i64(c: &tokio_postgres::Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.expect(sql).get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
     let env = Env::start(&[]);
@@ -58,7 +54,7 @@ async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
         let q = format!(
             "SELECT count(*) FROM public.{child} c JOIN public.{parent} p ON p.id = c.{col}"
         );
-        assert_eq!(one_i64(&prod, &q).await, one_i64(&dev, &q).await, "{q}");
+        assert_eq!(count(&prod, &q).await, count(&dev, &q).await, "{q}");
     }
     // Distinct counts of identifier columns equal; null rates equal for every column; lengths
     // kept exactly by layout-keeping tokens and roughly by surrogates.
@@ -113,16 +109,16 @@ async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
         ("encounters", "id"),
     ] {
         let q = format!("SELECT count(DISTINCT {col}) FROM public.{t}");
-        assert_eq!(one_i64(&prod, &q).await, one_i64(&dev, &q).await, "{q}");
+        assert_eq!(count(&prod, &q).await, count(&dev, &q).await, "{q}");
     }
     // SSN tokens only in never-issued areas; e-mails on the reserved domain.
-    let bad_ssn = one_i64(
+    let bad_ssn = count(
         &dev,
         "SELECT count(*) FROM public.patients WHERE ssn IS NOT NULL AND NOT (ssn ~ '^(000|666|9[0-9][0-9])-')",
     )
     .await;
     assert_eq!(bad_ssn, 0);
-    let bad_mail = one_i64(
+    let bad_mail = count(
         &dev,
         "SELECT count(*) FROM public.patients WHERE email IS NOT NULL AND email NOT LIKE '%@example.com'",
     )
@@ -186,13 +182,13 @@ async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
         .map(|r| (r[0].clone().unwrap(), r[1].clone()))
         .collect();
     assert_eq!(prod_iv, dev_iv, "intervals between a patient's encounters");
-    let same_day = one_i64(
+    let same_day = count(
         &dev,
         "SELECT count(*) FROM public.encounters e JOIN public.observations o ON o.encounter_id = e.id \
          WHERE o.observed_at - e.started_at <> interval '10 minutes' AND o.code <> '8867-4'",
     )
     .await;
-    let prod_same_day = one_i64(
+    let prod_same_day = count(
         &prod,
         "SELECT count(*) FROM public.encounters e JOIN public.observations o ON o.encounter_id = e.id \
          WHERE o.observed_at - e.started_at <> interval '10 minutes' AND o.code <> '8867-4'",
@@ -302,7 +298,7 @@ async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
         prod_id.to_string()
     );
     // A Safe Harbor provider id (random, vault-held).
-    let dev_provider: i64 = one_i64(&dev, "SELECT min(id) FROM public.providers").await;
+    let dev_provider: i64 = count(&dev, "SELECT min(id) FROM public.providers").await;
     let out = reveal(
         &prod_cfg,
         "provider_id",
@@ -312,7 +308,7 @@ async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
     assert!(out.status.success());
     let revealed: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(
-        one_i64(
+        count(
             &prod,
             &format!("SELECT count(*) FROM public.providers WHERE id = {revealed}")
         )
@@ -345,7 +341,7 @@ async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {
     assert!(!out.status.success() && out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("[vault]"));
     // Dev holds no vault tables and no key material.
-    let vault_tables = one_i64(
+    let vault_tables = count(
         &dev,
         "SELECT count(*) FROM pg_namespace WHERE nspname = 'veil_vault'",
     )
@@ -439,7 +435,7 @@ async fn vault_allocation_is_unique_under_concurrent_first_sightings() {
     assert_eq!(distinct.len(), 3000, "two values share a token");
     let vault = connect(&env.prod.dsn(VAULT_DB)).await;
     assert_eq!(
-        one_i64(
+        count(
             &vault,
             "SELECT count(*) FROM veil_vault.tokens WHERE domain = 'clash'"
         )

@@ -95,6 +95,35 @@ CREATE TABLE type_zoo (
 CREATE TABLE blocked_audit (id int PRIMARY KEY, secret text);
 ";
 
+/// A single `bigint` (a count) from `sql`.
+pub async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+/// Logs of the code under test, filtered by `VEIL_TEST_LOG` (off by default).
+pub fn init_test_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A reviewer's decision for a test: who and why are fixed.
+pub fn decision(
+    class: &str,
+    rule: Option<&str>,
+    domain: Option<&str>,
+) -> veil::review::workflow::ColumnDecision {
+    veil::review::workflow::ColumnDecision {
+        class: class.into(),
+        rule: rule.map(Into::into),
+        domain: domain.map(Into::into),
+        by: "kim".into(),
+        reason: "test decision".into(),
+        ..Default::default()
+    }
+}
+
 pub async fn connect(dsn: &str) -> Client {
     veil::devkit::demo::connect(dsn).await.expect("connect")
 }

@@ -238,24 +238,7 @@ pub async fn describe_relation(
         Err(CatalogError::Missing(_)) => {}
         other => return other,
     }
-    let types = describe_types(
-        client,
-        &columns.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>(),
-    )
-    .await?;
-    let cols = columns
-        .iter()
-        .zip(types)
-        .map(|((n, oid, typmod), (type_name, class, _))| ColumnInfo {
-            name: n.clone(),
-            type_oid: *oid,
-            type_modifier: *typmod,
-            type_name,
-            class,
-            not_null: false,
-            attnum: 0,
-        })
-        .collect();
+    let (cols, _) = typed_columns(client, columns, &BTreeSet::new(), &BTreeMap::new()).await?;
     Ok(TableInfo {
         oid,
         schema: schema.to_owned(),
@@ -273,6 +256,37 @@ pub async fn describe_relation(
         enums: BTreeMap::new(),
         history: ShapeHistory::default(),
     })
+}
+
+/// Columns (name, type oid, typmod) with their types described, and the enum types they use.
+async fn typed_columns(
+    client: &Client,
+    cols: &[(String, u32, i32)],
+    not_null: &BTreeSet<String>,
+    attnums: &BTreeMap<String, i16>,
+) -> Result<(Vec<ColumnInfo>, Vec<u32>), CatalogError> {
+    let types =
+        describe_types(client, &cols.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>()).await?;
+    let mut enum_oids = Vec::new();
+    let columns = cols
+        .iter()
+        .zip(types)
+        .map(|((n, oid, typmod), (type_name, class, enum_oid))| {
+            if let Some(e) = enum_oid {
+                enum_oids.push(e);
+            }
+            ColumnInfo {
+                name: n.clone(),
+                type_oid: *oid,
+                type_modifier: *typmod,
+                type_name,
+                class,
+                not_null: not_null.contains(n),
+                attnum: attnums.get(n).copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok((columns, enum_oids))
 }
 
 /// Reads one table's definition. `columns` overrides the catalog's column list (name, type oid,
@@ -319,27 +333,7 @@ pub async fn describe_table(
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect(),
     };
-    let types =
-        describe_types(client, &cols.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>()).await?;
-    let mut enum_oids = Vec::new();
-    let columns = cols
-        .iter()
-        .zip(types)
-        .map(|((n, oid, typmod), (type_name, class, enum_oid))| {
-            if let Some(e) = enum_oid {
-                enum_oids.push(e);
-            }
-            ColumnInfo {
-                name: n.clone(),
-                type_oid: *oid,
-                type_modifier: *typmod,
-                type_name,
-                class,
-                not_null: not_null.contains(n),
-                attnum: attnums.get(n).copied().unwrap_or(0),
-            }
-        })
-        .collect();
+    let (columns, enum_oids) = typed_columns(client, &cols, &not_null, &attnums).await?;
     let cons = client
         .query(
             "SELECT con.conname::text, con.contype::text, \
