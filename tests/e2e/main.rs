@@ -15,5 +15,6 @@ mod leaks;
 mod pipeline;
 mod protocol;
 mod restart;
+mod sink_apply;
 mod tokens;
 mod vault;

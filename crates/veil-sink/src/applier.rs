@@ -54,6 +54,12 @@ pub struct Applier {
     pub(super) open: Option<(Checkpoint, u64, usize, i64)>,
     /// The dev transaction holds at least one whole source transaction not yet committed.
     pub(super) completed_in_batch: bool,
+    /// Queue position of the open source transaction's first statement: errors of statements
+    /// before it belong to whole transactions and always count.
+    pub(super) src_queue_start: usize,
+    /// The last schema event of each table met inside replayed (skipped) transactions, applied
+    /// before the next transaction that is applied (mirrored in `veil_sink.deferred_schemas`).
+    pub(super) deferred: std::collections::BTreeMap<String, proto::TableSchema>,
 }
 
 impl Applier {
@@ -98,6 +104,7 @@ impl Applier {
             ckpt.known_runs = r.get::<_, Vec<i64>>(7).into_iter().map(|x| x as u64).collect();
         }
         let schemas = load_schemas(&client).await?;
+        let deferred = super::store::load_deferred(&client).await?;
         let savepoint = client
             .prepare("SAVEPOINT veil_src")
             .await
@@ -126,6 +133,8 @@ impl Applier {
             skipped_txns: 0,
             open: None,
             completed_in_batch: false,
+            src_queue_start: 0,
+            deferred,
         })
     }
 
@@ -218,11 +227,12 @@ impl Applier {
         if fence::half_transaction(self.src.as_ref())
             && let Some(s) = self.src.take()
         {
-            // The half transaction's statements may still be queued; their errors do not
-            // matter, the savepoint goes anyway.
-            if let Err(e) = self.drain().await {
-                tracing::warn!(error = %e, "error inside a half transaction that is being discarded");
-            }
+            // The half transaction's statements may still be queued: their errors do not
+            // matter, the savepoint goes anyway. Statements queued before its Begin belong to
+            // whole transactions: their errors stop the sink (the checkpoint must never cover
+            // a transaction whose rows failed).
+            let start = self.src_queue_start;
+            self.drain_tolerating_from(start).await?;
             tracing::warn!(offset, commit_lsn = %fmt_lsn(s.commit_lsn), "discarding a half transaction left by a stream restart");
             self.client
                 .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
@@ -317,6 +327,16 @@ impl Applier {
             }
             Event::Schema(s) => {
                 self.ensure_txn().await?;
+                if self.src.as_ref().is_some_and(|t| t.skipping) {
+                    // A replayed transaction's schema event: dev is already past it (applying it
+                    // now would undo later changes, e.g. drop a column added since). The last one
+                    // of each table is what the stream encodes its next rows with: applied before
+                    // the next transaction that is applied.
+                    self.defer_schema(s).await?;
+                    return Ok(());
+                }
+                self.forget_deferred(&format!("{}.{}", s.schema, s.name))
+                    .await?;
                 self.apply_schema(s).await?;
             }
             Event::StreamStart(_) => self.rollback_half_txn(offset).await?,
@@ -334,6 +354,8 @@ impl Applier {
                     return Ok(());
                 }
                 self.ensure_txn().await?;
+                self.apply_deferred().await?;
+                self.src_queue_start = self.queue.len();
                 let st = self.savepoint.clone();
                 self.enqueue(st, Vec::new(), None).await?;
                 self.src = Some(SrcTxn {
@@ -412,6 +434,53 @@ impl Applier {
         Ok(())
     }
 
+    async fn defer_schema(&mut self, s: proto::TableSchema) -> Result<(), SinkError> {
+        use prost::Message as _;
+        let q = format!("{}.{}", s.schema, s.name);
+        tracing::debug!(table = %q, "schema event of a replayed transaction deferred");
+        self.client
+            .execute(
+                "INSERT INTO veil_sink.deferred_schemas (qualified, schema_pb) VALUES ($1, $2) \
+                 ON CONFLICT (qualified) DO UPDATE SET schema_pb = EXCLUDED.schema_pb",
+                &[&q, &s.encode_to_vec()],
+            )
+            .await
+            .map_err(pg("record deferred schema"))?;
+        self.deferred.insert(q, s);
+        Ok(())
+    }
+
+    async fn forget_deferred(&mut self, q: &str) -> Result<(), SinkError> {
+        if self.deferred.remove(q).is_some() {
+            self.client
+                .execute(
+                    "DELETE FROM veil_sink.deferred_schemas WHERE qualified = $1",
+                    &[&q],
+                )
+                .await
+                .map_err(pg("clear deferred schema"))?;
+        }
+        Ok(())
+    }
+
+    /// The replay is over: the deferred schema events (the last of each table) are applied,
+    /// outside any source transaction's savepoint. A schema dev already has changes nothing.
+    async fn apply_deferred(&mut self) -> Result<(), SinkError> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        self.client
+            .execute("DELETE FROM veil_sink.deferred_schemas", &[])
+            .await
+            .map_err(pg("clear deferred schemas"))?;
+        for (q, s) in deferred {
+            tracing::info!(table = %q, "applying the schema a replayed transaction carried");
+            self.apply_schema(s).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn start_epoch(&mut self, epoch: u64) -> Result<(), SinkError> {
         tracing::warn!(
             from = self.ckpt.epoch,
@@ -439,10 +508,14 @@ impl Applier {
                 .map_err(pg("drop table of old epoch"))?;
         }
         self.client
-            .batch_execute("DELETE FROM veil_sink.tables; DELETE FROM veil_sink.pending_fks;")
+            .batch_execute(
+                "DELETE FROM veil_sink.tables; DELETE FROM veil_sink.pending_fks; \
+                 DELETE FROM veil_sink.deferred_schemas;",
+            )
             .await
             .map_err(pg("reset table list"))?;
         self.schemas.clear();
+        self.deferred.clear();
         self.stmts.clear();
         self.ckpt.epoch = epoch;
         self.ckpt.last_commit_lsn = 0;

@@ -77,6 +77,14 @@ impl Applier {
 
     /// Sends every queued statement in order (pipelined) and checks each result.
     pub async fn drain(&mut self) -> Result<(), SinkError> {
+        self.drain_tolerating_from(usize::MAX).await
+    }
+
+    /// `drain`, but errors of statements at queue positions from `from` on (a half transaction
+    /// being discarded) are logged and dropped, and their rows not counted.
+    pub(super) async fn drain_tolerating_from(&mut self, from: usize) -> Result<(), SinkError> {
+        // Whatever follows is queued from position 0.
+        self.src_queue_start = 0;
         if self.queue.is_empty() {
             return Ok(());
         }
@@ -88,7 +96,14 @@ impl Applier {
                 .map(|q| client.execute_raw(&q.st, q.params.iter())),
         )
         .await;
-        for (q, r) in queue.iter().zip(results) {
+        for (i, (q, r)) in queue.iter().zip(results).enumerate() {
+            if i >= from {
+                if let Err(e) = r {
+                    tracing::warn!(error = %pg("statement")(e), "error inside a half transaction that is being discarded");
+                    break;
+                }
+                continue;
+            }
             match (r, &q.what) {
                 (Err(e), Some((table, op, lsn, _))) => {
                     return Err(SinkError::Schema {

@@ -29,6 +29,12 @@ CREATE TABLE IF NOT EXISTS veil_sink.tables (
     qualified text PRIMARY KEY,
     schema_pb bytea NOT NULL
 );
+-- Schema events of replayed (skipped) source transactions: the last one of each table is applied
+-- before the next transaction that is applied (the replay is over, dev is where the stream is).
+CREATE TABLE IF NOT EXISTS veil_sink.deferred_schemas (
+    qualified text PRIMARY KEY,
+    schema_pb bytea NOT NULL
+);
 CREATE TABLE IF NOT EXISTS veil_sink.pending_fks (
     qualified text NOT NULL,
     name text NOT NULL,
@@ -41,9 +47,27 @@ CREATE TABLE IF NOT EXISTS veil_sink.pending_fks (
 pub async fn load_schemas(
     client: &Client,
 ) -> Result<HashMap<String, Arc<proto::TableSchema>>, SinkError> {
+    load_from(client, "veil_sink.tables").await
+}
+
+/// The schema events deferred by replayed transactions (`veil_sink.deferred_schemas`).
+pub async fn load_deferred(
+    client: &Client,
+) -> Result<std::collections::BTreeMap<String, proto::TableSchema>, SinkError> {
+    Ok(load_from(client, "veil_sink.deferred_schemas")
+        .await?
+        .into_iter()
+        .map(|(q, s)| (q, Arc::unwrap_or_clone(s)))
+        .collect())
+}
+
+async fn load_from(
+    client: &Client,
+    table: &str,
+) -> Result<HashMap<String, Arc<proto::TableSchema>>, SinkError> {
     let mut schemas = HashMap::new();
     for r in client
-        .query("SELECT qualified, schema_pb FROM veil_sink.tables", &[])
+        .query(&format!("SELECT qualified, schema_pb FROM {table}"), &[])
         .await
         .map_err(pg("read table list"))?
     {

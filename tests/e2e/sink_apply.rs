@@ -1,0 +1,281 @@
+//! The sink's applier fed envelopes directly, against a real PostgreSQL 15 dev database: the
+//! orders of events a restarted stream produces (replays, half transactions), checked one by one.
+
+use veil::devkit::testkit::PgCluster;
+use veil::proto::{self, envelope::Event};
+use veil::sink::Applier;
+
+use crate::common::{connect, count};
+
+/// A stream run as the sink sees it: contiguous offsets, one run id, event numbers from 1.
+pub struct Feed {
+    pub applier: Applier,
+    pub offset: i64,
+    pub run: u64,
+    pub seq: u64,
+    pub last_commit: u64,
+}
+
+impl Feed {
+    pub async fn new(dsn: &str) -> Feed {
+        let applier = Applier::connect(&veil::config::Dsn(dsn.to_owned()), "t")
+            .await
+            .unwrap();
+        Feed {
+            applier,
+            offset: -1,
+            run: 1,
+            seq: 0,
+            last_commit: 0,
+        }
+    }
+
+    /// A new stream run (a restart): event numbers start again.
+    pub fn restart(&mut self) {
+        self.run += 1;
+        self.seq = 0;
+    }
+
+    pub async fn send(&mut self, phase: proto::Phase, event: Event) -> Result<(), String> {
+        self.offset += 1;
+        self.seq += 1;
+        let env = proto::Envelope {
+            epoch: 1,
+            source_id: "s".into(),
+            last_commit_lsn: self.last_commit,
+            run_id: self.run,
+            seq: self.seq,
+            phase: phase as i32,
+            event: Some(event),
+            ..Default::default()
+        };
+        self.applier
+            .apply(self.offset, env)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn stream(&mut self, event: Event) -> Result<(), String> {
+        self.send(proto::Phase::Stream, event).await
+    }
+
+    pub async fn snapshot_of(&mut self, schemas: &[proto::TableSchema]) {
+        self.send(
+            proto::Phase::Snapshot,
+            Event::SnapshotBegin(proto::SnapshotBegin::default()),
+        )
+        .await
+        .unwrap();
+        for s in schemas {
+            self.send(proto::Phase::Snapshot, Event::Schema(s.clone()))
+                .await
+                .unwrap();
+        }
+        self.send(
+            proto::Phase::Snapshot,
+            Event::SnapshotEnd(proto::SnapshotEnd::default()),
+        )
+        .await
+        .unwrap();
+        self.applier.flush().await.unwrap();
+    }
+
+    pub async fn begin(&mut self, commit_lsn: u64) -> Result<(), String> {
+        self.stream(Event::Begin(proto::Begin {
+            commit_lsn,
+            ..Default::default()
+        }))
+        .await
+    }
+
+    pub async fn commit(&mut self, commit_lsn: u64) -> Result<(), String> {
+        self.stream(Event::Commit(proto::Commit {
+            commit_lsn,
+            end_lsn: commit_lsn + 1,
+            ..Default::default()
+        }))
+        .await?;
+        self.last_commit = commit_lsn;
+        Ok(())
+    }
+
+    pub async fn insert(&mut self, table: &str, values: &[&str]) -> Result<(), String> {
+        self.stream(Event::Row(proto::RowChange {
+            table: table.into(),
+            op: proto::Op::Insert as i32,
+            new_values: values.iter().map(|v| text(v)).collect(),
+            ..Default::default()
+        }))
+        .await
+    }
+
+    pub async fn start(&mut self, resume_lsn: u64) {
+        self.stream(Event::StreamStart(proto::StreamStart {
+            resume_lsn,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+}
+
+pub fn text(v: &str) -> proto::Value {
+    proto::Value {
+        kind: Some(proto::value::Kind::Text(v.into())),
+    }
+}
+
+pub fn column(name: &str, type_name: &str) -> proto::Column {
+    proto::Column {
+        name: name.into(),
+        type_name: type_name.into(),
+        rule: "keep".into(),
+        ..Default::default()
+    }
+}
+
+pub fn table(name: &str, columns: Vec<proto::Column>) -> proto::TableSchema {
+    proto::TableSchema {
+        schema: "public".into(),
+        name: name.into(),
+        primary_key: vec![columns[0].name.clone()],
+        columns,
+        replica_identity: "d".into(),
+        ..Default::default()
+    }
+}
+
+/// Issue 13 item 8: a restarted stream replays transactions the sink applied, with the schema
+/// events they carried. Applying a replayed schema from before an `ADD COLUMN` dropped the column
+/// in dev (and the next schema added it back empty): its values were lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_schema_events_are_skipped_like_their_rows() {
+    let dev = PgCluster::start().unwrap();
+    dev.create_db("dev").unwrap();
+    let dsn = dev.dsn("dev");
+    let before = table("t", vec![column("id", "integer")]);
+    let after = table("t", vec![column("id", "integer"), column("note", "text")]);
+
+    let mut f = Feed::new(&dsn).await;
+    f.snapshot_of(&[before.clone()]).await;
+    f.start(0).await;
+    // T1 under the old shape, T2 adds the column and fills it.
+    f.begin(100).await.unwrap();
+    f.stream(Event::Schema(before.clone())).await.unwrap();
+    f.insert("public.t", &["1"]).await.unwrap();
+    f.commit(100).await.unwrap();
+    f.begin(200).await.unwrap();
+    f.stream(Event::Schema(after.clone())).await.unwrap();
+    f.insert("public.t", &["2", "kept"]).await.unwrap();
+    f.commit(200).await.unwrap();
+    f.applier.flush().await.unwrap();
+
+    // The stream restarts from before T1 and replays both, then a new T3 without a schema
+    // event (the stream published it in the replay).
+    f.restart();
+    f.start(50).await;
+    f.begin(100).await.unwrap();
+    f.stream(Event::Schema(before.clone())).await.unwrap();
+    f.insert("public.t", &["1"]).await.unwrap();
+    f.commit(100).await.unwrap();
+    f.applier.flush().await.unwrap();
+    // The sink may stop between the two replayed transactions: what it deferred survives.
+    drop(f.applier);
+    f.applier = Applier::connect(&veil::config::Dsn(dsn.clone()), "t")
+        .await
+        .unwrap();
+    f.begin(200).await.unwrap();
+    f.stream(Event::Schema(after.clone())).await.unwrap();
+    f.insert("public.t", &["2", "kept"]).await.unwrap();
+    f.commit(200).await.unwrap();
+    f.begin(300).await.unwrap();
+    f.insert("public.t", &["3", "new"]).await.unwrap();
+    f.commit(300).await.unwrap();
+    f.applier.flush().await.unwrap();
+
+    let c = connect(&dsn).await;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM t WHERE id = 2 AND note = 'kept'").await,
+        1,
+        "the value written before the restart survives the replay"
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM t").await, 3);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM veil_sink.deferred_schemas").await,
+        0
+    );
+
+    // A replay whose last schema differs from dev's (the registry changed while the stream was
+    // down: the column is now blocked) is applied before the next applied transaction.
+    f.restart();
+    f.start(250).await;
+    f.begin(300).await.unwrap();
+    f.stream(Event::Schema(before.clone())).await.unwrap();
+    f.insert("public.t", &["3"]).await.unwrap();
+    f.commit(300).await.unwrap();
+    f.begin(400).await.unwrap();
+    f.insert("public.t", &["4"]).await.unwrap();
+    f.commit(400).await.unwrap();
+    f.applier.flush().await.unwrap();
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'note'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM t").await, 4);
+}
+
+/// Issue 13 item 9: a half transaction rolled back (the stream restarted inside it) while
+/// earlier whole transactions were still queued: an earlier transaction's error was swallowed
+/// with the half one's, its savepoint rolled back, and the checkpoint moved past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_before_a_discarded_half_transaction_still_stops_the_sink() {
+    let dev = PgCluster::start().unwrap();
+    dev.create_db("dev").unwrap();
+    let dsn = dev.dsn("dev");
+    let mut f = Feed::new(&dsn).await;
+    f.snapshot_of(&[table("t", vec![column("id", "integer")])])
+        .await;
+    // Dev refuses id 13 (a constraint someone added in dev): T1 fails when it is sent.
+    let c = connect(&dsn).await;
+    c.batch_execute("ALTER TABLE t ADD CONSTRAINT no_thirteen CHECK (id <> 13)")
+        .await
+        .unwrap();
+    f.start(0).await;
+    f.begin(100).await.unwrap();
+    f.insert("public.t", &["13"]).await.unwrap();
+    f.commit(100).await.unwrap();
+    f.begin(200).await.unwrap();
+    f.insert("public.t", &["14"]).await.unwrap();
+    // The stream restarts inside T2: the half transaction is discarded, T1's error is not.
+    f.restart();
+    f.offset += 1;
+    f.seq += 1;
+    let env = proto::Envelope {
+        epoch: 1,
+        source_id: "s".into(),
+        run_id: f.run,
+        seq: f.seq,
+        phase: proto::Phase::Stream as i32,
+        event: Some(Event::StreamStart(proto::StreamStart::default())),
+        ..Default::default()
+    };
+    let r = f.applier.apply(f.offset, env).await;
+    let err = r.expect_err("T1 failed in dev; the sink must stop, not record it applied");
+    let msg = err.to_string();
+    assert!(msg.contains("public.t"), "{msg}");
+    assert!(!msg.contains("13"), "no value in the error: {msg}");
+    // Nothing was committed past T1.
+    drop(f);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM veil_sink.checkpoint WHERE last_commit_lsn >= 100"
+        )
+        .await,
+        0
+    );
+}
