@@ -157,7 +157,7 @@ async fn replayed_schema_events_are_skipped_like_their_rows() {
     let after = table("t", vec![column("id", "integer"), column("note", "text")]);
 
     let mut f = Feed::new(&dsn).await;
-    f.snapshot_of(&[before.clone()]).await;
+    f.snapshot_of(std::slice::from_ref(&before)).await;
     f.start(0).await;
     // T1 under the old shape, T2 adds the column and fills it.
     f.begin(100).await.unwrap();
