@@ -765,6 +765,14 @@ impl Streamer {
         };
         let tag = v["tag"].as_str().unwrap_or("");
         let object = v["object"].as_str().unwrap_or("");
+        if tag == "ALTER TYPE" {
+            let labels = v["labels"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            });
+            return self.enum_changed(json_oid(&v["oid"]), labels, lsn).await;
+        }
         if !matches!(
             tag,
             "CREATE TABLE" | "ALTER TABLE" | "CREATE TABLE AS" | "SELECT INTO"
@@ -776,7 +784,7 @@ impl Streamer {
         let published = "c.relkind IN ('r', 'p') \
              AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables t WHERE t.pubname = $2 \
                AND (quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))::regclass = c.oid)";
-        let by_oid = v["oid"].as_u64().and_then(|o| u32::try_from(o).ok());
+        let by_oid = json_oid(&v["oid"]);
         let found = match by_oid {
             Some(o) => {
                 self.catalog
@@ -831,6 +839,56 @@ impl Streamer {
             self.described.insert(oid, (info, keys));
         }
         Ok(())
+    }
+
+    /// `ALTER TYPE` of an enum a published column uses (a label added or renamed): its whole
+    /// label set, in order, published inside the transaction, so dev adds the labels before any
+    /// row that uses them. The labels are the message's (as they were at this point of the WAL;
+    /// messages of older setups carry none: the catalog's as they are now). Types no published
+    /// column uses publish nothing (their labels are not dev's business).
+    async fn enum_changed(
+        &mut self,
+        oid: Option<u32>,
+        at_lsn: Option<Vec<String>>,
+        lsn: u64,
+    ) -> Result<(), StreamError> {
+        let Some(oid) = oid else {
+            return Ok(());
+        };
+        let row = self
+            .catalog
+            .query_opt(
+                "SELECT format_type(t.oid, NULL), array_agg(e.enumlabel::text ORDER BY e.enumsortorder) \
+                 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_enum e ON e.enumtypid = t.oid \
+                 WHERE t.oid = $1 GROUP BY t.oid",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| StreamError::Postgres(crate::pg::errors::PgError::new("describe enum", &e)))?;
+        // Not an enum, or dropped since.
+        let Some(row) = row else { return Ok(()) };
+        let name: String = row.get(0);
+        let labels: Vec<String> = match at_lsn {
+            Some(l) if !l.is_empty() => l,
+            _ => row.get(1),
+        };
+        let used = self
+            .published_schemas
+            .values()
+            .any(|s| s.enums.iter().any(|e| e.name == name));
+        if !used {
+            return Ok(());
+        }
+        tracing::info!(r#type = %name, labels = labels.len(), lsn = %crate::pg::lsn::fmt_lsn(lsn), "enum labels changed; publishing the label set");
+        self.flush_rows().await?;
+        let e = proto::EnumType { name, labels };
+        for s in self.published_schemas.values_mut() {
+            for known in s.enums.iter_mut().filter(|k| k.name == e.name) {
+                known.labels = e.labels.clone();
+            }
+        }
+        self.publish(proto::Phase::Stream, Event::EnumLabels(e), None)
+            .await
     }
 
     /// Counts published rows for the audit window.
@@ -1079,6 +1137,13 @@ fn message_name(m: &LogicalMessage) -> &'static str {
         LogicalMessage::StreamAbort { .. } => "Stream Abort",
         _ => "change",
     }
+}
+
+/// An oid in a `veil_ddl` message: `json_build_object` writes the `oid` type as a string.
+fn json_oid(v: &serde_json::Value) -> Option<u32> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .and_then(|o| u32::try_from(o).ok())
 }
 
 /// What an event is about, for an error message: a table name or the event kind (never a value).

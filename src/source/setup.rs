@@ -113,9 +113,16 @@ BEGIN
         EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', r.object_identity);
       END IF;
     END IF;
-    IF r.object_type IN ('table', 'table column', 'type') THEN
+    IF r.object_type IN ('table', 'table column') THEN
       PERFORM pg_logical_emit_message(true, 'veil_ddl',
         json_build_object('tag', r.command_tag, 'object', r.object_identity, 'oid', r.objid)::text);
+    ELSIF r.object_type = 'type' THEN
+      -- An enum's labels as they are at this point of the WAL (the stream reads the catalog
+      -- later, when a later ALTER may have renamed them).
+      PERFORM pg_logical_emit_message(true, 'veil_ddl',
+        json_build_object('tag', r.command_tag, 'object', r.object_identity, 'oid', r.objid,
+          'labels', (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e
+                     WHERE e.enumtypid = r.objid))::text);
     END IF;
   END LOOP;
 END

@@ -270,3 +270,59 @@ async fn a_vault_cache_smaller_than_the_data_never_stops_the_stream() {
     assert!(!running.stream.is_finished());
     running.stop().await;
 }
+
+/// Item 3: `ALTER TYPE … ADD VALUE` in production (with `BEFORE`, inside a transaction that uses
+/// the label at once, and plain) and `RENAME VALUE`: dev takes the labels in production's order,
+/// in a transaction of their own, and the rows that use them. Before, dev rejected the new label
+/// and the sink was stuck on a transaction it could never pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enum_labels_added_in_production_reach_dev_in_order() {
+    init_test_log();
+    let env = Env::start(&[]);
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TYPE mood AS ENUM ('low', 'high');
+         CREATE TABLE moods (id int PRIMARY KEY, m mood, ms mood[]);
+         INSERT INTO moods VALUES (1, 'low', '{low}'), (2, 'high', '{high,low}');",
+    )
+    .await
+    .unwrap();
+    for c in ["id", "m", "ms"] {
+        review::approve(&env.cfg, &format!("public.moods.{c}"), &safe())
+            .await
+            .unwrap();
+    }
+    let running = env.run_stream_and_sink();
+    assert_dev_matches(&env, &["moods"], Duration::from_secs(120)).await;
+    let dev = env.dev_client().await;
+
+    // A label between two, a plain one added inside a transaction block (PostgreSQL 12+; usable
+    // once committed) and used in an array, and a renamed one.
+    // (One statement per call: a multi-statement query string is one implicit transaction.)
+    for sql in [
+        "ALTER TYPE mood ADD VALUE 'mid' BEFORE 'high'",
+        "INSERT INTO moods VALUES (3, 'mid', '{mid}')",
+        "BEGIN; ALTER TYPE mood ADD VALUE 'top'; COMMIT;",
+        "BEGIN; INSERT INTO moods VALUES (4, 'top', '{top,mid}'); UPDATE moods SET m = 'mid' WHERE id = 1; COMMIT;",
+        "ALTER TYPE mood RENAME VALUE 'low' TO 'bottom'",
+        "INSERT INTO moods VALUES (5, 'bottom', '{bottom}')",
+    ] {
+        prod.batch_execute(sql).await.unwrap();
+    }
+    if let Err(e) = dev_matches(&env, &["moods"], Duration::from_secs(60)).await {
+        let q = "SELECT id, m::text, ms::text FROM moods ORDER BY id";
+        panic!(
+            "{e}\nprod {:?}\ndev {:?}",
+            text_rows(&prod, q).await,
+            text_rows(&dev, q).await
+        );
+    }
+    let order = "SELECT string_agg(enumlabel::text, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = 'mood'::regtype";
+    let prod_order: String = prod.query_one(order, &[]).await.unwrap().get(0);
+    let dev_order: String = dev.query_one(order, &[]).await.unwrap().get(0);
+    assert_eq!(dev_order, prod_order, "dev's labels in production's order");
+    assert_eq!(dev_order, "bottom,mid,high,top");
+    assert!(!running.sink.is_finished() && !running.stream.is_finished());
+    running.stop().await;
+}

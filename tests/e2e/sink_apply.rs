@@ -3,7 +3,7 @@
 
 use veil::devkit::testkit::PgCluster;
 use veil::proto::{self, envelope::Event};
-use veil::sink::Applier;
+use veil::sink::{Applier, Next};
 
 use crate::common::{connect, count};
 
@@ -36,7 +36,7 @@ impl Feed {
         self.seq = 0;
     }
 
-    pub async fn send(&mut self, phase: proto::Phase, event: Event) -> Result<(), String> {
+    pub async fn send(&mut self, phase: proto::Phase, event: Event) -> Result<Next, String> {
         self.offset += 1;
         self.seq += 1;
         let env = proto::Envelope {
@@ -55,7 +55,7 @@ impl Feed {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn stream(&mut self, event: Event) -> Result<(), String> {
+    pub async fn stream(&mut self, event: Event) -> Result<Next, String> {
         self.send(proto::Phase::Stream, event).await
     }
 
@@ -85,7 +85,8 @@ impl Feed {
             commit_lsn,
             ..Default::default()
         }))
-        .await
+        .await?;
+        Ok(())
     }
 
     pub async fn commit(&mut self, commit_lsn: u64) -> Result<(), String> {
@@ -99,7 +100,7 @@ impl Feed {
         Ok(())
     }
 
-    pub async fn insert(&mut self, table: &str, values: &[&str]) -> Result<(), String> {
+    pub async fn insert(&mut self, table: &str, values: &[&str]) -> Result<Next, String> {
         self.stream(Event::Row(proto::RowChange {
             table: table.into(),
             op: proto::Op::Insert as i32,
@@ -278,4 +279,53 @@ async fn an_error_before_a_discarded_half_transaction_still_stops_the_sink() {
         .await,
         0
     );
+}
+
+/// Issue 13 item 3, the fallback: a row carries an enum label dev never saw (its enum event was
+/// not published, e.g. the stream met the `ALTER TYPE` before any row of the table in its run).
+/// The sink sets the transaction aside, commits what precedes, adds the label in a transaction
+/// of its own, and reads the transaction again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_with_an_unseen_enum_label_adds_it_and_reads_again() {
+    let dev = PgCluster::start().unwrap();
+    dev.create_db("dev").unwrap();
+    let dsn = dev.dsn("dev");
+    let mut t = table("e", vec![column("id", "integer"), column("m", "mood")]);
+    t.enums = vec![proto::EnumType {
+        name: "mood".into(),
+        labels: vec!["low".into(), "high".into()],
+    }];
+    let mut f = Feed::new(&dsn).await;
+    f.snapshot_of(std::slice::from_ref(&t)).await;
+    f.start(0).await;
+    f.begin(100).await.unwrap();
+    f.insert("public.e", &["1", "low"]).await.unwrap();
+    f.commit(100).await.unwrap();
+    let begin = f.offset + 1;
+    f.begin(200).await.unwrap();
+    f.insert("public.e", &["2", "high"]).await.unwrap();
+    let next = f.insert("public.e", &["3", "new"]).await.unwrap();
+    assert_eq!(next, Next::ReadFrom(begin));
+    // The consumer reads again from the Begin: same offsets, same event numbers.
+    f.offset = begin - 1;
+    f.seq -= 3;
+    f.begin(200).await.unwrap();
+    f.insert("public.e", &["2", "high"]).await.unwrap();
+    assert_eq!(
+        f.insert("public.e", &["3", "new"]).await.unwrap(),
+        Next::Continue
+    );
+    f.commit(200).await.unwrap();
+    f.applier.flush().await.unwrap();
+    let c = connect(&dsn).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM e").await, 3);
+    let order: String = c
+        .query_one(
+            "SELECT string_agg(enumlabel::text, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = 'mood'::regtype",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(order, "low,high,new");
 }

@@ -432,9 +432,16 @@ pub fn plan_table(
                 ref_columns: fk.ref_columns.clone(),
             })
             .collect(),
+        // The label sets of the enums published columns use (a blocked column's labels are not
+        // dev's business).
         enums: info
             .enums
             .iter()
+            .filter(|(name, _)| {
+                published
+                    .iter()
+                    .any(|c| c.type_name == **name || c.type_name == format!("{name}[]"))
+            })
             .map(|(name, labels)| proto::EnumType {
                 name: name.clone(),
                 labels: labels.clone(),

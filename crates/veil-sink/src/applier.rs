@@ -23,6 +23,16 @@ pub struct Queued {
     pub what: Option<(String, &'static str, u64, bool)>,
 }
 
+/// What the consumer does after an envelope was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Go on with the next offset.
+    Continue,
+    /// Read again from this offset: the applier set the open source transaction aside and
+    /// committed what precedes it (enum labels had to be added in a transaction of their own).
+    ReadFrom(i64),
+}
+
 /// Statements queued before the queue is drained (pipelining depth).
 pub const PIPELINE_DEPTH: usize = 2000;
 
@@ -60,6 +70,8 @@ pub struct Applier {
     /// The last schema event of each table met inside replayed (skipped) transactions, applied
     /// before the next transaction that is applied (mirrored in `veil_sink.deferred_schemas`).
     pub(super) deferred: std::collections::BTreeMap<String, proto::TableSchema>,
+    /// Labels of dev's enum types, as read (cleared whenever dev's types may have changed).
+    pub(super) enum_cache: HashMap<String, Vec<String>>,
 }
 
 impl Applier {
@@ -135,6 +147,7 @@ impl Applier {
             completed_in_batch: false,
             src_queue_start: 0,
             deferred,
+            enum_cache: HashMap::new(),
         })
     }
 
@@ -254,8 +267,23 @@ impl Applier {
         if skipping || !self.completed_in_batch || self.open.is_none() {
             return Ok(None);
         }
-        // Errors of statements already sent belong to earlier transactions too: they count.
-        self.drain().await?;
+        let begin = self.abandon_open_txn().await?;
+        tracing::debug!(
+            offset = begin,
+            "open source transaction set aside; committing what precedes it"
+        );
+        Ok(begin)
+    }
+
+    /// Rolls the open (applied) source transaction back to its savepoint and restores the
+    /// checkpoint and counters as they were before its Begin; returns the Begin's offset.
+    /// Errors of statements queued before its Begin count.
+    pub(super) async fn abandon_open_txn(&mut self) -> Result<Option<i64>, SinkError> {
+        if self.src.as_ref().is_none_or(|s| s.skipping) {
+            return Ok(None);
+        }
+        let start = self.src_queue_start;
+        self.drain_tolerating_from(start).await?;
         let Some((ckpt, applied_rows, batch_rows, begin)) = self.open.take() else {
             return Ok(None);
         };
@@ -268,21 +296,18 @@ impl Applier {
         self.applied_rows = applied_rows;
         self.batch_rows = batch_rows;
         self.reload_schemas().await?;
-        tracing::debug!(
-            offset = begin,
-            "open source transaction set aside; committing what precedes it"
-        );
         Ok(Some(begin))
     }
 
     pub(super) async fn reload_schemas(&mut self) -> Result<(), SinkError> {
         self.stmts.clear();
+        self.enum_cache.clear();
         self.schemas = load_schemas(&self.client).await?;
         Ok(())
     }
 
     /// Applies one envelope read at `offset`.
-    pub async fn apply(&mut self, offset: i64, env: proto::Envelope) -> Result<(), SinkError> {
+    pub async fn apply(&mut self, offset: i64, env: proto::Envelope) -> Result<Next, SinkError> {
         let Some(event) = env.event else {
             return Err(SinkError::Decode {
                 offset,
@@ -303,9 +328,9 @@ impl Applier {
             Admit::Duplicate | Admit::LateRun => {
                 self.duplicates += 1;
                 metrics::counter!(crate::metrics::SINK_DUPLICATES).increment(1);
-                return Ok(());
+                return Ok(Next::Continue);
             }
-            Admit::OlderEpoch => return Ok(()),
+            Admit::OlderEpoch => return Ok(Next::Continue),
             Admit::NewEpoch => self.start_epoch(env.epoch).await?,
             Admit::Apply => {}
         }
@@ -333,7 +358,7 @@ impl Applier {
                     // of each table is what the stream encodes its next rows with: applied before
                     // the next transaction that is applied.
                     self.defer_schema(s).await?;
-                    return Ok(());
+                    return Ok(Next::Continue);
                 }
                 self.forget_deferred(&format!("{}.{}", s.schema, s.name))
                     .await?;
@@ -351,7 +376,7 @@ impl Applier {
                         commit_lsn: b.commit_lsn,
                         skipping: true,
                     });
-                    return Ok(());
+                    return Ok(Next::Continue);
                 }
                 self.ensure_txn().await?;
                 self.apply_deferred().await?;
@@ -387,7 +412,7 @@ impl Applier {
             },
             Event::Row(r) => {
                 if self.src.as_ref().is_some_and(|s| s.skipping) {
-                    return Ok(());
+                    return Ok(Next::Continue);
                 }
                 let snapshot = env.phase == proto::Phase::Snapshot as i32;
                 if !snapshot && self.src.is_none() {
@@ -395,6 +420,9 @@ impl Applier {
                         offset,
                         message: "row change outside a transaction".into(),
                     });
+                }
+                if let Some(labels) = self.unknown_enum_label(&r).await? {
+                    return self.add_labels_and_reread(labels, offset).await;
                 }
                 self.ensure_txn().await?;
                 let lsn = self.src.as_ref().map(|s| s.commit_lsn).unwrap_or(0);
@@ -404,7 +432,7 @@ impl Applier {
             }
             Event::Truncate(t) => {
                 if self.src.as_ref().is_some_and(|s| s.skipping) {
-                    return Ok(());
+                    return Ok(Next::Continue);
                 }
                 self.ensure_txn().await?;
                 let names: Vec<String> = t
@@ -430,8 +458,15 @@ impl Applier {
                 self.batch_rows += 1;
             }
             Event::Heartbeat(_) => {}
+            Event::EnumLabels(e) => {
+                if self.src.as_ref().is_some_and(|s| s.skipping) {
+                    // A replay: dev took these labels when it applied the transaction.
+                    return Ok(Next::Continue);
+                }
+                return self.enum_labels(e, offset).await;
+            }
         }
-        Ok(())
+        Ok(Next::Continue)
     }
 
     async fn defer_schema(&mut self, s: proto::TableSchema) -> Result<(), SinkError> {

@@ -137,7 +137,12 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                                 message: e.to_string(),
                             }
                         })?;
-                    applier.apply(offset, env).await?;
+                    if let super::applier::Next::ReadFrom(from) = applier.apply(offset, env).await?
+                    {
+                        audit.confirm(&mut applier, false).await?;
+                        expected = from;
+                        continue 'assign;
+                    }
                     if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
                         applier.flush().await?;
                         audit.confirm(&mut applier, false).await?;

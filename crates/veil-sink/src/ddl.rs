@@ -5,7 +5,7 @@
 use prost::Message as _;
 use std::sync::Arc;
 
-use super::applier::Applier;
+use super::applier::{Applier, Next};
 use super::error::{SinkError, pg};
 use crate::proto;
 
@@ -38,13 +38,9 @@ impl Applier {
                 e.name,
                 labels.join(", ")
             ));
-            for l in &e.labels {
-                sql.push_str(&format!(
-                    "ALTER TYPE {} ADD VALUE IF NOT EXISTS {};\n",
-                    e.name,
-                    crate::pg::quote::literal(l)
-                ));
-            }
+            // Labels of a type dev already has are never added here: a label added inside
+            // this transaction could not be used in it (55P04). The enum event, or the first
+            // row that carries an unseen label, adds them in a transaction of their own.
         }
         match self.schemas.get(&q) {
             None => {
@@ -201,6 +197,197 @@ impl Applier {
         self.add_pending_fks().await
     }
 
+    /// An enum's label set changed in production: the labels dev lacks are added in their
+    /// order, in a transaction of their own after what precedes is committed; the open source
+    /// transaction is set aside and read again.
+    pub(super) async fn enum_labels(
+        &mut self,
+        e: proto::EnumType,
+        offset: i64,
+    ) -> Result<Next, SinkError> {
+        let Some(have) = self.dev_labels(&e.name).await? else {
+            // Dev has no such type yet: the schema that creates it carries its labels.
+            return Ok(Next::Continue);
+        };
+        if e.labels.iter().all(|l| have.contains(l)) {
+            return Ok(Next::Continue);
+        }
+        self.add_labels_and_reread(e, offset).await
+    }
+
+    /// The labels of an enum type in dev, in order (`None`: dev has no such type).
+    async fn dev_labels(&mut self, name: &str) -> Result<Option<Vec<String>>, SinkError> {
+        if let Some(l) = self.enum_cache.get(name) {
+            return Ok(Some(l.clone()));
+        }
+        let row = self
+            .client
+            .query_one(
+                "SELECT to_regtype($1)::oid, ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e \
+                 WHERE e.enumtypid = to_regtype($1) ORDER BY e.enumsortorder)",
+                &[&name],
+            )
+            .await
+            .map_err(pg("read enum labels"))?;
+        if row.get::<_, Option<u32>>(0).is_none() {
+            return Ok(None);
+        }
+        let labels: Vec<String> = row.get(1);
+        self.enum_cache.insert(name.to_owned(), labels.clone());
+        Ok(Some(labels))
+    }
+
+    /// A label of an enum column that dev's type does not have (a row written after `ALTER
+    /// TYPE … ADD VALUE` whose enum event dev never saw): the type and the label set to reach —
+    /// the schema's, which the stream keeps current, with the unseen label appended if even that
+    /// lacks it. The label is never logged.
+    pub(super) async fn unknown_enum_label(
+        &mut self,
+        r: &proto::RowChange,
+    ) -> Result<Option<proto::EnumType>, SinkError> {
+        let Some(schema) = self.schemas.get(&r.table).cloned() else {
+            return Ok(None);
+        };
+        if schema.enums.is_empty() {
+            return Ok(None);
+        }
+        for (i, c) in schema.columns.iter().enumerate() {
+            let (base, array) = match c.type_name.strip_suffix("[]") {
+                Some(b) => (b, true),
+                None => (c.type_name.as_str(), false),
+            };
+            let Some(e) = schema.enums.iter().find(|e| e.name == base) else {
+                continue;
+            };
+            for v in [r.new_values.get(i), r.old_values.get(i)]
+                .into_iter()
+                .flatten()
+            {
+                let Some(proto::value::Kind::Text(t)) = &v.kind else {
+                    continue;
+                };
+                let values = if array {
+                    array_elements(t)
+                } else {
+                    vec![t.clone()]
+                };
+                let Some(have) = self.dev_labels(base).await? else {
+                    continue;
+                };
+                if let Some(unseen) = values.into_iter().find(|l| !have.contains(l)) {
+                    tracing::warn!(table = %r.table, column = %c.name, r#type = %base,
+                        "a row carries an enum label dev lacks; adding it in a transaction of its own");
+                    let mut labels = e.labels.clone();
+                    if !labels.contains(&unseen) {
+                        labels.push(unseen);
+                    }
+                    return Ok(Some(proto::EnumType {
+                        name: base.to_owned(),
+                        labels,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Commits what precedes the open source transaction (set aside), adds the labels in a
+    /// transaction of their own, and says where to read again.
+    pub(super) async fn add_labels_and_reread(
+        &mut self,
+        e: proto::EnumType,
+        offset: i64,
+    ) -> Result<Next, SinkError> {
+        let reread =
+            match self.src {
+                Some(_) => Some(self.abandon_open_txn().await?.ok_or_else(|| {
+                    SinkError::Schema {
+                        table: e.name.clone(),
+                        message:
+                            "enum labels to add inside a source transaction whose start is unknown"
+                                .into(),
+                    }
+                })?),
+                // Outside a source transaction (a snapshot row): this event is read again.
+                None => {
+                    self.ckpt.offset = offset - 1;
+                    self.ckpt.seq = self.ckpt.seq.saturating_sub(1);
+                    Some(offset)
+                }
+            };
+        self.flush().await?;
+        self.ensure_labels(&e).await?;
+        Ok(reread.map_or(Next::Continue, Next::ReadFrom))
+    }
+
+    /// Adds (or renames, for `RENAME VALUE`) the labels dev's type lacks, each placed after the
+    /// label it follows in `e` — outside any dev transaction, so each commits at once.
+    async fn ensure_labels(&mut self, e: &proto::EnumType) -> Result<(), SinkError> {
+        debug_assert!(!self.in_dev_txn);
+        self.enum_cache.remove(&e.name);
+        let Some(mut have) = self.dev_labels(&e.name).await? else {
+            return Ok(());
+        };
+        let lit = |l: &str| crate::pg::quote::literal(l);
+        let serr = |what: &str, err: tokio_postgres::Error| SinkError::Schema {
+            table: e.name.clone(),
+            message: pg(what.to_owned())(err).to_string(),
+        };
+        // Labels production renamed: dev's labels production no longer has, paired in order with
+        // the new ones (enum labels are never dropped in PostgreSQL).
+        let gone: Vec<String> = have
+            .iter()
+            .filter(|l| !e.labels.contains(l))
+            .cloned()
+            .collect();
+        let new: Vec<String> = e
+            .labels
+            .iter()
+            .filter(|l| !have.contains(l))
+            .cloned()
+            .collect();
+        if !gone.is_empty() && gone.len() <= new.len() {
+            for (old, to) in gone.iter().zip(&new) {
+                self.client
+                    .batch_execute(&format!(
+                        "ALTER TYPE {} RENAME VALUE {} TO {}",
+                        e.name,
+                        lit(old),
+                        lit(to)
+                    ))
+                    .await
+                    .map_err(|err| serr("rename enum label", err))?;
+                if let Some(h) = have.iter_mut().find(|h| *h == old) {
+                    *h = to.clone();
+                }
+            }
+        }
+        for (i, l) in e.labels.iter().enumerate() {
+            if have.contains(l) {
+                continue;
+            }
+            let place = match e.labels[..i].iter().rev().find(|p| have.contains(p)) {
+                Some(prev) => format!(" AFTER {}", lit(prev)),
+                None => match e.labels[i + 1..].iter().find(|n| have.contains(n)) {
+                    Some(next) => format!(" BEFORE {}", lit(next)),
+                    None => String::new(),
+                },
+            };
+            self.client
+                .batch_execute(&format!(
+                    "ALTER TYPE {} ADD VALUE IF NOT EXISTS {}{place}",
+                    e.name,
+                    lit(l)
+                ))
+                .await
+                .map_err(|err| serr("add enum label", err))?;
+            have.push(l.clone());
+        }
+        self.enum_cache.remove(&e.name);
+        tracing::info!(r#type = %e.name, labels = e.labels.len(), "enum labels added in dev");
+        Ok(())
+    }
+
     /// The registry blocked the whole table: dev deletes every row it holds of it, in the
     /// batch's transaction (so with the checkpoint), and the audit says how many. The table and
     /// its columns stay (names are not values); changes arrive again only after an unblock, and
@@ -296,5 +483,48 @@ impl Applier {
                 .map_err(pg("clear pending fk"))?;
         }
         Ok(())
+    }
+}
+
+/// The elements of a one-dimensional array literal (`{a,"b c",NULL}`), unquoted; NULLs left out.
+fn array_elements(t: &str) -> Vec<String> {
+    let inner = t.trim().trim_start_matches('{').trim_end_matches('}');
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut was_quoted, mut escaped) = (false, false, false);
+    for ch in inner.chars() {
+        if escaped {
+            cur.push(ch);
+            escaped = false;
+        } else if ch == '\\' {
+            escaped = true;
+        } else if ch == '"' {
+            quoted = !quoted;
+            was_quoted = true;
+        } else if ch == ',' && !quoted {
+            if was_quoted || cur != "NULL" {
+                out.push(std::mem::take(&mut cur));
+            }
+            cur.clear();
+            was_quoted = false;
+        } else {
+            cur.push(ch);
+        }
+    }
+    if !inner.is_empty() && (was_quoted || cur != "NULL") {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn array_elements_unquote_and_skip_nulls() {
+        assert_eq!(
+            super::array_elements(r#"{a,"b c",NULL,"NULL","x\"y"}"#),
+            vec!["a", "b c", "NULL", "x\"y"]
+        );
+        assert!(super::array_elements("{}").is_empty());
     }
 }

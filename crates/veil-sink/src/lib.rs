@@ -29,7 +29,7 @@ pub mod error;
 pub mod fence;
 pub mod store;
 
-pub use applier::Applier;
+pub use applier::{Applier, Next};
 pub use consumer::run;
 pub use error::SinkError;
 
