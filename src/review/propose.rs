@@ -1078,6 +1078,7 @@ mod tests {
             replica_identity: b'd',
             columns: Vec::new(),
             primary_key: Vec::new(),
+            identity_index: Vec::new(),
             unique_keys: Vec::new(),
             foreign_keys: Vec::new(),
             enums: Default::default(),

@@ -159,13 +159,16 @@ impl ReplicationConn {
             .to_owned();
         conn.md5_user = user.clone();
         let dbname = config.get_dbname().unwrap_or(&user).to_owned();
-        let params = [
+        let mut params = vec![
             ("user", user.as_str()),
             ("database", dbname.as_str()),
             ("replication", "database"),
             ("client_encoding", "UTF8"),
             ("application_name", "veil_stream"),
         ];
+        // pgoutput writes values with the walsender's settings: the same as the snapshot's and
+        // the sink's.
+        params.extend_from_slice(crate::pg::VALUE_FORMAT);
         frontend::startup_message(params.iter().copied(), &mut conn.wbuf).map_err(encode_err)?;
         conn.flush().await?;
         conn.authenticate(config.get_password()).await?;

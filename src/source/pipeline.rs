@@ -831,7 +831,7 @@ impl Streamer {
             tracing::info!(table = %info.qualified(), now = %name_now, tag, "schema change of a table renamed since; checked at its next change");
             return Ok(());
         }
-        let keys = info.primary_key.clone();
+        let keys = info.identity_keys();
         tracing::info!(table = %info.qualified(), tag, "schema change seen; checking it against the registry");
         self.plan_or_hold(&info, &keys).await?;
         // The table's shape from here on: planning it again under a newer registry must use it.

@@ -108,10 +108,18 @@ BEGIN
     IF r.object_type IN ('table', 'table column') AND r.objid IS NOT NULL THEN
       PERFORM _veil.record_shape(r.objid);
     END IF;
-    IF r.command_tag = 'CREATE TABLE' AND r.object_type = 'table' THEN
-      IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = r.objid AND i.indisprimary) THEN
-        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', r.object_identity);
-      END IF;
+    -- A table in the FOR ALL TABLES publication without a usable replica identity would make
+    -- production's UPDATE and DELETE fail: a new table without a primary key (CREATE TABLE, CREATE
+    -- TABLE AS, SELECT INTO), a primary key dropped, REPLICA IDENTITY NOTHING, or the index of
+    -- REPLICA IDENTITY USING INDEX dropped gets REPLICA IDENTITY FULL. (The ALTER below fires this trigger again; the table
+    -- then has an identity and nothing more happens.)
+    IF r.object_type = 'table' AND r.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
+       AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = r.objid AND c.relkind = 'r'
+                   AND c.relpersistence = 'p'
+                   AND (c.relreplident = 'n'
+                     OR c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+                     OR c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))) THEN
+      EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', r.objid::regclass);
     END IF;
     IF r.object_type IN ('table', 'table column') THEN
       PERFORM pg_logical_emit_message(true, 'veil_ddl',
@@ -129,6 +137,24 @@ END
 $veil$;
 DROP EVENT TRIGGER IF EXISTS veil_ddl;
 CREATE EVENT TRIGGER veil_ddl ON ddl_command_end EXECUTE FUNCTION _veil.on_ddl();
+-- DROP INDEX of the index a REPLICA IDENTITY USING INDEX names leaves the table without an
+-- identity (as NOTHING): such tables get FULL.
+CREATE OR REPLACE FUNCTION _veil.on_drop() RETURNS event_trigger
+LANGUAGE plpgsql AS $veil$
+DECLARE t regclass;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() d WHERE d.object_type = 'index') THEN
+    RETURN;
+  END IF;
+  FOR t IN SELECT c.oid::regclass FROM pg_class c
+            WHERE c.relkind = 'r' AND c.relreplident = 'i' AND c.relpersistence = 'p'
+              AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) LOOP
+    EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', t);
+  END LOOP;
+END
+$veil$;
+DROP EVENT TRIGGER IF EXISTS veil_drop;
+CREATE EVENT TRIGGER veil_drop ON sql_drop EXECUTE FUNCTION _veil.on_drop();
 "#;
 
 pub async fn run(cfg: &Config) -> Result<SetupReport, SetupError> {

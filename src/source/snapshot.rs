@@ -85,6 +85,10 @@ pub async fn run(
         }
     };
     catalog::prepare_session(snap).await?;
+    // COPY writes values as the replication stream does.
+    snap.batch_execute(&crate::pg::value_format_sql())
+        .await
+        .map_err(pg("set the value format"))?;
     snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(pg("begin snapshot transaction"))?;
@@ -116,11 +120,7 @@ pub async fn run(
         let version = st.registry.version.clone();
         for &i in &order {
             let info = &infos[i];
-            let keys = if info.primary_key.is_empty() {
-                Vec::new()
-            } else {
-                info.primary_key.clone()
-            };
+            let keys = info.identity_keys();
             let plan = st.plan_or_hold(info, &keys).await?;
             st.remember_described(info.oid, info.clone(), keys);
             plans.push(plan);

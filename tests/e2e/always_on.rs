@@ -326,3 +326,126 @@ async fn enum_labels_added_in_production_reach_dev_in_order() {
     assert!(!running.sink.is_finished() && !running.stream.is_finished());
     running.stop().await;
 }
+
+/// Item 4: tables without a usable replica identity. `CREATE TABLE AS`, `SELECT INTO`, a dropped
+/// primary key, `REPLICA IDENTITY NOTHING` and a dropped identity index left production's UPDATE
+/// and DELETE failing ("does not have a replica identity and publishes updates"); setup's
+/// triggers now give such tables FULL. In dev, a key-less table with `REPLICA IDENTITY USING
+/// INDEX` is found by the index's columns, and FULL-identity rows with timestamptz are found
+/// although production's and dev's TimeZone differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tables_without_a_usable_replica_identity_never_fail_production_writes() {
+    init_test_log();
+    let env = Env::start(&[("timezone", "America/New_York")]);
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE base (id int PRIMARY KEY, at timestamptz, v text);
+         INSERT INTO base SELECT g, timestamptz '2026-03-08 01:30:00-05' + g * interval '17 minutes', 'v' || g
+           FROM generate_series(1, 6) g;
+         CREATE TABLE ctas AS SELECT * FROM base;
+         SELECT * INTO si FROM base;
+         CREATE TABLE dpk (id int PRIMARY KEY, at timestamptz, v text);
+         INSERT INTO dpk SELECT * FROM base;
+         ALTER TABLE dpk DROP CONSTRAINT dpk_pkey;
+         CREATE TABLE nothing_t (id int PRIMARY KEY, at timestamptz, v text);
+         INSERT INTO nothing_t SELECT * FROM base;
+         ALTER TABLE nothing_t REPLICA IDENTITY NOTHING;
+         CREATE TABLE ui (id int NOT NULL, at timestamptz, v text);
+         CREATE UNIQUE INDEX ui_id ON ui (id);
+         ALTER TABLE ui REPLICA IDENTITY USING INDEX ui_id;
+         INSERT INTO ui SELECT * FROM base;
+         CREATE TABLE ui_dropped (id int NOT NULL, at timestamptz, v text);
+         CREATE UNIQUE INDEX ui_dropped_id ON ui_dropped (id);
+         ALTER TABLE ui_dropped REPLICA IDENTITY USING INDEX ui_dropped_id;
+         INSERT INTO ui_dropped SELECT * FROM base;
+         DROP INDEX ui_dropped_id;",
+    )
+    .await
+    .unwrap();
+    let tables = ["base", "ctas", "si", "dpk", "nothing_t", "ui", "ui_dropped"];
+    for t in tables {
+        for c in ["id", "at", "v"] {
+            review::approve(&env.cfg, &format!("public.{t}.{c}"), &safe())
+                .await
+                .unwrap();
+        }
+    }
+    // Dev lives in another time zone.
+    let dev = env.dev_client().await;
+    dev.batch_execute(&format!(
+        "ALTER DATABASE {DEV_DB} SET timezone = 'Asia/Tokyo'"
+    ))
+    .await
+    .unwrap();
+    let running = env.run_stream_and_sink();
+
+    let rows =
+        |t: &str| format!("SELECT id, extract(epoch FROM at)::text, v FROM {t} ORDER BY id, v");
+    let same = |tables: &'static [&'static str]| {
+        let (prod, dev) = (&prod, &dev);
+        async move {
+            for t in tables {
+                // Dev may not have the table yet.
+                let Ok(d) = dev.simple_query(&rows(t)).await else {
+                    return false;
+                };
+                if d.iter()
+                    .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+                    .count()
+                    != text_rows(prod, &rows(t)).await.len()
+                    || text_rows(prod, &rows(t)).await != text_rows(dev, &rows(t)).await
+                {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    const ALL: &[&str] = &["base", "ctas", "si", "dpk", "nothing_t", "ui", "ui_dropped"];
+    assert!(
+        wait_for(Duration::from_secs(120), || same(ALL)).await,
+        "the snapshot did not reach dev"
+    );
+    // Production's writes: each failed before on the tables without an identity.
+    for t in tables {
+        prod.batch_execute(&format!(
+            "UPDATE {t} SET v = v || ' changed', at = at + interval '1 day' WHERE id IN (2, 3);
+             UPDATE {t} SET id = id + 100 WHERE id = 4;
+             DELETE FROM {t} WHERE id = 5;"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("production's write on {t} failed: {e}"));
+    }
+    if !wait_for(Duration::from_secs(60), || same(ALL)).await {
+        for t in tables {
+            eprintln!(
+                "{t}: prod {:?}\n dev {:?}",
+                text_rows(&prod, &rows(t)).await,
+                text_rows(&dev, &rows(t)).await
+            );
+        }
+        panic!("dev does not match production after updates and deletes");
+    }
+    let identity: Vec<String> = text_rows(
+        &prod,
+        "SELECT relname || '=' || relreplident::text FROM pg_class WHERE relname IN \
+         ('ctas', 'si', 'dpk', 'nothing_t', 'ui', 'ui_dropped') ORDER BY relname",
+    )
+    .await
+    .into_iter()
+    .map(|r| r[0].clone().unwrap())
+    .collect();
+    assert_eq!(
+        identity,
+        [
+            "ctas=f",
+            "dpk=f",
+            "nothing_t=f",
+            "si=f",
+            "ui=i",
+            "ui_dropped=f"
+        ]
+    );
+    running.stop().await;
+}

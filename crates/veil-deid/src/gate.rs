@@ -447,6 +447,14 @@ pub fn plan_table(
                 labels: labels.clone(),
             })
             .collect(),
+        identity: if info.replica_identity == b'i'
+            && !key_columns.is_empty()
+            && all_pub(key_columns)
+        {
+            key_columns.to_vec()
+        } else {
+            Vec::new()
+        },
         replica_identity: match info.replica_identity {
             b'f' => "full",
             b'n' => "nothing",
@@ -660,6 +668,7 @@ mod tests {
             replica_identity: b'd',
             columns: vec![c.clone()],
             primary_key: vec![],
+            identity_index: vec![],
             unique_keys: vec![],
             foreign_keys: vec![],
             enums: Default::default(),

@@ -81,10 +81,11 @@ impl Applier {
             .await
             .map_err(SinkError::Connect)?;
         client
-            .batch_execute(
+            .batch_execute(&format!(
                 "SET session_replication_role = replica; SET synchronous_commit = on; \
-                 SET client_min_messages = warning;",
-            )
+                 SET client_min_messages = warning; {}",
+                crate::pg::value_format_sql()
+            ))
             .await
             .map_err(pg(
                 "session settings (the sink role must be allowed to set session_replication_role)",

@@ -178,9 +178,15 @@ impl Applier {
         };
         let is_unchanged = |v: &proto::Value| matches!(v.kind, Some(Kind::Unchanged(_)));
         let op = proto::Op::try_from(r.op).unwrap_or(proto::Op::Unspecified);
-        // Where clause: key columns by equality, or every column (identity full) by text equality.
-        let key_idx: Vec<usize> = schema
-            .primary_key
+        // Where clause: key columns by equality (the primary key, else the columns of a REPLICA
+        // IDENTITY USING INDEX), or every column (identity full) by text equality — both ends
+        // format values alike (`pg::VALUE_FORMAT`).
+        let keys = if schema.primary_key.is_empty() {
+            &schema.identity
+        } else {
+            &schema.primary_key
+        };
+        let key_idx: Vec<usize> = keys
             .iter()
             .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
             .collect();

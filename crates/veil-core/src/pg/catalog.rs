@@ -143,6 +143,8 @@ pub struct TableInfo {
     pub replica_identity: u8,
     pub columns: Vec<ColumnInfo>,
     pub primary_key: Vec<String>,
+    /// The columns of the index a `REPLICA IDENTITY USING INDEX` names (empty otherwise).
+    pub identity_index: Vec<String>,
     pub unique_keys: Vec<(String, Vec<String>)>,
     pub foreign_keys: Vec<ForeignKeyInfo>,
     /// Enum types used by the columns: qualified name → labels in sort order.
@@ -154,6 +156,15 @@ pub struct TableInfo {
 impl TableInfo {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.name)
+    }
+
+    /// The key columns as a Relation message would flag them: the index's columns for
+    /// `REPLICA IDENTITY USING INDEX`, else the primary key.
+    pub fn identity_keys(&self) -> Vec<String> {
+        match self.replica_identity {
+            b'i' => self.identity_index.clone(),
+            _ => self.primary_key.clone(),
+        }
     }
 }
 
@@ -247,6 +258,11 @@ pub async fn describe_relation(
         columns: cols,
         // The default identity is the primary key.
         primary_key: if replica_identity == b'd' {
+            keys.to_vec()
+        } else {
+            Vec::new()
+        },
+        identity_index: if replica_identity == b'i' {
             keys.to_vec()
         } else {
             Vec::new()
@@ -367,6 +383,21 @@ pub async fn describe_table(
             }),
         }
     }
+    let identity_index: Vec<String> = if replica_identity == b'i' {
+        client
+            .query_one(
+                "SELECT ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i \
+                   CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(n, o) \
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n \
+                 WHERE i.indrelid = $1 AND i.indisreplident ORDER BY k.o)",
+                &[&oid],
+            )
+            .await
+            .map_err(q("describe replica identity index"))?
+            .get(0)
+    } else {
+        Vec::new()
+    };
     let mut enums = BTreeMap::new();
     if !enum_oids.is_empty() {
         let rows = client
@@ -389,6 +420,7 @@ pub async fn describe_table(
         replica_identity,
         columns,
         primary_key,
+        identity_index,
         unique_keys,
         foreign_keys,
         enums,
@@ -550,6 +582,7 @@ mod tests {
             columns: vec![],
             history: ShapeHistory::default(),
             primary_key: vec![],
+            identity_index: vec![],
             unique_keys: vec![],
             foreign_keys: refs
                 .iter()
