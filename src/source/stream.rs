@@ -233,6 +233,9 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
     Ok(())
 }
 
+/// How often long work between two reads of the replication connection answers the server.
+const BUSY_REPLY_EVERY: Duration = Duration::from_secs(1);
+
 /// The replication loop proper: returns the confirmed LSN at an orderly stop.
 async fn replicate(
     st: &mut Streamer,
@@ -309,9 +312,19 @@ async fn replicate(
                                     LogicalMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time_us, .. } => {
                                         let mut reader = spool.take(xid)?;
                                         st.begin(commit_lsn, commit_time_us, xid).await?;
+                                        // Publishing a large spooled transaction takes a while:
+                                        // the server hears from us every second meanwhile (a
+                                        // short wal_sender_timeout would drop the connection,
+                                        // and the restart would decode it again, forever).
+                                        let mut last_reply = std::time::Instant::now();
                                         while let Some(raw) = reader.next_message()? {
                                             let m = pgoutput::decode_logical(&raw, true)?;
                                             st.change(m, commit_lsn).await?;
+                                            if last_reply.elapsed() >= BUSY_REPLY_EVERY {
+                                                last_reply = std::time::Instant::now();
+                                                let acked = st.publisher.acked_lsn();
+                                                st.keepalive.keep_alive(acked).await?;
+                                            }
                                         }
                                         st.commit(commit_lsn, end_lsn, commit_time_us).await?;
                                     }

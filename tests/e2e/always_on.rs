@@ -449,3 +449,117 @@ async fn tables_without_a_usable_replica_identity_never_fail_production_writes()
     );
     running.stop().await;
 }
+
+/// Item 5: a transaction large enough to be streamed (spooled, then published at its Stream
+/// Commit) with a short `wal_sender_timeout`. Publishing it took longer than the timeout without
+/// a word to the server: the walsender dropped the connection and the restart decoded the same
+/// transaction again, forever. Now the stream answers every second while it publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_streamed_transaction_outlasting_wal_sender_timeout_is_published_once() {
+    init_test_log();
+    let env = Env::start(&[
+        ("logical_decoding_work_mem", "64kB"),
+        ("wal_sender_timeout", "3s"),
+    ]);
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE big (id int PRIMARY KEY, v text); INSERT INTO big VALUES (1, 'first');",
+    )
+    .await
+    .unwrap();
+    for c in ["id", "v"] {
+        review::approve(&env.cfg, &format!("public.big.{c}"), &safe())
+            .await
+            .unwrap();
+    }
+    let running = env.run_stream_and_sink();
+    let dev = env.dev_client().await;
+    assert!(
+        wait_for(Duration::from_secs(120), || async {
+            dev.query_one("SELECT count(*) FROM big", &[]).await.is_ok()
+        })
+        .await
+    );
+    let started = std::time::Instant::now();
+    prod.batch_execute("INSERT INTO big SELECT g, 'row ' || g FROM generate_series(2, 150000) g")
+        .await
+        .unwrap();
+    let arrived = wait_for(Duration::from_secs(300), || async {
+        count(&dev, "SELECT count(*) FROM big").await == 150_000
+    })
+    .await;
+    eprintln!(
+        "150,000-row streamed transaction in dev after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(arrived, "the large transaction never reached dev");
+    assert!(
+        !running.stream.is_finished(),
+        "the stream lost its replication connection"
+    );
+    let log = env.prod.server_log();
+    assert!(
+        !log.contains("replication timeout"),
+        "the walsender timed out waiting for the stream"
+    );
+    running.stop().await;
+}
+
+/// Item 7: values larger than the broker's message limit (`message.max.bytes` set low in
+/// `[kafka] options`; the test broker enforces no limit of its own, the producer does). Before,
+/// the event was refused and every restart met it again. Now it goes as fragments the sink
+/// joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_larger_than_the_message_limit_go_in_fragments() {
+    init_test_log();
+    let mut env = Env::start(&[]);
+    env.cfg
+        .kafka
+        .as_mut()
+        .unwrap()
+        .options
+        .insert("message.max.bytes".into(), "20000".into());
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, body text, meta jsonb);
+         INSERT INTO docs SELECT g, repeat(md5(g::text), 3000), jsonb_build_object('n', g, 'pad', repeat('x', 30000))
+           FROM generate_series(1, 3) g;",
+    )
+    .await
+    .unwrap();
+    for c in ["id", "body", "meta"] {
+        review::approve(&env.cfg, &format!("public.docs.{c}"), &safe())
+            .await
+            .unwrap();
+    }
+    let running = env.run_stream_and_sink();
+    assert_dev_matches(&env, &["docs"], Duration::from_secs(120)).await;
+    // In the stream: a 500 kB value, an update of it, and small rows around it.
+    prod.batch_execute(
+        "BEGIN;
+         INSERT INTO docs VALUES (4, 'small', '{}');
+         INSERT INTO docs SELECT 5, string_agg(md5(g::text), '') FROM generate_series(1, 16000) g;
+         INSERT INTO docs VALUES (6, 'small', '{}');
+         COMMIT;
+         UPDATE docs SET body = body || 'more' WHERE id = 5;",
+    )
+    .await
+    .unwrap();
+    assert_dev_matches(&env, &["docs"], Duration::from_secs(60)).await;
+    let fragments = topic_payloads(&env)
+        .iter()
+        .filter(|p| {
+            matches!(
+                <veil::proto::Envelope as prost::Message>::decode(p.as_slice())
+                    .ok()
+                    .and_then(|e| e.event),
+                Some(veil::proto::envelope::Event::Fragment(_))
+            )
+        })
+        .count();
+    assert!(fragments > 50, "only {fragments} fragments on the topic");
+    assert!(topic_payloads(&env).iter().all(|p| p.len() <= 20_000));
+    running.stop().await;
+}

@@ -30,6 +30,8 @@ pub const SINK_REFETCHES: &str = "veil_sink_refetches_total";
 pub const SINK_SKIPPED_TXNS: &str = "veil_sink_skipped_transactions_total";
 /// Updates and deletes of rows dev does not hold (`table`, `op`): counted, never fatal.
 pub const SINK_ROWS_MISSING: &str = "veil_sink_rows_missing_total";
+/// Events larger than the message limit, sent as fragments.
+pub const FRAGMENTED_EVENTS: &str = "veil_fragmented_events_total";
 
 /// Every metric name veil exports (the ops files may use only these).
 pub const ALL: &[&str] = &[
@@ -58,6 +60,7 @@ pub const ALL: &[&str] = &[
     SINK_REFETCHES,
     SINK_SKIPPED_TXNS,
     SINK_ROWS_MISSING,
+    FRAGMENTED_EVENTS,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -66,6 +66,8 @@ pub struct Publisher {
     producer: FutureProducer,
     topic: String,
     key: String,
+    /// Larger envelopes are cut into fragments (`super::max_message_bytes`).
+    max_bytes: usize,
     pending: mpsc::Sender<Pending>,
     inflight: Arc<AtomicU64>,
     acked: watch::Receiver<u64>,
@@ -74,6 +76,8 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(cfg: &KafkaConfig, topic: &str, key: &str) -> Result<Self, BrokerError> {
+        let max_bytes =
+            super::max_message_bytes(cfg).map_err(|e| BrokerError::local(e.to_string()))?;
         let producer: FutureProducer = client_config_with(
             cfg,
             &[
@@ -126,6 +130,7 @@ impl Publisher {
             producer,
             topic: topic.to_owned(),
             key: key.to_owned(),
+            max_bytes,
             pending: tx,
             inflight,
             acked,
@@ -134,12 +139,31 @@ impl Publisher {
     }
 
     /// Queues one envelope. `done_lsn`: the LSN that counts as acknowledged once this and every
-    /// earlier delivery succeeded (a Commit's end LSN).
+    /// earlier delivery succeeded (a Commit's end LSN). An envelope larger than the message
+    /// limit goes as fragments, in order; only the last carries `done_lsn`.
     pub async fn send(&self, env: &Envelope, done_lsn: Option<u64>) -> Result<(), BrokerError> {
         if let Some(e) = self.failed.borrow().clone() {
             return Err(e);
         }
         let payload = env.encode_to_vec();
+        if payload.len() <= self.max_bytes {
+            return self.send_payload(payload, done_lsn).await;
+        }
+        let pieces = fragments(env, &payload, self.max_bytes);
+        metrics::counter!(crate::metrics::FRAGMENTED_EVENTS).increment(1);
+        let last = pieces.len() - 1;
+        for (i, p) in pieces.into_iter().enumerate() {
+            self.send_payload(p, if i == last { done_lsn } else { None })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_payload(
+        &self,
+        payload: Vec<u8>,
+        done_lsn: Option<u64>,
+    ) -> Result<(), BrokerError> {
         let fut = loop {
             let rec = FutureRecord::to(&self.topic)
                 .key(&self.key)
@@ -187,9 +211,69 @@ impl Publisher {
     }
 }
 
+/// An encoded envelope cut into fragment envelopes of at most `max_bytes` each, carrying the
+/// envelope's run and event number.
+pub fn fragments(env: &Envelope, payload: &[u8], max_bytes: usize) -> Vec<Vec<u8>> {
+    use crate::proto::{Fragment, envelope::Event};
+    let piece = max_bytes.saturating_sub(super::MESSAGE_OVERHEAD).max(1);
+    let count = payload.len().div_ceil(piece) as u32;
+    payload
+        .chunks(piece)
+        .enumerate()
+        .map(|(i, data)| {
+            Envelope {
+                run_id: env.run_id,
+                seq: env.seq,
+                epoch: env.epoch,
+                phase: env.phase,
+                event: Some(Event::Fragment(Fragment {
+                    index: i as u32,
+                    count,
+                    data: data.to_vec(),
+                })),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fragments_stay_within_the_limit_and_join_back() {
+        use crate::proto::envelope::Event;
+        let env = Envelope {
+            run_id: 7,
+            seq: 9,
+            source_id: "s".repeat(200),
+            event: Some(Event::Row(crate::proto::RowChange {
+                table: "public.t".into(),
+                new_values: vec![crate::proto::Value {
+                    kind: Some(crate::proto::value::Kind::Text("x".repeat(50_000))),
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let payload = env.encode_to_vec();
+        let pieces = fragments(&env, &payload, 4096);
+        assert!(pieces.len() > 10);
+        let mut joined = Vec::new();
+        for (i, p) in pieces.iter().enumerate() {
+            assert!(p.len() <= 4096, "piece {i} is {} bytes", p.len());
+            let f = Envelope::decode(p.as_slice()).unwrap();
+            assert_eq!((f.run_id, f.seq), (7, 9));
+            let Some(Event::Fragment(f)) = f.event else {
+                panic!("not a fragment")
+            };
+            assert_eq!((f.index as usize, f.count as usize), (i, pieces.len()));
+            joined.extend_from_slice(&f.data);
+        }
+        assert_eq!(Envelope::decode(joined.as_slice()).unwrap(), env);
+    }
 
     #[test]
     fn ack_tracker_acknowledges_only_the_delivered_prefix() {
