@@ -399,6 +399,8 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         sink_key_file: None,
         sink_key: Some(crate::config::Secret(random_key_hex())),
         journal_dir: journal.path().to_owned(),
+        journal_segment_bytes: 16 << 20,
+        journal_keep_segments: 32,
         window_secs: 10,
         archive_dsn: Some(Dsn(prod.dsn("veil_audit"))),
         retention_days: 2192,

@@ -18,6 +18,10 @@ pub fn with_audit(env: &mut Env, journal: &std::path::Path) {
         sink_key_file: None,
         sink_key: Some(veil::config::Secret(veil::devkit::demo::random_key_hex())),
         journal_dir: journal.to_owned(),
+        // Small segments: the journal rotates many times during a test, and the chain, the
+        // verification and the proof hold across segments.
+        journal_segment_bytes: 4096,
+        journal_keep_segments: 0,
         window_secs: 2,
         archive_dsn: Some(veil::config::Dsn(env.prod.dsn(ARCHIVE_DB))),
         retention_days: 2192,
@@ -127,6 +131,13 @@ async fn audit_trail_is_value_free_verifiable_and_proves_a_day() {
             .unwrap()
             .is_empty()
     );
+    // The journals rotated (4 KiB segments) and the chains verified across their segments.
+    let sealed = std::fs::read_dir(journal.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sealed"))
+        .count();
+    assert!(sealed >= 1, "{sealed} sealed journal segments");
 
     let archive = connect(&env.prod.dsn(ARCHIVE_DB)).await;
     let today: String = archive

@@ -205,6 +205,14 @@ pub struct AuditConfig {
     pub sink_key: Option<Secret>,
     /// Where each chain's journal and head live (records are stored here before they are sent).
     pub journal_dir: PathBuf,
+    /// The journal's active segment is sealed (renamed `<chain>.<last seq>.sealed`) once it
+    /// holds this many bytes; a start reads the active segment only (default 16 MiB).
+    #[serde(default = "default_segment_bytes")]
+    pub journal_segment_bytes: u64,
+    /// Sealed segments kept per chain (the oldest are deleted beyond it; the audit topic and the
+    /// archive hold every record). 0 keeps them all. Default 32.
+    #[serde(default = "default_keep_segments")]
+    pub journal_keep_segments: usize,
     /// Seconds per window summary.
     #[serde(default = "default_window")]
     pub window_secs: u64,
@@ -221,6 +229,12 @@ fn default_audit_topic() -> String {
 }
 fn default_window() -> u64 {
     60
+}
+fn default_segment_bytes() -> u64 {
+    16 << 20
+}
+fn default_keep_segments() -> usize {
+    32
 }
 fn default_retention() -> u32 {
     6 * 366

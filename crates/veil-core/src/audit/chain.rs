@@ -84,21 +84,122 @@ pub(super) fn file_name(chain: &str) -> String {
         .collect()
 }
 
+/// How a journal rotates.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation {
+    /// The active segment is sealed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Sealed segments kept (0: all).
+    pub keep: usize,
+}
+
+impl Rotation {
+    pub fn of(cfg: &crate::config::AuditConfig) -> Rotation {
+        Rotation {
+            segment_bytes: cfg.journal_segment_bytes.max(4096),
+            keep: cfg.journal_keep_segments,
+        }
+    }
+}
+
 /// The local, append-only journal of one chain: length-prefixed records, fsynced per append,
-/// and the chain head beside it.
+/// and the chain head beside it. The active segment (`<chain>.journal`) is sealed once full
+/// (renamed `<chain>.<last seq, 20 digits>.sealed`) and a new one started; the chain continues
+/// across segments (the first record of a segment links to the last of the one before).
 pub struct Journal {
+    dir: PathBuf,
     path: PathBuf,
     head_path: PathBuf,
     file: std::fs::File,
     pub(super) chain: String,
     next_seq: u64,
     last_hmac: String,
+    size: u64,
+    rotation: Rotation,
+}
+
+/// Reads the records of one journal segment; a torn last record (a crash mid-append) is cut
+/// off when `repair` is set.
+fn read_segment(path: &Path, repair: bool) -> Result<Vec<proto::AuditRecord>, AuditError> {
+    let io = |source| AuditError::Journal {
+        path: path.to_owned(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io)?;
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let n =
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        if at + 4 + n > bytes.len() {
+            // A torn last append (crash mid-write): the record was never sent.
+            tracing::warn!(journal = %path.display(), "ignoring a torn last journal record");
+            break;
+        }
+        let r = proto::AuditRecord::decode(&bytes[at + 4..at + 4 + n]).map_err(|e| {
+            AuditError::Corrupt {
+                path: path.to_owned(),
+                problem: format!("record at byte {at}: {e}"),
+            }
+        })?;
+        records.push(r);
+        at += 4 + n;
+    }
+    if repair && at != bytes.len() {
+        std::fs::write(path, &bytes[..at]).map_err(io)?;
+    }
+    Ok(records)
+}
+
+/// The sealed segments of `chain` in `dir`, oldest first.
+pub fn sealed_segments(dir: &Path, chain: &str) -> Result<Vec<PathBuf>, AuditError> {
+    let prefix = format!("{}.", file_name(chain));
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| AuditError::Journal {
+            path: dir.to_owned(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "sealed")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix(&prefix))
+                    .is_some_and(|rest| {
+                        rest.len() == 27 && rest[..20].bytes().all(|b| b.is_ascii_digit())
+                    })
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Every record of a chain's journal, sealed segments and the active one, in order.
+pub fn read_journal(dir: &Path, chain: &str) -> Result<Vec<proto::AuditRecord>, AuditError> {
+    let mut all = Vec::new();
+    for p in sealed_segments(dir, chain)? {
+        all.extend(read_segment(&p, false)?);
+    }
+    let active = dir.join(format!("{}.journal", file_name(chain)));
+    if active.exists() {
+        all.extend(read_segment(&active, false)?);
+    }
+    Ok(all)
 }
 
 impl Journal {
     /// Opens (or creates) the journal of `chain` in `dir` and recovers the chain's position.
-    /// Returns the journal and every record it holds.
-    pub fn open(dir: &Path, chain: &str) -> Result<(Journal, Vec<proto::AuditRecord>), AuditError> {
+    /// Returns the journal and the records of its active segment (sealed segments are read only
+    /// when the active one is empty, and then only the newest, for the chain's position).
+    pub fn open(
+        dir: &Path,
+        chain: &str,
+        rotation: Rotation,
+    ) -> Result<(Journal, Vec<proto::AuditRecord>), AuditError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| AuditError::Journal { path, source }
@@ -106,55 +207,82 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join(format!("{}.journal", file_name(chain)));
         let head_path = dir.join(format!("{}.head", file_name(chain)));
-        let mut records = Vec::new();
-        if path.exists() {
-            let mut bytes = Vec::new();
-            std::fs::File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(io(&path))?;
-            let mut at = 0;
-            while at + 4 <= bytes.len() {
-                let n = u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-                    as usize;
-                if at + 4 + n > bytes.len() {
-                    // A torn last append (crash mid-write): the record was never sent.
-                    tracing::warn!(journal = %path.display(), "ignoring a torn last journal record");
-                    break;
-                }
-                let r = proto::AuditRecord::decode(&bytes[at + 4..at + 4 + n]).map_err(|e| {
-                    AuditError::Corrupt {
-                        path: path.clone(),
-                        problem: format!("record at byte {at}: {e}"),
-                    }
-                })?;
-                records.push(r);
-                at += 4 + n;
-            }
-            // Rewrite without a torn tail.
-            if at != bytes.len() {
-                std::fs::write(&path, &bytes[..at]).map_err(io(&path))?;
-            }
-        }
+        let records = if path.exists() {
+            read_segment(&path, true)?
+        } else {
+            Vec::new()
+        };
+        let last = match records.last() {
+            Some(r) => Some((r.seq, r.hmac.clone())),
+            None => match sealed_segments(dir, chain)?.last() {
+                Some(p) => read_segment(p, false)?
+                    .last()
+                    .map(|r| (r.seq, r.hmac.clone())),
+                None => None,
+            },
+        };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        let (next_seq, last_hmac) = records
-            .last()
-            .map(|r| (r.seq + 1, r.hmac.clone()))
+        let size = file.metadata().map_err(io(&path))?.len();
+        let (next_seq, last_hmac) = last
+            .map(|(seq, hmac)| (seq + 1, hmac))
             .unwrap_or((1, String::new()));
         Ok((
             Journal {
+                dir: dir.to_owned(),
                 path,
                 head_path,
                 file,
                 chain: chain.to_owned(),
                 next_seq,
                 last_hmac,
+                size,
+                rotation,
             },
             records,
         ))
+    }
+
+    /// Seals the active segment when it is full (called once its records are sent: a sealed
+    /// segment is never read for sending again) and deletes sealed segments beyond the kept
+    /// number.
+    pub fn rotate_if_full(&mut self) -> Result<(), AuditError> {
+        if self.size < self.rotation.segment_bytes || self.next_seq <= 1 {
+            return Ok(());
+        }
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| AuditError::Journal { path, source }
+        };
+        let sealed = self.dir.join(format!(
+            "{}.{:020}.sealed",
+            file_name(&self.chain),
+            self.next_seq - 1
+        ));
+        self.file.sync_all().map_err(io(&self.path))?;
+        std::fs::rename(&self.path, &sealed).map_err(io(&sealed))?;
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io(&self.path))?;
+        // The rename and the new file survive a crash.
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        self.size = 0;
+        tracing::info!(chain = %self.chain, segment = %sealed.display(), "audit journal segment sealed");
+        if self.rotation.keep > 0 {
+            let all = sealed_segments(&self.dir, &self.chain)?;
+            let excess = all.len().saturating_sub(self.rotation.keep);
+            for old in &all[..excess] {
+                std::fs::remove_file(old).map_err(io(old))?;
+            }
+        }
+        Ok(())
     }
 
     /// Seals `body` as the chain's next record and stores it durably (fsync) before returning.
@@ -180,6 +308,7 @@ impl Journal {
             .map_err(io)?;
         self.file.write_all(&bytes).map_err(io)?;
         self.file.sync_data().map_err(io)?;
+        self.size += 4 + bytes.len() as u64;
         self.next_seq += 1;
         self.last_hmac = r.hmac.clone();
         // The chain head, outside the archive.
@@ -397,6 +526,73 @@ pub fn describe(r: &proto::AuditRecord) -> (&'static str, serde_json::Value) {
 mod tests {
     use super::*;
 
+    const ROTATION: Rotation = Rotation {
+        segment_bytes: 16 << 20,
+        keep: 0,
+    };
+
+    /// Issue 13 item 11: the journal rotates; a start reads the active segment only; the chain
+    /// continues across segments and verifies whole; old segments beyond the kept number go.
+    #[test]
+    fn the_journal_rotates_and_the_chain_continues_across_segments() {
+        let d = tempfile::tempdir().unwrap();
+        let key = AuditKey::new([3; 32]);
+        let small = Rotation {
+            segment_bytes: 4096,
+            keep: 0,
+        };
+        let chain = "sink/veil.changes";
+        let (mut j, _) = Journal::open(d.path(), chain, small).unwrap();
+        let mut all = Vec::new();
+        for i in 0..400 {
+            all.push(j.append(&key, body(i)).unwrap());
+            j.rotate_if_full().unwrap();
+        }
+        let sealed = sealed_segments(d.path(), chain).unwrap();
+        assert!(sealed.len() >= 10, "{} segments", sealed.len());
+        // A start reads the active segment only, and continues the chain.
+        drop(j);
+        let (mut j, active) = Journal::open(d.path(), chain, small).unwrap();
+        assert!(active.len() < 100, "{} records read at start", active.len());
+        all.push(j.append(&key, body(400)).unwrap());
+        // Just after a rotation the active segment is empty: the position comes from the newest
+        // sealed one.
+        while j.size > 0 {
+            all.push(j.append(&key, body(0)).unwrap());
+            j.rotate_if_full().unwrap();
+        }
+        drop(j);
+        let (mut j, active) = Journal::open(d.path(), chain, small).unwrap();
+        assert!(active.is_empty());
+        all.push(j.append(&key, body(401)).unwrap());
+        let read = read_journal(d.path(), chain).unwrap();
+        assert_eq!(read, all);
+        let heads = read_heads(d.path()).unwrap();
+        assert!(verify(&key, &read, &heads).is_empty());
+        assert_eq!(read.last().unwrap().seq, all.len() as u64);
+        // Keeping 3: the oldest go; what stays still links up.
+        let keep3 = Rotation {
+            segment_bytes: 4096,
+            keep: 3,
+        };
+        drop(j);
+        let (mut j, _) = Journal::open(d.path(), chain, keep3).unwrap();
+        while sealed_segments(d.path(), chain).unwrap().len() >= 3 + 1 || j.size > 0 {
+            j.append(&key, body(7)).unwrap();
+            j.rotate_if_full().unwrap();
+            if j.size == 0 {
+                break;
+            }
+        }
+        assert_eq!(sealed_segments(d.path(), chain).unwrap().len(), 3);
+        // Other chains' files are never touched.
+        let other = "stream/1/clinic";
+        let (mut o, _) = Journal::open(d.path(), other, keep3).unwrap();
+        o.append(&key, body(1)).unwrap();
+        assert!(sealed_segments(d.path(), other).unwrap().is_empty());
+        assert_eq!(sealed_segments(d.path(), chain).unwrap().len(), 3);
+    }
+
     fn body(n: u64) -> Body {
         Body::RunStop(proto::RunStop {
             run_id: n,
@@ -408,7 +604,7 @@ mod tests {
     fn chain_catches_altered_inserted_missing_and_truncated_records() {
         let d = tempfile::tempdir().unwrap();
         let key = AuditKey::new([1; 32]);
-        let (mut j, old) = Journal::open(d.path(), "stream/1/clinic").unwrap();
+        let (mut j, old) = Journal::open(d.path(), "stream/1/clinic", ROTATION).unwrap();
         assert!(old.is_empty());
         let rs: Vec<_> = (0..5).map(|i| j.append(&key, body(i)).unwrap()).collect();
         let heads = read_heads(d.path()).unwrap();
@@ -416,7 +612,7 @@ mod tests {
         assert!(verify(&key, &rs, &heads).is_empty());
         // Reopen: the chain continues.
         drop(j);
-        let (mut j, old) = Journal::open(d.path(), "stream/1/clinic").unwrap();
+        let (mut j, old) = Journal::open(d.path(), "stream/1/clinic", ROTATION).unwrap();
         assert_eq!(old.len(), 5);
         let r6 = j.append(&key, body(6)).unwrap();
         assert_eq!(r6.seq, 6);

@@ -66,7 +66,8 @@ impl AuditWriter {
         )
         .create()
         .map_err(crate::kafka::error::kerr)?;
-        let (journal, records) = Journal::open(&cfg.journal_dir, chain)?;
+        let (journal, records) =
+            Journal::open(&cfg.journal_dir, chain, super::chain::Rotation::of(cfg))?;
         let acked_path = cfg.journal_dir.join(format!("{}.acked", file_name(chain)));
         let acked: u64 = std::fs::read_to_string(&acked_path)
             .ok()
@@ -103,6 +104,8 @@ impl AuditWriter {
     pub async fn record(&mut self, body: Body) -> Result<proto::AuditRecord, AuditError> {
         let r = self.journal.append(&self.key, body)?;
         self.send(&r).await?;
+        // Sealed only once sent: a start resends from the active segment alone.
+        self.journal.rotate_if_full()?;
         Ok(r)
     }
 }
