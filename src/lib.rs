@@ -14,6 +14,6 @@ pub mod source;
 
 // The workspace's other crates, under the names the whole code base uses. The boundary between
 // them keeps an invariant: `veil-sink` depends on `veil-core` only, never on `veil-deid`.
-pub use veil_core::{audit, civil, config, error, kafka, metrics, pg, proto};
+pub use veil_core::{audit, civil, config, error, kafka, metrics, pg, proto, supervise};
 pub use veil_deid as deid;
 pub use veil_sink as sink;

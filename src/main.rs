@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use tokio::sync::watch;
 use veil::config::Config;
 use veil::error::{ErrorClass, Failure};
+use veil::supervise::with_retries;
 
 #[derive(Parser)]
 #[command(
@@ -27,11 +28,18 @@ enum Command {
     Stream {
         #[arg(long)]
         config: PathBuf,
+        /// Consecutive transient failures retried in process (backoff 1 s doubling to 60 s)
+        /// before exiting 75; default: retry for ever.
+        #[arg(long, env = "VEIL_MAX_RETRIES")]
+        max_retries: Option<u32>,
     },
     /// Dev side: Kafka → dev PostgreSQL, whole transactions in commit order.
     Sink {
         #[arg(long)]
         config: PathBuf,
+        /// As for `stream`.
+        #[arg(long, env = "VEIL_MAX_RETRIES")]
+        max_retries: Option<u32>,
     },
     /// Prepare production: publication, replica identities, DDL event trigger.
     Setup {
@@ -239,6 +247,13 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+fn retry_policy(max_retries: Option<u32>) -> veil::supervise::RetryPolicy {
+    veil::supervise::RetryPolicy {
+        max_retries,
+        ..Default::default()
+    }
+}
+
 fn load(path: &std::path::Path) -> Result<Config, Failure> {
     Ok(Config::load(path)?)
 }
@@ -289,15 +304,29 @@ fn command_name(c: &Command) -> &'static str {
 
 async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Stream { config } => {
+        Command::Stream {
+            config,
+            max_retries,
+        } => {
             let cfg = load(&config)?;
             start_metrics(&cfg)?;
-            Ok(veil::source::stream::run(&cfg, shutdown_signal()).await?)
+            let policy = retry_policy(max_retries);
+            Ok(with_retries("stream", policy, shutdown_signal(), |stop| {
+                veil::source::stream::run(&cfg, stop)
+            })
+            .await?)
         }
-        Command::Sink { config } => {
+        Command::Sink {
+            config,
+            max_retries,
+        } => {
             let cfg = load(&config)?;
             start_metrics(&cfg)?;
-            Ok(veil::sink::run(&cfg, shutdown_signal()).await?)
+            let policy = retry_policy(max_retries);
+            Ok(with_retries("sink", policy, shutdown_signal(), |stop| {
+                veil::sink::run(&cfg, stop)
+            })
+            .await?)
         }
         Command::Setup { config } => Ok(veil::source::setup::command(&load(&config)?).await?),
         Command::Demo { duration, patients } => Ok(veil::devkit::demo::run(

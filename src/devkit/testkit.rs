@@ -273,6 +273,23 @@ impl PgCluster {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// `pg_ctl <action> -m fast` (stop or restart) and waits; `start` starts a stopped cluster
+    /// again. For fault tests.
+    pub fn ctl(&mut self, action: &str) -> Result<(), TestkitError> {
+        let mut ctl = pg_command("pg_ctl");
+        ctl.arg("-D").arg(self.dir.path().join("data"));
+        if action != "stop" {
+            ctl.arg("-l").arg(self.dir.path().join("server.log"));
+        }
+        if action != "start" {
+            ctl.args(["-m", "fast"]);
+        }
+        ctl.args(["-w", "-t", "60", action]);
+        run(ctl, "pg_ctl")?;
+        self.stopped = action == "stop";
+        Ok(())
+    }
+
     pub fn stop(&mut self) {
         if self.stopped {
             return;
@@ -448,6 +465,11 @@ impl Broker {
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's process id (fault tests stop and continue it with SIGSTOP/SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {

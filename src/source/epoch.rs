@@ -22,8 +22,8 @@ pub enum Start {
         resume_lsn: u64,
         last_commit_lsn: u64,
     },
-    /// Start a new epoch above `after` (snapshot first).
-    NewEpoch { after: u64 },
+    /// Start a new epoch above `after` (snapshot first), for `reason` (audited in RunStart).
+    NewEpoch { after: u64, reason: &'static str },
 }
 
 /// The run lock: a session advisory lock on a connection of its own, taken before any slot is
@@ -89,7 +89,10 @@ pub async fn decide(
     tail: Option<&proto::Envelope>,
 ) -> Result<Start, StreamError> {
     let Some(env) = tail else {
-        return Ok(Start::NewEpoch { after: 0 });
+        return Ok(Start::NewEpoch {
+            after: 0,
+            reason: "first start (no change topic yet)",
+        });
     };
     let snapshot_unfinished = env.phase == proto::Phase::Snapshot as i32
         && !matches!(env.event, Some(Event::SnapshotEnd(_)));
@@ -111,13 +114,23 @@ pub async fn decide(
             epoch = env.epoch,
             "previous snapshot did not finish: starting a new epoch"
         );
-        return Ok(Start::NewEpoch { after: env.epoch });
+        return Ok(Start::NewEpoch {
+            after: env.epoch,
+            reason: "the previous snapshot did not finish",
+        });
     }
     if lost {
         tracing::error!(slot = %slot, "replication slot missing or invalidated (WAL removed): \
                         starting a new epoch with a new snapshot; dev will be rebuilt");
         metrics::counter!(crate::metrics::SLOT_INVALIDATIONS).increment(1);
-        return Ok(Start::NewEpoch { after: env.epoch });
+        return Ok(Start::NewEpoch {
+            after: env.epoch,
+            reason: if exists.is_some() {
+                "the replication slot was invalidated (WAL removed, max_slot_wal_keep_size)"
+            } else {
+                "the replication slot is missing"
+            },
+        });
     }
     Ok(Start::Resume {
         epoch: env.epoch,

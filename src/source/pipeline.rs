@@ -71,6 +71,8 @@ pub struct Streamer {
     pub(super) partition_roots: HashMap<u32, u32>,
     /// Keeps the source from dropping a held stream (see `hold`).
     pub keepalive: Box<dyn KeepAlive>,
+    /// Why this run started a new epoch (empty when it resumed one).
+    pub new_epoch_reason: String,
     /// Shutdown requested (a hold returns `StoppedWhileHeld`).
     pub shutdown: watch::Receiver<bool>,
     /// WAL position of the message being decoded (`None` during the snapshot): where a table
@@ -159,6 +161,7 @@ impl Streamer {
             registry_version: self.registry.version.clone(),
             key_id: self.key_id.clone(),
             rules: window::column_rules(&self.registry),
+            new_epoch_reason: self.new_epoch_reason.clone(),
         });
         self.audit(body).await
     }

@@ -128,6 +128,7 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
             .unwrap_or(60),
         window_count: 0,
         keepalive: Box::new(NoKeepAlive),
+        new_epoch_reason: String::new(),
         shutdown: shutdown.clone(),
     };
 
@@ -146,7 +147,8 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
             tracing::info!(epoch = st.epoch, slot = %st.slot_name, lsn = %fmt_lsn(resume_lsn), "resuming");
             resume_lsn
         }
-        Start::NewEpoch { after } => {
+        Start::NewEpoch { after, reason } => {
+            st.new_epoch_reason = reason.to_owned();
             let new = epoch::create_slot(&st.catalog, &mut repl, &src.slot, after).await?;
             st.epoch = new.epoch;
             st.slot_name = new.slot;

@@ -10,6 +10,7 @@ mod audit;
 mod binding;
 mod corpus_run;
 mod errors;
+mod faults;
 mod hold;
 mod leaks;
 mod pipeline;

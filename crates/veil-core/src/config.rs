@@ -133,6 +133,31 @@ pub struct KafkaConfig {
     pub options: BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// The largest message veil sends: `message.max.bytes` from `options` when set, else
+    /// 1,000,000 bytes (Apache Kafka's default broker limit is 1,048,588; librdkafka's own is
+    /// larger). One rule for every producer: an event larger than this is cut into fragments
+    /// (`kafka::producer`), and batches (when events are batched) stay within it.
+    pub fn max_message_bytes(&self) -> Result<usize, ConfigError> {
+        match self.options.get("message.max.bytes") {
+            None => Ok(1_000_000),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n >= MIN_MESSAGE_BYTES => Ok(n),
+                _ => Err(ConfigError::Invalid(format!(
+                    "[kafka] options: message.max.bytes = {v:?} must be a number of bytes of at least {MIN_MESSAGE_BYTES}"
+                ))),
+            },
+        }
+    }
+}
+
+/// The smallest `message.max.bytes` veil accepts (room for an envelope's fields and a piece).
+pub const MIN_MESSAGE_BYTES: usize = 4096;
+
+/// What a message holds besides a fragment's data: the envelope's fields, the record's key and
+/// framing.
+pub const MESSAGE_OVERHEAD: usize = 1024;
+
 fn default_topic() -> String {
     "veil.changes".into()
 }
@@ -498,9 +523,11 @@ impl Config {
         })
     }
     pub fn kafka(&self) -> Result<&KafkaConfig, ConfigError> {
-        self.kafka.as_ref().ok_or_else(|| {
+        let k = self.kafka.as_ref().ok_or_else(|| {
             ConfigError::Invalid("missing [kafka] section (or VEIL_KAFKA_BROKERS)".into())
-        })
+        })?;
+        k.max_message_bytes()?;
+        Ok(k)
     }
     pub fn vault(&self) -> Result<&VaultConfig, ConfigError> {
         self.vault.as_ref().ok_or_else(|| {

@@ -30,6 +30,8 @@ pub const SINK_REFETCHES: &str = "veil_sink_refetches_total";
 pub const SINK_SKIPPED_TXNS: &str = "veil_sink_skipped_transactions_total";
 /// Updates and deletes of rows dev does not hold (`table`, `op`): counted, never fatal.
 pub const SINK_ROWS_MISSING: &str = "veil_sink_rows_missing_total";
+/// In-process retries after a transient error (`component` = stream | sink).
+pub const RESTARTS: &str = "veil_restarts_total";
 /// Events larger than the message limit, sent as fragments.
 pub const FRAGMENTED_EVENTS: &str = "veil_fragmented_events_total";
 
@@ -61,6 +63,7 @@ pub const ALL: &[&str] = &[
     SINK_SKIPPED_TXNS,
     SINK_ROWS_MISSING,
     FRAGMENTED_EVENTS,
+    RESTARTS,
 ];
 
 #[derive(Debug, thiserror::Error)]

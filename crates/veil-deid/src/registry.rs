@@ -661,7 +661,8 @@ impl Registry {
     }
 }
 
-fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), RegistryError> {
+/// One registry file, parsed and checked on its own (the registry checks what spans files).
+pub fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry), RegistryError> {
     let f: TableFile = toml::from_str(text).map_err(|e| RegistryError::Syntax {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),

@@ -74,16 +74,7 @@ pub struct Applier {
     pub(super) enum_cache: HashMap<String, Vec<String>>,
     /// The pieces of a fragmented envelope read so far (never in the checkpoint: a restart
     /// reads them again from the first).
-    joining: Option<Joining>,
-}
-
-/// An envelope arriving in fragments.
-struct Joining {
-    run_id: u64,
-    seq: u64,
-    count: u32,
-    data: Vec<u8>,
-    next: u32,
+    joiner: super::fragments::Joiner,
 }
 
 impl Applier {
@@ -161,7 +152,7 @@ impl Applier {
             src_queue_start: 0,
             deferred,
             enum_cache: HashMap::new(),
-            joining: None,
+            joiner: Default::default(),
         })
     }
 
@@ -298,7 +289,7 @@ impl Applier {
         }
         let start = self.src_queue_start;
         self.drain_tolerating_from(start).await?;
-        self.joining = None;
+        self.joiner = Default::default();
         let Some((ckpt, applied_rows, batch_rows, begin)) = self.open.take() else {
             return Ok(None);
         };
@@ -323,7 +314,7 @@ impl Applier {
 
     /// Applies one envelope read at `offset`.
     pub async fn apply(&mut self, offset: i64, env: proto::Envelope) -> Result<Next, SinkError> {
-        let Some(env) = self.join_fragments(offset, env)? else {
+        let Some(env) = self.joiner.push(offset, env, self.ckpt.last_commit_lsn)? else {
             return Ok(Next::Continue);
         };
         let Some(event) = env.event else {
@@ -491,83 +482,6 @@ impl Applier {
             }
         }
         Ok(Next::Continue)
-    }
-
-    /// Collects the pieces of a fragmented envelope; returns the envelope once whole (or at once
-    /// when it is not a fragment). Pieces of an envelope a stream restart cut short are dropped
-    /// (the new run sends the whole again); pieces cut short within one run are a gap.
-    fn join_fragments(
-        &mut self,
-        offset: i64,
-        env: proto::Envelope,
-    ) -> Result<Option<proto::Envelope>, SinkError> {
-        use prost::Message as _;
-        let Some(Event::Fragment(f)) = &env.event else {
-            if let Some(j) = self.joining.take() {
-                if j.run_id == env.run_id {
-                    return Err(SinkError::Gap {
-                        offset,
-                        commit_lsn: format!("event #{}", env.seq),
-                        expected_prev: format!(
-                            "piece {} of {} of event #{}",
-                            j.next + 1,
-                            j.count,
-                            j.seq
-                        ),
-                        applied: fmt_lsn(self.ckpt.last_commit_lsn),
-                    });
-                }
-                tracing::warn!(
-                    offset,
-                    "an event left in pieces by an earlier stream run is dropped"
-                );
-            }
-            return Ok(Some(env));
-        };
-        if f.index == 0 {
-            self.joining = Some(Joining {
-                run_id: env.run_id,
-                seq: env.seq,
-                count: f.count,
-                data: Vec::new(),
-                next: 0,
-            });
-        }
-        let Some(j) = self.joining.as_mut() else {
-            // A piece whose first one was never read: the tail of a killed run's late write.
-            tracing::debug!(
-                offset,
-                "piece of an event whose start was not read; dropped"
-            );
-            return Ok(None);
-        };
-        if (j.run_id, j.seq, j.count, j.next) != (env.run_id, env.seq, f.count, f.index) {
-            tracing::warn!(
-                offset,
-                "pieces of two events interleaved (a late write of an earlier run); dropped"
-            );
-            self.joining = None;
-            return Ok(None);
-        }
-        j.data.extend_from_slice(&f.data);
-        j.next += 1;
-        if j.next < j.count {
-            return Ok(None);
-        }
-        let Some(j) = self.joining.take() else {
-            return Ok(None);
-        };
-        let whole = proto::Envelope::decode(j.data.as_slice()).map_err(|e| SinkError::Decode {
-            offset,
-            message: format!("joined fragments: {e}"),
-        })?;
-        if (whole.run_id, whole.seq) != (j.run_id, j.seq) {
-            return Err(SinkError::Decode {
-                offset,
-                message: "joined fragments name another event than their pieces".into(),
-            });
-        }
-        Ok(Some(whole))
     }
 
     async fn defer_schema(&mut self, s: proto::TableSchema) -> Result<(), SinkError> {

@@ -16,7 +16,8 @@
 //! (`$1::text::<type>`), which works for every type with a text input function. The sink holds no
 //! key and cannot reveal anything.
 //!
-//! Files: `consumer` (the loop), `fence` (the fencing table, pure), `applier` (transactions and
+//! Files: `consumer` (the loop), `fence` (the fencing table, pure), `fragments` (joining
+//! envelopes sent in pieces, pure), `applier` (transactions and
 //! checkpoint), `ddl`, `dml`, `store` (bookkeeping tables), `confirm` (the sink's audit chain), `error`. Nothing here depends
 //! on `deid` or `source` (checked by `tests/architecture.rs`).
 
@@ -27,6 +28,7 @@ pub mod ddl;
 pub mod dml;
 pub mod error;
 pub mod fence;
+pub mod fragments;
 pub mod store;
 
 pub use applier::{Applier, Next};

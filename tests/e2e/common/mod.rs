@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -361,11 +361,28 @@ pub async fn expected_copy(
         &format!("SELECT {} FROM {only}{table}", cols.join(", ")),
     )
     .await;
-    let mut out = Vec::new();
-    for r in rows {
-        let bytes: Vec<Option<Vec<u8>>> =
-            r.into_iter().map(|v| v.map(String::into_bytes)).collect();
-        out.push(through_gate(&plan, &vault, &bytes).await);
+    let rows: Vec<Vec<Option<Vec<u8>>>> = rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|v| v.map(String::into_bytes)).collect())
+        .collect();
+    // As the stream does: one vault round trip for the values the cache has not seen, then
+    // each row (a row whose hits the cache evicted meanwhile looks them up again).
+    let mut misses = Vec::new();
+    for r in &rows {
+        plan.transform(
+            r.iter().map(veil::deid::gate::RowValue::from),
+            0,
+            &vault,
+            &mut misses,
+        )
+        .unwrap();
+    }
+    if !misses.is_empty() {
+        vault.allocate(misses).await.unwrap();
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(through_gate(&plan, &vault, r).await);
     }
     out.sort();
     let names = plan.schema.columns.iter().map(|c| c.name.clone()).collect();
@@ -477,8 +494,16 @@ pub async fn dev_matches(env: &Env, tables: &[&str], timeout: Duration) -> Resul
             };
             let (have, want) = (normalize_json(have), normalize_json(want));
             if have != want {
-                let extra = have.iter().filter(|r| !want.contains(r)).count();
-                let missing = want.iter().filter(|r| !have.contains(r)).count();
+                // Multiset difference (the copies can be large).
+                let mut counts: HashMap<&Vec<Option<String>>, i64> = HashMap::new();
+                for r in &have {
+                    *counts.entry(r).or_default() += 1;
+                }
+                for r in &want {
+                    *counts.entry(r).or_default() -= 1;
+                }
+                let extra: i64 = counts.values().filter(|&&n| n > 0).sum();
+                let missing: i64 = -counts.values().filter(|&&n| n < 0).sum::<i64>();
                 // Which columns differ (their values compared as multisets), never the values.
                 let differ: Vec<&String> = cols
                     .iter()

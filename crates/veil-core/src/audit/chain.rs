@@ -465,7 +465,7 @@ pub fn describe(r: &proto::AuditRecord) -> (&'static str, serde_json::Value) {
         Some(Body::RunStart(b)) => (
             "run_start",
             json!({ "run_id": format!("{:x}", b.run_id), "source_id": b.source_id, "epoch": b.epoch,
-                    "config_hash": b.config_hash, "registry_version": b.registry_version, "key_id": b.key_id,
+                    "new_epoch_reason": b.new_epoch_reason, "config_hash": b.config_hash, "registry_version": b.registry_version, "key_id": b.key_id,
                     "rules": b.rules.iter().map(|c| json!({"table": c.table, "column": c.column, "rule": c.rule, "profile": c.profile})).collect::<Vec<_>>() }),
         ),
         Some(Body::RunStop(b)) => (

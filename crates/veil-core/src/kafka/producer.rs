@@ -66,7 +66,7 @@ pub struct Publisher {
     producer: FutureProducer,
     topic: String,
     key: String,
-    /// Larger envelopes are cut into fragments (`super::max_message_bytes`).
+    /// Larger envelopes are cut into fragments (`KafkaConfig::max_message_bytes`).
     max_bytes: usize,
     pending: mpsc::Sender<Pending>,
     inflight: Arc<AtomicU64>,
@@ -76,8 +76,9 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(cfg: &KafkaConfig, topic: &str, key: &str) -> Result<Self, BrokerError> {
-        let max_bytes =
-            super::max_message_bytes(cfg).map_err(|e| BrokerError::local(e.to_string()))?;
+        let max_bytes = cfg
+            .max_message_bytes()
+            .map_err(|e| BrokerError::local(e.to_string()))?;
         let producer: FutureProducer = client_config_with(
             cfg,
             &[
@@ -215,7 +216,9 @@ impl Publisher {
 /// envelope's run and event number.
 pub fn fragments(env: &Envelope, payload: &[u8], max_bytes: usize) -> Vec<Vec<u8>> {
     use crate::proto::{Fragment, envelope::Event};
-    let piece = max_bytes.saturating_sub(super::MESSAGE_OVERHEAD).max(1);
+    let piece = max_bytes
+        .saturating_sub(crate::config::MESSAGE_OVERHEAD)
+        .max(1);
     let count = payload.len().div_ceil(piece) as u32;
     payload
         .chunks(piece)

@@ -1,0 +1,570 @@
+//! Fault campaigns with the real binary (issue "Always on"): SIGKILL of the stream, the sink or
+//! both at random points of a mixed workload; the broker, dev and production going away while
+//! the workload runs. Afterwards dev equals the expected de-identified production: nothing lost,
+//! nothing doubled. The default run is short; `VEIL_FAULT_CAMPAIGN=long` runs the full campaign
+//! (200,000 changes, 20 kills; 60 s outages). Figures are printed (`--nocapture`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+use crate::common::*;
+use veil::devkit::datagen::Rng;
+use veil::review::workflow as review;
+
+fn long() -> bool {
+    std::env::var("VEIL_FAULT_CAMPAIGN").as_deref() == Ok("long")
+}
+
+const TABLES: &[&str] = &[
+    "providers",
+    "patients",
+    "encounters",
+    "observations",
+    "medications",
+    "ledger",
+];
+
+/// Production with the generated clinic, a `ledger` table (tokenized SSNs, key updates) and its
+/// decisions; a config for the binary in `dir`.
+async fn prepare(env: &Env, dir: &std::path::Path) -> std::path::PathBuf {
+    let prod = env.prod_client().await;
+    veil::devkit::datagen::load(&prod, 1500, 31).await.unwrap();
+    prod.batch_execute(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, ssn text, amount int NOT NULL, memo text);
+         INSERT INTO ledger SELECT g, lpad((100000000 + g)::text, 9, '0'), g % 1000, 'opening'
+           FROM generate_series(1, 2000) g;",
+    )
+    .await
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    for (c, d) in [
+        ("id", decision("safe", None, None)),
+        ("ssn", decision("sensitive", Some("ssn"), Some("ssn"))),
+        ("amount", decision("safe", None, None)),
+        ("memo", decision("safe", None, None)),
+    ] {
+        review::approve(&env.cfg, &format!("public.ledger.{c}"), &d)
+            .await
+            .unwrap();
+    }
+    env.prod.create_db(AUDIT_DB).unwrap();
+    env.write_config(dir)
+}
+
+/// The mixed workload: inserts, updates, key updates, deletes, the clinic's own steps, large
+/// transactions that stream, and now and then an `ADD COLUMN` decided at once. Counts changed
+/// rows into `changes`; stops at `target` or when `stop` turns true.
+async fn workload(
+    env_dsn: String,
+    cfg: veil::config::Config,
+    seed: u64,
+    target: u64,
+    changes: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> u64 {
+    let mut c = connect(&env_dsn).await;
+    let mut rng = Rng::new(seed);
+    let mut next_patient = 900_000 + seed * 50_000;
+    let mut next_id: i64 = c
+        .query_one("SELECT coalesce(max(id), 0) + 10 FROM ledger", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut columns = 0;
+    let mut txns = 0;
+    while changes.load(Ordering::Relaxed) < target && !*stop.borrow() {
+        let done = changes.load(Ordering::Relaxed);
+        // DDL with a decision, at a quarter and at two thirds of the way.
+        if columns < 2 && target != u64::MAX && done * 12 >= target * [3, 8][columns] {
+            columns += 1;
+            let col = format!("extra_{columns}");
+            // Without a default: a default would give production's existing rows a value that
+            // no change carries to dev (that is a backfill, issue "Online backfill").
+            c.batch_execute(&format!("ALTER TABLE ledger ADD COLUMN {col} int"))
+                .await
+                .unwrap();
+            review::approve(
+                &cfg,
+                &format!("public.ledger.{col}"),
+                &decision("safe", None, None),
+            )
+            .await
+            .unwrap();
+        }
+        let kind = rng.range(0, 100);
+        let n: u64 = if txns % 400 == 399 {
+            // Large enough to stream (logical_decoding_work_mem is 64 kB).
+            let r = c
+                .execute(
+                    "INSERT INTO ledger (id, ssn, amount, memo) SELECT $1::bigint + g, lpad((300000000 + $1::bigint + g)::text, 9, '0'), \
+                     g % 1000, 'bulk' FROM generate_series(1, 3000) g",
+                    &[&next_id],
+                )
+                .await
+                .unwrap();
+            next_id += 3000;
+            r
+        } else if kind < 35 {
+            let k = rng.range(1, 20) as i64;
+            let r = c
+                .execute(
+                    "INSERT INTO ledger (id, ssn, amount, memo) SELECT $1::bigint + g, lpad((200000000 + $1::bigint + g)::text, 9, '0'), \
+                     (g * 7) % 1000, 'entry ' || g FROM generate_series(1, $2::bigint) g",
+                    &[&next_id, &k],
+                )
+                .await
+                .unwrap();
+            next_id += k;
+            r
+        } else if kind < 55 {
+            let at = rng.range(1, next_id as u64) as i64;
+            c.execute(
+                "UPDATE ledger SET amount = amount + 1, memo = 'changed' WHERE id BETWEEN $1::bigint AND $1::bigint + 4",
+                &[&at],
+            )
+            .await
+            .unwrap()
+        } else if kind < 65 {
+            // A key update: the row moves to another primary key.
+            let at = rng.range(1, next_id as u64) as i64;
+            let to = next_id + 1;
+            next_id += 2;
+            c.execute(
+                "UPDATE ledger SET id = $2::bigint WHERE id = (SELECT min(id) FROM ledger WHERE id >= $1::bigint)",
+                &[&at, &to],
+            )
+            .await
+            .unwrap()
+        } else if kind < 75 {
+            let at = rng.range(1, next_id as u64) as i64;
+            c.execute(
+                "DELETE FROM ledger WHERE id BETWEEN $1::bigint AND $1::bigint + 2",
+                &[&at],
+            )
+            .await
+            .unwrap()
+        } else {
+            veil::devkit::datagen::workload_step(&mut c, &mut rng, &mut next_patient)
+                .await
+                .unwrap();
+            3
+        };
+        changes.fetch_add(n, Ordering::Relaxed);
+        txns += 1;
+        // Paced: a busy OLTP source, not a bulk load (about 100 transactions a second at most).
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    txns
+}
+
+/// Rows compared (production's rows of every table) once dev matches.
+async fn rows_compared(env: &Env) -> i64 {
+    let prod = env.prod_client().await;
+    let mut n = 0;
+    for t in TABLES {
+        n += count(&prod, &format!("SELECT count(*) FROM {t}")).await;
+    }
+    n
+}
+
+/// SIGKILL of the stream, the sink or both at random points of the workload; each restarts at
+/// once. Dev must then equal the expected de-identified production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_at_random_points_of_a_mixed_workload_loses_and_doubles_nothing() {
+    let (target, kills) = if long() {
+        (200_000u64, 20usize)
+    } else {
+        (12_000, 4)
+    };
+    let env = Env::start(&[("logical_decoding_work_mem", "64kB")]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = prepare(&env, &dir).await;
+    let log = dir.join("veil.log");
+    let mut stream = Proc::start("stream", &config, &log);
+    let mut sink = Proc::start("sink", &config, &log);
+    assert_dev_matches(&env, &TABLES[..5], Duration::from_secs(180)).await;
+
+    let changes = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let started = Instant::now();
+    let work = tokio::spawn(workload(
+        env.prod.dsn(PROD_DB),
+        env.cfg.clone(),
+        41,
+        target,
+        changes.clone(),
+        stop_rx,
+    ));
+    // Kill points: evenly spread over the workload's changes, each jittered.
+    let mut rng = Rng::new(97);
+    let mut killed = (0, 0, 0);
+    for k in 0..kills {
+        let at = target * (k as u64 + 1) / (kills as u64 + 1)
+            + rng.range(0, target / (kills as u64 * 4 + 1));
+        while changes.load(Ordering::Relaxed) < at && !work.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Stream, sink and both in turn.
+        match k % 3 {
+            0 => {
+                stream.kill9();
+                stream = Proc::start("stream", &config, &log);
+                killed.0 += 1;
+            }
+            1 => {
+                sink.kill9();
+                sink = Proc::start("sink", &config, &log);
+                killed.1 += 1;
+            }
+            _ => {
+                stream.kill9();
+                sink.kill9();
+                stream = Proc::start("stream", &config, &log);
+                sink = Proc::start("sink", &config, &log);
+                killed.2 += 1;
+            }
+        }
+    }
+    let txns = work.await.unwrap();
+    drop(stop_tx);
+    let workload_secs = started.elapsed().as_secs_f64();
+    let converge = Instant::now();
+    if let Err(e) = dev_matches(&env, TABLES, Duration::from_secs(600)).await {
+        std::fs::write(dir.join("topic.txt"), dump_topic(&env)).unwrap();
+        let kept = tmp.keep();
+        panic!("{e} (log and topic summary in {})", kept.display());
+    }
+    let rows = rows_compared(&env).await;
+    eprintln!(
+        "FIGURES sigkill: {} changes in {txns} transactions over {workload_secs:.0} s; kills: stream {}, sink {}, both {}; \
+         dev equal to expected after {:.1} s more; {rows} rows compared, 0 lost, 0 doubled",
+        changes.load(Ordering::Relaxed),
+        killed.0,
+        killed.1,
+        killed.2,
+        converge.elapsed().as_secs_f64()
+    );
+    stream.term();
+    sink.term();
+}
+
+/// Count of lines of `log` (from byte `from`) that contain `what`.
+fn lines_with(log: &std::path::Path, from: usize, what: &str) -> usize {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains(what))
+        .count()
+}
+
+/// The broker stopped (SIGSTOP), dev down, production restarted, the replication connection cut
+/// — each while the workload runs. veil retries in process with backoff (no supervisor, no retry
+/// storm), the slot keeps what Kafka does not have, and dev converges with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outages_of_broker_dev_and_production_are_ridden_out() {
+    let outage = if long() {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(12)
+    };
+    let mut env = Env::start(&[("logical_decoding_work_mem", "64kB")]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = prepare(&env, &dir).await;
+    // Quicker failure detection than librdkafka's defaults, as an operator would set.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[kafka.options]\n\"socket.timeout.ms\" = \"10000\"\n");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.join("veil.log");
+    let mut stream = Proc::start("stream", &config, &log);
+    let mut sink = Proc::start("sink", &config, &log);
+    assert_dev_matches(&env, &TABLES[..5], Duration::from_secs(180)).await;
+
+    let mut figures = Vec::new();
+    let faults = [
+        "broker stopped",
+        "dev down",
+        "production restarted",
+        "replication connection cut",
+    ];
+    for (i, fault) in faults.iter().enumerate() {
+        let from = std::fs::metadata(&log)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        let changes = Arc::new(AtomicU64::new(0));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let work = tokio::spawn(workload(
+            env.prod.dsn(PROD_DB),
+            env.cfg.clone(),
+            100 + i as u64,
+            u64::MAX,
+            changes.clone(),
+            stop_rx,
+        ));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        match i {
+            0 => {
+                let pid = env.broker.pid().to_string();
+                std::process::Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status()
+                    .unwrap();
+                tokio::time::sleep(outage).await;
+                std::process::Command::new("kill")
+                    .args(["-CONT", &pid])
+                    .status()
+                    .unwrap();
+            }
+            1 => {
+                env.dev.ctl("stop").unwrap();
+                tokio::time::sleep(outage).await;
+                env.dev.ctl("start").unwrap();
+            }
+            2 => {
+                // The workload's connection goes with it: stop the workload first.
+                let _ = stop_tx.send(true);
+                env.prod.ctl("restart").unwrap();
+            }
+            _ => {
+                let prod = env.prod_client().await;
+                prod.batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+                    .await
+                    .unwrap();
+            }
+        }
+        if i != 2 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let _ = stop_tx.send(true);
+        let _ = work.await;
+        let converge = Instant::now();
+        if let Err(e) = dev_matches(&env, TABLES, Duration::from_secs(300)).await {
+            let kept = tmp.keep();
+            panic!("after '{fault}': {e} (log in {})", kept.display());
+        }
+        let retries = lines_with(&log, from, "transient error; retrying");
+        assert!(
+            stream.child.try_wait().unwrap().is_none(),
+            "the stream exited after '{fault}'"
+        );
+        assert!(
+            sink.child.try_wait().unwrap().is_none(),
+            "the sink exited after '{fault}'"
+        );
+        // Backoff: at most one retry per doubling of the wait, per process (no storm).
+        let bound = 2 * (2 + (outage.as_secs() as f64).log2().ceil() as usize) + 4;
+        assert!(
+            retries <= bound,
+            "{retries} retries during '{fault}' (at most {bound} expected)"
+        );
+        figures.push(format!(
+            "{fault}: {} changes during it, {retries} retries, dev equal {:.1} s after the fault ended",
+            changes.load(Ordering::Relaxed),
+            converge.elapsed().as_secs_f64()
+        ));
+    }
+    let rows = rows_compared(&env).await;
+    eprintln!(
+        "FIGURES outages ({} s each): {}; {rows} rows compared, 0 lost, 0 doubled",
+        outage.as_secs(),
+        figures.join("; ")
+    );
+    stream.term();
+    sink.term();
+}
+
+/// Resident memory of a process, in kB (`/proc/<pid>/status`).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A hold under write load (a new, undecided table): the stream waits, production keeps
+/// writing, the stream's memory stays flat. 45 s by default, an hour with
+/// `VEIL_FAULT_CAMPAIGN=long`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_hold_under_write_load_keeps_memory_flat() {
+    let hold = if long() {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(45)
+    };
+    let env = Env::start(&[("logical_decoding_work_mem", "64kB")]);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = prepare(&env, tmp.path()).await;
+    let log = tmp.path().join("veil.log");
+    let mut stream = Proc::start("stream", &config, &log);
+    let mut sink = Proc::start("sink", &config, &log);
+    assert_dev_matches(&env, &TABLES[..5], Duration::from_secs(180)).await;
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE undecided (id int PRIMARY KEY, v text); INSERT INTO undecided VALUES (1, 'x');",
+    )
+    .await
+    .unwrap();
+    let changes = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let work = tokio::spawn(workload(
+        env.prod.dsn(PROD_DB),
+        env.cfg.clone(),
+        7,
+        u64::MAX,
+        changes.clone(),
+        stop_rx,
+    ));
+    let pid = stream.child.id();
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while started.elapsed() < hold {
+        tokio::time::sleep(hold / 15).await;
+        samples.push(rss_kb(pid));
+    }
+    let _ = stop_tx.send(true);
+    let _ = work.await;
+    let wal: i64 = prod
+        .query_one(
+            "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The first samples include start-up; compare the second third with the end.
+    let settled = samples[samples.len() / 3];
+    let last = *samples.last().unwrap();
+    eprintln!(
+        "FIGURES hold: {} s held, {} changes written meanwhile, slot retains {} MB; stream RSS {} kB after a third, {} kB at the end (samples {:?})",
+        hold.as_secs(),
+        changes.load(Ordering::Relaxed),
+        wal / 1_000_000,
+        settled,
+        last,
+        samples
+    );
+    assert!(
+        stream.child.try_wait().unwrap().is_none(),
+        "the stream exited while held"
+    );
+    assert!(
+        last <= settled + 16 * 1024,
+        "the stream's memory grew while held: {settled} kB → {last} kB"
+    );
+    // Deciding ends the hold; dev catches up.
+    for c in ["id", "v"] {
+        review::approve(
+            &env.cfg,
+            &format!("public.undecided.{c}"),
+            &decision("safe", None, None),
+        )
+        .await
+        .unwrap();
+    }
+    let converge = Instant::now();
+    assert_dev_matches(&env, TABLES, Duration::from_secs(600)).await;
+    eprintln!(
+        "FIGURES hold: dev equal {:.1} s after the decision",
+        converge.elapsed().as_secs_f64()
+    );
+    stream.term();
+    sink.term();
+}
+
+/// A slot invalidated by `max_slot_wal_keep_size` while the stream is held: the walsender is
+/// terminated, the stream retries in process, finds the slot lost, counts it
+/// (`veil_slot_invalidations_total`, alert VeilSlotInvalidated), and starts a new epoch with a
+/// fresh snapshot on its own; the run-start audit record says why; dev is rebuilt equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_invalidated_by_max_slot_wal_keep_size_starts_a_new_epoch_on_its_own() {
+    let env = Env::start(&[
+        ("max_slot_wal_keep_size", "32MB"),
+        ("max_wal_size", "64MB"),
+        ("min_wal_size", "32MB"),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = prepare(&env, tmp.path()).await;
+    let log = tmp.path().join("veil.log");
+    let mut stream = Proc::start("stream", &config, &log);
+    let mut sink = Proc::start("sink", &config, &log);
+    assert_dev_matches(&env, TABLES, Duration::from_secs(180)).await;
+    let prod = env.prod_client().await;
+    // Hold the stream (an undecided table), then write more WAL than the slot may keep.
+    prod.batch_execute("CREATE TABLE undecided (id int PRIMARY KEY, v text); INSERT INTO undecided VALUES (1, 'x');")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let mut lost = false;
+    for _ in 0..20 {
+        prod.batch_execute(
+            "INSERT INTO ledger (id, ssn, amount, memo) SELECT 5000000 + g + (SELECT coalesce(max(id), 0) FROM ledger), '123456789', 1, repeat('w', 200) \
+             FROM generate_series(1, 60000) g; CHECKPOINT;",
+        )
+        .await
+        .unwrap();
+        let status: Option<String> = prod
+            .query_opt(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name LIKE 'veil_e1'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .and_then(|r| r.get(0));
+        if status.as_deref() == Some("lost") || status.is_none() {
+            lost = true;
+            break;
+        }
+    }
+    assert!(lost, "the slot was never invalidated");
+    // The decision lets the new epoch's snapshot through.
+    for c in ["id", "v"] {
+        review::approve(
+            &env.cfg,
+            &format!("public.undecided.{c}"),
+            &decision("safe", None, None),
+        )
+        .await
+        .unwrap();
+    }
+    let all: Vec<&str> = TABLES.iter().copied().chain(["undecided"]).collect();
+    assert_dev_matches(&env, &all, Duration::from_secs(600)).await;
+    let dev = env.dev_client().await;
+    let epoch = count(&dev, "SELECT max(epoch) FROM veil_sink.checkpoint").await;
+    assert_eq!(epoch, 2, "dev was rebuilt by a second epoch");
+    assert!(
+        stream.child.try_wait().unwrap().is_none(),
+        "the stream restarted itself, in process"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("replication slot missing or invalidated"));
+    assert!(text.contains("transient error; retrying"));
+    eprintln!(
+        "FIGURES slot invalidation: new epoch 2 and dev rebuilt equal {:.1} s after the WAL burst began",
+        started.elapsed().as_secs_f64()
+    );
+    // The run-start record of the new epoch says why.
+    stream.term();
+    sink.term();
+    let cfg = veil::config::Config::load(&config).unwrap();
+    veil::audit::archive(&cfg, None).await.unwrap();
+    let archive = connect(&env.prod.dsn(AUDIT_DB)).await;
+    let reason: String = archive
+        .query_one(
+            "SELECT body->>'new_epoch_reason' FROM veil_audit.records WHERE kind = 'run_start' AND (body->>'epoch')::int = 2 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("invalidated"), "{reason}");
+}
