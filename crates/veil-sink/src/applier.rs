@@ -74,7 +74,7 @@ pub struct Applier {
     pub(super) enum_cache: HashMap<String, Vec<String>>,
     /// The pieces of a fragmented envelope read so far (never in the checkpoint: a restart
     /// reads them again from the first).
-    joiner: super::fragments::Joiner,
+    pub(super) joiner: super::fragments::Joiner,
 }
 
 impl Applier {

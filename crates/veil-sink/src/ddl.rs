@@ -308,11 +308,13 @@ impl Applier {
                                 .into(),
                     }
                 })?),
-                // Outside a source transaction (a snapshot row): this event is read again.
+                // Outside a source transaction (a snapshot row): this event is read again, from
+                // its first piece if it came in fragments.
                 None => {
-                    self.ckpt.offset = offset - 1;
+                    let start = self.joiner.started_at.min(offset);
+                    self.ckpt.offset = start - 1;
                     self.ckpt.seq = self.ckpt.seq.saturating_sub(1);
-                    Some(offset)
+                    Some(start)
                 }
             };
         self.flush().await?;

@@ -13,6 +13,8 @@ use crate::proto::{self, envelope::Event};
 #[derive(Debug, Default)]
 pub struct Joiner {
     joining: Option<Joining>,
+    /// The offset the last envelope `push` returned began at (its first piece's).
+    pub started_at: i64,
 }
 
 #[derive(Debug)]
@@ -22,6 +24,7 @@ struct Joining {
     count: u32,
     data: Vec<u8>,
     next: u32,
+    first_offset: i64,
 }
 
 /// A joined envelope may not be larger than this (a forged piece count cannot make the sink
@@ -58,6 +61,7 @@ impl Joiner {
                     "an event left in pieces by an earlier stream run is dropped"
                 );
             }
+            self.started_at = offset;
             return Ok(Some(env));
         };
         if f.index == 0 {
@@ -67,6 +71,7 @@ impl Joiner {
                 count: f.count,
                 data: Vec::new(),
                 next: 0,
+                first_offset: offset,
             });
         }
         let Some(j) = self.joining.as_mut() else {
@@ -102,6 +107,7 @@ impl Joiner {
         let Some(j) = self.joining.take() else {
             return Ok(None);
         };
+        self.started_at = j.first_offset;
         let whole = proto::Envelope::decode(j.data.as_slice()).map_err(|e| SinkError::Decode {
             offset,
             message: format!("joined fragments: {e}"),
