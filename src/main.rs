@@ -78,6 +78,9 @@ enum Command {
         patients: usize,
         #[arg(long, default_value_t = 200000)]
         changes: usize,
+        /// Small transactions (an update and an insert each) in the backlog phase; 0 skips it.
+        #[arg(long, default_value_t = 20000)]
+        backlog: usize,
     },
 }
 
@@ -334,9 +337,15 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             shutdown_signal(),
         )
         .await?),
-        Command::Bench { patients, changes } => Ok(veil::devkit::bench::run(
-            veil::devkit::bench::BenchOptions { patients, changes },
-        )
+        Command::Bench {
+            patients,
+            changes,
+            backlog,
+        } => Ok(veil::devkit::bench::run(veil::devkit::bench::BenchOptions {
+            patients,
+            changes,
+            backlog,
+        })
         .await?),
         Command::Registry { command } => registry(command).await,
         Command::Audit { command } => audit(command).await,
