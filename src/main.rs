@@ -1,7 +1,8 @@
 //! Thin CLI over the `veil` library: parses the command line, loads the config, dispatches to
 //! the command, and maps the error's class to the exit code in one place
 //! (`veil::error::ErrorClass::exit_code`): 0 done, 1 definite (needs a person), 2 bad usage or
-//! config, 75 transient (a supervisor should restart veil).
+//! config, 75 transient (`stream` and `sink` retry transient errors in process first; 75 once
+//! `--max-retries` are used up: a supervisor should restart veil).
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -431,7 +431,7 @@ impl Applier {
                     });
                 }
                 if let Some(labels) = self.unknown_enum_label(&r).await? {
-                    return self.add_labels_and_reread(labels, offset).await;
+                    return self.add_labels_and_reread(labels, offset, false).await;
                 }
                 self.ensure_txn().await?;
                 let lsn = self.src.as_ref().map(|s| s.commit_lsn).unwrap_or(0);
@@ -485,17 +485,9 @@ impl Applier {
     }
 
     async fn defer_schema(&mut self, s: proto::TableSchema) -> Result<(), SinkError> {
-        use prost::Message as _;
         let q = format!("{}.{}", s.schema, s.name);
         tracing::debug!(table = %q, "schema event of a replayed transaction deferred");
-        self.client
-            .execute(
-                "INSERT INTO veil_sink.deferred_schemas (qualified, schema_pb) VALUES ($1, $2) \
-                 ON CONFLICT (qualified) DO UPDATE SET schema_pb = EXCLUDED.schema_pb",
-                &[&q, &s.encode_to_vec()],
-            )
-            .await
-            .map_err(pg("record deferred schema"))?;
+        super::store::save_schema(&self.client, "veil_sink.deferred_schemas", &q, &s).await?;
         self.deferred.insert(q, s);
         Ok(())
     }

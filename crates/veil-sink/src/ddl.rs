@@ -182,14 +182,7 @@ impl Applier {
                 .await
                 .map_err(pg("record pending fk"))?;
         }
-        self.client
-            .execute(
-                "INSERT INTO veil_sink.tables (qualified, schema_pb) VALUES ($1, $2) \
-                 ON CONFLICT (qualified) DO UPDATE SET schema_pb = EXCLUDED.schema_pb",
-                &[&q, &s.encode_to_vec()],
-            )
-            .await
-            .map_err(pg("record table"))?;
+        super::store::save_schema(&self.client, "veil_sink.tables", &q, &s).await?;
         self.stmts
             .retain(|k, _| !k.starts_with(&format!("{q}\u{0}")));
         self.schemas.insert(q, Arc::new(s));
@@ -212,29 +205,28 @@ impl Applier {
         if e.labels.iter().all(|l| have.contains(l)) {
             return Ok(Next::Continue);
         }
-        self.add_labels_and_reread(e, offset).await
+        self.add_labels_and_reread(e, offset, true).await
     }
 
-    /// The labels of an enum type in dev, in order (`None`: dev has no such type).
-    async fn dev_labels(&mut self, name: &str) -> Result<Option<Vec<String>>, SinkError> {
-        if let Some(l) = self.enum_cache.get(name) {
-            return Ok(Some(l.clone()));
+    /// The labels of an enum type in dev, in order (`None`: dev has no such type). Cached: the
+    /// per-row check reads them without a copy.
+    async fn dev_labels(&mut self, name: &str) -> Result<Option<&[String]>, SinkError> {
+        if !self.enum_cache.contains_key(name) {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT to_regtype($1)::oid, ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e \
+                     WHERE e.enumtypid = to_regtype($1) ORDER BY e.enumsortorder)",
+                    &[&name],
+                )
+                .await
+                .map_err(pg("read enum labels"))?;
+            if row.get::<_, Option<u32>>(0).is_none() {
+                return Ok(None);
+            }
+            self.enum_cache.insert(name.to_owned(), row.get(1));
         }
-        let row = self
-            .client
-            .query_one(
-                "SELECT to_regtype($1)::oid, ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e \
-                 WHERE e.enumtypid = to_regtype($1) ORDER BY e.enumsortorder)",
-                &[&name],
-            )
-            .await
-            .map_err(pg("read enum labels"))?;
-        if row.get::<_, Option<u32>>(0).is_none() {
-            return Ok(None);
-        }
-        let labels: Vec<String> = row.get(1);
-        self.enum_cache.insert(name.to_owned(), labels.clone());
-        Ok(Some(labels))
+        Ok(self.enum_cache.get(name).map(Vec::as_slice))
     }
 
     /// A label of an enum column that dev's type does not have (a row written after `ALTER
@@ -297,6 +289,7 @@ impl Applier {
         &mut self,
         e: proto::EnumType,
         offset: i64,
+        renames: bool,
     ) -> Result<Next, SinkError> {
         let reread =
             match self.src {
@@ -318,16 +311,18 @@ impl Applier {
                 }
             };
         self.flush().await?;
-        self.ensure_labels(&e).await?;
+        self.ensure_labels(&e, renames).await?;
         Ok(reread.map_or(Next::Continue, Next::ReadFrom))
     }
 
     /// Adds (or renames, for `RENAME VALUE`) the labels dev's type lacks, each placed after the
     /// label it follows in `e` — outside any dev transaction, so each commits at once.
-    async fn ensure_labels(&mut self, e: &proto::EnumType) -> Result<(), SinkError> {
+    /// `renames`: only an enum event's label set is complete and current; a row's fallback set
+    /// (the schema's, perhaps older than dev's type) only ever adds.
+    async fn ensure_labels(&mut self, e: &proto::EnumType, renames: bool) -> Result<(), SinkError> {
         debug_assert!(!self.in_dev_txn);
         self.enum_cache.remove(&e.name);
-        let Some(mut have) = self.dev_labels(&e.name).await? else {
+        let Some(mut have) = self.dev_labels(&e.name).await?.map(<[String]>::to_vec) else {
             return Ok(());
         };
         let lit = |l: &str| crate::pg::quote::literal(l);
@@ -348,7 +343,7 @@ impl Applier {
             .filter(|l| !have.contains(l))
             .cloned()
             .collect();
-        if !gone.is_empty() && gone.len() <= new.len() {
+        if renames && !gone.is_empty() && gone.len() <= new.len() {
             for (old, to) in gone.iter().zip(&new) {
                 self.client
                     .batch_execute(&format!(

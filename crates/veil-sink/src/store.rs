@@ -61,6 +61,27 @@ pub async fn load_deferred(
         .collect())
 }
 
+/// Records `s` as the schema of `qualified` in `veil_sink.tables` or `veil_sink.deferred_schemas`
+/// (inside the current dev transaction).
+pub async fn save_schema(
+    client: &Client,
+    table: &str,
+    qualified: &str,
+    s: &proto::TableSchema,
+) -> Result<(), SinkError> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {table} (qualified, schema_pb) VALUES ($1, $2) \
+                 ON CONFLICT (qualified) DO UPDATE SET schema_pb = EXCLUDED.schema_pb"
+            ),
+            &[&qualified, &s.encode_to_vec()],
+        )
+        .await
+        .map_err(pg(format!("record schema in {table}")))?;
+    Ok(())
+}
+
 async fn load_from(
     client: &Client,
     table: &str,
