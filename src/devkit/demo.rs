@@ -95,6 +95,7 @@ pub fn config_for(
             heartbeat_interval_secs: 5,
             spool_dir: None,
             spool_memory_bytes: 1 << 20,
+            hold_release_secs: 10,
         }),
         kafka: Some(KafkaConfig {
             brokers,

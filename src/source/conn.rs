@@ -403,4 +403,15 @@ impl ReplicationConn {
         frontend::terminate(&mut self.wbuf);
         let _ = self.flush().await;
     }
+
+    /// Ends the session and closes our side of the socket, so the server's process ends even
+    /// while it is blocked writing to us (it reads the Terminate, or meets the closed socket).
+    /// Bounded: a server that does not take the bytes does not keep us.
+    pub async fn close(&mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            self.terminate().await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
+    }
 }

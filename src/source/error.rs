@@ -58,6 +58,12 @@ pub enum StreamError {
     /// Shutdown was requested while the stream was held (not a failure).
     #[error("stopped while held")]
     StoppedWhileHeld,
+    /// A hold ended after it had released the replication connection: the stream reads again
+    /// from its confirmed LSN on a new connection (not a failure; `stream::run` does it at once).
+    #[error(
+        "the hold ended after the replication connection was released; reading again from the confirmed LSN"
+    )]
+    ResumeAfterRelease,
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
 }
@@ -96,7 +102,9 @@ impl Classify for StreamError {
             StreamError::RunLocked(_) | StreamError::RunLockLost => ErrorClass::Transient,
             StreamError::Spool(e) => e.class(),
             StreamError::Vault(v) => v.class(),
-            StreamError::StoppedWhileHeld => ErrorClass::Transient,
+            StreamError::StoppedWhileHeld | StreamError::ResumeAfterRelease => {
+                ErrorClass::Transient
+            }
             StreamError::Audit(a) => a.class(),
         }
     }

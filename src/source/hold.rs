@@ -15,21 +15,38 @@ use crate::pg::lsn::PG_EPOCH_OFFSET_US;
 /// How often a held stream looks for a registry decision (and keeps the connection alive).
 pub const HOLD_POLL: Duration = Duration::from_secs(1);
 
-/// Keeps the source from dropping a stream that is waiting (held).
+// Why a long hold releases the connection: a walsender that has WAL to send and a client that
+// does not read blocks in its socket write. When `max_slot_wal_keep_size` is reached, PostgreSQL
+// 15's checkpointer invalidates the slot by signalling that walsender and *waiting* for it to
+// let go — seen stuck there for many minutes, no checkpoint meanwhile. An inactive slot is
+// invalidated without waiting on anyone.
+
+/// Keeps the source from dropping a stream that is waiting (held), and lets a long hold let go
+/// of the source altogether.
 ///
 /// Contract: `keep_alive(acked)` may report as flushed at most `acked` — the LSN the event sink
 /// acknowledged with everything before it — so the slot keeps every WAL record after the hold
-/// point.
+/// point. `release()` closes the replication connection (the slot stays, inactive, and keeps the
+/// same WAL); after it `keep_alive` does nothing, `released()` is true, and the stream must read
+/// again from its confirmed LSN on a new connection before it publishes anything more.
 pub trait KeepAlive: Send + Sync {
     fn keep_alive(&mut self, acked: u64) -> BoxFuture<'_, Result<(), StreamError>>;
+    fn release(&mut self) -> BoxFuture<'_, ()>;
+    fn released(&self) -> bool;
 }
 
-/// Before `START_REPLICATION` (the snapshot) there is nothing to keep alive.
+/// Before `START_REPLICATION` (the snapshot) there is nothing to keep alive or release.
 pub struct NoKeepAlive;
 
 impl KeepAlive for NoKeepAlive {
     fn keep_alive(&mut self, _acked: u64) -> BoxFuture<'_, Result<(), StreamError>> {
         Box::pin(async { Ok(()) })
+    }
+    fn release(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn released(&self) -> bool {
+        false
     }
 }
 
@@ -39,11 +56,15 @@ pub struct ReplKeepAlive {
     pub conn: Arc<tokio::sync::Mutex<ReplicationConn>>,
     /// The WAL position received so far (reported as written, never as flushed).
     pub received: Arc<AtomicU64>,
+    pub released: bool,
 }
 
 impl KeepAlive for ReplKeepAlive {
     fn keep_alive(&mut self, acked: u64) -> BoxFuture<'_, Result<(), StreamError>> {
         Box::pin(async move {
+            if self.released {
+                return Ok(());
+            }
             let write = self.received.load(Ordering::Relaxed).max(acked);
             self.conn
                 .lock()
@@ -52,6 +73,19 @@ impl KeepAlive for ReplKeepAlive {
                 .await?;
             Ok(())
         })
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if !self.released {
+                self.released = true;
+                self.conn.lock().await.close().await;
+            }
+        })
+    }
+
+    fn released(&self) -> bool {
+        self.released
     }
 }
 

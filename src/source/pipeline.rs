@@ -71,6 +71,8 @@ pub struct Streamer {
     pub(super) partition_roots: HashMap<u32, u32>,
     /// Keeps the source from dropping a held stream (see `hold`).
     pub keepalive: Box<dyn KeepAlive>,
+    /// How long a hold keeps the replication connection before releasing it.
+    pub hold_release: std::time::Duration,
     /// Why this run started a new epoch (empty when it resumed one).
     pub new_epoch_reason: String,
     /// Shutdown requested (a hold returns `StoppedWhileHeld`).
@@ -291,8 +293,19 @@ impl Streamer {
                 );
                 metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
                 metrics::gauge!(crate::metrics::HELD_SECONDS).set(0.0);
+                self.resume_check()?;
                 return Ok(plan);
             }
+        }
+    }
+
+    /// After a hold: a released replication connection means nothing more is read here; the
+    /// stream reads again from its confirmed LSN (the sink discards the half transaction).
+    fn resume_check(&self) -> Result<(), StreamError> {
+        if self.keepalive.released() {
+            Err(StreamError::ResumeAfterRelease)
+        } else {
+            Ok(())
         }
     }
 
@@ -337,10 +350,22 @@ impl Streamer {
             }
             self.check_run_lock()?;
             let acked = self.publisher.acked_lsn();
-            self.keepalive.keep_alive(acked).await?;
             if let Some(t) = since {
                 metrics::gauge!(crate::metrics::HELD_SECONDS).set(t.elapsed().as_secs_f64());
+                if t.elapsed() >= self.hold_release && !self.keepalive.released() {
+                    self.keepalive.release().await;
+                    if self.keepalive.released() {
+                        tracing::warn!(
+                            held_secs = t.elapsed().as_secs(),
+                            confirmed = %crate::pg::lsn::fmt_lsn(acked),
+                            "still held: released the replication connection (the slot stays and \
+                             keeps the WAL from the confirmed LSN); reading again from there once \
+                             a reviewer decides"
+                        );
+                    }
+                }
             }
+            self.keepalive.keep_alive(acked).await?;
             self.observe_slot().await;
             match Registry::load(&self.registry_dir) {
                 Ok(r) if r.version != self.registry.version => {
@@ -428,7 +453,7 @@ impl Streamer {
         self.wait_for_registry_change(Some(since)).await?;
         metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
         metrics::gauge!(crate::metrics::HELD_SECONDS).set(0.0);
-        Ok(())
+        self.resume_check()
     }
 
     /// Plans a known table again under the current registry (holding if it does not plan).

@@ -34,8 +34,23 @@ fn new_run_id() -> u64 {
     rand::random::<u64>().max(1)
 }
 
-/// Runs `veil stream` until `shutdown` turns true or an error stops it.
+/// Runs `veil stream` until `shutdown` turns true or an error stops it. A hold that released
+/// the replication connection ends in a new run that reads again from the confirmed LSN.
 pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
+    loop {
+        match run_once(cfg, shutdown.clone()).await {
+            Err(StreamError::ResumeAfterRelease) if !*shutdown.borrow() => {
+                tracing::info!(
+                    "hold released: reconnecting and reading again from the confirmed LSN"
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One run: one replication connection, from start (resume or new epoch) to stop or error.
+async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
     let src = cfg.source()?.clone();
     let kafka = cfg.kafka()?.clone();
     let registry = Registry::load(&cfg.registry.dir)?;
@@ -128,6 +143,7 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
             .unwrap_or(60),
         window_count: 0,
         keepalive: Box::new(NoKeepAlive),
+        hold_release: Duration::from_secs(src.hold_release_secs),
         new_epoch_reason: String::new(),
         shutdown: shutdown.clone(),
     };
@@ -203,10 +219,23 @@ pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), St
     st.keepalive = Box::new(ReplKeepAlive {
         conn: repl.clone(),
         received: received.clone(),
+        released: false,
     });
     let result = replicate(&mut st, &src, &repl, &received, start_lsn, shutdown).await;
     let confirmed = match result {
         Ok(c) => c,
+        Err(StreamError::ResumeAfterRelease) => {
+            // Nothing after the hold point was published; what came before is acknowledged
+            // before the next run reads the tail of the topic.
+            let _ = tokio::time::timeout(Duration::from_secs(30), st.publisher.drain()).await;
+            st.close_window().await?;
+            let body = proto::audit_record::Body::RunStop(proto::RunStop {
+                run_id: st.run_id,
+                reason: "a released hold ended; reading again from the confirmed LSN".into(),
+            });
+            st.audit(body).await?;
+            return Err(StreamError::ResumeAfterRelease);
+        }
         Err(e) => {
             // Error messages name tables, columns, types and LSNs, never values.
             let body = proto::audit_record::Body::Error(proto::AuditError {

@@ -480,16 +480,16 @@ async fn a_long_hold_under_write_load_keeps_memory_flat() {
     sink.term();
 }
 
-/// A slot invalidated by `max_slot_wal_keep_size` while veil is down (killed, so the slot is
-/// inactive): at its next start the stream finds the slot lost, counts it
-/// (`veil_slot_invalidations_total`, alert VeilSlotInvalidated), and starts a new epoch with a
-/// fresh snapshot on its own; the run-start audit record says why; dev is rebuilt equal.
-///
-/// Not tested here, and not yet safe: a stream *held* (connected, not reading) when the limit is
-/// reached — PostgreSQL 15's checkpointer then waits for the walsender, which waits to write to
-/// veil (seen in a CI run: checkpoint stuck on `ReplicationSlotDrop`). See the issue note.
+/// A slot invalidated by `max_slot_wal_keep_size` while the stream is *held* (an undecided
+/// table): two seconds into the hold the stream releases its replication connection, so
+/// PostgreSQL invalidates the inactive slot without waiting on anyone — every `CHECKPOINT` of the
+/// WAL burst returns (a connected stream that does not read left PostgreSQL 15's checkpointer
+/// waiting on its blocked walsender). The decision then lets the stream read again: it finds the
+/// slot lost, counts it (`veil_slot_invalidations_total`, alert VeilSlotInvalidated) and starts a
+/// new epoch with a fresh snapshot on its own, in the same process; the run-start audit record
+/// says why; dev is rebuilt equal, the decided table included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_slot_invalidated_by_max_slot_wal_keep_size_starts_a_new_epoch_on_its_own() {
+async fn a_slot_invalidated_while_held_never_stalls_production_and_starts_a_new_epoch() {
     let env = Env::start(&[
         ("max_slot_wal_keep_size", "32MB"),
         ("max_wal_size", "64MB"),
@@ -497,25 +497,60 @@ async fn a_slot_invalidated_by_max_slot_wal_keep_size_starts_a_new_epoch_on_its_
     ]);
     let tmp = tempfile::tempdir().unwrap();
     let config = prepare(&env, tmp.path()).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[kafka]", "hold_release_secs = 2\n\n[kafka]"),
+    )
+    .unwrap();
     let log = tmp.path().join("veil.log");
     let mut stream = Proc::start("stream", &config, &log);
     let mut sink = Proc::start("sink", &config, &log);
     assert_dev_matches(&env, TABLES, Duration::from_secs(180)).await;
     let prod = env.prod_client().await;
-    // veil goes down; production writes more WAL than the slot may keep.
-    stream.kill9();
+    // Hold the stream (an undecided table) and wait until it lets go of the connection.
+    prod.batch_execute(
+        "CREATE TABLE undecided (id int PRIMARY KEY, v text); INSERT INTO undecided VALUES (1, 'x');",
+    )
+    .await
+    .unwrap();
+    let mut released = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let active: Option<bool> = prod
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = 'veil_e1'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0));
+        if active == Some(false) {
+            released = true;
+            break;
+        }
+    }
+    assert!(released, "the held stream kept its replication connection");
+    // Production writes more WAL than the slot may keep; every checkpoint returns.
     let started = Instant::now();
     let mut lost = false;
+    let mut slowest = Duration::ZERO;
     for _ in 0..20 {
-        prod.batch_execute(
-            "INSERT INTO ledger (id, ssn, amount, memo) SELECT 5000000 + g + (SELECT coalesce(max(id), 0) FROM ledger), '123456789', 1, repeat('w', 200) \
-             FROM generate_series(1, 60000) g; CHECKPOINT;",
+        let t = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            prod.batch_execute(
+                "INSERT INTO ledger (id, ssn, amount, memo) SELECT 5000000 + g + (SELECT coalesce(max(id), 0) FROM ledger), '123456789', 1, repeat('w', 200) \
+                 FROM generate_series(1, 60000) g; CHECKPOINT;",
+            ),
         )
         .await
+        .expect("a write and CHECKPOINT of production stalled while veil was held")
         .unwrap();
+        slowest = slowest.max(t.elapsed());
         let status: Option<String> = prod
             .query_opt(
-                "SELECT wal_status FROM pg_replication_slots WHERE slot_name LIKE 'veil_e1'",
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'veil_e1'",
                 &[],
             )
             .await
@@ -527,19 +562,35 @@ async fn a_slot_invalidated_by_max_slot_wal_keep_size_starts_a_new_epoch_on_its_
         }
     }
     assert!(lost, "the slot was never invalidated");
-    let mut stream = Proc::start("stream", &config, &log);
-    assert_dev_matches(&env, TABLES, Duration::from_secs(600)).await;
+    assert!(
+        stream.child.try_wait().unwrap().is_none(),
+        "the held stream is still running"
+    );
+    // The decision lets the stream read again; it meets the lost slot and starts a new epoch.
+    for c in ["id", "v"] {
+        review::approve(
+            &env.cfg,
+            &format!("public.undecided.{c}"),
+            &decision("safe", None, None),
+        )
+        .await
+        .unwrap();
+    }
+    let all: Vec<&str> = TABLES.iter().copied().chain(["undecided"]).collect();
+    assert_dev_matches(&env, &all, Duration::from_secs(600)).await;
     let dev = env.dev_client().await;
     let epoch = count(&dev, "SELECT max(epoch) FROM veil_sink.checkpoint").await;
     assert_eq!(epoch, 2, "dev was rebuilt by a second epoch");
     assert!(
         stream.child.try_wait().unwrap().is_none(),
-        "the stream is running"
+        "the stream started the new epoch itself, in process"
     );
     let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("released the replication connection"));
     assert!(text.contains("replication slot missing or invalidated"));
     eprintln!(
-        "FIGURES slot invalidation: new epoch 2 and dev rebuilt equal {:.1} s after veil went down and the WAL burst began",
+        "FIGURES held slot invalidation: slowest write+CHECKPOINT batch {:.1} s; new epoch 2 and dev rebuilt equal {:.1} s after the WAL burst began",
+        slowest.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
     // The run-start record of the new epoch says why.

@@ -32,9 +32,13 @@ fn decision(class: &str, rule: Option<&str>, domain: Option<&str>) -> ColumnDeci
     }
 }
 
+/// Also the long-hold path: this stream releases its replication connection one second into the
+/// hold (the slot stays, inactive, and keeps the WAL) and reads again from its confirmed LSN when
+/// the decision lands — in the same call to `stream::run`, nothing lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_column_with_ssns_is_held_until_approved_then_flows_tokenized() {
-    let env = Env::start(&[]);
+    let mut env = Env::start(&[]);
+    env.cfg.source.as_mut().unwrap().hold_release_secs = 1;
     let prod = env.prod_client().await;
     veil::devkit::datagen::load(&prod, 50, 3).await.unwrap();
     veil::source::setup::run(&env.cfg).await.unwrap();
@@ -84,16 +88,20 @@ async fn new_column_with_ssns_is_held_until_approved_then_flows_tokenized() {
             );
         }
     }
-    // The slot kept the WAL (its confirmed position is before the hold point).
-    let held_slot: bool = prod
+    // The slot kept the WAL (its confirmed position is before the hold point), and nobody reads
+    // it: the held stream let go of the replication connection.
+    let row = prod
         .query_one(
-            "SELECT confirmed_flush_lsn < pg_current_wal_lsn() FROM pg_replication_slots WHERE slot_name LIKE 'veil_e%'",
+            "SELECT confirmed_flush_lsn < pg_current_wal_lsn(), active FROM pg_replication_slots WHERE slot_name LIKE 'veil_e%'",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert!(held_slot);
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the slot kept the WAL");
+    assert!(
+        !row.get::<_, bool>(1),
+        "the held stream released its connection"
+    );
 
     // The reviewer sees it, with the scanner's proposal.
     let pending = review::pending(&env.cfg).await.unwrap();

@@ -99,6 +99,13 @@ pub struct SourceConfig {
     pub spool_dir: Option<PathBuf>,
     #[serde(default = "default_spool_memory")]
     pub spool_memory_bytes: usize,
+    /// Seconds a hold keeps the replication connection open before it closes it (0 = at once).
+    /// The slot stays and keeps the WAL from the hold point; the stream reads again from its
+    /// confirmed LSN when the decision lands. A connected stream that does not read leaves its
+    /// walsender blocked, and PostgreSQL 15 then waits on it to invalidate the slot at
+    /// `max_slot_wal_keep_size`, stalling checkpoints.
+    #[serde(default = "default_hold_release")]
+    pub hold_release_secs: u64,
 }
 
 fn default_slot() -> String {
@@ -111,6 +118,9 @@ fn default_status_interval() -> u64 {
     5
 }
 fn default_heartbeat() -> u64 {
+    10
+}
+fn default_hold_release() -> u64 {
     10
 }
 fn default_spool_memory() -> usize {
@@ -458,6 +468,7 @@ impl Config {
                         heartbeat_interval_secs: default_heartbeat(),
                         spool_dir: None,
                         spool_memory_bytes: default_spool_memory(),
+                        hold_release_secs: default_hold_release(),
                     })
                 }
             }
