@@ -79,9 +79,12 @@ enum Command {
         patients: usize,
         #[arg(long, default_value_t = 200000)]
         changes: usize,
-        /// Small transactions (an update and an insert each) in the backlog phase; 0 skips it.
+        /// pgbench (TPC-B-like) transactions in the backlog phase; 0 skips it.
         #[arg(long, default_value_t = 20000)]
         backlog: usize,
+        /// pgbench scale of the TPC-B-like tables (1 = 100,000 accounts).
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
     },
 }
 
@@ -342,8 +345,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             patients,
             changes,
             backlog,
+            scale,
         } => Ok(veil::devkit::bench::run(veil::devkit::bench::BenchOptions {
             patients,
+            scale,
             changes,
             backlog,
         })

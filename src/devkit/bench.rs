@@ -14,6 +14,8 @@ use crate::devkit::testkit::{Broker, PgCluster};
 
 pub struct BenchOptions {
     pub patients: usize,
+    /// pgbench scale of the TPC-B-like tables (1 = 100,000 accounts).
+    pub scale: u32,
     pub changes: usize,
     /// Small transactions in the backlog (0: no backlog phase).
     pub backlog: usize,
@@ -28,7 +30,82 @@ async fn count(c: &Client, sql: &str) -> Result<i64, DemoError> {
 
 const TOTAL: &str = "SELECT (SELECT count(*) FROM public.patients) + (SELECT count(*) FROM public.encounters) \
      + (SELECT count(*) FROM public.observations) + (SELECT count(*) FROM public.medications) \
-     + (SELECT count(*) FROM public.providers)";
+     + (SELECT count(*) FROM public.providers) + (SELECT count(*) FROM public.pgbench_accounts) \
+     + (SELECT count(*) FROM public.pgbench_branches) + (SELECT count(*) FROM public.pgbench_tellers) \
+     + (SELECT count(*) FROM public.pgbench_history)";
+
+/// pgbench's tables under Safe Harbor, the default profile: every id is a random token the vault
+/// remembers, so each new `pgbench_history.id` is allocated in the vault (the cost production has).
+const PGBENCH_REGISTRY: &[(&str, &str)] = &[
+    (
+        "public.pgbench_accounts.toml",
+        r#"table = "public.pgbench_accounts"
+profile = "safe_harbor"
+reviewer = "veil bench"
+[columns]
+aid      = { type = "integer", class = "sensitive", rule = "tokenize", domain = "account_id", reason = "account number" }
+bid      = { type = "integer", class = "sensitive", rule = "tokenize", domain = "branch_id", reason = "branch" }
+abalance = { type = "integer", class = "safe", reason = "amount" }
+filler   = { type = "character(84)", class = "safe", reason = "padding" }
+"#,
+    ),
+    (
+        "public.pgbench_branches.toml",
+        r#"table = "public.pgbench_branches"
+profile = "safe_harbor"
+reviewer = "veil bench"
+[columns]
+bid      = { type = "integer", class = "sensitive", rule = "tokenize", domain = "branch_id", reason = "branch" }
+bbalance = { type = "integer", class = "safe", reason = "amount" }
+filler   = { type = "character(88)", class = "safe", reason = "padding" }
+"#,
+    ),
+    (
+        "public.pgbench_tellers.toml",
+        r#"table = "public.pgbench_tellers"
+profile = "safe_harbor"
+reviewer = "veil bench"
+[columns]
+tid      = { type = "integer", class = "sensitive", rule = "tokenize", domain = "teller_id", reason = "teller" }
+bid      = { type = "integer", class = "sensitive", rule = "tokenize", domain = "branch_id", reason = "branch" }
+tbalance = { type = "integer", class = "safe", reason = "amount" }
+filler   = { type = "character(84)", class = "safe", reason = "padding" }
+"#,
+    ),
+    (
+        "public.pgbench_history.toml",
+        r#"table = "public.pgbench_history"
+profile = "safe_harbor"
+reviewer = "veil bench"
+[columns]
+id     = { type = "bigint", class = "sensitive", rule = "tokenize", domain = "history_id", reason = "key" }
+tid    = { type = "integer", class = "sensitive", rule = "tokenize", domain = "teller_id", reason = "teller" }
+bid    = { type = "integer", class = "sensitive", rule = "tokenize", domain = "branch_id", reason = "branch" }
+aid    = { type = "integer", class = "sensitive", rule = "tokenize", domain = "account_id", reason = "account number" }
+delta  = { type = "integer", class = "safe", reason = "amount" }
+mtime  = { type = "timestamp without time zone", class = "sensitive", rule = "year_only", reason = "date" }
+filler = { type = "character(22)", class = "safe", reason = "padding" }
+"#,
+    ),
+];
+
+/// Runs a PostgreSQL client program of the cluster's version.
+fn pg_tool(bin: &str, args: &[&str]) -> Result<(), DemoError> {
+    let out = std::process::Command::new(crate::devkit::testkit::pg_bin_dir().join(bin))
+        .args(args)
+        .output()
+        .map_err(|e| DemoError::Start {
+            what: "a PostgreSQL client program",
+            message: format!("{bin}: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(DemoError::Start {
+            what: "a PostgreSQL client program",
+            message: format!("{bin}: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(())
+}
 
 /// Waits until `dev` holds `want` rows in the demo tables; returns the time it took.
 async fn until_rows(
@@ -50,7 +127,76 @@ async fn until_rows(
     }
 }
 
+/// Stage counters read from the process's own metrics (the ones `/metrics` exports).
+#[derive(Default, Clone)]
+struct StageSample(std::collections::BTreeMap<String, f64>);
+
+impl StageSample {
+    fn take(handle: &Option<metrics_exporter_prometheus::PrometheusHandle>) -> StageSample {
+        let Some(h) = handle else {
+            return StageSample::default();
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for line in h.render().lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let keep = name.starts_with(crate::metrics::STAGE_BUSY)
+                || name.starts_with(crate::metrics::VAULT_ROUND_TRIPS)
+                || name.starts_with(crate::metrics::TRANSACTIONS)
+                || name.starts_with(crate::metrics::SINK_APPLIED_TXNS);
+            if keep && let Ok(v) = value.parse::<f64>() {
+                out.insert(name.to_owned(), v);
+            }
+        }
+        StageSample(out)
+    }
+
+    fn since(&self, before: &StageSample) -> StageSample {
+        StageSample(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.0.get(k).copied().unwrap_or(0.0)))
+                .collect(),
+        )
+    }
+
+    fn print(&self, title: &str) {
+        if self.0.is_empty() {
+            return;
+        }
+        println!("  busy time per stage ({title}):");
+        for (k, v) in &self.0 {
+            if let Some(rest) = k.strip_prefix(crate::metrics::STAGE_BUSY) {
+                let label = rest
+                    .replace("component=", "")
+                    .replace("stage=", "")
+                    .replace(['{', '}', '"'], "")
+                    .replace(',', " ");
+                println!("    {label:<24} {:>8.2} s", v / 1e6);
+            }
+        }
+        let get = |prefix: &str| {
+            self.0
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(_, v)| v)
+                .sum::<f64>()
+        };
+        println!(
+            "    vault round trips {:.0} for {:.0} source transactions published, {:.0} applied",
+            get(crate::metrics::VAULT_ROUND_TRIPS),
+            get(crate::metrics::TRANSACTIONS),
+            get(crate::metrics::SINK_APPLIED_TXNS)
+        );
+    }
+}
+
 pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
+    // The stage counters come from this process's own metrics.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
     let start = |what: &'static str| {
         move |e: crate::devkit::testkit::TestkitError| DemoError::Start {
             what,
@@ -71,6 +217,12 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     crate::devkit::datagen::load(&p, opts.patients, 42)
         .await
         .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+    // pgbench's tables (scale 1: 100,000 accounts), with a key on the history.
+    let scale = opts.scale.max(1).to_string();
+    pg_tool("pgbench", &["-i", "-q", "-s", &scale, &prod.dsn("clinic")])?;
+    p.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY")
+        .await
+        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
     let rows = count(&p, TOTAL).await?;
     let regdir = tempfile::tempdir().map_err(|e| DemoError::Start {
         what: "registry",
@@ -80,6 +232,12 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         what: "registry",
         message: e.to_string(),
     })?;
+    for (name, text) in PGBENCH_REGISTRY {
+        std::fs::write(regdir.path().join(name), text).map_err(|e| DemoError::Start {
+            what: "registry",
+            message: e.to_string(),
+        })?;
+    }
     let cfg = crate::devkit::demo::config_for(
         prod.dsn("clinic"),
         dev.dsn("clinic_dev"),
@@ -112,6 +270,13 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     n.batch_execute(crate::devkit::datagen::SCHEMA_SQL)
         .await
         .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+    pg_tool(
+        "pgbench",
+        &["-i", "-q", "-I", "dtp", &native.dsn("clinic_native")],
+    )?;
+    n.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY")
+        .await
+        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
     let t1 = Instant::now();
     n.batch_execute(&format!(
         "CREATE SUBSCRIPTION bench CONNECTION '{}' PUBLICATION veil_pub WITH (copy_data = true)",
@@ -141,45 +306,172 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     let _ = stream.await;
     let _ = sink.await;
 
-    // The backlog: many small transactions written while both replicas are stopped, then both
-    // started at once.
+    // The backlog: many small transactions written while both replicas are stopped. Round one:
+    // veil (stream and sink together) catches up, then native does, one after the other (two
+    // cores: running them at once would measure the contention). Round two, a second backlog of
+    // the same size: the stages one at a time — pg_recvlogical reading it to /dev/null (the
+    // decode limit), the stream alone (until PostgreSQL has its confirmation), the sink alone
+    // (until dev holds every row).
     let mut backlog = None;
+    let mut stages = None;
     if opts.backlog > 0 {
         let pg = |e: tokio_postgres::Error| DemoError::Postgres(crate::pg::errors::describe(&e));
         n.batch_execute("ALTER SUBSCRIPTION bench DISABLE")
             .await
             .map_err(pg)?;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let dsn = prod.dsn("clinic");
+        let txns = opts.backlog.to_string();
+        let write_backlog = || {
+            pg_tool(
+                "pgbench",
+                &["-n", "-c", "1", "-t", &txns, "-M", "prepared", &dsn],
+            )
+        };
         let t = Instant::now();
-        p.batch_execute(&format!(
-            "DO $bench$ BEGIN FOR i IN 1..{} LOOP
-               UPDATE observations SET value = value + 1 WHERE id = 1 + (i * 7919) % {rows_obs};
-               INSERT INTO observations (encounter_id, code, value, unit, observed_at)
-                 VALUES (1 + i % {rows_enc}, '8867-4', i % 100, '/min', now());
-               COMMIT;
-             END LOOP; END $bench$",
-            opts.backlog,
-            rows_obs = count(&p, "SELECT count(*) FROM observations").await?.max(1),
-            rows_enc = count(&p, "SELECT count(*) FROM encounters").await?.max(1),
-        ))
-        .await
-        .map_err(pg)?;
+        write_backlog()?;
         let written = t.elapsed();
-        let want = want + opts.backlog as i64;
+        let want1 = want + opts.backlog as i64;
+        let before = StageSample::take(&metrics);
         let (stop_tx, stop_rx) = watch::channel(false);
         let t3 = Instant::now();
         let (stream, sink) = crate::devkit::demo::spawn_pipeline(&cfg, stop_rx);
-        n.batch_execute("ALTER SUBSCRIPTION bench ENABLE")
-            .await
-            .map_err(pg)?;
-        let (veil_backlog, native_backlog) = tokio::join!(
-            until_rows(&d, want, t3, Duration::from_secs(1800)),
-            until_rows(&n, want, t3, Duration::from_secs(1800))
-        );
-        backlog = Some((written, veil_backlog?, native_backlog?));
+        let veil_backlog = until_rows(&d, want1, t3, Duration::from_secs(1800)).await?;
         let _ = stop_tx.send(true);
         let _ = stream.await;
         let _ = sink.await;
+        let veil_sample = StageSample::take(&metrics).since(&before);
+        let t4 = Instant::now();
+        n.batch_execute("ALTER SUBSCRIPTION bench ENABLE")
+            .await
+            .map_err(pg)?;
+        let native_backlog = until_rows(&n, want1, t4, Duration::from_secs(1800)).await?;
+        n.batch_execute("ALTER SUBSCRIPTION bench DISABLE")
+            .await
+            .map_err(pg)?;
+        backlog = Some((written, veil_backlog, native_backlog, veil_sample));
+
+        // Round two: the stages.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        p.batch_execute(
+            "SELECT pg_catalog.pg_create_logical_replication_slot('bench_decode', 'pgoutput')",
+        )
+        .await
+        .map_err(pg)?;
+        write_backlog()?;
+        let end_lsn: String = p
+            .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let want2 = want1 + opts.backlog as i64;
+        let t5 = Instant::now();
+        let out =
+            std::process::Command::new(crate::devkit::testkit::pg_bin_dir().join("pg_recvlogical"))
+                .args([
+                    "-d",
+                    &prod.dsn("clinic"),
+                    "--slot",
+                    "bench_decode",
+                    "--start",
+                    "--endpos",
+                    &end_lsn,
+                    "-o",
+                    "proto_version=1",
+                    "-o",
+                    "publication_names=veil_pub",
+                    "-f",
+                    "/dev/null",
+                    "--no-loop",
+                ])
+                .output()
+                .map_err(|e| DemoError::Start {
+                    what: "pg_recvlogical",
+                    message: e.to_string(),
+                })?;
+        let decode_limit = t5.elapsed();
+        if !out.status.success() {
+            return Err(DemoError::Start {
+                what: "pg_recvlogical",
+                message: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        let _ = p
+            .batch_execute("SELECT pg_catalog.pg_drop_replication_slot('bench_decode')")
+            .await;
+        let before = StageSample::take(&metrics);
+        let (stop_stream, stop_rx) = watch::channel(false);
+        let t6 = Instant::now();
+        let scfg = cfg.clone();
+        let stream = tokio::spawn(async move { crate::source::stream::run(&scfg, stop_rx).await });
+        let published_at = loop {
+            let now = StageSample::take(&metrics).since(&before);
+            let published: f64 = now
+                .0
+                .iter()
+                .filter(|(k, _)| k.starts_with(crate::metrics::TRANSACTIONS))
+                .map(|(_, v)| v)
+                .sum();
+            if metrics.is_some() && published >= opts.backlog as f64 {
+                break Some(t6.elapsed());
+            }
+            let done: bool = p
+                .query_one(
+                    "SELECT coalesce(bool_or(confirmed_flush_lsn >= $1::text::pg_lsn), false) \
+                     FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE 'veil_e%'",
+                    &[&end_lsn],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            if done {
+                break None;
+            }
+            if t6.elapsed() > Duration::from_secs(1800) {
+                return Err(DemoError::Verify(
+                    "the stream did not confirm the backlog".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        loop {
+            let done: bool = p
+                .query_one(
+                    "SELECT coalesce(bool_or(confirmed_flush_lsn >= $1::text::pg_lsn), false) \
+                     FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE 'veil_e%'",
+                    &[&end_lsn],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            if done {
+                break;
+            }
+            if t6.elapsed() > Duration::from_secs(1800) {
+                return Err(DemoError::Verify(
+                    "the stream did not confirm the backlog".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stream_stage = t6.elapsed();
+        let (stop_sink, stop_rx) = watch::channel(false);
+        let t7 = Instant::now();
+        let kcfg = cfg.clone();
+        let sink = tokio::spawn(async move { crate::sink::run(&kcfg, stop_rx).await });
+        let sink_stage = until_rows(&d, want2, t7, Duration::from_secs(1800)).await?;
+        let _ = stop_stream.send(true);
+        let _ = stop_sink.send(true);
+        let _ = stream.await;
+        let _ = sink.await;
+        let sample = StageSample::take(&metrics).since(&before);
+        stages = Some((
+            decode_limit,
+            published_at.unwrap_or(stream_stage),
+            stream_stage,
+            sink_stage,
+            sample,
+        ));
     }
     let _ = n.batch_execute("DROP SUBSCRIPTION bench").await;
 
@@ -201,7 +493,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         rate(c, native_burst),
         rate(c, veil_burst) / rate(c, native_burst)
     );
-    if let Some((written, veil_backlog, native_backlog)) = backlog {
+    if let Some((written, veil_backlog, native_backlog, sample)) = backlog {
         let b = opts.backlog as i64;
         println!(
             "{:<34} {:>10.0} t/s {:>10.0} t/s {:>8.2}",
@@ -211,10 +503,38 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
             rate(b, veil_backlog) / rate(b, native_backlog)
         );
         println!(
-            "(the backlog took production {:.1} s to write: {:.0} t/s)",
+            "(the backlog took production {:.1} s to write: {:.0} t/s; veil's time includes its start)",
             written.as_secs_f64(),
             rate(b, written)
         );
+        sample.print("backlog, stream and sink together");
+    }
+    if let Some((decode_limit, published, stream_stage, sink_stage, sample)) = stages {
+        let b = opts.backlog as i64;
+        println!();
+        println!("backlog by stage (a second backlog of {b} transactions, one stage at a time):");
+        println!(
+            "{:<34} {:>10.0} t/s",
+            "pg_recvlogical to /dev/null",
+            rate(b, decode_limit)
+        );
+        println!(
+            "{:<34} {:>10.0} t/s {:>8.2} of pg_recvlogical",
+            "veil stream alone (all published)",
+            rate(b, published),
+            rate(b, published) / rate(b, decode_limit)
+        );
+        println!(
+            "{:<34} {:>10.0} t/s   (status updates every second)",
+            "  … confirmed to PostgreSQL",
+            rate(b, stream_stage),
+        );
+        println!(
+            "{:<34} {:>10.0} t/s",
+            "veil sink alone (to rows in dev)",
+            rate(b, sink_stage)
+        );
+        sample.print("stream alone, then sink alone");
     }
     println!(
         "(veil: de-identified, through Kafka, into another cluster; native: plain copy. Times include \

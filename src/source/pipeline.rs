@@ -27,6 +27,13 @@ use crate::proto::{self, envelope::Event};
 /// Rows transformed (and their vault misses allocated) together.
 pub const ROW_BATCH: usize = 1000;
 
+/// The stream's stages, as [`crate::metrics::StageClock`] indexes.
+pub const STAGES: &[&str] = &["decode", "transform", "vault", "publish"];
+pub const DECODE: usize = 0;
+pub const TRANSFORM: usize = 1;
+pub const VAULT: usize = 2;
+pub const PUBLISH: usize = 3;
+
 /// Prefix of logical messages veil writes itself; every other message is dropped.
 pub const HEARTBEAT_PREFIX: &str = "veil_heartbeat";
 /// Prefix of the messages `veil setup`'s DDL event trigger writes (`{"tag", "object"}`).
@@ -83,6 +90,8 @@ pub struct Streamer {
     /// The run lock's connection (`epoch::take_run_lock`): when it closes, nothing more is
     /// published.
     pub run_lock: Option<tokio_postgres::Client>,
+    /// Busy time per stage ([`STAGES`]).
+    pub clock: crate::metrics::StageClock,
 }
 
 /// A row change waiting for its batch to be transformed.
@@ -124,7 +133,10 @@ impl Streamer {
     ) -> Result<(), StreamError> {
         self.check_run_lock()?;
         let env = self.envelope(phase, event);
-        if let Err(source) = self.publisher.send(&env, done_lsn).await {
+        let t = std::time::Instant::now();
+        let sent = self.publisher.send(&env, done_lsn).await;
+        self.clock.add(PUBLISH, t);
+        if let Err(source) = sent {
             let lsn = self
                 .txn
                 .as_ref()
@@ -627,9 +639,24 @@ impl Streamer {
     /// Runs `f` over every item against the vault cache; the values that missed are allocated
     /// in one vault round trip and the items that missed are transformed again.
     pub async fn transform_batch<T, R>(
+        &mut self,
+        items: &[T],
+        f: impl Fn(&T, &dyn TokenStore, &mut Vec<VaultRequest>) -> Result<R, Box<GateError>>,
+    ) -> Result<Vec<R>, StreamError> {
+        let started = std::time::Instant::now();
+        let mut in_vault = std::time::Duration::ZERO;
+        let out = self.transform_batch_timed(items, f, &mut in_vault).await;
+        self.clock.add_duration(VAULT, in_vault);
+        self.clock
+            .add_duration(TRANSFORM, started.elapsed().saturating_sub(in_vault));
+        out
+    }
+
+    async fn transform_batch_timed<T, R>(
         &self,
         items: &[T],
         f: impl Fn(&T, &dyn TokenStore, &mut Vec<VaultRequest>) -> Result<R, Box<GateError>>,
+        in_vault: &mut std::time::Duration,
     ) -> Result<Vec<R>, StreamError> {
         let store: &dyn TokenStore = &*self.vault;
         let mut out = Vec::with_capacity(items.len());
@@ -646,7 +673,9 @@ impl Streamer {
             return Ok(out);
         }
         metrics::counter!(crate::metrics::VAULT_ROUND_TRIPS).increment(1);
+        let t = std::time::Instant::now();
         self.vault.allocate(std::mem::take(&mut misses)).await?;
+        *in_vault += t.elapsed();
         // Each missed item again. A batch larger than the vault cache makes the cache start
         // over, which can evict tokens this batch found in the first pass: such an item gets
         // its own (small) allocation — a lookup, for values the vault already has.
@@ -664,7 +693,9 @@ impl Streamer {
                     ));
                 }
                 metrics::counter!(crate::metrics::VAULT_ROUND_TRIPS).increment(1);
+                let t = std::time::Instant::now();
                 self.vault.allocate(std::mem::take(&mut misses)).await?;
+                *in_vault += t.elapsed();
             }
         }
         Ok(out)

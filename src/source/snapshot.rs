@@ -294,6 +294,7 @@ pub async fn run(
     )
     .await?;
     st.publisher.drain().await?;
+    st.clock.report();
     st.close_window().await?;
     tracing::info!(rows = total, tables = published.len(), "snapshot complete");
     Ok(total)

@@ -14,7 +14,7 @@ use super::epoch::{self, Start};
 use super::error::StreamError;
 use super::hold::{NoKeepAlive, ReplKeepAlive, now_us, status_update};
 use super::pgoutput::{self, LogicalMessage, ReplicationMessage};
-use super::pipeline::{HEARTBEAT_PREFIX, Streamer};
+use super::pipeline::{DECODE, HEARTBEAT_PREFIX, Streamer};
 use super::progress::{Activity, Progress};
 use super::spool::Spool;
 use super::window::WindowAcc;
@@ -146,6 +146,7 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         hold_release: Duration::from_secs(src.hold_release_secs),
         new_epoch_reason: String::new(),
         shutdown: shutdown.clone(),
+        clock: crate::metrics::StageClock::new("stream", super::pipeline::STAGES),
     };
 
     // Resume the current epoch, or start a new one with a fresh slot and snapshot.
@@ -249,6 +250,7 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
     };
     // Orderly stop: wait for what is in flight, confirm it, leave.
     let _ = tokio::time::timeout(Duration::from_secs(30), st.publisher.drain()).await;
+    st.clock.report();
     let acked = st.publisher.acked_lsn().max(confirmed);
     let mut conn = repl.lock().await;
     let _ = conn.send_copy(&status_update(acked, acked)).await;
@@ -306,7 +308,10 @@ async fn replicate(
                 }
                 data = async { repl.lock().await.recv_copy().await } => {
                     let data = data?;
-                    match pgoutput::decode_replication(&data)? {
+                    let t = std::time::Instant::now();
+                    let decoded = pgoutput::decode_replication(&data)?;
+                    st.clock.add(DECODE, t);
+                    match decoded {
                         ReplicationMessage::Keepalive { wal_end, reply_requested, .. } => {
                             progress.on_keepalive(wal_end);
                             reply = reply_requested;
@@ -329,7 +334,9 @@ async fn replicate(
                                     }
                                 }
                             } else {
+                                let t = std::time::Instant::now();
                                 let msg = pgoutput::decode_logical(data, false)?;
+                                st.clock.add(DECODE, t);
                                 match msg {
                                     LogicalMessage::Begin { final_lsn, commit_time_us, xid } => {
                                         st.begin(final_lsn, commit_time_us, xid).await?;
@@ -349,7 +356,9 @@ async fn replicate(
                                         // and the restart would decode it again, forever).
                                         let mut last_reply = std::time::Instant::now();
                                         while let Some(raw) = reader.next_message()? {
+                                            let t = std::time::Instant::now();
                                             let m = pgoutput::decode_logical(&raw, true)?;
+                                            st.clock.add(DECODE, t);
                                             st.change(m, commit_lsn).await?;
                                             if last_reply.elapsed() >= BUSY_REPLY_EVERY {
                                                 last_reply = std::time::Instant::now();
@@ -384,6 +393,7 @@ async fn replicate(
                 Err(e) => return Err(e),
             }
             st.observe_slot().await;
+            st.clock.report();
             let (write, flushed) = progress.status(Activity {
                 acked: st.publisher.acked_lsn(),
                 inflight: st.publisher.inflight(),

@@ -72,6 +72,9 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     // The next offset the sink must see.
     let mut expected = applier.next_offset();
     let mut idle = 0u32;
+    // Busy time per stage: consume (fetch and decode), apply (statements), commit (checkpoint
+    // and COMMIT of a dev transaction).
+    let mut clock = crate::metrics::StageClock::new("sink", &["consume", "apply", "commit"]);
     'assign: loop {
         let start = (expected - rewind).max(0);
         let mut tpl = TopicPartitionList::new();
@@ -79,6 +82,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             .map_err(kerr)?;
         consumer.assign(&tpl).map_err(kerr)?;
         loop {
+            let fetch = std::time::Instant::now();
             let msg = tokio::select! {
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break 'assign; }
@@ -89,7 +93,10 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
             match msg {
                 Err(_) => {
                     // Idle: commit what is applied.
+                    let t = std::time::Instant::now();
                     applier.flush().await?;
+                    clock.add(2, t);
+                    clock.report();
                     audit.confirm(&mut applier, false).await?;
                     idle += 1;
                     // Idle for a second inside a source transaction (the stream holds in it):
@@ -137,14 +144,20 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                                 message: e.to_string(),
                             }
                         })?;
-                    if let super::applier::Next::ReadFrom(from) = applier.apply(offset, env).await?
-                    {
+                    clock.add(0, fetch);
+                    let t = std::time::Instant::now();
+                    let next = applier.apply(offset, env).await?;
+                    clock.add(1, t);
+                    if let super::applier::Next::ReadFrom(from) = next {
                         audit.confirm(&mut applier, false).await?;
                         expected = from;
                         continue 'assign;
                     }
                     if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
+                        let t = std::time::Instant::now();
                         applier.flush().await?;
+                        clock.add(2, t);
+                        clock.report();
                         audit.confirm(&mut applier, false).await?;
                         let mut c = TopicPartitionList::new();
                         let _ = c.add_partition_offset(&kafka.topic, 0, Offset::Offset(offset + 1));
@@ -155,6 +168,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
         }
     }
     applier.flush().await?;
+    clock.report();
     audit.confirm(&mut applier, true).await?;
     tracing::info!(
         rows = applier.applied_rows,
