@@ -58,7 +58,15 @@ pub struct Streamer {
     pub(super) run_id: u64,
     pub(super) seq: u64,
     pub vault: Arc<dyn TokenVault>,
-    pub(super) queue: Vec<QueuedRow>,
+    /// Begins, row changes and commits decoded but not yet published, across transactions:
+    /// their rows are transformed together (one vault round trip for the batch).
+    pub(super) queue: Vec<Queued>,
+    /// Row changes in `queue`.
+    pub(super) queued_rows: usize,
+    /// When the first and the last item of `queue` were queued.
+    pub(super) queued_at: Option<(std::time::Instant, std::time::Instant)>,
+    /// The commit LSN of the transaction being published from the queue (named by errors).
+    pub(super) publishing_lsn: Option<u64>,
     pub registry_dir: std::path::PathBuf,
     pub(super) scanner: Arc<crate::deid::scanner::Scanner>,
     /// Scan every n-th published row (0 = off).
@@ -93,6 +101,20 @@ pub struct Streamer {
     /// Busy time per stage ([`STAGES`]).
     pub clock: crate::metrics::StageClock,
 }
+
+/// What waits in the queue, in WAL order.
+pub(super) enum Queued {
+    Begin(proto::Begin),
+    Row(QueuedRow),
+    Commit(proto::Commit),
+}
+
+/// Items queued before the queue is published whatever else (transactions without rows).
+pub const MAX_QUEUED: usize = 4 * ROW_BATCH;
+/// The queue is published when nothing more was decoded for this long…
+pub const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
+/// …and at the latest this long after its first item was queued.
+pub const QUEUE_MAX_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A row change waiting for its batch to be transformed.
 pub(super) struct QueuedRow {
@@ -138,9 +160,8 @@ impl Streamer {
         self.clock.add(PUBLISH, t);
         if let Err(source) = sent {
             let lsn = self
-                .txn
-                .as_ref()
-                .map(|t| t.commit_lsn)
+                .publishing_lsn
+                .or(self.txn.as_ref().map(|t| t.commit_lsn))
                 .unwrap_or(env.last_commit_lsn);
             return Err(StreamError::PublishEvent {
                 what: event_subject(&env),
@@ -701,61 +722,130 @@ impl Streamer {
         Ok(out)
     }
 
-    /// Transforms, scans and publishes the queued row changes, in order.
-    async fn flush_rows(&mut self) -> Result<(), StreamError> {
+    /// Transforms, scans and publishes everything queued (begins, row changes, commits of any
+    /// number of transactions), in order. The rows of the whole queue are transformed together:
+    /// their vault misses are allocated, and committed, in one round trip before any of them is
+    /// published.
+    pub(super) async fn flush_rows(&mut self) -> Result<(), StreamError> {
         if self.queue.is_empty() {
             return Ok(());
         }
         let mut queue = std::mem::take(&mut self.queue);
+        self.queued_rows = 0;
+        self.queued_at = None;
         loop {
-            let rows = self
-                .transform_batch(&queue, |q, store, misses| {
-                    let new = match &q.new {
-                        Some(t) => q.plan.transform_tuple(t, q.lsn, store, misses)?,
-                        None => Vec::new(),
-                    };
-                    let (old, full) = match &q.old {
-                        None => (Vec::new(), false),
-                        Some(OldTuple::Key(t)) => {
-                            (q.plan.transform_tuple(t, q.lsn, store, misses)?, false)
-                        }
-                        Some(OldTuple::Full(t)) => {
-                            (q.plan.transform_tuple(t, q.lsn, store, misses)?, true)
-                        }
-                    };
-                    Ok((new, old, full))
-                })
-                .await?;
-            let hits = self.scan_rows(
-                queue
+            let (rows, hits) = {
+                let queued: Vec<&QueuedRow> = queue
                     .iter()
-                    .zip(&rows)
-                    .map(|(q, (new, _, _))| (&*q.plan, new.as_slice())),
-            );
+                    .filter_map(|q| match q {
+                        Queued::Row(r) => Some(r),
+                        _ => None,
+                    })
+                    .collect();
+                let rows = self
+                    .transform_batch(&queued, |q, store, misses| {
+                        let new = match &q.new {
+                            Some(t) => q.plan.transform_tuple(t, q.lsn, store, misses)?,
+                            None => Vec::new(),
+                        };
+                        let (old, full) = match &q.old {
+                            None => (Vec::new(), false),
+                            Some(OldTuple::Key(t)) => {
+                                (q.plan.transform_tuple(t, q.lsn, store, misses)?, false)
+                            }
+                            Some(OldTuple::Full(t)) => {
+                                (q.plan.transform_tuple(t, q.lsn, store, misses)?, true)
+                            }
+                        };
+                        Ok((new, old, full))
+                    })
+                    .await?;
+                let hits = self.scan_rows(
+                    queued
+                        .iter()
+                        .zip(&rows)
+                        .map(|(q, (new, _, _))| (&*q.plan, new.as_slice())),
+                );
+                (rows, hits)
+            };
             if hits.is_empty() {
-                for (q, (new, old, full)) in queue.iter().zip(rows) {
-                    self.row(&q.plan, q.op, new, old, full).await?;
+                let mut rows = rows.into_iter();
+                for item in queue {
+                    match item {
+                        Queued::Begin(b) => {
+                            self.publishing_lsn = Some(b.commit_lsn);
+                            self.publish(proto::Phase::Stream, Event::Begin(b), None)
+                                .await?;
+                        }
+                        Queued::Row(q) => {
+                            let (new, old, full) = rows.next().ok_or_else(|| {
+                                StreamError::Protocol("a queued row was not transformed".into())
+                            })?;
+                            self.row(&q.plan, q.op, new, old, full).await?;
+                        }
+                        Queued::Commit(c) => self.publish_commit(c).await?,
+                    }
                 }
+                self.publishing_lsn = None;
                 return Ok(());
             }
             self.hold_for_scan(&hits).await?;
             // The registry changed: plan the batch's tables again and transform it again.
-            let oids: std::collections::BTreeSet<u32> = queue.iter().map(|q| q.plan.oid).collect();
+            let oids: std::collections::BTreeSet<u32> = queue
+                .iter()
+                .filter_map(|q| match q {
+                    Queued::Row(r) => Some(r.plan.oid),
+                    _ => None,
+                })
+                .collect();
             for oid in oids {
                 let plan = self.replan(oid).await?;
-                for q in queue.iter_mut().filter(|q| q.plan.oid == oid) {
-                    q.plan = plan.clone();
+                for q in queue.iter_mut() {
+                    if let Queued::Row(r) = q
+                        && r.plan.oid == oid
+                    {
+                        r.plan = plan.clone();
+                    }
                 }
             }
         }
     }
 
-    async fn queue_row(&mut self, row: QueuedRow) -> Result<(), StreamError> {
-        self.queue.push(row);
-        if self.queue.len() >= ROW_BATCH {
+    /// Queues one item; publishes the queue once it holds a batch of rows.
+    async fn enqueue(&mut self, item: Queued) -> Result<(), StreamError> {
+        let now = std::time::Instant::now();
+        self.queued_at = Some(match self.queued_at {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
+        if let Queued::Row(_) = item {
+            self.queued_rows += 1;
+            if let Some(t) = self.txn.as_mut() {
+                t.rows += 1;
+            }
+        }
+        self.queue.push(item);
+        if self.queued_rows >= ROW_BATCH || self.queue.len() >= MAX_QUEUED {
             self.flush_rows().await?;
         }
         Ok(())
+    }
+
+    async fn queue_row(&mut self, row: QueuedRow) -> Result<(), StreamError> {
+        self.enqueue(Queued::Row(row)).await
+    }
+
+    /// When the queue is due to be published (nothing decoded for [`QUEUE_IDLE`], or
+    /// [`QUEUE_MAX_DELAY`] after its first item); `None` when it is empty.
+    pub fn queue_deadline(&self) -> Option<tokio::time::Instant> {
+        let (first, last) = self.queued_at?;
+        let due = (last + QUEUE_IDLE).min(first + QUEUE_MAX_DELAY);
+        Some(tokio::time::Instant::from_std(due))
+    }
+
+    /// Something decoded is not yet published (its WAL must not be confirmed).
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
     }
 
     pub fn remember_schema(&mut self, plan: &TablePlan) {
@@ -774,15 +864,11 @@ impl Streamer {
             rows: 0,
             commit_lsn,
         });
-        self.publish(
-            proto::Phase::Stream,
-            Event::Begin(proto::Begin {
-                commit_lsn,
-                commit_time_us: pg_time_to_unix_us(commit_time),
-                xid,
-            }),
-            None,
-        )
+        self.enqueue(Queued::Begin(proto::Begin {
+            commit_lsn,
+            commit_time_us: pg_time_to_unix_us(commit_time),
+            xid,
+        }))
         .await
     }
 
@@ -792,20 +878,23 @@ impl Streamer {
         end_lsn: u64,
         commit_time: i64,
     ) -> Result<(), StreamError> {
-        self.flush_rows().await?;
         let rows = self.txn.take().map(|t| t.rows).unwrap_or(0);
+        self.enqueue(Queued::Commit(proto::Commit {
+            commit_lsn,
+            end_lsn,
+            commit_time_us: pg_time_to_unix_us(commit_time),
+            rows,
+        }))
+        .await
+    }
+
+    /// A commit leaves the queue: its end LSN counts as done once Kafka acknowledged it and
+    /// everything before it.
+    async fn publish_commit(&mut self, c: proto::Commit) -> Result<(), StreamError> {
+        let (commit_lsn, end_lsn) = (c.commit_lsn, c.end_lsn);
         self.last_commit_lsn = commit_lsn;
-        self.publish(
-            proto::Phase::Stream,
-            Event::Commit(proto::Commit {
-                commit_lsn,
-                end_lsn,
-                commit_time_us: pg_time_to_unix_us(commit_time),
-                rows,
-            }),
-            Some(end_lsn),
-        )
-        .await?;
+        self.publish(proto::Phase::Stream, Event::Commit(c), Some(end_lsn))
+            .await?;
         metrics::counter!(crate::metrics::TRANSACTIONS).increment(1);
         self.window.mark_lsn(commit_lsn);
         if now_us() - self.window.start_us >= self.window_secs as i64 * 1_000_000 {
@@ -1045,9 +1134,6 @@ impl Streamer {
         old: Vec<proto::Value>,
         old_full: bool,
     ) -> Result<(), StreamError> {
-        if let Some(t) = self.txn.as_mut() {
-            t.rows += 1;
-        }
         self.count_rows(&plan.qualified, op.as_str_name(), 1);
         metrics::counter!(crate::metrics::EVENTS, "table" => plan.qualified.clone(), "op" => op.as_str_name()).increment(1);
         self.publish(

@@ -118,6 +118,9 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         seq: 0,
         vault,
         queue: Vec::new(),
+        queued_rows: 0,
+        queued_at: None,
+        publishing_lsn: None,
         registry_dir: cfg.registry.dir.clone(),
         described: HashMap::new(),
         partition_roots: HashMap::new(),
@@ -295,9 +298,15 @@ async fn replicate(
             return Err(e.into());
         }
         let mut reply = false;
+        // Decoded transactions wait in the pipeline's queue until nothing more comes for a
+        // moment (or a batch is full): many small transactions share one vault round trip.
+        let queue_due = st.queue_deadline();
         let step: Result<(), StreamError> = async {
             tokio::select! {
                 _ = shutdown.changed() => {}
+                _ = tokio::time::sleep_until(queue_due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))), if queue_due.is_some() => {
+                    st.flush_rows().await?;
+                }
                 _ = status.tick() => { reply = true; }
                 _ = heartbeat.tick(), if src.heartbeat_interval_secs > 0 => {
                     if let Err(e) = st.catalog
@@ -384,6 +393,11 @@ async fn replicate(
             Err(e) => return Err(e),
         }
         if *shutdown.borrow() {
+            // What is decoded goes out before the stop (a hold here just stops).
+            match st.flush_rows().await {
+                Ok(()) | Err(StreamError::StoppedWhileHeld) => {}
+                Err(e) => return Err(e),
+            }
             break;
         }
         if reply {
@@ -397,7 +411,7 @@ async fn replicate(
             let (write, flushed) = progress.status(Activity {
                 acked: st.publisher.acked_lsn(),
                 inflight: st.publisher.inflight(),
-                txn_open: st.txn.is_some() || in_stream.is_some(),
+                txn_open: st.txn.is_some() || in_stream.is_some() || st.has_queued(),
             });
             repl.lock()
                 .await
