@@ -1,5 +1,5 @@
 //! The applier: one dev connection, dev transactions that batch source transactions (each under
-//! a savepoint), the checkpoint written in the same dev transaction as the rows it covers, and
+//! a savepoint once any of its statements reaches dev), the checkpoint written in the same dev transaction as the rows it covers, and
 //! every envelope passed through the fencing table (`fence`) before it touches dev. DDL and DML
 //! live in `ddl` and `dml`.
 
@@ -75,6 +75,22 @@ pub struct Applier {
     /// The pieces of a fragmented envelope read so far (never in the checkpoint: a restart
     /// reads them again from the first).
     pub(super) joiner: super::fragments::Joiner,
+    /// The open source transaction's savepoint: taken only once one of its statements is about
+    /// to reach dev. A small transaction whose Commit arrives while all its statements still
+    /// wait in the queue needs none (discarding it drops them from the queue).
+    pub(super) savepoint_state: Savepoint,
+}
+
+/// Where the open source transaction's savepoint stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Savepoint {
+    /// No applied source transaction is open.
+    None,
+    /// Open, and nothing of it has reached dev yet: the savepoint goes in front of its first
+    /// statement when the queue is sent.
+    Pending,
+    /// Taken in dev: discarding the transaction rolls back to it.
+    Taken,
 }
 
 impl Applier {
@@ -153,6 +169,7 @@ impl Applier {
             deferred,
             enum_cache: HashMap::new(),
             joiner: Default::default(),
+            savepoint_state: Savepoint::None,
         })
     }
 
@@ -249,17 +266,33 @@ impl Applier {
             // matter, the savepoint goes anyway. Statements queued before its Begin belong to
             // whole transactions: their errors stop the sink (the checkpoint must never cover
             // a transaction whose rows failed).
-            let start = self.src_queue_start;
-            self.drain_tolerating_from(start).await?;
             tracing::warn!(offset, commit_lsn = %fmt_lsn(s.commit_lsn), "discarding a half transaction left by a stream restart");
-            self.client
-                .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
-                .await
-                .map_err(pg("rollback half transaction"))?;
-            // Statements prepared inside the savepoint survive; schema changes were undone.
-            self.reload_schemas().await?;
+            if self.discard_open_statements().await? {
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
+                    .await
+                    .map_err(pg("rollback half transaction"))?;
+                // Statements prepared inside the savepoint survive; schema changes were undone.
+                self.reload_schemas().await?;
+            }
         }
         Ok(())
+    }
+
+    /// The open source transaction's statements go: those still queued are dropped (a savepoint
+    /// not yet taken) or sent with their errors tolerated (the caller rolls back to the
+    /// savepoint: returns true). Statements queued before its Begin belong to whole
+    /// transactions: their errors stop the sink.
+    async fn discard_open_statements(&mut self) -> Result<bool, SinkError> {
+        let start = self.src_queue_start;
+        let state = std::mem::replace(&mut self.savepoint_state, Savepoint::None);
+        if state == Savepoint::Taken {
+            self.drain_tolerating_from(start).await?;
+            return Ok(true);
+        }
+        self.queue.truncate(start);
+        self.drain().await?;
+        Ok(false)
     }
 
     /// The stream holds inside a source transaction (it published the Begin, then met a table
@@ -287,16 +320,17 @@ impl Applier {
         if self.src.as_ref().is_none_or(|s| s.skipping) {
             return Ok(None);
         }
-        let start = self.src_queue_start;
-        self.drain_tolerating_from(start).await?;
+        let taken = self.discard_open_statements().await?;
         self.joiner = Default::default();
         let Some((ckpt, applied_rows, batch_rows, begin)) = self.open.take() else {
             return Ok(None);
         };
-        self.client
-            .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
-            .await
-            .map_err(pg("set aside the open transaction"))?;
+        if taken {
+            self.client
+                .batch_execute("ROLLBACK TO SAVEPOINT veil_src; RELEASE SAVEPOINT veil_src")
+                .await
+                .map_err(pg("set aside the open transaction"))?;
+        }
         self.src = None;
         self.ckpt = ckpt;
         self.applied_rows = applied_rows;
@@ -369,6 +403,9 @@ impl Applier {
                     self.defer_schema(s).await?;
                     return Ok(Next::Continue);
                 }
+                // Whatever the schema change writes to dev comes after the queued statements
+                // (and after the open transaction's savepoint).
+                self.drain().await?;
                 self.forget_deferred(&format!("{}.{}", s.schema, s.name))
                     .await?;
                 self.apply_schema(s).await?;
@@ -390,8 +427,7 @@ impl Applier {
                 self.ensure_txn().await?;
                 self.apply_deferred().await?;
                 self.src_queue_start = self.queue.len();
-                let st = self.savepoint.clone();
-                self.enqueue(st, Vec::new(), None).await?;
+                self.savepoint_state = Savepoint::Pending;
                 self.src = Some(SrcTxn {
                     commit_lsn: b.commit_lsn,
                     skipping: false,
@@ -405,8 +441,11 @@ impl Applier {
                 Some(SrcTxn {
                     skipping: false, ..
                 }) => {
-                    let st = self.release.clone();
-                    self.enqueue(st, Vec::new(), None).await?;
+                    if self.savepoint_state == Savepoint::Taken {
+                        let st = self.release.clone();
+                        self.enqueue(st, Vec::new(), None).await?;
+                    }
+                    self.savepoint_state = Savepoint::None;
                     self.ckpt.last_commit_lsn = c.commit_lsn;
                     self.ckpt.last_commit_time_us = c.commit_time_us;
                     self.completed_in_batch = true;

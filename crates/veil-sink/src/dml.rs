@@ -83,6 +83,22 @@ impl Applier {
     /// `drain`, but errors of statements at queue positions from `from` on (a half transaction
     /// being discarded) are logged and dropped, and their rows not counted.
     pub(super) async fn drain_tolerating_from(&mut self, from: usize) -> Result<(), SinkError> {
+        // The open source transaction's savepoint goes in front of its first statement once
+        // any of them is about to reach dev (a discard that tolerates errors never takes it).
+        // A drain while it is open is also how anything written to dev directly (a schema
+        // change, a truncate) gets behind the savepoint.
+        if from == usize::MAX && self.savepoint_state == super::applier::Savepoint::Pending {
+            let at = self.src_queue_start.min(self.queue.len());
+            self.queue.insert(
+                at,
+                Queued {
+                    st: self.savepoint.clone(),
+                    params: Vec::new(),
+                    what: None,
+                },
+            );
+            self.savepoint_state = super::applier::Savepoint::Taken;
+        }
         // Whatever follows is queued from position 0.
         self.src_queue_start = 0;
         if self.queue.is_empty() {

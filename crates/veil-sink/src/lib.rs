@@ -3,8 +3,9 @@
 //!
 //! - schema events create or alter tables (columns, primary/unique keys, enums; foreign keys once
 //!   both ends exist);
-//! - every source transaction is applied atomically, in commit order, under a savepoint inside a
-//!   dev transaction that may batch several source transactions;
+//! - every source transaction is applied atomically, in commit order, inside a dev transaction
+//!   that may batch several source transactions (under a savepoint once any of its statements
+//!   reaches dev; until then a discard drops its queued statements);
 //! - the Kafka offset, epoch and last commit LSN are written to `veil_sink.checkpoint` inside the
 //!   same dev transaction, so a crash or replay never loses or doubles a row;
 //! - a transaction whose commit LSN is not above the checkpoint is a replay and is skipped; a half
