@@ -577,6 +577,7 @@ impl Applier {
             self.in_dev_txn = false;
         }
         self.src = None;
+        self.savepoint_state = Savepoint::None;
         self.ensure_txn().await?;
         let tables: Vec<String> = self.schemas.keys().cloned().collect();
         for t in tables {

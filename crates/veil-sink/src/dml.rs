@@ -122,9 +122,17 @@ impl Applier {
             }
             match (r, &q.what) {
                 (Err(e), Some((table, op, lsn, _))) => {
+                    let err = pg(format!("{op} of {table} at commit {}", fmt_lsn(*lsn)))(e);
+                    // A lost connection or a server going down is retried from the checkpoint;
+                    // what dev refuses needs a person.
+                    if veil_core::error::Classify::class(&err)
+                        == veil_core::error::ErrorClass::Transient
+                    {
+                        return Err(err);
+                    }
                     return Err(SinkError::Schema {
                         table: table.clone(),
-                        message: pg(format!("{op} at commit {}", fmt_lsn(*lsn)))(e).to_string(),
+                        message: err.to_string(),
                     });
                 }
                 (Err(e), None) => return Err(pg("savepoint")(e)),
