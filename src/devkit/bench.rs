@@ -176,20 +176,34 @@ impl StageSample {
                 println!("    {label:<24} {:>8.2} s", v / 1e6);
             }
         }
-        let get = |prefix: &str| {
-            self.0
-                .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .map(|(_, v)| v)
-                .sum::<f64>()
-        };
         println!(
             "    vault round trips {:.0} for {:.0} source transactions published, {:.0} applied",
-            get(crate::metrics::VAULT_ROUND_TRIPS),
-            get(crate::metrics::TRANSACTIONS),
-            get(crate::metrics::SINK_APPLIED_TXNS)
+            self.sum(crate::metrics::VAULT_ROUND_TRIPS),
+            self.sum(crate::metrics::TRANSACTIONS),
+            self.sum(crate::metrics::SINK_APPLIED_TXNS)
         );
     }
+
+    /// The sum of every series of one metric.
+    fn sum(&self, metric: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.starts_with(metric))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// Whether a veil slot of `p` confirmed WAL up to `lsn`.
+async fn confirmed_past(p: &Client, lsn: &str) -> Result<bool, DemoError> {
+    p.query_one(
+        "SELECT coalesce(bool_or(confirmed_flush_lsn >= $1::text::pg_lsn), false) \
+         FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE 'veil_e%'",
+        &[&lsn],
+    )
+    .await
+    .map(|r| r.get(0))
+    .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))
 }
 
 pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
@@ -366,36 +380,26 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
             .get(0);
         let want2 = want1 + opts.backlog as i64;
         let t5 = Instant::now();
-        let out =
-            std::process::Command::new(crate::devkit::testkit::pg_bin_dir().join("pg_recvlogical"))
-                .args([
-                    "-d",
-                    &prod.dsn("clinic"),
-                    "--slot",
-                    "bench_decode",
-                    "--start",
-                    "--endpos",
-                    &end_lsn,
-                    "-o",
-                    "proto_version=1",
-                    "-o",
-                    "publication_names=veil_pub",
-                    "-f",
-                    "/dev/null",
-                    "--no-loop",
-                ])
-                .output()
-                .map_err(|e| DemoError::Start {
-                    what: "pg_recvlogical",
-                    message: e.to_string(),
-                })?;
+        pg_tool(
+            "pg_recvlogical",
+            &[
+                "-d",
+                &prod.dsn("clinic"),
+                "--slot",
+                "bench_decode",
+                "--start",
+                "--endpos",
+                &end_lsn,
+                "-o",
+                "proto_version=1",
+                "-o",
+                "publication_names=veil_pub",
+                "-f",
+                "/dev/null",
+                "--no-loop",
+            ],
+        )?;
         let decode_limit = t5.elapsed();
-        if !out.status.success() {
-            return Err(DemoError::Start {
-                what: "pg_recvlogical",
-                message: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
         let _ = p
             .batch_execute("SELECT pg_catalog.pg_drop_replication_slot('bench_decode')")
             .await;
@@ -404,47 +408,20 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         let t6 = Instant::now();
         let scfg = cfg.clone();
         let stream = tokio::spawn(async move { crate::source::stream::run(&scfg, stop_rx).await });
-        let published_at = loop {
-            let now = StageSample::take(&metrics).since(&before);
-            let published: f64 = now
-                .0
-                .iter()
-                .filter(|(k, _)| k.starts_with(crate::metrics::TRANSACTIONS))
-                .map(|(_, v)| v)
-                .sum();
-            if metrics.is_some() && published >= opts.backlog as f64 {
-                break Some(t6.elapsed());
-            }
-            let done: bool = p
-                .query_one(
-                    "SELECT coalesce(bool_or(confirmed_flush_lsn >= $1::text::pg_lsn), false) \
-                     FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE 'veil_e%'",
-                    &[&end_lsn],
-                )
-                .await
-                .map_err(pg)?
-                .get(0);
-            if done {
-                break None;
-            }
-            if t6.elapsed() > Duration::from_secs(1800) {
-                return Err(DemoError::Verify(
-                    "the stream did not confirm the backlog".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        // First every transaction published (the in-process metric), then confirmed to
+        // PostgreSQL (status updates come every second).
+        let mut published_at = None;
         loop {
-            let done: bool = p
-                .query_one(
-                    "SELECT coalesce(bool_or(confirmed_flush_lsn >= $1::text::pg_lsn), false) \
-                     FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE 'veil_e%'",
-                    &[&end_lsn],
-                )
-                .await
-                .map_err(pg)?
-                .get(0);
-            if done {
+            if published_at.is_none()
+                && metrics.is_some()
+                && StageSample::take(&metrics)
+                    .since(&before)
+                    .sum(crate::metrics::TRANSACTIONS)
+                    >= opts.backlog as f64
+            {
+                published_at = Some(t6.elapsed());
+            }
+            if confirmed_past(&p, &end_lsn).await? {
                 break;
             }
             if t6.elapsed() > Duration::from_secs(1800) {
@@ -452,7 +429,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
                     "the stream did not confirm the backlog".into(),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let stream_stage = t6.elapsed();
         let (stop_sink, stop_rx) = watch::channel(false);

@@ -39,7 +39,10 @@ fn new_run_id() -> u64 {
 pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
     loop {
         match run_once(cfg, shutdown.clone()).await {
-            Err(StreamError::ResumeAfterRelease) if !*shutdown.borrow() => {
+            // Stopped just as the hold ended: an orderly stop (the next start reads from the
+            // confirmed LSN).
+            Err(StreamError::ResumeAfterRelease) if *shutdown.borrow() => return Ok(()),
+            Err(StreamError::ResumeAfterRelease) => {
                 tracing::info!(
                     "hold released: reconnecting and reading again from the confirmed LSN"
                 );

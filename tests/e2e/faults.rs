@@ -53,6 +53,19 @@ async fn prepare(env: &Env, dir: &std::path::Path) -> std::path::PathBuf {
     env.write_config(dir)
 }
 
+/// The reviewer decides the table the hold tests leave undecided (both columns safe).
+async fn approve_undecided(env: &Env) {
+    for c in ["id", "v"] {
+        review::approve(
+            &env.cfg,
+            &format!("public.undecided.{c}"),
+            &decision("safe", None, None),
+        )
+        .await
+        .unwrap();
+    }
+}
+
 /// The mixed workload: inserts, updates, key updates, deletes, the clinic's own steps, large
 /// transactions that stream, and now and then an `ADD COLUMN` decided at once. Counts changed
 /// rows into `changes`; stops at `target` or when `stop` turns true.
@@ -461,15 +474,7 @@ async fn a_long_hold_under_write_load_keeps_memory_flat() {
         "the stream's memory grew while held: {settled} kB → {last} kB"
     );
     // Deciding ends the hold; dev catches up.
-    for c in ["id", "v"] {
-        review::approve(
-            &env.cfg,
-            &format!("public.undecided.{c}"),
-            &decision("safe", None, None),
-        )
-        .await
-        .unwrap();
-    }
+    approve_undecided(&env).await;
     let converge = Instant::now();
     assert_dev_matches(&env, TABLES, Duration::from_secs(600)).await;
     eprintln!(
@@ -567,15 +572,7 @@ async fn a_slot_invalidated_while_held_never_stalls_production_and_starts_a_new_
         "the held stream is still running"
     );
     // The decision lets the stream read again; it meets the lost slot and starts a new epoch.
-    for c in ["id", "v"] {
-        review::approve(
-            &env.cfg,
-            &format!("public.undecided.{c}"),
-            &decision("safe", None, None),
-        )
-        .await
-        .unwrap();
-    }
+    approve_undecided(&env).await;
     let all: Vec<&str> = TABLES.iter().copied().chain(["undecided"]).collect();
     assert_dev_matches(&env, &all, Duration::from_secs(600)).await;
     let dev = env.dev_client().await;

@@ -73,14 +73,7 @@ async fn sigkill_stream_and_sink_loses_and_doubles_nothing() {
     let txns = workload.await.unwrap();
     assert!(txns > 50, "workload ran {txns} transactions");
 
-    let tables = [
-        "providers",
-        "patients",
-        "encounters",
-        "observations",
-        "medications",
-    ];
-    if let Err(e) = dev_matches(&env, &tables, Duration::from_secs(180)).await {
+    if let Err(e) = dev_matches(&env, DEMO_TABLES, Duration::from_secs(180)).await {
         std::fs::write(dir.join("topic.txt"), dump_topic(&env)).unwrap();
         panic!("{e} (topic summary in {})", dir.display());
     }
@@ -103,7 +96,7 @@ async fn sigkill_stream_and_sink_loses_and_doubles_nothing() {
     sink.kill9();
     stream = Proc::start("stream", &config, &log);
     sink = Proc::start("sink", &config, &log);
-    if let Err(e) = dev_matches(&env, &tables, Duration::from_secs(180)).await {
+    if let Err(e) = dev_matches(&env, DEMO_TABLES, Duration::from_secs(180)).await {
         std::fs::write(dir.join("topic.txt"), dump_topic(&env)).unwrap();
         let dev = env.dev_client().await;
         let ck = text_rows(

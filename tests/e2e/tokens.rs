@@ -13,13 +13,7 @@ use crate::common::*;
 use veil::deid::registry::SurrogateKind;
 use veil::deid::tokenize::{MasterKey, TokenKind, TokenStore, VaultRequest, VaultRule};
 
-const TABLES: &[&str] = &[
-    "providers",
-    "patients",
-    "encounters",
-    "observations",
-    "medications",
-];
+const TABLES: &[&str] = DEMO_TABLES;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generated_data_keeps_joins_counts_and_shapes_and_leaks_nothing() {

@@ -34,8 +34,9 @@ pub const SINK_ROWS_MISSING: &str = "veil_sink_rows_missing_total";
 pub const RESTARTS: &str = "veil_restarts_total";
 /// Events larger than the message limit, sent as fragments.
 pub const FRAGMENTED_EVENTS: &str = "veil_fragmented_events_total";
-/// Busy time per stage of the data path (`component`, `stage`), in microseconds: where the
-/// time goes (stream: decode, transform, vault, publish; sink: consume, apply, commit).
+/// Time per stage of the data path (`component`, `stage`), in microseconds: where the time
+/// goes (stream: decode, transform, vault, publish; sink: consume — which includes waiting for
+/// the broker —, apply, commit).
 pub const STAGE_BUSY: &str = "veil_stage_busy_microseconds_total";
 
 /// Every metric name veil exports (the ops files may use only these).

@@ -1,7 +1,7 @@
 //! The applier: one dev connection, dev transactions that batch source transactions (each under
-//! a savepoint once any of its statements reaches dev), the checkpoint written in the same dev transaction as the rows it covers, and
-//! every envelope passed through the fencing table (`fence`) before it touches dev. DDL and DML
-//! live in `ddl` and `dml`.
+//! a savepoint once any of its statements reaches dev), the checkpoint written in the same dev
+//! transaction as the rows it covers, and every envelope passed through the fencing table
+//! (`fence`) before it touches dev. DDL and DML live in `ddl` and `dml`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -262,10 +262,8 @@ impl Applier {
         if fence::half_transaction(self.src.as_ref())
             && let Some(s) = self.src.take()
         {
-            // The half transaction's statements may still be queued: their errors do not
-            // matter, the savepoint goes anyway. Statements queued before its Begin belong to
-            // whole transactions: their errors stop the sink (the checkpoint must never cover
-            // a transaction whose rows failed).
+            // Statements queued before its Begin belong to whole transactions: their errors
+            // stop the sink (the checkpoint must never cover a transaction whose rows failed).
             tracing::warn!(offset, commit_lsn = %fmt_lsn(s.commit_lsn), "discarding a half transaction left by a stream restart");
             if self.discard_open_statements().await? {
                 self.client

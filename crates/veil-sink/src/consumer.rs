@@ -72,8 +72,11 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     // The next offset the sink must see.
     let mut expected = applier.next_offset();
     let mut idle = 0u32;
-    // Busy time per stage: consume (fetch and decode), apply (statements), commit (checkpoint
-    // and COMMIT of a dev transaction).
+    // Time per stage: consume (waiting for and decoding the next message), apply (statements),
+    // commit (checkpoint and COMMIT of a dev transaction).
+    const CONSUME: usize = 0;
+    const APPLY: usize = 1;
+    const COMMIT: usize = 2;
     let mut clock = crate::metrics::StageClock::new("sink", &["consume", "apply", "commit"]);
     'assign: loop {
         let start = (expected - rewind).max(0);
@@ -95,7 +98,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                     // Idle: commit what is applied.
                     let t = std::time::Instant::now();
                     applier.flush().await?;
-                    clock.add(2, t);
+                    clock.add(COMMIT, t);
                     clock.report();
                     audit.confirm(&mut applier, false).await?;
                     idle += 1;
@@ -144,10 +147,10 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                                 message: e.to_string(),
                             }
                         })?;
-                    clock.add(0, fetch);
+                    clock.add(CONSUME, fetch);
                     let t = std::time::Instant::now();
                     let next = applier.apply(offset, env).await?;
-                    clock.add(1, t);
+                    clock.add(APPLY, t);
                     if let super::applier::Next::ReadFrom(from) = next {
                         audit.confirm(&mut applier, false).await?;
                         expected = from;
@@ -156,7 +159,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                     if applier.at_boundary() && applier.pending_rows() >= sink.batch_max_rows {
                         let t = std::time::Instant::now();
                         applier.flush().await?;
-                        clock.add(2, t);
+                        clock.add(COMMIT, t);
                         clock.report();
                         audit.confirm(&mut applier, false).await?;
                         let mut c = TopicPartitionList::new();

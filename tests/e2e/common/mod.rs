@@ -20,6 +20,15 @@ pub struct Env {
     pub cfg: Config,
 }
 
+/// The clinic's tables, as `datagen` loads them.
+pub const DEMO_TABLES: &[&str] = &[
+    "providers",
+    "patients",
+    "encounters",
+    "observations",
+    "medications",
+];
+
 pub const PROD_DB: &str = "clinic";
 pub const DEV_DB: &str = "clinic_dev";
 pub const VAULT_DB: &str = "veil_vault";
