@@ -19,8 +19,11 @@ pub struct Queued {
     pub st: Statement,
     pub params: Vec<Option<String>>,
     /// For row changes: table, operation and commit LSN (for errors), and whether it must
-    /// touch a row.
+    /// touch a row. `None` for a savepoint or its release: a barrier no batch crosses.
     pub what: Option<(String, &'static str, u64, bool)>,
+    /// Set when the row change may be merged with its table's neighbours of the same shape
+    /// into one multi-row statement (`dml::Batchable`).
+    pub batch: Option<Arc<super::dml::Batchable>>,
 }
 
 /// What the consumer does after an envelope was applied.
@@ -44,6 +47,8 @@ pub struct Applier {
     /// The dev schema of every table veil manages (shared cheaply with the per-row path).
     pub(super) schemas: HashMap<String, Arc<proto::TableSchema>>,
     pub(super) stmts: HashMap<String, Statement>,
+    /// Multi-row shapes of row statements, by the same keys as `stmts`.
+    pub(super) shapes: HashMap<String, Arc<super::dml::Batchable>>,
     pub(super) in_dev_txn: bool,
     pub(super) batch_rows: usize,
     pub(super) src: Option<SrcTxn>,
@@ -155,6 +160,7 @@ impl Applier {
             ckpt,
             schemas,
             stmts: HashMap::new(),
+            shapes: HashMap::new(),
             in_dev_txn: false,
             batch_rows: 0,
             src: None,
@@ -339,6 +345,7 @@ impl Applier {
 
     pub(super) async fn reload_schemas(&mut self) -> Result<(), SinkError> {
         self.stmts.clear();
+        self.shapes.clear();
         self.enum_cache.clear();
         self.schemas = load_schemas(&self.client).await?;
         Ok(())
@@ -441,7 +448,7 @@ impl Applier {
                 }) => {
                     if self.savepoint_state == Savepoint::Taken {
                         let st = self.release.clone();
-                        self.enqueue(st, Vec::new(), None).await?;
+                        self.enqueue(st, Vec::new(), None, None).await?;
                     }
                     self.savepoint_state = Savepoint::None;
                     self.ckpt.last_commit_lsn = c.commit_lsn;
@@ -597,6 +604,7 @@ impl Applier {
         self.schemas.clear();
         self.deferred.clear();
         self.stmts.clear();
+        self.shapes.clear();
         self.ckpt.epoch = epoch;
         self.ckpt.last_commit_lsn = 0;
         self.ckpt.last_commit_time_us = 0;

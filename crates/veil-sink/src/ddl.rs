@@ -183,8 +183,9 @@ impl Applier {
                 .map_err(pg("record pending fk"))?;
         }
         super::store::save_schema(&self.client, "veil_sink.tables", &q, &s).await?;
-        self.stmts
-            .retain(|k, _| !k.starts_with(&format!("{q}\u{0}")));
+        let prefix = format!("{q}\u{0}");
+        self.stmts.retain(|k, _| !k.starts_with(&prefix));
+        self.shapes.retain(|k, _| !k.starts_with(&prefix));
         self.schemas.insert(q, Arc::new(s));
         // Outside the snapshot, add foreign keys as soon as both ends exist.
         self.add_pending_fks().await

@@ -2,6 +2,8 @@
 //! bound as text cast to the column type, pipelined in order and awaited together; an UPDATE or
 //! DELETE that matches no row stops the sink (dev diverged).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use tokio_postgres::Statement;
 use tokio_postgres::types::Type;
 
@@ -61,21 +63,290 @@ pub fn changed_columns(new_values: &[proto::Value]) -> Vec<usize> {
         .collect()
 }
 
+/// What a multi-row statement does with its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    Insert,
+    /// Every row matched by its key; a key met twice keeps the last values (both rows set
+    /// the same columns, so the later one is what dev would hold).
+    Update,
+    /// Every row matched by its key; a key met twice is deleted once.
+    Delete,
+}
+
+/// The multi-row form of one row-statement shape (table, operation, column mask): every
+/// parameter becomes a text array, one element per row, read with `ROWS FROM (unnest(...))`.
+/// Only for changes matched by key whose key did not change (an update that moves its key,
+/// or one matched by all its columns, is applied alone).
+#[derive(Debug)]
+pub struct Batchable {
+    /// The statement cache key (`stmts`), `<table>\0…\0B`.
+    pub key: String,
+    pub kind: BatchKind,
+    /// Parameters: the single-row statement's (the first `nset` are the values set, the rest
+    /// the key; for an insert, all are values), then for an update or delete the number of
+    /// source changes each row stands for. An update or delete answers with the number of
+    /// source changes it applied (one row), an insert with its row count.
+    pub nparams: usize,
+    pub nset: usize,
+    pub sql: String,
+}
+
+impl Batchable {
+    fn new(
+        single_key: &str,
+        kind: BatchKind,
+        table: &str,
+        schema: &proto::TableSchema,
+        set_idx: &[usize],
+        key_idx: &[usize],
+    ) -> Self {
+        let col = |c: usize| crate::pg::quote::ident(&schema.columns[c].name);
+        let ty = |c: usize| without_length(&schema.columns[c].type_name);
+        let n = set_idx.len() + key_idx.len();
+        // An update or delete carries one more column: how many source changes each row
+        // stands for (a key met twice is one row), summed over the rows it matched.
+        let n_all = if kind == BatchKind::Insert { n } else { n + 1 };
+        let rows_from = format!(
+            "ROWS FROM ({}) AS u({})",
+            (1..=n_all)
+                .map(|i| format!("unnest(${i}::text[])"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (1..=n_all)
+                .map(|i| format!("c{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let counted = |dml: String| {
+            format!(
+                "WITH d AS ({dml} RETURNING u.c{n_all}) \
+                 SELECT coalesce(sum(c{n_all}::int8), 0)::int8 FROM d"
+            )
+        };
+        let key_match = |first: usize| {
+            key_idx
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| format!("t.{} = u.c{}::{}", col(c), first + i, ty(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let sql = match kind {
+            BatchKind::Insert => format!(
+                "INSERT INTO {table} ({}) SELECT {} FROM {rows_from}",
+                set_idx
+                    .iter()
+                    .map(|&c| col(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                set_idx
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| format!("u.c{}::{}", i + 1, ty(c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            BatchKind::Update => counted(format!(
+                "UPDATE {table} AS t SET {} FROM {rows_from} WHERE {}",
+                set_idx
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| format!("{} = u.c{}::{}", col(c), i + 1, ty(c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                key_match(set_idx.len() + 1)
+            )),
+            BatchKind::Delete => counted(format!(
+                "DELETE FROM {table} AS t USING {rows_from} WHERE {}",
+                key_match(1)
+            )),
+        };
+        Batchable {
+            key: format!("{single_key}\u{0}B"),
+            kind,
+            nparams: n_all,
+            nset: set_idx.len(),
+            sql,
+        }
+    }
+}
+
+/// Parameters of one statement sent to dev.
+enum Params {
+    /// A single-row statement's text values.
+    Row(Vec<Option<String>>),
+    /// A multi-row statement's columns, one text array each.
+    Columns(Vec<Vec<Option<String>>>),
+}
+
+/// One statement of a drain, in the order sent.
+struct Exec {
+    st: Option<Statement>,
+    batch: Option<Arc<Batchable>>,
+    params: Params,
+    what: Option<(String, &'static str, u64, bool)>,
+    /// Rows it must touch (distinct keys of a batch), and the last commit LSN it covers.
+    rows: u64,
+    last_lsn: u64,
+    /// Inside a half transaction being discarded: its error is tolerated.
+    tolerated: bool,
+}
+
+/// Rows of one table merged into a multi-row statement at most (bounds a statement's size).
+const MAX_BATCH_ROWS: usize = 5000;
+
+/// Turns the queue into the statements sent. Between barriers (savepoints, their releases, and
+/// the start of a half transaction being discarded) the row changes are grouped by table —
+/// changes of different tables commute in dev (the sink applies as a replica: no triggers, no
+/// foreign-key checks), the order within a table is kept — and consecutive changes of one
+/// shape become one multi-row statement.
+fn plan(queue: Vec<Queued>, from: usize) -> Vec<Exec> {
+    let mut out = Vec::with_capacity(queue.len() / 4 + 1);
+    let mut slots: Vec<Option<Queued>> = queue.into_iter().map(Some).collect();
+    let single = |q: Queued, tolerated: bool| Exec {
+        last_lsn: q.what.as_ref().map(|w| w.2).unwrap_or(0),
+        st: Some(q.st),
+        batch: None,
+        params: Params::Row(q.params),
+        what: q.what,
+        rows: 1,
+        tolerated,
+    };
+    let mut i = 0;
+    while i < slots.len() {
+        let tolerated = i >= from;
+        let q = slots[i].take().expect("each slot is taken once");
+        if q.what.is_none() {
+            out.push(single(q, tolerated));
+            i += 1;
+            continue;
+        }
+        // The segment [i, end): up to the next barrier or the start of the tolerated part.
+        let mut end = i + 1;
+        while end < slots.len()
+            && slots[end].as_ref().is_some_and(|q| q.what.is_some())
+            && end != from
+        {
+            end += 1;
+        }
+        slots[i] = Some(q);
+        // Tables in order of first appearance, each with its changes in order.
+        let mut tables: Vec<(String, Vec<usize>)> = Vec::new();
+        for (k, slot) in slots.iter().enumerate().take(end).skip(i) {
+            let t = &slot
+                .as_ref()
+                .expect("untaken")
+                .what
+                .as_ref()
+                .expect("row")
+                .0;
+            match tables.iter_mut().find(|(name, _)| name == t) {
+                Some((_, v)) => v.push(k),
+                None => tables.push((t.clone(), vec![k])),
+            }
+        }
+        for (_, idx) in tables {
+            let mut a = 0;
+            while a < idx.len() {
+                let first = slots[idx[a]].take().expect("untaken");
+                let Some(shape) = first.batch.clone() else {
+                    out.push(single(first, tolerated));
+                    a += 1;
+                    continue;
+                };
+                let mut b = a + 1;
+                while b < idx.len()
+                    && b - a < MAX_BATCH_ROWS
+                    && slots[idx[b]]
+                        .as_ref()
+                        .and_then(|q| q.batch.as_ref())
+                        .is_some_and(|s| Arc::ptr_eq(s, &shape))
+                {
+                    b += 1;
+                }
+                if b == a + 1 {
+                    out.push(single(first, tolerated));
+                    a += 1;
+                    continue;
+                }
+                let keyed = shape.kind != BatchKind::Insert;
+                let width = if keyed {
+                    shape.nparams - 1
+                } else {
+                    shape.nparams
+                };
+                let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(b - a); width];
+                let mut times: Vec<u64> = Vec::new();
+                let mut row_of: HashMap<Vec<Option<String>>, usize> = HashMap::new();
+                let mut last_lsn = 0;
+                let what = first.what.clone();
+                let mut add = |q: Queued, cols: &mut Vec<Vec<Option<String>>>| {
+                    last_lsn = q.what.as_ref().map(|w| w.2).unwrap_or(0);
+                    let mut params = q.params;
+                    if keyed {
+                        let key = params.split_off(shape.nset);
+                        if let Some(&row) = row_of.get(&key) {
+                            for (c, v) in params.into_iter().enumerate() {
+                                cols[c][row] = v;
+                            }
+                            times[row] += 1;
+                            return;
+                        }
+                        row_of.insert(key.clone(), times.len());
+                        times.push(1);
+                        params.extend(key);
+                    }
+                    for (c, v) in params.into_iter().enumerate() {
+                        cols[c].push(v);
+                    }
+                };
+                add(first, &mut cols);
+                for &k in &idx[a + 1..b] {
+                    add(slots[k].take().expect("untaken"), &mut cols);
+                }
+                if keyed {
+                    cols.push(times.iter().map(|t| Some(t.to_string())).collect());
+                }
+                out.push(Exec {
+                    st: None,
+                    rows: (b - a) as u64,
+                    batch: Some(shape),
+                    params: Params::Columns(cols),
+                    what,
+                    last_lsn,
+                    tolerated,
+                });
+                a = b;
+            }
+        }
+        i = end;
+    }
+    out
+}
+
 impl Applier {
     pub(super) async fn enqueue(
         &mut self,
         st: Statement,
         params: Vec<Option<String>>,
         what: Option<(String, &'static str, u64, bool)>,
+        batch: Option<Arc<Batchable>>,
     ) -> Result<(), SinkError> {
-        self.queue.push(Queued { st, params, what });
+        self.queue.push(Queued {
+            st,
+            params,
+            what,
+            batch,
+        });
         if self.queue.len() >= PIPELINE_DEPTH {
             self.drain().await?;
         }
         Ok(())
     }
 
-    /// Sends every queued statement in order (pipelined) and checks each result.
+    /// Sends every queued statement (pipelined, row changes merged per `plan`) and checks
+    /// each result.
     pub async fn drain(&mut self) -> Result<(), SinkError> {
         self.drain_tolerating_from(usize::MAX).await
     }
@@ -95,6 +366,7 @@ impl Applier {
                     st: self.savepoint.clone(),
                     params: Vec::new(),
                     what: None,
+                    batch: None,
                 },
             );
             self.savepoint_state = super::applier::Savepoint::Taken;
@@ -104,25 +376,57 @@ impl Applier {
         if self.queue.is_empty() {
             return Ok(());
         }
-        let queue = std::mem::take(&mut self.queue);
+        let mut execs = plan(std::mem::take(&mut self.queue), from);
+        for e in execs.iter_mut() {
+            if let Some(shape) = &e.batch {
+                let shape = shape.clone();
+                e.st = Some(
+                    self.statement(shape.key.clone(), || shape.sql.clone(), 0)
+                        .await?,
+                );
+            }
+        }
         let client = &self.client;
-        let results = futures_util::future::join_all(
-            queue
-                .iter()
-                .map(|q| client.execute_raw(&q.st, q.params.iter())),
-        )
+        // In order: each future sends its statement when first polled, and `join_all` polls
+        // them in order (pipelined), then awaits the answers together.
+        let results = futures_util::future::join_all(execs.iter().map(|e| async move {
+            let st = e.st.as_ref().expect("every statement prepared");
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match &e.params {
+                Params::Row(p) => p.iter().map(|v| v as _).collect(),
+                Params::Columns(c) => c.iter().map(|v| v as _).collect(),
+            };
+            if e.batch
+                .as_ref()
+                .is_some_and(|b| b.kind != BatchKind::Insert)
+            {
+                let rows = client.query(st, &params).await?;
+                Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+            } else {
+                client.execute_raw(st, params).await
+            }
+        }))
         .await;
-        for (i, (q, r)) in queue.iter().zip(results).enumerate() {
-            if i >= from {
-                if let Err(e) = r {
-                    tracing::warn!(error = %pg("statement")(e), "error inside a half transaction that is being discarded");
+        for (e, r) in execs.iter().zip(results) {
+            if e.tolerated {
+                if let Err(err) = r {
+                    tracing::warn!(error = %pg("statement")(err), "error inside a half transaction that is being discarded");
                     break;
                 }
                 continue;
             }
-            match (r, &q.what) {
-                (Err(e), Some((table, op, lsn, _))) => {
-                    let err = pg(format!("{op} of {table} at commit {}", fmt_lsn(*lsn)))(e);
+            match (r, &e.what) {
+                (Err(err), Some((table, op, lsn, _))) => {
+                    let what = if e.rows > 1 {
+                        format!(
+                            "{op} of {} rows of {table} at commits {}..{}",
+                            e.rows,
+                            fmt_lsn(*lsn),
+                            fmt_lsn(e.last_lsn)
+                        )
+                    } else {
+                        format!("{op} of {table} at commit {}", fmt_lsn(*lsn))
+                    };
+                    let err = pg(what)(err);
                     // A lost connection or a server going down is retried from the checkpoint;
                     // what dev refuses needs a person.
                     if veil_core::error::Classify::class(&err)
@@ -135,20 +439,21 @@ impl Applier {
                         message: err.to_string(),
                     });
                 }
-                (Err(e), None) => return Err(pg("savepoint")(e)),
-                (Ok(0), Some((table, op, lsn, true))) => {
-                    // A row dev does not hold: a table unblocked or approved after the row was
+                (Err(err), None) => return Err(pg("savepoint")(err)),
+                (Ok(n), Some((table, op, lsn, true))) if n < e.rows => {
+                    // Rows dev does not hold: a table unblocked or approved after the row was
                     // written starts empty in dev (until backfill). Counted and audited, never
                     // fatal; the change itself has nothing to apply.
+                    let missing = e.rows - n;
                     metrics::counter!(crate::metrics::SINK_ROWS_MISSING, "table" => table.clone(), "op" => *op)
-                        .increment(1);
-                    tracing::debug!(table = %table, op, lsn = %fmt_lsn(*lsn), "change of a row dev does not hold");
-                    let e = self
+                        .increment(missing);
+                    tracing::debug!(table = %table, op, lsn = %fmt_lsn(*lsn), rows = missing, "change of a row dev does not hold");
+                    let m = self
                         .missing
                         .entry((table.clone(), op))
                         .or_insert((0, *lsn, *lsn));
-                    e.0 += 1;
-                    e.2 = *lsn;
+                    m.0 += missing;
+                    m.2 = e.last_lsn;
                 }
                 _ => {}
             }
@@ -173,6 +478,24 @@ impl Applier {
             .map_err(pg("prepare"))?;
         self.stmts.insert(key, st.clone());
         Ok(st)
+    }
+
+    /// The multi-row shape of the row statement cached under `key` (built once).
+    fn shape(
+        &mut self,
+        key: &str,
+        kind: BatchKind,
+        table: &str,
+        schema: &proto::TableSchema,
+        set_idx: &[usize],
+        key_idx: &[usize],
+    ) -> Arc<Batchable> {
+        if let Some(s) = self.shapes.get(key) {
+            return s.clone();
+        }
+        let s = Arc::new(Batchable::new(key, kind, table, schema, set_idx, key_idx));
+        self.shapes.insert(key.to_owned(), s.clone());
+        s
     }
 
     pub(super) async fn apply_row(
@@ -219,10 +542,10 @@ impl Applier {
                 if r.new_values.len() != ncols {
                     return Err(bad("insert"));
                 }
-                let key = format!("{}\u{0}I", r.table);
+                let key_i = format!("{}\u{0}I", r.table);
                 let st = self
                     .statement(
-                        key,
+                        key_i.clone(),
                         || {
                             let cols: Vec<String> = schema
                                 .columns
@@ -244,9 +567,16 @@ impl Applier {
                         ncols,
                     )
                     .await?;
+                let all: Vec<usize> = (0..ncols).collect();
+                let batch = self.shape(&key_i, BatchKind::Insert, &table, &schema, &all, &[]);
                 let params: Vec<Option<String>> = r.new_values.iter().map(text).collect();
-                self.enqueue(st, params, Some((r.table.clone(), "insert", lsn, false)))
-                    .await?;
+                self.enqueue(
+                    st,
+                    params,
+                    Some((r.table.clone(), "insert", lsn, false)),
+                    Some(batch),
+                )
+                .await?;
             }
             proto::Op::Update | proto::Op::Delete => {
                 let is_update = op == proto::Op::Update;
@@ -337,7 +667,18 @@ impl Applier {
                         format!("DELETE FROM {table} WHERE {wsql}")
                     }
                 };
-                let st = self.statement(key, sql, set_idx.len() + widx.len()).await?;
+                let st = self
+                    .statement(key.clone(), sql, set_idx.len() + widx.len())
+                    .await?;
+                // Matched by a key that did not change: may join a multi-row statement.
+                let batch = (!full && (!is_update || r.old_values.is_empty())).then(|| {
+                    let kind = if is_update {
+                        BatchKind::Update
+                    } else {
+                        BatchKind::Delete
+                    };
+                    self.shape(&key, kind, &table, &schema, &set_idx, &widx)
+                });
                 let mut params: Vec<Option<String>> =
                     set_idx.iter().map(|&i| text(&r.new_values[i])).collect();
                 params.extend(widx.iter().map(|&i| text(&old[i])));
@@ -350,6 +691,7 @@ impl Applier {
                         lsn,
                         true,
                     )),
+                    batch,
                 )
                 .await?;
             }
