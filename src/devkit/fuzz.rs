@@ -73,22 +73,24 @@ pub fn envelope(data: &[u8]) {
         let Ok(Some(env)) = joiner.push(offset, env, ckpt.last_commit_lsn) else {
             continue;
         };
-        let starts = matches!(env.event, Some(Event::SnapshotBegin(_)));
-        match fence::admit(&mut ckpt, offset, env.run_id, env.seq, env.epoch, starts) {
-            Ok(Admit::Apply) | Ok(Admit::NewEpoch) => {}
-            _ => continue,
-        }
-        ckpt.offset = offset;
-        match &env.event {
-            Some(Event::Begin(b)) => {
-                let _ = fence::begin(&mut ckpt, offset, b.commit_lsn, env.last_commit_lsn);
+        for env in proto::unbatch(env) {
+            let starts = matches!(env.event, Some(Event::SnapshotBegin(_)));
+            match fence::admit(&mut ckpt, offset, env.run_id, env.seq, env.epoch, starts) {
+                Ok(Admit::Apply) | Ok(Admit::NewEpoch) => {}
+                _ => continue,
             }
-            Some(Event::Commit(c))
-                if fence::orphan_commit(&ckpt, offset, c.commit_lsn).is_err() =>
-            {
-                ckpt.last_commit_lsn = c.commit_lsn;
+            ckpt.offset = offset;
+            match &env.event {
+                Some(Event::Begin(b)) => {
+                    let _ = fence::begin(&mut ckpt, offset, b.commit_lsn, env.last_commit_lsn);
+                }
+                Some(Event::Commit(c))
+                    if fence::orphan_commit(&ckpt, offset, c.commit_lsn).is_err() =>
+                {
+                    ckpt.last_commit_lsn = c.commit_lsn;
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 }

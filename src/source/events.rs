@@ -16,7 +16,8 @@ use crate::proto::Envelope;
 
 pub trait EventSink: Send + Sync {
     /// Queues one event. `done_lsn`: the LSN that counts as acknowledged once this and every
-    /// earlier event are durable (a Commit's end LSN).
+    /// earlier event are durable (a Commit's end LSN). Events may wait to share a message
+    /// until [`EventSink::flush`] (they count as in flight meanwhile).
     fn send<'a>(
         &'a self,
         env: &'a Envelope,
@@ -28,7 +29,9 @@ pub trait EventSink: Send + Sync {
     fn inflight(&self) -> u64;
     /// The first delivery failure, if any (sticky).
     fn failure(&self) -> Option<BrokerError>;
-    /// Waits until everything sent so far is durable (or a delivery failed).
+    /// Hands every queued event to the destination (does not wait for durability).
+    fn flush(&self) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Flushes, then waits until everything sent so far is durable (or a delivery failed).
     fn drain(&self) -> BoxFuture<'_, Result<(), BrokerError>>;
 }
 
@@ -48,6 +51,9 @@ impl EventSink for Publisher {
     }
     fn failure(&self) -> Option<BrokerError> {
         Publisher::failure(self)
+    }
+    fn flush(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(Publisher::flush(self))
     }
     fn drain(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(Publisher::drain(self))

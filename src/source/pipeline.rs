@@ -25,7 +25,7 @@ use crate::pg::lsn::{PG_EPOCH_OFFSET_US, fmt_lsn};
 use crate::proto::{self, envelope::Event};
 
 /// Rows transformed (and their vault misses allocated) together.
-pub const ROW_BATCH: usize = 1000;
+pub const ROW_BATCH: usize = 4000;
 
 /// The stream's stages, as [`crate::metrics::StageClock`] indexes.
 pub const STAGES: &[&str] = &["decode", "transform", "vault", "publish"];
@@ -373,6 +373,8 @@ impl Streamer {
         &mut self,
         since: Option<std::time::Instant>,
     ) -> Result<(), StreamError> {
+        // Everything published before the hold reaches the sink while it lasts.
+        self.publisher.flush().await?;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(HOLD_POLL) => {}

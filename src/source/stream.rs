@@ -14,7 +14,7 @@ use super::epoch::{self, Start};
 use super::error::StreamError;
 use super::hold::{NoKeepAlive, ReplKeepAlive, now_us, status_update};
 use super::pgoutput::{self, LogicalMessage, ReplicationMessage};
-use super::pipeline::{DECODE, HEARTBEAT_PREFIX, Streamer};
+use super::pipeline::{DECODE, HEARTBEAT_PREFIX, PUBLISH, Streamer};
 use super::progress::{Activity, Progress};
 use super::spool::Spool;
 use super::window::WindowAcc;
@@ -300,6 +300,10 @@ async fn replicate(
         if let Some(e) = st.publisher.failure() {
             return Err(e.into());
         }
+        // What the last step published goes out now, together (many events per message).
+        let t = std::time::Instant::now();
+        st.publisher.flush().await?;
+        st.clock.add(PUBLISH, t);
         let mut reply = false;
         // Decoded transactions wait in the pipeline's queue until nothing more comes for a
         // moment (or a batch is full): many small transactions share one vault round trip.

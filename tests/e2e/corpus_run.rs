@@ -267,18 +267,27 @@ fn topic_text(kafka: &veil::config::KafkaConfig, topic: &str) -> (Vec<String>, S
     let mut cells_out = Vec::new();
     let mut other = String::new();
     for (_, payload) in read_topic(kafka, topic) {
-        match veil::proto::Envelope::decode(payload.as_slice()) {
-            Ok(veil::proto::Envelope {
-                event: Some(veil::proto::envelope::Event::Row(r)),
-                ..
-            }) => {
-                for v in r.new_values.iter().chain(&r.old_values) {
-                    if let Some(veil::proto::value::Kind::Text(t)) = &v.kind {
-                        cells(t, &mut cells_out);
+        // Each envelope of a batch on its own; what does not decode, as raw bytes.
+        let envelopes: Vec<Result<veil::proto::Envelope, Vec<u8>>> =
+            match veil::proto::Envelope::decode(payload.as_slice()) {
+                Ok(e) => veil::proto::unbatch(e).into_iter().map(Ok).collect(),
+                Err(_) => vec![Err(payload)],
+            };
+        for decoded in envelopes {
+            match decoded {
+                Ok(veil::proto::Envelope {
+                    event: Some(veil::proto::envelope::Event::Row(r)),
+                    ..
+                }) => {
+                    for v in r.new_values.iter().chain(&r.old_values) {
+                        if let Some(veil::proto::value::Kind::Text(t)) = &v.kind {
+                            cells(t, &mut cells_out);
+                        }
                     }
                 }
+                Ok(e) => other.push_str(&String::from_utf8_lossy(&e.encode_to_vec())),
+                Err(raw) => other.push_str(&String::from_utf8_lossy(&raw)),
             }
-            _ => other.push_str(&String::from_utf8_lossy(&payload)),
         }
     }
     (cells_out, other)

@@ -578,3 +578,109 @@ async fn merged_row_statements_apply_like_one_at_a_time() {
     assert_eq!(counted, missing, "changes of rows dev does not hold");
     assert!(missing > 0 && model["a"].len() > 10 && model["b"].len() > 10);
 }
+
+impl Feed {
+    /// The envelopes of `events` (numbered on from this run's last) in one Kafka message.
+    pub fn batch(&mut self, events: Vec<Event>) -> proto::Envelope {
+        let envelopes = events
+            .into_iter()
+            .map(|event| {
+                self.seq += 1;
+                if let Event::Commit(c) = &event {
+                    self.last_commit = c.commit_lsn;
+                }
+                proto::Envelope {
+                    epoch: 1,
+                    source_id: "s".into(),
+                    last_commit_lsn: self.last_commit,
+                    run_id: self.run,
+                    seq: self.seq,
+                    phase: proto::Phase::Stream as i32,
+                    event: Some(event),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        proto::Envelope {
+            epoch: 1,
+            run_id: self.run,
+            event: Some(Event::Batch(proto::EventBatch { envelopes })),
+            ..Default::default()
+        }
+    }
+}
+
+/// Issue 14, many events per Kafka message: a batch that ends inside an open source transaction
+/// (the stream held there) is set aside at that transaction's Begin, in the middle of the
+/// batch; the checkpoint then names the offset before the batch, so a sink restarted from it
+/// reads the whole message again — the transaction before the Begin is dropped as a duplicate
+/// by its event number, the open one is applied once, when its Commit comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_applied_in_part_is_read_again_and_applied_once() {
+    let pg = PgCluster::start().unwrap();
+    pg.create_db("dev").unwrap();
+    let dsn = pg.dsn("dev");
+    let t = table("t", vec![column("id", "integer")]);
+    let mut f = Feed::new(&dsn).await;
+    f.snapshot_of(std::slice::from_ref(&t)).await;
+    f.start(0).await;
+    let row = |id: &str| {
+        Event::Row(proto::RowChange {
+            table: "public.t".into(),
+            op: proto::Op::Insert as i32,
+            new_values: vec![text(id)],
+            ..Default::default()
+        })
+    };
+    let begin = |lsn: u64| {
+        Event::Begin(proto::Begin {
+            commit_lsn: lsn,
+            ..Default::default()
+        })
+    };
+    let commit = |lsn: u64| {
+        Event::Commit(proto::Commit {
+            commit_lsn: lsn,
+            end_lsn: lsn + 1,
+            ..Default::default()
+        })
+    };
+    let first = f.batch(vec![
+        begin(100),
+        row("1"),
+        commit(100),
+        begin(200),
+        row("2"),
+    ]);
+    let at = f.offset + 1;
+    assert_eq!(
+        f.applier.apply(at, first.clone()).await.unwrap(),
+        Next::Continue
+    );
+    // The stream holds inside T2: the sink sets it aside and commits T1.
+    assert_eq!(f.applier.set_aside_open_txn().await.unwrap(), Some(at));
+    f.applier.flush().await.unwrap();
+    assert_eq!(f.applier.next_offset(), at, "the batch is read again");
+    let dev = connect(&dsn).await;
+    assert_eq!(count(&dev, "SELECT count(*) FROM public.t").await, 1);
+
+    // A restarted sink reads from its checkpoint: the same message, then the rest of T2.
+    let mut g = Applier::connect(&veil::config::Dsn(dsn.clone()), "t")
+        .await
+        .unwrap();
+    assert_eq!(g.next_offset(), at);
+    assert_eq!(g.apply(at, first).await.unwrap(), Next::Continue);
+    let rest = f.batch(vec![row("3"), commit(200)]);
+    assert_eq!(g.apply(at + 1, rest).await.unwrap(), Next::Continue);
+    g.flush().await.unwrap();
+    assert_eq!(g.next_offset(), at + 2);
+    let ids: Vec<i32> = dev
+        .query("SELECT id FROM public.t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(g.last_commit_lsn(), 200);
+}

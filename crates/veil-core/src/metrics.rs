@@ -34,6 +34,9 @@ pub const SINK_ROWS_MISSING: &str = "veil_sink_rows_missing_total";
 pub const RESTARTS: &str = "veil_restarts_total";
 /// Events larger than the message limit, sent as fragments.
 pub const FRAGMENTED_EVENTS: &str = "veil_fragmented_events_total";
+/// Events that shared a Kafka message with others (the stream batches what it publishes
+/// together).
+pub const BATCHED_EVENTS: &str = "veil_batched_events_total";
 /// Time per stage of the data path (`component`, `stage`), in microseconds: where the time
 /// goes (stream: decode, transform, vault, publish; sink: consume — which includes waiting for
 /// the broker —, apply, commit).
@@ -67,6 +70,7 @@ pub const ALL: &[&str] = &[
     SINK_SKIPPED_TXNS,
     SINK_ROWS_MISSING,
     FRAGMENTED_EVENTS,
+    BATCHED_EVENTS,
     RESTARTS,
     STAGE_BUSY,
 ];

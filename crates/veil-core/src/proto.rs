@@ -17,6 +17,15 @@ impl std::fmt::Debug for Value {
     }
 }
 
+/// The envelopes one Kafka message of the change topic carries, in order: a batch's inner
+/// envelopes, else the envelope itself.
+pub fn unbatch(env: Envelope) -> Vec<Envelope> {
+    match env.event {
+        Some(envelope::Event::Batch(b)) => b.envelopes,
+        _ => vec![env],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

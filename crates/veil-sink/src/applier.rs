@@ -8,23 +8,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_postgres::{Client, Statement};
 
+use super::batch::Batchable;
+pub use super::batch::Queued;
 use super::error::{SinkError, pg};
 use super::fence::{self, Admit, BeginVerdict, Checkpoint, SrcTxn};
 use super::store::load_schemas;
 use crate::pg::lsn::fmt_lsn;
 use crate::proto::{self, envelope::Event};
-
-/// A statement queued for pipelined execution (sent in order, awaited together).
-pub struct Queued {
-    pub st: Statement,
-    pub params: Vec<Option<String>>,
-    /// For row changes: table, operation and commit LSN (for errors), and whether it must
-    /// touch a row. `None` for a savepoint or its release: a barrier no batch crosses.
-    pub what: Option<(String, &'static str, u64, bool)>,
-    /// Set when the row change may be merged with its table's neighbours of the same shape
-    /// into one multi-row statement (`dml::Batchable`).
-    pub batch: Option<Arc<super::dml::Batchable>>,
-}
 
 /// What the consumer does after an envelope was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +38,7 @@ pub struct Applier {
     pub(super) schemas: HashMap<String, Arc<proto::TableSchema>>,
     pub(super) stmts: HashMap<String, Statement>,
     /// Multi-row shapes of row statements, by the same keys as `stmts`.
-    pub(super) shapes: HashMap<String, Arc<super::dml::Batchable>>,
+    pub(super) shapes: HashMap<String, Arc<Batchable>>,
     pub(super) in_dev_txn: bool,
     pub(super) batch_rows: usize,
     pub(super) src: Option<SrcTxn>,
@@ -351,11 +341,39 @@ impl Applier {
         Ok(())
     }
 
-    /// Applies one envelope read at `offset`.
+    /// Applies the envelope read at `offset` (a message of the change topic): the envelope
+    /// its fragments make up, or each envelope of a batch in order. While a batch is applied
+    /// only in part, the checkpoint names the offset before it: a restart reads the message
+    /// again and the fencing drops the envelopes already applied.
     pub async fn apply(&mut self, offset: i64, env: proto::Envelope) -> Result<Next, SinkError> {
         let Some(env) = self.joiner.push(offset, env, self.ckpt.last_commit_lsn)? else {
             return Ok(Next::Continue);
         };
+        let Some(Event::Batch(batch)) = env.event else {
+            return self.apply_one(offset, env).await;
+        };
+        let last = batch.envelopes.len().saturating_sub(1);
+        for (i, inner) in batch.envelopes.into_iter().enumerate() {
+            if matches!(inner.event, Some(Event::Batch(_) | Event::Fragment(_))) {
+                return Err(SinkError::Decode {
+                    offset,
+                    message: "a batch or a fragment inside a batch".into(),
+                });
+            }
+            let next = self.apply_one(offset, inner).await?;
+            if i < last && self.ckpt.offset >= offset {
+                self.ckpt.offset = offset - 1;
+            }
+            if next != Next::Continue {
+                // The message is read again from its first envelope (see above).
+                return Ok(next);
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Applies one (whole, unbatched) envelope read at `offset`.
+    async fn apply_one(&mut self, offset: i64, env: proto::Envelope) -> Result<Next, SinkError> {
         let Some(event) = env.event else {
             return Err(SinkError::Decode {
                 offset,
@@ -511,10 +529,10 @@ impl Applier {
                 self.batch_rows += 1;
             }
             Event::Heartbeat(_) => {}
-            Event::Fragment(_) => {
+            Event::Fragment(_) | Event::Batch(_) => {
                 return Err(SinkError::Decode {
                     offset,
-                    message: "a fragment inside joined fragments".into(),
+                    message: "a fragment or a batch inside joined fragments".into(),
                 });
             }
             Event::EnumLabels(e) => {

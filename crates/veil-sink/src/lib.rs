@@ -23,6 +23,7 @@
 //! on `deid` or `source` (checked by `tests/architecture.rs`).
 
 pub mod applier;
+pub mod batch;
 pub mod confirm;
 pub mod consumer;
 pub mod ddl;

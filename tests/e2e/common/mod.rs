@@ -580,18 +580,22 @@ pub fn dump_topic(env: &Env) -> String {
     let kafka = env.cfg.kafka().unwrap();
     let mut out = String::new();
     for (offset, payload) in read_topic(kafka, &kafka.topic) {
-        let e = veil::proto::Envelope::decode(payload.as_slice()).unwrap();
-        let kind = match &e.event {
-            Some(veil::proto::envelope::Event::Begin(b)) => format!("begin {:X}", b.commit_lsn),
-            Some(veil::proto::envelope::Event::Commit(c)) => format!("commit {:X}", c.commit_lsn),
-            Some(veil::proto::envelope::Event::Row(r)) => format!("row {}", r.table),
-            Some(other) => format!("{:?}", std::mem::discriminant(other)),
-            None => "none".into(),
-        };
-        out.push_str(&format!(
-            "{offset} e{} run {:x} seq {} {kind}\n",
-            e.epoch, e.run_id, e.seq
-        ));
+        let batch = veil::proto::Envelope::decode(payload.as_slice()).unwrap();
+        for e in veil::proto::unbatch(batch) {
+            let kind = match &e.event {
+                Some(veil::proto::envelope::Event::Begin(b)) => format!("begin {:X}", b.commit_lsn),
+                Some(veil::proto::envelope::Event::Commit(c)) => {
+                    format!("commit {:X}", c.commit_lsn)
+                }
+                Some(veil::proto::envelope::Event::Row(r)) => format!("row {}", r.table),
+                Some(other) => format!("{:?}", std::mem::discriminant(other)),
+                None => "none".into(),
+            };
+            out.push_str(&format!(
+                "{offset} e{} run {:x} seq {} {kind}\n",
+                e.epoch, e.run_id, e.seq
+            ));
+        }
     }
     out
 }

@@ -85,6 +85,14 @@ pub fn read_last(
                         message: e.to_string(),
                     }
                 })?;
+                // A batch: its last envelope is the topic's last.
+                let Some(env) = crate::proto::unbatch(env).pop() else {
+                    return Err(BrokerError::Decode {
+                        topic: topic.to_owned(),
+                        offset: m.offset(),
+                        message: "an empty batch".into(),
+                    });
+                };
                 return Ok(Some((m.offset(), env)));
             }
             Some(Ok(_)) | None => {}

@@ -59,6 +59,60 @@ impl AckTracker {
 struct Pending {
     fut: DeliveryFuture,
     done_lsn: Option<u64>,
+    /// Envelopes the message carries.
+    events: u64,
+}
+
+/// Envelopes sent but not yet handed to the producer: encoded, waiting to share one message.
+#[derive(Default)]
+struct Batch {
+    /// The encoded envelopes, in order.
+    items: Vec<Vec<u8>>,
+    /// Their encoded size inside an `EventBatch` (each with its field key and length).
+    bytes: usize,
+    /// The last `done_lsn` among them.
+    done_lsn: Option<u64>,
+    /// The outer envelope's header (run, epoch, source), from the first item.
+    header: Option<Envelope>,
+}
+
+/// Room a batch keeps for the outer envelope's header, its `batch` field key and length.
+const BATCH_HEADER: usize = 256;
+
+/// Encoded size of one envelope inside an `EventBatch`: field key, length, bytes.
+fn framed_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// One Kafka message holding the batch's envelopes (or the lone envelope itself).
+fn batch_payload(batch: Batch) -> Vec<u8> {
+    let mut items = batch.items;
+    if items.len() == 1 {
+        return items.pop().unwrap_or_default();
+    }
+    encode_batch(&batch.header.unwrap_or_default(), &items)
+}
+
+/// An envelope whose event is an `EventBatch` of the already encoded envelopes `items`
+/// (`header` carries the run, epoch and source; its event is left out).
+pub fn encode_batch(header: &Envelope, items: &[Vec<u8>]) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let bytes: usize = items.iter().map(|i| framed_len(i.len())).sum();
+    let mut out = Vec::with_capacity(bytes + BATCH_HEADER);
+    let header = Envelope {
+        event: None,
+        ..header.clone()
+    };
+    header.encode(&mut out).unwrap_or_default();
+    // Field 21 of Envelope (`batch`), an EventBatch whose field 1 repeats the envelopes.
+    encode_key(21, WireType::LengthDelimited, &mut out);
+    encode_varint(bytes as u64, &mut out);
+    for item in items {
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(item.len() as u64, &mut out);
+        out.extend_from_slice(item);
+    }
+    out
 }
 
 /// Sends envelopes and tracks their deliveries.
@@ -72,6 +126,8 @@ pub struct Publisher {
     inflight: Arc<AtomicU64>,
     acked: watch::Receiver<u64>,
     failed: watch::Receiver<Option<BrokerError>>,
+    /// Envelopes waiting to go out together (`flush`).
+    batch: std::sync::Mutex<Batch>,
 }
 
 impl Publisher {
@@ -83,6 +139,8 @@ impl Publisher {
             cfg,
             &[
                 ("linger.ms", "5"),
+                // Batches of envelopes of one table compress well (names, tokens, LSNs).
+                ("compression.type", "lz4"),
                 ("message.timeout.ms", "120000"),
                 ("message.max.bytes", "16777216"),
                 ("queue.buffering.max.messages", "200000"),
@@ -116,7 +174,7 @@ impl Publisher {
                         // Only a delivered event leaves the in-flight count: after a failure it
                         // never reaches zero, so the idle keepalive advance cannot confirm WAL
                         // past events that were never delivered.
-                        infl.fetch_sub(1, Ordering::SeqCst);
+                        infl.fetch_sub(p.events, Ordering::SeqCst);
                         acked_tx.send_modify(|a| *a = lsn);
                     }
                     Err(e) => {
@@ -136,34 +194,85 @@ impl Publisher {
             inflight,
             acked,
             failed,
+            batch: std::sync::Mutex::new(Batch::default()),
         })
     }
 
     /// Queues one envelope. `done_lsn`: the LSN that counts as acknowledged once this and every
-    /// earlier delivery succeeded (a Commit's end LSN). An envelope larger than the message
-    /// limit goes as fragments, in order; only the last carries `done_lsn`.
+    /// earlier delivery succeeded (a Commit's end LSN). Envelopes wait in a batch that goes out
+    /// as one message when the next would not fit under the message limit, or at `flush`. An
+    /// envelope that does not fit in a batch on its own goes alone, as fragments, in order;
+    /// only the last carries `done_lsn`.
     pub async fn send(&self, env: &Envelope, done_lsn: Option<u64>) -> Result<(), BrokerError> {
         if let Some(e) = self.failed.borrow().clone() {
             return Err(e);
         }
         let payload = env.encode_to_vec();
-        if payload.len() <= self.max_bytes {
-            return self.send_payload(payload, done_lsn).await;
+        let room = self.max_bytes.saturating_sub(BATCH_HEADER);
+        if framed_len(payload.len()) > room {
+            self.flush().await?;
+            self.inflight.fetch_add(1, Ordering::SeqCst);
+            if payload.len() <= self.max_bytes {
+                return self.send_payload(payload, done_lsn, 1).await;
+            }
+            let pieces = fragments(env, &payload, self.max_bytes);
+            metrics::counter!(crate::metrics::FRAGMENTED_EVENTS).increment(1);
+            let last = pieces.len() - 1;
+            for (i, p) in pieces.into_iter().enumerate() {
+                let (lsn, events) = if i == last { (done_lsn, 1) } else { (None, 0) };
+                self.send_payload(p, lsn, events).await?;
+            }
+            return Ok(());
         }
-        let pieces = fragments(env, &payload, self.max_bytes);
-        metrics::counter!(crate::metrics::FRAGMENTED_EVENTS).increment(1);
-        let last = pieces.len() - 1;
-        for (i, p) in pieces.into_iter().enumerate() {
-            self.send_payload(p, if i == last { done_lsn } else { None })
-                .await?;
+        let full = {
+            let b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.bytes + framed_len(payload.len()) > room
+        };
+        if full {
+            self.flush().await?;
+        }
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        if b.header.is_none() {
+            b.header = Some(Envelope {
+                run_id: env.run_id,
+                epoch: env.epoch,
+                source_id: env.source_id.clone(),
+                phase: env.phase,
+                ..Default::default()
+            });
+        }
+        b.bytes += framed_len(payload.len());
+        b.items.push(payload);
+        if done_lsn.is_some() {
+            b.done_lsn = done_lsn;
         }
         Ok(())
     }
 
+    /// Hands the batched envelopes to the producer as one message.
+    pub async fn flush(&self) -> Result<(), BrokerError> {
+        let batch = {
+            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            if b.items.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *b)
+        };
+        let (done_lsn, events) = (batch.done_lsn, batch.items.len() as u64);
+        if events > 1 {
+            metrics::counter!(crate::metrics::BATCHED_EVENTS).increment(events);
+        }
+        self.send_payload(batch_payload(batch), done_lsn, events)
+            .await
+    }
+
+    /// Sends one message; `events`: the envelopes it completes (counted in flight already).
     async fn send_payload(
         &self,
         payload: Vec<u8>,
         done_lsn: Option<u64>,
+        events: u64,
     ) -> Result<(), BrokerError> {
         let fut = loop {
             let rec = FutureRecord::to(&self.topic)
@@ -177,9 +286,12 @@ impl Publisher {
                 Err((e, _)) => return Err(kerr(e)),
             }
         };
-        self.inflight.fetch_add(1, Ordering::SeqCst);
         self.pending
-            .send(Pending { fut, done_lsn })
+            .send(Pending {
+                fut,
+                done_lsn,
+                events,
+            })
             .await
             .map_err(|_| BrokerError::local("ack tracker stopped"))
     }
@@ -200,6 +312,7 @@ impl Publisher {
 
     /// Waits until everything sent so far is acknowledged (or a delivery failed).
     pub async fn drain(&self) -> Result<(), BrokerError> {
+        self.flush().await?;
         loop {
             if let Some(e) = self.failure() {
                 return Err(e);
@@ -276,6 +389,50 @@ mod tests {
             joined.extend_from_slice(&f.data);
         }
         assert_eq!(Envelope::decode(joined.as_slice()).unwrap(), env);
+    }
+
+    #[test]
+    fn a_batch_is_one_envelope_whose_inner_envelopes_decode_in_order() {
+        use crate::proto::envelope::Event;
+        let envs: Vec<Envelope> = (1..=5u64)
+            .map(|seq| Envelope {
+                run_id: 3,
+                seq,
+                epoch: 2,
+                source_id: "src".into(),
+                event: Some(Event::Heartbeat(Default::default())),
+                ..Default::default()
+            })
+            .collect();
+        let mut batch = Batch {
+            header: Some(Envelope {
+                run_id: 3,
+                epoch: 2,
+                source_id: "src".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for e in &envs {
+            let p = e.encode_to_vec();
+            batch.bytes += framed_len(p.len());
+            batch.items.push(p);
+        }
+        let bytes = batch.bytes;
+        let payload = batch_payload(batch);
+        assert!(payload.len() <= bytes + BATCH_HEADER);
+        let outer = Envelope::decode(payload.as_slice()).unwrap();
+        assert_eq!((outer.run_id, outer.epoch, outer.seq), (3, 2, 0));
+        assert_eq!(crate::proto::unbatch(outer), envs);
+        // One envelope goes as itself.
+        let one = Batch {
+            items: vec![envs[0].encode_to_vec()],
+            ..Default::default()
+        };
+        assert_eq!(
+            Envelope::decode(batch_payload(one).as_slice()).unwrap(),
+            envs[0]
+        );
     }
 
     #[test]
