@@ -1,5 +1,7 @@
-//! Criterion benches of the per-row hot path: tokenization per transform and pgoutput decoding.
-//! Report the figures in issue notes; tests never assert timings.
+//! Criterion benches of the per-row hot path, one group per stage: pgoutput decoding (decode),
+//! tokenization (transform), envelope encoding and batching (publish), message decoding and
+//! unbatching (the sink's consume). Report the figures in issue notes; tests never assert
+//! timings.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -221,5 +223,73 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tokenize, decode);
+/// A pgbench-like row change as the stream publishes it (tokens in place of ids).
+fn row_envelope(seq: u64) -> veil::proto::Envelope {
+    use veil::proto::{self, envelope::Event, value::Kind};
+    let text = |s: String| proto::Value {
+        kind: Some(Kind::Text(s)),
+    };
+    proto::Envelope {
+        epoch: 1,
+        source_id: "7301234567890123456/clinic".into(),
+        last_commit_lsn: 0x1_6B37_4D48 + seq * 200,
+        registry_version: "3f9c2a7d41e0".into(),
+        key_id: "k-2f1e".into(),
+        phase: proto::Phase::Stream as i32,
+        run_id: 0x5eed_cafe,
+        seq,
+        event: Some(Event::Row(proto::RowChange {
+            table: "public.pgbench_history".into(),
+            op: proto::Op::Insert as i32,
+            new_values: vec![
+                text(format!("{}", 8_812_345_678_901 + seq)),
+                text("31".into()),
+                text("7".into()),
+                text(format!("{}", 40_000 + seq % 997)),
+                text(format!("{}", seq as i64 % 5000 - 2500)),
+                text("2026-01-01 00:00:00".into()),
+                proto::Value {
+                    kind: Some(Kind::Null(true)),
+                },
+            ],
+            ..Default::default()
+        })),
+    }
+}
+
+fn publish_and_consume(c: &mut Criterion) {
+    use prost::Message as _;
+    let envs: Vec<veil::proto::Envelope> = (1..=1000).map(row_envelope).collect();
+    let header = veil::proto::Envelope {
+        epoch: 1,
+        run_id: 0x5eed_cafe,
+        source_id: envs[0].source_id.clone(),
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("messages");
+    g.throughput(Throughput::Elements(envs.len() as u64));
+    g.bench_function("encode 1000 row envelopes into one batch message", |b| {
+        b.iter(|| {
+            let items: Vec<Vec<u8>> = envs.iter().map(|e| e.encode_to_vec()).collect();
+            black_box(veil::kafka::producer::encode_batch(&header, &items))
+        })
+    });
+    g.bench_function("encode 1000 row envelopes, one message each", |b| {
+        b.iter(|| {
+            let items: Vec<Vec<u8>> = envs.iter().map(|e| e.encode_to_vec()).collect();
+            black_box(items)
+        })
+    });
+    let items: Vec<Vec<u8>> = envs.iter().map(|e| e.encode_to_vec()).collect();
+    let message = veil::kafka::producer::encode_batch(&header, &items);
+    g.bench_function("decode and unbatch a 1000-envelope message", |b| {
+        b.iter(|| {
+            let outer = veil::proto::Envelope::decode(black_box(message.as_slice())).unwrap();
+            black_box(veil::proto::unbatch(outer))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tokenize, decode, publish_and_consume);
 criterion_main!(benches);

@@ -85,6 +85,10 @@ enum Command {
         /// pgbench scale of the TPC-B-like tables (1 = 100,000 accounts).
         #[arg(long, default_value_t = 1)]
         scale: u32,
+        /// Seconds of the steady-state latency run (pgbench at half the slower of production's
+        /// and native's rates; commit → visible in dev, p50 and p99); 0 skips it.
+        #[arg(long, default_value_t = 15)]
+        steady_secs: u64,
     },
 }
 
@@ -346,11 +350,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             changes,
             backlog,
             scale,
+            steady_secs,
         } => Ok(veil::devkit::bench::run(veil::devkit::bench::BenchOptions {
             patients,
             scale,
             changes,
             backlog,
+            steady_secs,
         })
         .await?),
         Command::Registry { command } => registry(command).await,

@@ -19,6 +19,8 @@ pub struct BenchOptions {
     pub changes: usize,
     /// Small transactions in the backlog (0: no backlog phase).
     pub backlog: usize,
+    /// Seconds of the steady-state latency run (0: none; needs the backlog phase's rates).
+    pub steady_secs: u64,
 }
 
 async fn count(c: &Client, sql: &str) -> Result<i64, DemoError> {
@@ -143,6 +145,7 @@ impl StageSample {
             };
             let keep = name.starts_with(crate::metrics::STAGE_BUSY)
                 || name.starts_with(crate::metrics::VAULT_ROUND_TRIPS)
+                || name.starts_with(crate::metrics::VAULT_ALLOCATED)
                 || name.starts_with(crate::metrics::TRANSACTIONS)
                 || name.starts_with(crate::metrics::SINK_APPLIED_TXNS);
             if keep && let Ok(v) = value.parse::<f64>() {
@@ -177,7 +180,8 @@ impl StageSample {
             }
         }
         println!(
-            "    vault round trips {:.0} for {:.0} source transactions published, {:.0} applied",
+            "    vault: {:.0} new tokens in {:.0} round trips; {:.0} source transactions published, {:.0} applied",
+            self.sum(crate::metrics::VAULT_ALLOCATED),
             self.sum(crate::metrics::VAULT_ROUND_TRIPS),
             self.sum(crate::metrics::TRANSACTIONS),
             self.sum(crate::metrics::SINK_APPLIED_TXNS)
@@ -204,6 +208,112 @@ async fn confirmed_past(p: &Client, lsn: &str) -> Result<bool, DemoError> {
     .await
     .map(|r| r.get(0))
     .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))
+}
+
+/// Marker deltas of the latency probes (pgbench's own deltas lie within ±5000).
+const PROBE_BASE: i32 = -1_000_000;
+
+/// Commit in production → visible in `watch`, for probe rows written every 20 ms for `secs`
+/// while pgbench runs at `rate` transactions per second (two clients). A probe is a
+/// `pgbench_history` row whose `delta` (kept as is) is a marker; it counts as committed when
+/// its INSERT returned, and as visible when a 5 ms poll of `watch` first finds it.
+async fn steady_latency(
+    p: &Client,
+    watch: &Client,
+    dsn: &str,
+    rate: u64,
+    secs: u64,
+    first_marker: i32,
+) -> Result<Vec<Duration>, DemoError> {
+    let pg = |e: tokio_postgres::Error| DemoError::Postgres(crate::pg::errors::describe(&e));
+    let mut load = std::process::Command::new(crate::devkit::testkit::pg_bin_dir().join("pgbench"))
+        .args([
+            "-n",
+            "-c",
+            "2",
+            "-j",
+            "2",
+            "-R",
+            &rate.to_string(),
+            "-T",
+            &secs.to_string(),
+            "-M",
+            "prepared",
+            dsn,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| DemoError::Start {
+            what: "a PostgreSQL client program",
+            message: format!("pgbench: {e}"),
+        })?;
+    let insert = p
+        .prepare(
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, $1, now())",
+        )
+        .await
+        .map_err(pg)?;
+    let poll = watch
+        .prepare("SELECT delta FROM pgbench_history WHERE delta <= $1 AND delta > $2")
+        .await
+        .map_err(pg)?;
+    let started = Instant::now();
+    let mut committed: Vec<Instant> = Vec::new();
+    let mut seen: Vec<Option<Instant>> = Vec::new();
+    let mut next_probe = started;
+    let mut unseen_from = 0usize;
+    loop {
+        let now = Instant::now();
+        let writing = now.duration_since(started) < Duration::from_secs(secs);
+        if writing && now >= next_probe {
+            let marker = first_marker - committed.len() as i32;
+            p.execute(&insert, &[&marker]).await.map_err(pg)?;
+            committed.push(Instant::now());
+            seen.push(None);
+            next_probe += Duration::from_millis(20);
+        }
+        if unseen_from < committed.len() {
+            let upper = first_marker - unseen_from as i32;
+            let lower = first_marker - committed.len() as i32;
+            for r in watch.query(&poll, &[&upper, &lower]).await.map_err(pg)? {
+                let k = (first_marker - r.get::<_, i32>(0)) as usize;
+                if let Some(s) = seen.get_mut(k)
+                    && s.is_none()
+                {
+                    *s = Some(Instant::now());
+                }
+            }
+            while unseen_from < seen.len() && seen[unseen_from].is_some() {
+                unseen_from += 1;
+            }
+        }
+        if !writing && unseen_from == committed.len() {
+            break;
+        }
+        if now.duration_since(started) > Duration::from_secs(secs + 120) {
+            return Err(DemoError::Verify(
+                "latency probes did not all reach the replica within 120 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = tokio::task::spawn_blocking(move || load.wait()).await;
+    Ok(committed
+        .iter()
+        .zip(&seen)
+        .filter_map(|(c, s)| s.map(|s| s.duration_since(*c)))
+        .collect())
+}
+
+/// The `q`-quantile of `v` (sorted in place), in milliseconds.
+fn quantile_ms(v: &mut [Duration], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v[i.min(v.len() - 1)].as_secs_f64() * 1e3
 }
 
 pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
@@ -275,9 +385,11 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     // Initial copy, veil.
     let d = connect(&dev.dsn("clinic_dev")).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let copy_before = StageSample::take(&metrics);
     let t0 = Instant::now();
     let (stream, sink) = crate::devkit::demo::spawn_pipeline(&cfg, stop_rx);
     let veil_copy = until_rows(&d, rows, t0, Duration::from_secs(600)).await?;
+    let copy_sample = StageSample::take(&metrics).since(&copy_before);
 
     // Initial copy, native (schema first, as native replication needs it).
     let n = connect(&native.dsn("clinic_native")).await?;
@@ -411,15 +523,18 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         // First every transaction published (the in-process metric), then confirmed to
         // PostgreSQL (status updates come every second).
         let mut published_at = None;
+        let mut first_at = None;
         loop {
-            if published_at.is_none()
-                && metrics.is_some()
-                && StageSample::take(&metrics)
+            if published_at.is_none() && metrics.is_some() {
+                let n = StageSample::take(&metrics)
                     .since(&before)
-                    .sum(crate::metrics::TRANSACTIONS)
-                    >= opts.backlog as f64
-            {
-                published_at = Some(t6.elapsed());
+                    .sum(crate::metrics::TRANSACTIONS);
+                if first_at.is_none() && n >= 1.0 {
+                    first_at = Some(t6.elapsed());
+                }
+                if n >= opts.backlog as f64 {
+                    published_at = Some(t6.elapsed());
+                }
             }
             if confirmed_past(&p, &end_lsn).await? {
                 break;
@@ -444,11 +559,47 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         let sample = StageSample::take(&metrics).since(&before);
         stages = Some((
             decode_limit,
+            first_at.unwrap_or_default(),
             published_at.unwrap_or(stream_stage),
             stream_stage,
             sink_stage,
             sample,
         ));
+    }
+    // Round three: steady state at half the slower of production's own write rate (one
+    // client) and native's apply rate, veil first, then native, each with its own probes.
+    let mut steady = None;
+    if let (Some((written, _, native_backlog, _)), true) = (&backlog, opts.steady_secs > 0) {
+        let pg = |e: tokio_postgres::Error| DemoError::Postgres(crate::pg::errors::describe(&e));
+        let b = opts.backlog as f64;
+        let rate = ((b / written.as_secs_f64()).min(b / native_backlog.as_secs_f64()) / 2.0)
+            .max(1.0) as u64;
+        let index = "CREATE INDEX IF NOT EXISTS bench_probe ON pgbench_history (delta)";
+        d.batch_execute(index).await.map_err(pg)?;
+        n.batch_execute(index).await.map_err(pg)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stream, sink) = crate::devkit::demo::spawn_pipeline(&cfg, stop_rx);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let dsn = prod.dsn("clinic");
+        let mut veil_lat = steady_latency(&p, &d, &dsn, rate, opts.steady_secs, PROBE_BASE).await?;
+        let _ = stop_tx.send(true);
+        let _ = stream.await;
+        let _ = sink.await;
+        n.batch_execute("ALTER SUBSCRIPTION bench ENABLE")
+            .await
+            .map_err(pg)?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let second = PROBE_BASE - 1_000_000;
+        let mut native_lat = steady_latency(&p, &n, &dsn, rate, opts.steady_secs, second).await?;
+        let q = |v: &mut Vec<Duration>| {
+            (
+                quantile_ms(v, 0.5),
+                quantile_ms(v, 0.99),
+                quantile_ms(v, 1.0),
+                v.len(),
+            )
+        };
+        steady = Some((rate, q(&mut veil_lat), q(&mut native_lat)));
     }
     let _ = n.batch_execute("DROP SUBSCRIPTION bench").await;
 
@@ -470,6 +621,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         rate(c, native_burst),
         rate(c, veil_burst) / rate(c, native_burst)
     );
+    copy_sample.print("initial copy");
     if let Some((written, veil_backlog, native_backlog, sample)) = backlog {
         let b = opts.backlog as i64;
         println!(
@@ -486,7 +638,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         );
         sample.print("backlog, stream and sink together");
     }
-    if let Some((decode_limit, published, stream_stage, sink_stage, sample)) = stages {
+    if let Some((decode_limit, first, published, stream_stage, sink_stage, sample)) = stages {
         let b = opts.backlog as i64;
         println!();
         println!("backlog by stage (a second backlog of {b} transactions, one stage at a time):");
@@ -502,6 +654,13 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
             rate(b, published) / rate(b, decode_limit)
         );
         println!(
+            "{:<34} {:>10.0} t/s {:>8.2} of pg_recvlogical (after its first {:.2} s: start, slot, topic tail)",
+            "  … once publishing",
+            rate(b - 1, published.saturating_sub(first)),
+            rate(b - 1, published.saturating_sub(first)) / rate(b, decode_limit),
+            first.as_secs_f64()
+        );
+        println!(
             "{:<34} {:>10.0} t/s   (status updates every second)",
             "  … confirmed to PostgreSQL",
             rate(b, stream_stage),
@@ -512,6 +671,20 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
             rate(b, sink_stage)
         );
         sample.print("stream alone, then sink alone");
+    }
+    if let Some((rate, v, n)) = steady {
+        println!();
+        println!(
+            "steady state: pgbench at {rate} t/s for {} s; probe commits in production → visible in the replica:",
+            opts.steady_secs
+        );
+        println!(
+            "{:<34} {:>8} {:>8} {:>8} {:>8}",
+            "", "p50 ms", "p99 ms", "max ms", "probes"
+        );
+        for (name, (p50, p99, max, count)) in [("veil", v), ("native", n)] {
+            println!("{name:<34} {p50:>8.1} {p99:>8.1} {max:>8.1} {count:>8}");
+        }
     }
     println!(
         "(veil: de-identified, through Kafka, into another cluster; native: plain copy. Times include \

@@ -213,10 +213,19 @@ pub struct SinkConfig {
     /// across batches unless one alone is larger).
     #[serde(default = "default_batch")]
     pub batch_max_rows: usize,
+    /// Milliseconds a dev transaction stays open at most before it commits at the next
+    /// source-transaction boundary: under a steady flow, how long applied rows wait to become
+    /// visible in dev.
+    #[serde(default = "default_batch_ms")]
+    pub batch_max_ms: u64,
 }
 
 fn default_batch() -> usize {
     5000
+}
+
+fn default_batch_ms() -> u64 {
+    50
 }
 
 /// The audit trail.
@@ -480,6 +489,7 @@ impl Config {
                     self.sink = Some(SinkConfig {
                         dsn: Dsn(v),
                         batch_max_rows: default_batch(),
+                        batch_max_ms: default_batch_ms(),
                     })
                 }
             }

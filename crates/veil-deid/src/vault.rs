@@ -74,7 +74,10 @@ CREATE TABLE IF NOT EXISTS veil_vault.tokens (
     PRIMARY KEY (domain, value_hash)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tokens_unique_token ON veil_vault.tokens (domain, token_hash) WHERE uniq;
-CREATE INDEX IF NOT EXISTS tokens_by_token ON veil_vault.tokens (domain, token_hash);
+-- Surrogates (shared, not unique) by token; identifiers are found through the unique index.
+-- One index entry per allocation fewer than an index over every row (the allocation's cost).
+CREATE INDEX IF NOT EXISTS tokens_by_shared_token ON veil_vault.tokens (domain, token_hash) WHERE NOT uniq;
+DROP INDEX IF EXISTS veil_vault.tokens_by_token;
 CREATE TABLE IF NOT EXISTS veil_vault.reveals (
     id         bigserial   PRIMARY KEY,
     at         timestamptz NOT NULL DEFAULT now(),
@@ -111,8 +114,11 @@ BEGIN
         RAISE EXCEPTION 'token digest must be 32 bytes' USING ERRCODE = '22023';
     END IF;
     IF NOT p_inverted THEN
+        -- One partial index each: identifiers (uniq), surrogates (NOT uniq).
         v_found := EXISTS (SELECT 1 FROM veil_vault.tokens
-                           WHERE domain = p_domain AND token_hash = p_token_digest);
+                           WHERE uniq AND domain = p_domain AND token_hash = p_token_digest)
+                OR EXISTS (SELECT 1 FROM veil_vault.tokens
+                           WHERE NOT uniq AND domain = p_domain AND token_hash = p_token_digest);
     END IF;
     INSERT INTO veil_vault.reveals
         (db_user, os_user, ticket, domain, token_hash, token_digest, found, xid)
@@ -151,7 +157,11 @@ BEGIN
     UPDATE veil_vault.reveals SET revealed_at = now() WHERE id = p_request;
     -- Identifier tokens are unique; a surrogate (a name) may stand for several values.
     SELECT string_agg(value, chr(10) ORDER BY created_at) INTO v_value
-      FROM veil_vault.tokens WHERE domain = r.domain AND token_hash = r.token_digest;
+      FROM (SELECT value, created_at FROM veil_vault.tokens
+             WHERE uniq AND domain = r.domain AND token_hash = r.token_digest
+            UNION ALL
+            SELECT value, created_at FROM veil_vault.tokens
+             WHERE NOT uniq AND domain = r.domain AND token_hash = r.token_digest) AS t;
     RETURN v_value;
 END
 $fn$;
@@ -188,6 +198,10 @@ pub struct Vault {
     client: tokio_postgres::Client,
     cache: RwLock<TokenCache>,
     key_id: String,
+    /// Most values of the last allocation were new to the vault (a snapshot into an empty
+    /// vault, new keys): the next one inserts first and looks up only what did not insert,
+    /// saving a round trip and an index probe per value.
+    mostly_new: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Vault {
@@ -264,6 +278,7 @@ impl Vault {
             client,
             cache: RwLock::new(TokenCache::new(cfg.cache_entries.max(1000))),
             key_id: master.key_id(),
+            mostly_new: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -319,10 +334,19 @@ impl Vault {
         // Every token of this batch, remembered together at the end: the cache's bound never
         // evicts a token of the batch that asked for it.
         let mut batch_tokens = Vec::new();
+        let requested = pending.len();
+        let mut existed = 0usize;
+        // Insert first when the last allocation was mostly new values: what did not insert (it
+        // exists, or its candidate token is taken) is looked up before any next candidate.
+        let mut skip_lookup = self.mostly_new.load(std::sync::atomic::Ordering::Relaxed);
         while !pending.is_empty() {
-            batch_tokens.extend(self.lookup(&mut pending).await?);
-            if pending.is_empty() {
-                break;
+            if !std::mem::take(&mut skip_lookup) {
+                let found = self.lookup(&mut pending).await?;
+                existed += found.len();
+                batch_tokens.extend(found);
+                if pending.is_empty() {
+                    break;
+                }
             }
             if attempt >= MAX_ATTEMPTS {
                 let domain = pending
@@ -396,6 +420,12 @@ impl Vault {
             // What did not insert either lost a race for its value (the lookup finds the
             // winner) or hit a taken token (next candidate).
             attempt += 1;
+        }
+        if requested > 0 {
+            self.mostly_new.store(
+                existed * 4 < requested,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         self.remember(batch_tokens);
         Ok(())

@@ -40,6 +40,8 @@ pub struct Applier {
     /// Multi-row shapes of row statements, by the same keys as `stmts`.
     pub(super) shapes: HashMap<String, Arc<Batchable>>,
     pub(super) in_dev_txn: bool,
+    /// When the open dev transaction began.
+    pub(super) txn_since: Option<std::time::Instant>,
     pub(super) batch_rows: usize,
     pub(super) src: Option<SrcTxn>,
     pub(super) queue: Vec<Queued>,
@@ -152,6 +154,7 @@ impl Applier {
             stmts: HashMap::new(),
             shapes: HashMap::new(),
             in_dev_txn: false,
+            txn_since: None,
             batch_rows: 0,
             src: None,
             applied_rows: 0,
@@ -191,6 +194,11 @@ impl Applier {
         self.batch_rows
     }
 
+    /// How long the open dev transaction has been open (zero when none is).
+    pub fn txn_age(&self) -> std::time::Duration {
+        self.txn_since.map(|t| t.elapsed()).unwrap_or_default()
+    }
+
     pub(super) async fn ensure_txn(&mut self) -> Result<(), SinkError> {
         if !self.in_dev_txn {
             self.client
@@ -198,6 +206,7 @@ impl Applier {
                 .await
                 .map_err(pg("begin"))?;
             self.in_dev_txn = true;
+            self.txn_since = Some(std::time::Instant::now());
         }
         Ok(())
     }
@@ -240,6 +249,7 @@ impl Applier {
             .await
             .map_err(pg("commit"))?;
         self.in_dev_txn = false;
+        self.txn_since = None;
         self.batch_rows = 0;
         self.completed_in_batch = false;
         metrics::gauge!(crate::metrics::SINK_LAST_COMMIT_LSN).set(self.ckpt.last_commit_lsn as f64);
@@ -598,6 +608,7 @@ impl Applier {
                 .await
                 .map_err(pg("rollback"))?;
             self.in_dev_txn = false;
+            self.txn_since = None;
         }
         self.src = None;
         self.savepoint_state = Savepoint::None;
