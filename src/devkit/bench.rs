@@ -338,6 +338,17 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         .create_db("clinic_native")
         .map_err(start("native db"))?;
     let p = connect(&prod.dsn("clinic")).await?;
+    // Production commits as production does: WAL is written at commit, so a walsender sees a
+    // commit at once (test clusters turn synchronous_commit off for speed, which delays every
+    // replica by up to wal_writer_delay). fsync stays off: this measures replication, not disks.
+    for sql in [
+        "ALTER SYSTEM SET synchronous_commit = on",
+        "SELECT pg_catalog.pg_reload_conf()",
+    ] {
+        p.batch_execute(sql)
+            .await
+            .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+    }
     crate::devkit::datagen::load(&p, opts.patients, 42)
         .await
         .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;

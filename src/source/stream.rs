@@ -77,11 +77,11 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
     let run_lock = epoch::take_run_lock(&pgcfg, &src.slot).await?;
     epoch::wait_for_predecessor(&catalog_client, &src.slot).await?;
     admin::ensure_topic(&kafka, &kafka.topic, false).await?;
+    // The topic's last envelope (read after its end stayed put for a moment: a killed
+    // predecessor's last produce requests land first) — read while the rest starts.
     let (k2, t2) = (kafka.clone(), kafka.topic.clone());
-    let tail =
-        tokio::task::spawn_blocking(move || admin::read_last(&k2, &t2, Duration::from_millis(700)))
-            .await
-            .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
+    let tail_reader =
+        tokio::task::spawn_blocking(move || admin::read_last(&k2, &t2, Duration::from_millis(700)));
 
     let vault: Arc<dyn TokenVault> = match &cfg.vault {
         Some(v) => Arc::new(Vault::connect(v, &master).await?),
@@ -155,6 +155,9 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         clock: crate::metrics::StageClock::new("stream", super::pipeline::STAGES),
     };
 
+    let tail = tail_reader
+        .await
+        .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
     // Resume the current epoch, or start a new one with a fresh slot and snapshot.
     let start = epoch::decide(&st.catalog, &src.slot, tail.as_ref().map(|(_, e)| e)).await?;
     let start_lsn = match start {

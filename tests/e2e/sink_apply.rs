@@ -18,9 +18,11 @@ pub struct Feed {
 
 impl Feed {
     pub async fn new(dsn: &str) -> Feed {
-        let applier = Applier::connect(&veil::config::Dsn(dsn.to_owned()), "t")
+        let mut applier = Applier::connect(&veil::config::Dsn(dsn.to_owned()), "t")
             .await
             .unwrap();
+        // Dev transactions commit only where a test flushes.
+        applier.set_batch_limits(usize::MAX, std::time::Duration::from_secs(3600));
         Feed {
             applier,
             offset: -1,
@@ -683,4 +685,81 @@ async fn a_batch_applied_in_part_is_read_again_and_applied_once() {
         .collect();
     assert_eq!(ids, vec![1, 2, 3]);
     assert_eq!(g.last_commit_lsn(), 200);
+}
+
+/// Under a steady flow a batch rarely ends on a transaction boundary, so the dev transaction
+/// commits at a boundary inside it once due; a sink killed after that reads the batch again
+/// from the checkpoint before it: what was committed is dropped as duplicates, the rest is
+/// applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_inside_a_batch_then_a_kill_applies_the_rest_once() {
+    let pg = PgCluster::start().unwrap();
+    pg.create_db("dev").unwrap();
+    let dsn = pg.dsn("dev");
+    let t = table("t", vec![column("id", "integer")]);
+    let mut f = Feed::new(&dsn).await;
+    f.snapshot_of(std::slice::from_ref(&t)).await;
+    f.start(0).await;
+    // Commit at every boundary.
+    f.applier.set_batch_limits(1, std::time::Duration::ZERO);
+    let row = |id: &str| {
+        Event::Row(proto::RowChange {
+            table: "public.t".into(),
+            op: proto::Op::Insert as i32,
+            new_values: vec![text(id)],
+            ..Default::default()
+        })
+    };
+    let begin = |lsn: u64| {
+        Event::Begin(proto::Begin {
+            commit_lsn: lsn,
+            ..Default::default()
+        })
+    };
+    let commit = |lsn: u64| {
+        Event::Commit(proto::Commit {
+            commit_lsn: lsn,
+            end_lsn: lsn + 1,
+            ..Default::default()
+        })
+    };
+    let batch = f.batch(vec![
+        begin(100),
+        row("1"),
+        commit(100),
+        begin(200),
+        row("2"),
+        row("3"),
+    ]);
+    let at = f.offset + 1;
+    f.applier.apply(at, batch.clone()).await.unwrap();
+    // T1 is committed in dev with a checkpoint before the batch; T2 is open, uncommitted.
+    let dev = connect(&dsn).await;
+    assert_eq!(count(&dev, "SELECT count(*) FROM public.t").await, 1);
+    assert_eq!(
+        count(&dev, "SELECT kafka_offset FROM veil_sink.checkpoint").await,
+        at - 1
+    );
+    // Killed: the open dev transaction is lost. The restarted sink reads the batch again.
+    let rest = f.batch(vec![commit(200)]);
+    drop(f);
+    let mut g = Applier::connect(&veil::config::Dsn(dsn.clone()), "t")
+        .await
+        .unwrap();
+    assert_eq!(g.next_offset(), at);
+    g.apply(at, batch).await.unwrap();
+    g.apply(at + 1, rest).await.unwrap();
+    g.flush().await.unwrap();
+    let ids: Vec<i32> = dev
+        .query("SELECT id FROM public.t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(
+        g.duplicates, 3,
+        "T1's three envelopes were dropped as duplicates"
+    );
 }

@@ -68,7 +68,10 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
     // seeing every one of them: a broker that answers a fetch starting inside a record batch with
     // the next batch would otherwise skip events silently. So it starts a little before the
     // checkpoint (dropping what is applied), and re-fetches from before any hole it sees.
-    let max_age = Duration::from_millis(sink.batch_max_ms);
+    applier.set_batch_limits(
+        sink.batch_max_rows,
+        Duration::from_millis(sink.batch_max_ms),
+    );
     let mut rewind = REWIND;
     // The next offset the sink must see.
     let mut expected = applier.next_offset();
@@ -157,10 +160,7 @@ pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<()
                         expected = from;
                         continue 'assign;
                     }
-                    if applier.at_boundary()
-                        && (applier.pending_rows() >= sink.batch_max_rows
-                            || applier.txn_age() >= max_age)
-                    {
+                    if applier.flush_due() {
                         let t = std::time::Instant::now();
                         applier.flush().await?;
                         clock.add(COMMIT, t);
