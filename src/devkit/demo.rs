@@ -118,6 +118,7 @@ pub fn config_for(
         vault: vault_dsn.map(|dsn| crate::config::VaultConfig {
             dsn: Dsn(dsn),
             cache_entries: 1_000_000,
+            connections: 2,
         }),
         scanner: crate::config::ScannerConfig {
             in_flight_sample: 1.0,

@@ -200,6 +200,17 @@ pub async fn run(
             crate::pg::quote::ident(schema),
             crate::pg::quote::ident(name)
         );
+        // The planner's row estimate (partitions summed): progress lines give a rate and an ETA.
+        let estimate: i64 = snap
+            .query_one(
+                "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 \
+                 FROM pg_catalog.pg_partition_tree($1) t JOIN pg_catalog.pg_class c ON c.oid = t.relid \
+                 WHERE t.isleaf OR t.relid = $1",
+                &[&plan.oid],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
         let stream = snap.copy_out(&sql).await.map_err(pg("copy out"))?;
         futures_util::pin_mut!(stream);
         let started = Instant::now();
@@ -266,7 +277,14 @@ pub async fn run(
                     rows += 1;
                 }
                 if last_report.elapsed() > Duration::from_secs(5) {
-                    tracing::info!(table = %plan.qualified, rows, "snapshot in progress");
+                    let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                    let eta_secs = if estimate > rows as i64 {
+                        ((estimate - rows as i64) as f64 / rate.max(1.0)).round() as u64
+                    } else {
+                        0
+                    };
+                    tracing::info!(table = %plan.qualified, rows, rows_per_sec = rate.round() as u64,
+                                   estimated_rows = estimate, eta_secs, "snapshot in progress");
                     last_report = Instant::now();
                 }
             }

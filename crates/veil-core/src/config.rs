@@ -392,10 +392,18 @@ pub struct VaultConfig {
     /// Tokens kept in memory by the stream (looked up in the vault when evicted).
     #[serde(default = "default_cache_entries")]
     pub cache_entries: usize,
+    /// Connections the stream opens to the vault: a large allocation (a snapshot's batch) is
+    /// split over all of them.
+    #[serde(default = "default_vault_connections")]
+    pub connections: usize,
 }
 
 fn default_cache_entries() -> usize {
     1_000_000
+}
+
+fn default_vault_connections() -> usize {
+    2
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -523,6 +531,7 @@ impl Config {
                     self.vault = Some(VaultConfig {
                         dsn: Dsn(v),
                         cache_entries: default_cache_entries(),
+                        connections: default_vault_connections(),
                     })
                 }
             }

@@ -193,9 +193,14 @@ GRANT EXECUTE ON FUNCTION veil_vault.reveal(bigint) TO veil_vault_reader;
 /// Candidates tried per value before giving up.
 const MAX_ATTEMPTS: u32 = 256;
 
+/// New values from which an allocation is split over every vault connection.
+const PARALLEL_FROM: usize = 1000;
+
 /// The stream's handle on the vault: a connection and a bounded cache of hash → token.
 pub struct Vault {
     client: tokio_postgres::Client,
+    /// Further connections a large allocation is split over (`vault.connections`).
+    more: Vec<tokio_postgres::Client>,
     cache: RwLock<TokenCache>,
     key_id: String,
     /// Most values of the last allocation were new to the vault (a snapshot into an empty
@@ -266,16 +271,22 @@ impl TokenVault for NullStore {
 impl Vault {
     pub async fn connect(cfg: &VaultConfig, master: &MasterKey) -> Result<Self, VaultError> {
         let target = cfg.dsn.parse()?;
-        let client = crate::pg::tls::connect(&target)
-            .await
-            .map_err(|e| match e {
+        let connect = || async {
+            crate::pg::tls::connect(&target).await.map_err(|e| match e {
                 crate::pg::tls::ConnectError::Config(c) => VaultError::Config(c),
                 crate::pg::tls::ConnectError::Postgres(p) => {
                     VaultError::Postgres(crate::pg::errors::PgError::new("connect", &p))
                 }
-            })?;
+            })
+        };
+        let client = connect().await?;
+        let mut more = Vec::new();
+        for _ in 1..cfg.connections.max(1) {
+            more.push(connect().await?);
+        }
         Ok(Vault {
             client,
+            more,
             cache: RwLock::new(TokenCache::new(cfg.cache_entries.max(1000))),
             key_id: master.key_id(),
             mostly_new: std::sync::atomic::AtomicBool::new(false),
@@ -329,19 +340,65 @@ impl Vault {
                 pending.entry(r.hash).or_insert(r);
             }
         }
-        let mut attempt = 0u32;
-        let mut crossings = 0u32;
+        let requested = pending.len();
+        if requested == 0 {
+            return Ok(());
+        }
+        // A large batch (a snapshot's) is split by value hash over the vault connections and
+        // allocated on all of them at once; the parts never share a value.
+        let clients: Vec<&tokio_postgres::Client> =
+            std::iter::once(&self.client).chain(&self.more).collect();
+        let n = if requested >= PARALLEL_FROM {
+            clients.len()
+        } else {
+            1
+        };
+        let mut parts: Vec<HashMap<[u8; 32], VaultRequest>> =
+            (0..n).map(|_| HashMap::new()).collect();
+        for (h, r) in pending {
+            parts[h[0] as usize % n].insert(h, r);
+        }
+        let results = futures_util::future::join_all(
+            parts
+                .into_iter()
+                .zip(clients)
+                .map(|(part, client)| self.allocate_on(client, part)),
+        )
+        .await;
         // Every token of this batch, remembered together at the end: the cache's bound never
         // evicts a token of the batch that asked for it.
+        let mut batch_tokens = Vec::with_capacity(requested);
+        let mut existed = 0usize;
+        for r in results {
+            let (tokens, found) = r?;
+            batch_tokens.extend(tokens);
+            existed += found;
+        }
+        self.mostly_new.store(
+            existed * 4 < requested,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.remember(batch_tokens);
+        Ok(())
+    }
+
+    /// Allocates `pending` on one connection: returns the tokens, and how many of the values
+    /// the vault already had.
+    async fn allocate_on(
+        &self,
+        client: &tokio_postgres::Client,
+        mut pending: HashMap<[u8; 32], VaultRequest>,
+    ) -> Result<(Vec<([u8; 32], Arc<str>)>, usize), VaultError> {
+        let mut attempt = 0u32;
+        let mut crossings = 0u32;
         let mut batch_tokens = Vec::new();
-        let requested = pending.len();
         let mut existed = 0usize;
         // Insert first when the last allocation was mostly new values: what did not insert (it
         // exists, or its candidate token is taken) is looked up before any next candidate.
         let mut skip_lookup = self.mostly_new.load(std::sync::atomic::Ordering::Relaxed);
         while !pending.is_empty() {
             if !std::mem::take(&mut skip_lookup) {
-                let found = self.lookup(&mut pending).await?;
+                let found = self.lookup(client, &mut pending).await?;
                 existed += found.len();
                 batch_tokens.extend(found);
                 if pending.is_empty() {
@@ -378,8 +435,7 @@ impl Vault {
                 .iter()
                 .map(|t| blake3::hash(t.as_bytes()).as_bytes().to_vec())
                 .collect();
-            let result = self
-                .client
+            let result = client
                 .query(
                     "INSERT INTO veil_vault.tokens (domain, value_hash, token, token_hash, value, key_id, uniq) \
                      SELECT d, h, t, th, v, $5, q FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $6::bool[], $7::bytea[]) \
@@ -421,20 +477,14 @@ impl Vault {
             // winner) or hit a taken token (next candidate).
             attempt += 1;
         }
-        if requested > 0 {
-            self.mostly_new.store(
-                existed * 4 < requested,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
-        self.remember(batch_tokens);
-        Ok(())
+        Ok((batch_tokens, existed))
     }
 
     /// Looks the pending values up; returns what the vault already has (and drops it from
     /// `pending`).
     async fn lookup(
         &self,
+        client: &tokio_postgres::Client,
         pending: &mut HashMap<[u8; 32], VaultRequest>,
     ) -> Result<Vec<([u8; 32], Arc<str>)>, VaultError> {
         let mut domains = Vec::with_capacity(pending.len());
@@ -443,8 +493,7 @@ impl Vault {
             domains.push(r.rule.domain.to_string());
             hashes.push(r.hash.to_vec());
         }
-        let rows = self
-            .client
+        let rows = client
             .query(
                 "SELECT t.value_hash, t.token FROM unnest($1::text[], $2::bytea[]) AS u(d, h) \
                  JOIN veil_vault.tokens t ON t.domain = u.d AND t.value_hash = u.h",
