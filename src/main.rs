@@ -89,6 +89,10 @@ enum Command {
         /// and native's rates; commit → visible in dev, p50 and p99); 0 skips it.
         #[arg(long, default_value_t = 15)]
         steady_secs: u64,
+        /// MiB of one large transaction streamed at the end, with the process's peak resident
+        /// memory (stream + sink); 0 skips it.
+        #[arg(long, default_value_t = 0)]
+        big_txn_mb: u64,
     },
 }
 
@@ -351,12 +355,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             backlog,
             scale,
             steady_secs,
+            big_txn_mb,
         } => Ok(veil::devkit::bench::run(veil::devkit::bench::BenchOptions {
             patients,
             scale,
             changes,
             backlog,
             steady_secs,
+            big_txn_mb,
         })
         .await?),
         Command::Registry { command } => registry(command).await,

@@ -21,6 +21,8 @@ pub struct BenchOptions {
     pub backlog: usize,
     /// Seconds of the steady-state latency run (0: none; needs the backlog phase's rates).
     pub steady_secs: u64,
+    /// MiB of the one large transaction whose memory use is measured (0: none).
+    pub big_txn_mb: u64,
 }
 
 async fn count(c: &Client, sql: &str) -> Result<i64, DemoError> {
@@ -90,6 +92,32 @@ filler = { type = "character(22)", class = "safe", reason = "padding" }
 "#,
     ),
 ];
+
+/// A table of wide rows for the large-transaction phase (one safe text column).
+const BLOB_TABLE: &str = "CREATE TABLE bench_blob (id bigserial PRIMARY KEY, body text NOT NULL)";
+const BLOB_REGISTRY: (&str, &str) = (
+    "public.bench_blob.toml",
+    r#"table = "public.bench_blob"
+profile = "safe_harbor"
+reviewer = "veil bench"
+[columns]
+id   = { type = "bigint", class = "safe", reason = "generated key of bench rows" }
+body = { type = "text", class = "safe", reason = "generated filler" }
+"#,
+);
+
+/// Resident memory of this process (stream and sink run in it), in bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
 
 /// Runs a PostgreSQL client program of the cluster's version.
 fn pg_tool(bin: &str, args: &[&str]) -> Result<(), DemoError> {
@@ -358,6 +386,9 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     p.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY")
         .await
         .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+    p.batch_execute(BLOB_TABLE)
+        .await
+        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
     let rows = count(&p, TOTAL).await?;
     let regdir = tempfile::tempdir().map_err(|e| DemoError::Start {
         what: "registry",
@@ -367,7 +398,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         what: "registry",
         message: e.to_string(),
     })?;
-    for (name, text) in PGBENCH_REGISTRY {
+    for (name, text) in PGBENCH_REGISTRY.iter().chain([&BLOB_REGISTRY]) {
         std::fs::write(regdir.path().join(name), text).map_err(|e| DemoError::Start {
             what: "registry",
             message: e.to_string(),
@@ -412,6 +443,9 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         &["-i", "-q", "-I", "dtp", &native.dsn("clinic_native")],
     )?;
     n.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY")
+        .await
+        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+    n.batch_execute(BLOB_TABLE)
         .await
         .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
     let t1 = Instant::now();
@@ -614,6 +648,56 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     }
     let _ = n.batch_execute("DROP SUBSCRIPTION bench").await;
 
+    // Last, one large transaction (rows of 1 KiB) through veil, with this process's resident
+    // memory (stream and sink both run in it) sampled every 100 ms.
+    let mut big = None;
+    if opts.big_txn_mb > 0 {
+        let pg = |e: tokio_postgres::Error| DemoError::Postgres(crate::pg::errors::describe(&e));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stream, sink) = crate::devkit::demo::spawn_pipeline(&cfg, stop_rx);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let baseline = rss_bytes();
+        let n_rows = opts.big_txn_mb * 1024;
+        let writer = connect(&prod.dsn("clinic")).await?;
+        let t = Instant::now();
+        let write = tokio::spawn(async move {
+            writer
+                .batch_execute(&format!(
+                    "INSERT INTO bench_blob (body) SELECT repeat(md5(g::text), 32) \
+                     FROM generate_series(1, {n_rows}) g"
+                ))
+                .await
+                .map(|_| Instant::now())
+        });
+        let mut peak = baseline;
+        loop {
+            peak = peak.max(rss_bytes());
+            if count(&d, "SELECT count(*) FROM bench_blob")
+                .await
+                .unwrap_or(0)
+                >= n_rows as i64
+            {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(3600) {
+                return Err(DemoError::Verify(
+                    "the large transaction did not reach dev within an hour".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let total = t.elapsed();
+        let committed = match write.await {
+            Ok(Ok(at)) => at.duration_since(t),
+            Ok(Err(e)) => return Err(pg(e)),
+            Err(e) => return Err(DemoError::Verify(format!("writer task: {e}"))),
+        };
+        let _ = stop_tx.send(true);
+        let _ = stream.await;
+        let _ = sink.await;
+        big = Some((n_rows, committed, total, baseline, peak));
+    }
+
     let rate = |n: i64, d: Duration| n as f64 / d.as_secs_f64();
     println!();
     println!("{:<34} {:>14} {:>14} {:>8}", "", "veil", "native", "ratio");
@@ -682,6 +766,19 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
             rate(b, sink_stage)
         );
         sample.print("stream alone, then sink alone");
+    }
+    if let Some((n_rows, committed, total, baseline, peak)) = big {
+        println!();
+        println!(
+            "one transaction of {} MiB ({n_rows} rows of 1 KiB): committed in production after {:.1} s, \
+             all in dev after {:.1} s; resident memory of the process (stream + sink) {} MiB at \
+             start, {} MiB at most",
+            opts.big_txn_mb,
+            committed.as_secs_f64(),
+            total.as_secs_f64(),
+            baseline >> 20,
+            peak >> 20
+        );
     }
     if let Some((rate, v, n)) = steady {
         println!();

@@ -144,6 +144,9 @@ impl Publisher {
                 ("message.timeout.ms", "120000"),
                 ("message.max.bytes", "16777216"),
                 ("queue.buffering.max.messages", "200000"),
+                // Bounds what waits in the producer (librdkafka's default is 1 GiB): a large
+                // transaction published faster than the broker takes it waits in `send`.
+                ("queue.buffering.max.kbytes", "65536"),
             ],
         )
         // Never overridable: ordering and no duplicates from retries. One request in flight per
