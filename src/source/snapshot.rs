@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 /// Rows transformed (and their vault misses allocated) together.
-const ROW_BATCH: usize = 1000;
+const ROW_BATCH: usize = 4000;
 use tokio_postgres::Client;
 
 use super::error::StreamError;

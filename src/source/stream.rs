@@ -29,6 +29,43 @@ use crate::pg::catalog;
 use crate::pg::lsn::fmt_lsn;
 use crate::proto::{self, envelope::Event};
 
+/// Milliseconds per start-up step, in order.
+struct StartupClock {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    steps: Vec<(&'static str, u128)>,
+}
+
+impl StartupClock {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        StartupClock {
+            started: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((step, (now - self.last).as_millis()));
+        self.last = now;
+    }
+
+    fn total_ms(&self) -> u128 {
+        self.started.elapsed().as_millis()
+    }
+}
+
+impl std::fmt::Display for StartupClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (step, ms)) in self.steps.iter().enumerate() {
+            write!(f, "{}{step} {ms} ms", if i > 0 { ", " } else { "" })?;
+        }
+        Ok(())
+    }
+}
+
 /// A random, non-zero id for this process run.
 fn new_run_id() -> u64 {
     rand::random::<u64>().max(1)
@@ -60,6 +97,8 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
     let master = MasterKey::from_config(&cfg.keys)?;
     let pgcfg = src.dsn.parse()?;
 
+    // Time per start-up step, logged once streaming starts (what a restart costs in lag).
+    let mut startup = StartupClock::new();
     let catalog_client = crate::pg::tls::connect(&pgcfg)
         .await
         .map_err(StreamError::Connect)?;
@@ -74,9 +113,12 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
     let database = row.get(3).cloned().flatten().unwrap_or_default();
     let source_id = format!("{sysid}/{database}");
 
+    startup.mark("connect");
     let run_lock = epoch::take_run_lock(&pgcfg, &src.slot).await?;
     epoch::wait_for_predecessor(&catalog_client, &src.slot).await?;
+    startup.mark("run lock");
     admin::ensure_topic(&kafka, &kafka.topic, false).await?;
+    startup.mark("topic");
     // The topic's last envelope (read after its end stayed put for a moment: a killed
     // predecessor's last produce requests land first) — read while the rest starts.
     let (k2, t2) = (kafka.clone(), kafka.topic.clone());
@@ -100,6 +142,7 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         None => Box::new(NoAudit),
     };
     let publisher = Publisher::new(&kafka, &kafka.topic, &source_id)?;
+    startup.mark("vault, audit, producer");
     let mut st = Streamer {
         database: database.clone(),
         source_id: source_id.clone(),
@@ -158,6 +201,7 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
     let tail = tail_reader
         .await
         .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
+    startup.mark("topic tail");
     // Resume the current epoch, or start a new one with a fresh slot and snapshot.
     let start = epoch::decide(&st.catalog, &src.slot, tail.as_ref().map(|(_, e)| e)).await?;
     let start_lsn = match start {
@@ -197,6 +241,7 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         }
     };
 
+    startup.mark("epoch");
     let config_hash = blake3::hash(format!("{cfg:?}").as_bytes()).to_hex()[..16].to_owned();
     st.audit_run_start(&config_hash).await?;
     st.publish(
@@ -221,6 +266,8 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         crate::pg::quote::literal(&crate::pg::quote::ident(&src.publication))
     ))
     .await?;
+    startup.mark("run start audited, replication started");
+    tracing::info!(total_ms = startup.total_ms(), steps = %startup, "stream start-up");
     metrics::gauge!(crate::metrics::EPOCH).set(st.epoch as f64);
 
     // From here on a hold keeps the replication connection alive.
