@@ -21,8 +21,11 @@ use crate::kafka::{admin, client};
 use crate::pg::lsn::fmt_lsn;
 use crate::proto;
 
-/// How far before the checkpoint the sink starts fetching (see `run`).
-const REWIND: i64 = 20_000;
+/// How many messages before the checkpoint the sink starts fetching (see `run`); doubled at
+/// every hole the broker leaves. Messages carry batches of envelopes (up to the message limit
+/// each), so a fixed rewind of thousands of messages could mean gigabytes fetched again at
+/// every start.
+const REWIND: i64 = 256;
 
 /// Runs `veil sink` until `shutdown` turns true or an error stops it.
 pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), SinkError> {
