@@ -113,7 +113,7 @@ pub fn config_for(
         sink: Some(SinkConfig {
             dsn: Dsn(dev_dsn),
             batch_max_rows: 5000,
-            batch_max_ms: 50,
+            batch_max_ms: 25,
         }),
         vault: vault_dsn.map(|dsn| crate::config::VaultConfig {
             dsn: Dsn(dsn),

@@ -114,7 +114,7 @@ pub const MAX_QUEUED: usize = 4 * ROW_BATCH;
 /// The queue is published when nothing more was decoded for this long…
 pub const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 /// …and at the latest this long after its first item was queued.
-pub const QUEUE_MAX_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+pub const QUEUE_MAX_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A row change waiting for its batch to be transformed.
 pub(super) struct QueuedRow {

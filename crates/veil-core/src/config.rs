@@ -225,7 +225,7 @@ fn default_batch() -> usize {
 }
 
 fn default_batch_ms() -> u64 {
-    50
+    25
 }
 
 /// The audit trail.

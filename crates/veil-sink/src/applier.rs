@@ -157,7 +157,7 @@ impl Applier {
             shapes: HashMap::new(),
             in_dev_txn: false,
             txn_since: None,
-            batch_limits: (5000, std::time::Duration::from_millis(50)),
+            batch_limits: (5000, std::time::Duration::from_millis(25)),
             batch_rows: 0,
             src: None,
             applied_rows: 0,
