@@ -26,10 +26,7 @@ pub struct BenchOptions {
 }
 
 async fn count(c: &Client, sql: &str) -> Result<i64, DemoError> {
-    c.query_one(sql, &[])
-        .await
-        .map(|r| r.get(0))
-        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))
+    c.query_one(sql, &[]).await.map(|r| r.get(0)).map_err(pg)
 }
 
 const TOTAL: &str = "SELECT (SELECT count(*) FROM public.patients) + (SELECT count(*) FROM public.encounters) \
@@ -117,6 +114,11 @@ fn rss_bytes() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// A PostgreSQL error as the bench reports it (never a row value).
+fn pg(e: tokio_postgres::Error) -> DemoError {
+    DemoError::Postgres(crate::pg::errors::describe(&e))
 }
 
 /// Runs a PostgreSQL client program of the cluster's version.
@@ -235,7 +237,7 @@ async fn confirmed_past(p: &Client, lsn: &str) -> Result<bool, DemoError> {
     )
     .await
     .map(|r| r.get(0))
-    .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))
+    .map_err(pg)
 }
 
 /// Marker deltas of the latency probes (pgbench's own deltas lie within ±5000).
@@ -253,7 +255,6 @@ async fn steady_latency(
     secs: u64,
     first_marker: i32,
 ) -> Result<Vec<Duration>, DemoError> {
-    let pg = |e: tokio_postgres::Error| DemoError::Postgres(crate::pg::errors::describe(&e));
     let mut load = std::process::Command::new(crate::devkit::testkit::pg_bin_dir().join("pgbench"))
         .args([
             "-n",
@@ -373,22 +374,18 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         "ALTER SYSTEM SET synchronous_commit = on",
         "SELECT pg_catalog.pg_reload_conf()",
     ] {
-        p.batch_execute(sql)
-            .await
-            .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+        p.batch_execute(sql).await.map_err(pg)?;
     }
     crate::devkit::datagen::load(&p, opts.patients, 42)
         .await
-        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+        .map_err(pg)?;
     // pgbench's tables (scale 1: 100,000 accounts), with a key on the history.
     let scale = opts.scale.max(1).to_string();
     pg_tool("pgbench", &["-i", "-q", "-s", &scale, &prod.dsn("clinic")])?;
     p.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY")
         .await
-        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
-    p.batch_execute(BLOB_TABLE)
-        .await
-        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+        .map_err(pg)?;
+    p.batch_execute(BLOB_TABLE).await.map_err(pg)?;
     let rows = count(&p, TOTAL).await?;
     let regdir = tempfile::tempdir().map_err(|e| DemoError::Start {
         what: "registry",
@@ -437,24 +434,22 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     let n = connect(&native.dsn("clinic_native")).await?;
     n.batch_execute(crate::devkit::datagen::SCHEMA_SQL)
         .await
-        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+        .map_err(pg)?;
     pg_tool(
         "pgbench",
         &["-i", "-q", "-I", "dtp", &native.dsn("clinic_native")],
     )?;
     n.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY")
         .await
-        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
-    n.batch_execute(BLOB_TABLE)
-        .await
-        .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+        .map_err(pg)?;
+    n.batch_execute(BLOB_TABLE).await.map_err(pg)?;
     let t1 = Instant::now();
     n.batch_execute(&format!(
         "CREATE SUBSCRIPTION bench CONNECTION '{}' PUBLICATION veil_pub WITH (copy_data = true)",
         prod.dsn("clinic")
     ))
     .await
-    .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+    .map_err(pg)?;
     let native_copy = until_rows(&n, rows, t1, Duration::from_secs(600)).await?;
 
     // A burst of changes: both replicate the same WAL concurrently.
@@ -466,7 +461,7 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         opts.changes
     ))
     .await
-    .map_err(|e| DemoError::Postgres(crate::pg::errors::describe(&e)))?;
+    .map_err(pg)?;
     let want = rows + opts.changes as i64;
     let (veil_burst, native_burst) = tokio::join!(
         until_rows(&d, want, t2, Duration::from_secs(600)),
@@ -486,7 +481,6 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     let mut backlog = None;
     let mut stages = None;
     if opts.backlog > 0 {
-        let pg = |e: tokio_postgres::Error| DemoError::Postgres(crate::pg::errors::describe(&e));
         n.batch_execute("ALTER SUBSCRIPTION bench DISABLE")
             .await
             .map_err(pg)?;
@@ -615,7 +609,6 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     // client) and native's apply rate, veil first, then native, each with its own probes.
     let mut steady = None;
     if let (Some((written, _, native_backlog, _)), true) = (&backlog, opts.steady_secs > 0) {
-        let pg = |e: tokio_postgres::Error| DemoError::Postgres(crate::pg::errors::describe(&e));
         let b = opts.backlog as f64;
         let rate = ((b / written.as_secs_f64()).min(b / native_backlog.as_secs_f64()) / 2.0)
             .max(1.0) as u64;
@@ -652,7 +645,6 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
     // memory (stream and sink both run in it) sampled every 100 ms.
     let mut big = None;
     if opts.big_txn_mb > 0 {
-        let pg = |e: tokio_postgres::Error| DemoError::Postgres(crate::pg::errors::describe(&e));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stream, sink) = crate::devkit::demo::spawn_pipeline(&cfg, stop_rx);
         tokio::time::sleep(Duration::from_secs(3)).await;

@@ -345,6 +345,7 @@ async fn replicate(
     };
     let mut heartbeat = tokio::time::interval(Duration::from_secs(hb_secs));
     heartbeat.tick().await;
+    let mut queue_timer = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
 
     loop {
         if let Some(e) = st.publisher.failure() {
@@ -357,11 +358,17 @@ async fn replicate(
         let mut reply = false;
         // Decoded transactions wait in the pipeline's queue until nothing more comes for a
         // moment (or a batch is full): many small transactions share one vault round trip.
+        // One timer, moved when the deadline moves (not a new one per WAL message).
         let queue_due = st.queue_deadline();
+        if let Some(due) = queue_due
+            && queue_timer.deadline() != due
+        {
+            queue_timer.as_mut().reset(due);
+        }
         let step: Result<(), StreamError> = async {
             tokio::select! {
                 _ = shutdown.changed() => {}
-                _ = tokio::time::sleep_until(queue_due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))), if queue_due.is_some() => {
+                _ = &mut queue_timer, if queue_due.is_some() => {
                     st.flush_rows().await?;
                 }
                 _ = status.tick() => { reply = true; }

@@ -612,6 +612,51 @@ impl Feed {
     }
 }
 
+/// A dev cluster and a feed whose snapshot made `public.t (id integer)`, stream started.
+async fn one_table_feed() -> (PgCluster, String, Feed) {
+    let pg = PgCluster::start().unwrap();
+    pg.create_db("dev").unwrap();
+    let dsn = pg.dsn("dev");
+    let mut f = Feed::new(&dsn).await;
+    f.snapshot_of(&[table("t", vec![column("id", "integer")])])
+        .await;
+    f.start(0).await;
+    (pg, dsn, f)
+}
+
+fn row(id: &str) -> Event {
+    Event::Row(proto::RowChange {
+        table: "public.t".into(),
+        op: proto::Op::Insert as i32,
+        new_values: vec![text(id)],
+        ..Default::default()
+    })
+}
+
+fn begin(lsn: u64) -> Event {
+    Event::Begin(proto::Begin {
+        commit_lsn: lsn,
+        ..Default::default()
+    })
+}
+
+fn commit(lsn: u64) -> Event {
+    Event::Commit(proto::Commit {
+        commit_lsn: lsn,
+        end_lsn: lsn + 1,
+        ..Default::default()
+    })
+}
+
+async fn ids_in_t(dev: &tokio_postgres::Client) -> Vec<i32> {
+    dev.query("SELECT id FROM public.t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Issue 14, many events per Kafka message: a batch that ends inside an open source transaction
 /// (the stream held there) is set aside at that transaction's Begin, in the middle of the
 /// batch; the checkpoint then names the offset before the batch, so a sink restarted from it
@@ -619,34 +664,14 @@ impl Feed {
 /// by its event number, the open one is applied once, when its Commit comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_applied_in_part_is_read_again_and_applied_once() {
-    let pg = PgCluster::start().unwrap();
-    pg.create_db("dev").unwrap();
-    let dsn = pg.dsn("dev");
-    let t = table("t", vec![column("id", "integer")]);
-    let mut f = Feed::new(&dsn).await;
-    f.snapshot_of(std::slice::from_ref(&t)).await;
-    f.start(0).await;
-    let row = |id: &str| {
-        Event::Row(proto::RowChange {
-            table: "public.t".into(),
-            op: proto::Op::Insert as i32,
-            new_values: vec![text(id)],
-            ..Default::default()
-        })
+    let (_pg, dsn, mut f) = one_table_feed().await;
+    // An empty batch is bad input: refused, naming its offset.
+    let empty = proto::Envelope {
+        event: Some(Event::Batch(proto::EventBatch { envelopes: vec![] })),
+        ..Default::default()
     };
-    let begin = |lsn: u64| {
-        Event::Begin(proto::Begin {
-            commit_lsn: lsn,
-            ..Default::default()
-        })
-    };
-    let commit = |lsn: u64| {
-        Event::Commit(proto::Commit {
-            commit_lsn: lsn,
-            end_lsn: lsn + 1,
-            ..Default::default()
-        })
-    };
+    let err = f.applier.apply(f.offset + 1, empty).await.unwrap_err();
+    assert!(err.to_string().contains("empty batch"), "{err}");
     let first = f.batch(vec![
         begin(100),
         row("1"),
@@ -676,14 +701,7 @@ async fn a_batch_applied_in_part_is_read_again_and_applied_once() {
     assert_eq!(g.apply(at + 1, rest).await.unwrap(), Next::Continue);
     g.flush().await.unwrap();
     assert_eq!(g.next_offset(), at + 2);
-    let ids: Vec<i32> = dev
-        .query("SELECT id FROM public.t ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(ids_in_t(&dev).await, vec![1, 2, 3]);
     assert_eq!(g.last_commit_lsn(), 200);
 }
 
@@ -693,36 +711,9 @@ async fn a_batch_applied_in_part_is_read_again_and_applied_once() {
 /// applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_inside_a_batch_then_a_kill_applies_the_rest_once() {
-    let pg = PgCluster::start().unwrap();
-    pg.create_db("dev").unwrap();
-    let dsn = pg.dsn("dev");
-    let t = table("t", vec![column("id", "integer")]);
-    let mut f = Feed::new(&dsn).await;
-    f.snapshot_of(std::slice::from_ref(&t)).await;
-    f.start(0).await;
+    let (_pg, dsn, mut f) = one_table_feed().await;
     // Commit at every boundary.
     f.applier.set_batch_limits(1, std::time::Duration::ZERO);
-    let row = |id: &str| {
-        Event::Row(proto::RowChange {
-            table: "public.t".into(),
-            op: proto::Op::Insert as i32,
-            new_values: vec![text(id)],
-            ..Default::default()
-        })
-    };
-    let begin = |lsn: u64| {
-        Event::Begin(proto::Begin {
-            commit_lsn: lsn,
-            ..Default::default()
-        })
-    };
-    let commit = |lsn: u64| {
-        Event::Commit(proto::Commit {
-            commit_lsn: lsn,
-            end_lsn: lsn + 1,
-            ..Default::default()
-        })
-    };
     let batch = f.batch(vec![
         begin(100),
         row("1"),
@@ -750,14 +741,7 @@ async fn a_commit_inside_a_batch_then_a_kill_applies_the_rest_once() {
     g.apply(at, batch).await.unwrap();
     g.apply(at + 1, rest).await.unwrap();
     g.flush().await.unwrap();
-    let ids: Vec<i32> = dev
-        .query("SELECT id FROM public.t ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(ids_in_t(&dev).await, vec![1, 2, 3]);
     assert_eq!(
         g.duplicates, 3,
         "T1's three envelopes were dropped as duplicates"

@@ -39,9 +39,8 @@ pub struct Applier {
     pub(super) stmts: HashMap<String, Statement>,
     /// Multi-row shapes of row statements, by the same keys as `stmts`.
     pub(super) shapes: HashMap<String, Arc<Batchable>>,
-    pub(super) in_dev_txn: bool,
-    /// When the open dev transaction began.
-    pub(super) txn_since: Option<std::time::Instant>,
+    /// When the open dev transaction began (`None`: no dev transaction is open).
+    pub(super) dev_txn_since: Option<std::time::Instant>,
     /// Rows and age after which a dev transaction commits at the next boundary.
     pub(super) batch_limits: (usize, std::time::Duration),
     pub(super) batch_rows: usize,
@@ -155,8 +154,7 @@ impl Applier {
             schemas,
             stmts: HashMap::new(),
             shapes: HashMap::new(),
-            in_dev_txn: false,
-            txn_since: None,
+            dev_txn_since: None,
             batch_limits: (5000, std::time::Duration::from_millis(25)),
             batch_rows: 0,
             src: None,
@@ -197,9 +195,14 @@ impl Applier {
         self.batch_rows
     }
 
+    /// A dev transaction is open.
+    pub fn in_dev_txn(&self) -> bool {
+        self.dev_txn_since.is_some()
+    }
+
     /// How long the open dev transaction has been open (zero when none is).
     pub fn txn_age(&self) -> std::time::Duration {
-        self.txn_since.map(|t| t.elapsed()).unwrap_or_default()
+        self.dev_txn_since.map(|t| t.elapsed()).unwrap_or_default()
     }
 
     /// Commit the dev transaction after this many rows, or once it is open this long
@@ -210,26 +213,25 @@ impl Applier {
 
     /// At a source-transaction boundary with a dev transaction due to commit.
     pub fn flush_due(&self) -> bool {
-        self.in_dev_txn
+        self.in_dev_txn()
             && self.at_boundary()
             && (self.batch_rows >= self.batch_limits.0 || self.txn_age() >= self.batch_limits.1)
     }
 
     pub(super) async fn ensure_txn(&mut self) -> Result<(), SinkError> {
-        if !self.in_dev_txn {
+        if !self.in_dev_txn() {
             self.client
                 .batch_execute("BEGIN")
                 .await
                 .map_err(pg("begin"))?;
-            self.in_dev_txn = true;
-            self.txn_since = Some(std::time::Instant::now());
+            self.dev_txn_since = Some(std::time::Instant::now());
         }
         Ok(())
     }
 
     /// Writes the checkpoint and commits the dev transaction (at a source-transaction boundary).
     pub async fn flush(&mut self) -> Result<(), SinkError> {
-        if !self.in_dev_txn || self.src.is_some() {
+        if !self.in_dev_txn() || self.src.is_some() {
             return Ok(());
         }
         self.drain().await?;
@@ -264,8 +266,7 @@ impl Applier {
             .batch_execute("COMMIT")
             .await
             .map_err(pg("commit"))?;
-        self.in_dev_txn = false;
-        self.txn_since = None;
+        self.dev_txn_since = None;
         self.batch_rows = 0;
         self.completed_in_batch = false;
         metrics::gauge!(crate::metrics::SINK_LAST_COMMIT_LSN).set(self.ckpt.last_commit_lsn as f64);
@@ -378,7 +379,13 @@ impl Applier {
         let Some(Event::Batch(batch)) = env.event else {
             return self.apply_one(offset, env).await;
         };
-        let last = batch.envelopes.len().saturating_sub(1);
+        if batch.envelopes.is_empty() {
+            return Err(SinkError::Decode {
+                offset,
+                message: "an empty batch".into(),
+            });
+        }
+        let last = batch.envelopes.len() - 1;
         for (i, inner) in batch.envelopes.into_iter().enumerate() {
             if matches!(inner.event, Some(Event::Batch(_) | Event::Fragment(_))) {
                 return Err(SinkError::Decode {
@@ -624,13 +631,12 @@ impl Applier {
             "new epoch: dropping what the previous epoch built"
         );
         self.queue.clear();
-        if self.in_dev_txn {
+        if self.in_dev_txn() {
             self.client
                 .batch_execute("ROLLBACK")
                 .await
                 .map_err(pg("rollback"))?;
-            self.in_dev_txn = false;
-            self.txn_since = None;
+            self.dev_txn_since = None;
         }
         self.src = None;
         self.savepoint_state = Savepoint::None;

@@ -22,7 +22,7 @@ impl SinkAudit {
     /// committed in dev is confirmed).
     pub async fn confirm(&mut self, applier: &mut Applier, force: bool) -> Result<(), SinkError> {
         // What was done to dev on reclassifications, once committed.
-        if !applier.in_dev_txn {
+        if !applier.in_dev_txn() {
             for r in std::mem::take(&mut applier.reclassified) {
                 self.writer
                     .record(proto::audit_record::Body::Reclassified(r))
@@ -51,7 +51,7 @@ impl SinkAudit {
         if !force && self.last.elapsed() < self.every {
             return Ok(());
         }
-        if applier.in_dev_txn || applier.applied_txns == self.txns {
+        if applier.in_dev_txn() || applier.applied_txns == self.txns {
             self.last = std::time::Instant::now();
             return Ok(());
         }

@@ -321,7 +321,7 @@ impl Applier {
     /// `renames`: only an enum event's label set is complete and current; a row's fallback set
     /// (the schema's, perhaps older than dev's type) only ever adds.
     async fn ensure_labels(&mut self, e: &proto::EnumType, renames: bool) -> Result<(), SinkError> {
-        debug_assert!(!self.in_dev_txn);
+        debug_assert!(!self.in_dev_txn());
         self.enum_cache.remove(&e.name);
         let Some(mut have) = self.dev_labels(&e.name).await?.map(<[String]>::to_vec) else {
             return Ok(());

@@ -1,6 +1,7 @@
 //! Dev-side DML: statements built once per (table, operation, column mask) and cached, values
-//! bound as text cast to the column type, pipelined in order and awaited together; an UPDATE or
-//! DELETE that matches no row stops the sink (dev diverged).
+//! bound as text cast to the column type, queued, then sent as `batch::plan` groups them
+//! (multi-row where it can), pipelined and awaited together. An UPDATE or DELETE of a row dev
+//! does not hold is counted and audited (`veil_sink_rows_missing_total`), never fatal.
 
 use std::sync::Arc;
 use tokio_postgres::Statement;
@@ -295,9 +296,7 @@ impl Applier {
                 }
                 let full = r.old_is_full || key_idx.is_empty();
                 let set_idx: Vec<usize> = if is_update {
-                    (0..ncols)
-                        .filter(|&i| !is_unchanged(&r.new_values[i]))
-                        .collect()
+                    changed_columns(&r.new_values)
                 } else {
                     Vec::new()
                 };
