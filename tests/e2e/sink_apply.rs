@@ -475,6 +475,45 @@ async fn merged_row_statements_apply_like_one_at_a_time() {
     let names = ["山田 太郎", "Zoë 🩺", "O'Brien", "", "x\ty\\z"];
     let mut missing = 0u64;
     let mut lsn = 100u64;
+    // First a long run of inserts per table (sent as COPY), with what COPY's text format
+    // escapes: tabs, newlines, carriage returns, backslashes, an end-of-data marker, NULLs.
+    let poison = ["\\.", "a\nb\r\nc", "tab\there", "\\N", "🩺\\\\x", "山田"];
+    lsn += 10;
+    feed.begin(lsn).await.unwrap();
+    for id in 1000..1300i64 {
+        let v = vec![
+            Some(id.to_string()),
+            (id % 7 != 0).then(|| poison[id as usize % poison.len()].to_owned()),
+            Some((id * 3).to_string()),
+        ];
+        let values = v
+            .iter()
+            .map(|x| x.as_deref().map(text).unwrap_or(null.clone()))
+            .collect();
+        model.entry("a").or_default().insert(id, v);
+        feed.stream(Event::Row(proto::RowChange {
+            table: "public.a".into(),
+            op: proto::Op::Insert as i32,
+            new_values: values,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    for id in 100..200i64 {
+        let v = vec![Some(id.to_string()), Some(format!("\\\t{id}"))];
+        let values = v.iter().map(|x| text(x.as_deref().unwrap())).collect();
+        model.entry("b").or_default().insert(id, v);
+        feed.stream(Event::Row(proto::RowChange {
+            table: "public.b".into(),
+            op: proto::Op::Insert as i32,
+            new_values: values,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    feed.commit(lsn).await.unwrap();
     for _txn in 0..1500 {
         lsn += 10;
         feed.begin(lsn).await.unwrap();

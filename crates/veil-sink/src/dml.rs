@@ -83,10 +83,15 @@ impl Applier {
         for e in execs.iter_mut() {
             if let Some(shape) = &e.batch {
                 let shape = shape.clone();
-                e.st = Some(
-                    self.statement(shape.key.clone(), || shape.sql.clone(), 0)
-                        .await?,
-                );
+                e.st = Some(match (&e.params, &shape.copy_sql) {
+                    (Params::Copy(_), Some(copy)) => {
+                        self.statement(shape.copy_key(), || copy.clone(), 0).await?
+                    }
+                    _ => {
+                        self.statement(shape.key.clone(), || shape.sql.clone(), 0)
+                            .await?
+                    }
+                });
             }
         }
         let client = &self.client;
@@ -97,6 +102,14 @@ impl Applier {
             let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match &e.params {
                 Params::Row(p) => p.iter().map(|v| v as _).collect(),
                 Params::Columns(c) => c.iter().map(|v| v as _).collect(),
+                Params::Copy(data) => {
+                    // Later statements wait on the connection until this COPY is done.
+                    use futures_util::SinkExt;
+                    let sink = client.copy_in(st).await?;
+                    futures_util::pin_mut!(sink);
+                    sink.send(data.clone()).await?;
+                    return sink.finish().await;
+                }
             };
             if e.batch
                 .as_ref()
