@@ -96,6 +96,8 @@ pub fn config_for(
             spool_dir: None,
             spool_memory_bytes: 1 << 20,
             hold_release_secs: 10,
+            snapshot_connections: 2,
+            snapshot_range_pages: 2048,
         }),
         kafka: Some(KafkaConfig {
             brokers,

@@ -1,18 +1,21 @@
-//! Initial snapshot, consistent with the slot's exported snapshot: imported with
-//! `SET TRANSACTION SNAPSHOT` on a separate connection before START_REPLICATION, every table
-//! planned by the gate first (so an unclassified column stops the run before anything of it is
-//! published), then copied with COPY in foreign-key order, parents before children.
-//! Blocked columns are never even read (`NULL` is selected in their place).
+//! Initial snapshot, consistent with the slot's exported snapshot: every table planned by the
+//! gate first (so an unclassified column stops the run before anything of it is published), then
+//! read by several connections that each import the snapshot (`SET TRANSACTION SNAPSHOT`, before
+//! START_REPLICATION), a large table in `ctid` ranges, with COPY; one task transforms, scans and
+//! publishes what they read. Blocked columns are never even read (`NULL` is selected in their
+//! place).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
 
 /// Rows transformed (and their vault misses allocated) together.
 const ROW_BATCH: usize = 4000;
-use tokio_postgres::Client;
 
 use super::error::StreamError;
 use super::pipeline::Streamer;
-use crate::deid::gate::RowValue;
+use crate::deid::gate::{RowValue, TablePlan};
 use crate::pg::catalog;
 use crate::proto::{self, envelope::Event};
 
@@ -72,32 +75,194 @@ pub fn parse_copy_line(line: &[u8]) -> Result<Vec<Option<Vec<u8>>>, String> {
     Ok(out)
 }
 
+/// What a reader copies: a whole table, or its pages `[from, to)` (`to` `None`: to the end).
+struct Work {
+    table: usize,
+    pages: Option<(u32, Option<u32>)>,
+}
+
+/// What a reader hands the transformer.
+enum Read {
+    Rows(usize, Vec<Vec<Option<Vec<u8>>>>),
+    /// A piece of work is read whole.
+    Done(usize),
+    Failed(StreamError),
+}
+
+/// What the readers select from each table (`SELECT <columns> FROM [ONLY] <table>`), kept
+/// current when a hold changes a plan; `None`: the table is blocked now (nothing is read).
+type Selects = Arc<std::sync::Mutex<Vec<Option<String>>>>;
+
+fn pg(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StreamError {
+    move |e| StreamError::Postgres(crate::pg::errors::PgError::new(what, &e))
+}
+
+/// Opens a read-only transaction in the slot's exported snapshot, values formatted as the
+/// replication stream formats them.
+async fn import_snapshot(client: &Client, snapshot_name: &str) -> Result<(), StreamError> {
+    catalog::prepare_session(client).await?;
+    client
+        .batch_execute(&crate::pg::value_format_sql())
+        .await
+        .map_err(pg("set the value format"))?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(pg("begin snapshot transaction"))?;
+    client
+        .batch_execute(&format!(
+            "SET TRANSACTION SNAPSHOT '{}'",
+            snapshot_name.replace('\'', "")
+        ))
+        .await
+        .map_err(pg("import exported snapshot"))?;
+    Ok(())
+}
+
+/// The select list of a plan: blocked columns are never read (`NULL` in their place).
+fn select_of(plan: &TablePlan, partitioned: bool) -> Option<String> {
+    if plan.blocked {
+        return None;
+    }
+    let cols: Vec<String> = plan
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if plan.reads[i] {
+                crate::pg::quote::ident(&c.name)
+            } else {
+                "NULL".into()
+            }
+        })
+        .collect();
+    let (schema, name) = plan
+        .qualified
+        .split_once('.')
+        .unwrap_or(("public", &plan.qualified));
+    // A plain table is read with ONLY: an inheritance child is a published table of its own,
+    // copied under its own decisions. A partitioned root (published via the root) is read
+    // whole: its partitions hold its rows, and they take its decisions.
+    Some(format!(
+        "SELECT {} FROM {}{}.{}",
+        if cols.is_empty() {
+            "1".into()
+        } else {
+            cols.join(", ")
+        },
+        if partitioned { "" } else { "ONLY " },
+        crate::pg::quote::ident(schema),
+        crate::pg::quote::ident(name)
+    ))
+}
+
+/// One reader: takes work until there is none, copies it out in text format, and hands the
+/// rows over in batches.
+async fn reader(
+    client: Client,
+    work: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>,
+    selects: Selects,
+    names: Arc<Vec<String>>,
+    tx: mpsc::Sender<Read>,
+) {
+    loop {
+        let next = work.lock().await.recv().await;
+        let Some(w) = next else { return };
+        let select = selects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(w.table)
+            .cloned()
+            .flatten();
+        if let Some(select) = select
+            && let Err(e) = copy_out(&client, &select, &w, &names[w.table], &tx).await
+        {
+            let _ = tx.send(Read::Failed(e)).await;
+            return;
+        }
+        if tx.send(Read::Done(w.table)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn copy_out(
+    client: &Client,
+    select: &str,
+    w: &Work,
+    table: &str,
+    tx: &mpsc::Sender<Read>,
+) -> Result<(), StreamError> {
+    let range = match w.pages {
+        None => String::new(),
+        Some((from, None)) => format!(" WHERE ctid >= '({from},0)'::tid"),
+        Some((from, Some(to))) => {
+            format!(" WHERE ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid")
+        }
+    };
+    let sql = format!("COPY ({select}{range}) TO STDOUT");
+    let stream = client.copy_out(&sql).await.map_err(pg("copy out"))?;
+    futures_util::pin_mut!(stream);
+    let mut pending = Vec::new();
+    let mut batch = Vec::with_capacity(ROW_BATCH);
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(pg("copy out"))?;
+        pending.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
+            let values = parse_copy_line(&pending[start..start + nl])
+                .map_err(|problem| StreamError::Protocol(format!("COPY of {table}: {problem}")))?;
+            batch.push(values);
+            start += nl + 1;
+            if batch.len() >= ROW_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(ROW_BATCH));
+                if tx.send(Read::Rows(w.table, full)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        pending.drain(..start);
+    }
+    if !pending.is_empty() {
+        return Err(StreamError::Protocol(format!(
+            "COPY of {table}: data after the last row"
+        )));
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Read::Rows(w.table, batch)).await;
+    }
+    Ok(())
+}
+
+/// One table's part of the copy.
+struct TableCopy {
+    partitioned: bool,
+    pages: i64,
+    estimate: i64,
+    /// Work handed out and not yet read whole.
+    outstanding: usize,
+    /// Handed out at all (a table unblocked by a hold during the copy is handed out then).
+    queued: bool,
+    rows: u64,
+    started: Option<Instant>,
+}
+
 /// Copies every published table in the exported snapshot. Returns the number of rows.
+///
+/// `connections` readers (each importing the snapshot) copy tables in parallel, a large table
+/// in ranges of `range_pages` pages; this task transforms, scans and publishes what they read,
+/// batch by batch. Every table's schema goes out before any row (dev applies rows as a
+/// replica: foreign keys are not checked, so rows of different tables may come in any order).
 pub async fn run(
     st: &mut Streamer,
     snap: &Client,
+    target: &crate::pg::tls::PgTarget,
     snapshot_name: &str,
     consistent_lsn: u64,
+    (connections, range_pages): (usize, u32),
 ) -> Result<u64, StreamError> {
-    let pg = |what: &'static str| {
-        move |e: tokio_postgres::Error| {
-            StreamError::Postgres(crate::pg::errors::PgError::new(what, &e))
-        }
-    };
-    catalog::prepare_session(snap).await?;
-    // COPY writes values as the replication stream does.
-    snap.batch_execute(&crate::pg::value_format_sql())
-        .await
-        .map_err(pg("set the value format"))?;
-    snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(pg("begin snapshot transaction"))?;
-    snap.batch_execute(&format!(
-        "SET TRANSACTION SNAPSHOT '{}'",
-        snapshot_name.replace('\'', "")
-    ))
-    .await
-    .map_err(pg("import exported snapshot"))?;
+    import_snapshot(snap, snapshot_name).await?;
     let oids = catalog::publication_tables(snap, &st.publication).await?;
     let mut infos = Vec::with_capacity(oids.len());
     for oid in oids {
@@ -114,7 +279,7 @@ pub async fn run(
     // Plan everything before publishing anything: fail closed.
     // A hold may end with a new registry: plan every table again until one registry version
     // planned them all.
-    let mut plans = Vec::with_capacity(order.len());
+    let mut plans: Vec<Arc<TablePlan>> = Vec::with_capacity(order.len());
     loop {
         plans.clear();
         let version = st.registry.version.clone();
@@ -123,7 +288,7 @@ pub async fn run(
             let keys = info.identity_keys();
             let plan = st.plan_or_hold(info, &keys).await?;
             st.remember_described(info.oid, info.clone(), keys);
-            plans.push(plan);
+            plans.push(Arc::new(plan));
         }
         if st.registry.version == version {
             break;
@@ -145,12 +310,32 @@ pub async fn run(
         None,
     )
     .await?;
-    let mut total = 0u64;
-    for mut plan in plans {
-        // A hold during an earlier table may have ended with a newer registry.
-        if plan.registry_version != st.registry.version {
-            plan = (*st.replan(plan.oid).await?).clone();
-        }
+    let mut tables = Vec::with_capacity(plans.len());
+    for plan in &plans {
+        // Size in pages (how it is split) and the planner's row estimate, partitions summed
+        // (progress lines give a rate and an ETA).
+        let row = snap
+            .query_one(
+                "SELECT c.relkind = 'p', \
+                        pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8, \
+                        (SELECT coalesce(sum(greatest(p.reltuples, 0)), 0)::int8 \
+                         FROM pg_catalog.pg_partition_tree(c.oid) t \
+                         JOIN pg_catalog.pg_class p ON p.oid = t.relid \
+                         WHERE t.isleaf OR t.relid = c.oid) \
+                 FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                &[&plan.oid],
+            )
+            .await
+            .map_err(pg("look up table size"))?;
+        tables.push(TableCopy {
+            partitioned: row.get(0),
+            pages: row.get(1),
+            estimate: row.get(2),
+            outstanding: 0,
+            queued: false,
+            rows: 0,
+            started: None,
+        });
         if plan.blocked {
             tracing::info!(table = %plan.qualified, "snapshot: table blocked by the registry, skipped");
             continue;
@@ -161,142 +346,164 @@ pub async fn run(
             None,
         )
         .await?;
-        st.remember_schema(&plan);
-        let cols: Vec<String> = plan
-            .columns
+        st.remember_schema(plan);
+    }
+    let selects: Selects = Arc::new(std::sync::Mutex::new(
+        plans
             .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if plan.reads[i] {
-                    crate::pg::quote::ident(&c.name)
-                } else {
-                    "NULL".into()
-                }
-            })
-            .collect();
-        let (schema, name) = plan
-            .qualified
-            .split_once('.')
-            .unwrap_or(("public", &plan.qualified));
-        // A plain table is read with ONLY: an inheritance child is a published table of its
-        // own, copied under its own decisions. A partitioned root (published via the root) is
-        // read whole: its partitions hold its rows, and they take its decisions.
-        let partitioned = snap
-            .query_one(
-                "SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = $1",
-                &[&plan.oid],
-            )
+            .zip(&tables)
+            .map(|(p, t)| select_of(p, t.partitioned))
+            .collect(),
+    ));
+    let names = Arc::new(plans.iter().map(|p| p.qualified.clone()).collect());
+    let (work_tx, work_rx) = mpsc::unbounded_channel();
+    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+    let (tx, mut rx) = mpsc::channel(2 * connections + 2);
+    // Dropped (on any return) with the readers: their connections close.
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let client = crate::pg::tls::connect(target)
             .await
-            .map_err(pg("look up relkind"))?
-            .get::<_, bool>(0);
-        let sql = format!(
-            "COPY (SELECT {} FROM {}{}.{}) TO STDOUT",
-            if cols.is_empty() {
-                "1".into()
-            } else {
-                cols.join(", ")
-            },
-            if partitioned { "" } else { "ONLY " },
-            crate::pg::quote::ident(schema),
-            crate::pg::quote::ident(name)
-        );
-        // The planner's row estimate (partitions summed): progress lines give a rate and an ETA.
-        let estimate: i64 = snap
-            .query_one(
-                "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 \
-                 FROM pg_catalog.pg_partition_tree($1) t JOIN pg_catalog.pg_class c ON c.oid = t.relid \
-                 WHERE t.isleaf OR t.relid = $1",
-                &[&plan.oid],
-            )
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        let stream = snap.copy_out(&sql).await.map_err(pg("copy out"))?;
-        futures_util::pin_mut!(stream);
-        let started = Instant::now();
-        let mut last_report = Instant::now();
-        let mut rows = 0u64;
-        let mut pending = Vec::new();
-        let mut batch: Vec<Vec<Option<Vec<u8>>>> = Vec::with_capacity(ROW_BATCH);
-        use futures_util::StreamExt;
-        loop {
-            let chunk = stream.next().await;
-            let done = chunk.is_none();
-            if let Some(chunk) = chunk {
-                let chunk = chunk.map_err(pg("copy out"))?;
-                pending.extend_from_slice(&chunk);
-                let mut start = 0;
-                while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
-                    let line = &pending[start..start + nl];
-                    let values = parse_copy_line(line).map_err(|problem| {
-                        StreamError::Protocol(format!("COPY of {}: {problem}", plan.qualified))
-                    })?;
-                    batch.push(values);
-                    start += nl + 1;
-                }
-                pending.drain(..start);
-            }
-            if batch.len() >= ROW_BATCH || (done && !batch.is_empty()) {
-                let out = loop {
-                    let out = if plan.columns.is_empty() {
-                        vec![Vec::new(); batch.len()]
-                    } else {
-                        st.transform_batch(&batch, |values, store, misses| {
-                            Ok(plan.transform(
-                                values.iter().map(RowValue::from),
-                                consistent_lsn,
-                                store,
-                                misses,
-                            )?)
-                        })
-                        .await?
-                    };
-                    let hits = st.scan_rows(out.iter().map(|r| (&plan, r.as_slice())));
-                    if hits.is_empty() {
-                        break out;
-                    }
-                    // Held; the decision may change this table's plan (and its dev schema).
-                    st.hold_for_scan(&hits).await?;
-                    plan = (*st.replan(plan.oid).await?).clone();
-                };
-                batch.clear();
-                st.count_rows(&plan.qualified, "INSERT", out.len() as u64);
-                for row in out {
-                    st.publish(
-                        proto::Phase::Snapshot,
-                        Event::Row(proto::RowChange {
-                            table: plan.qualified.clone(),
-                            op: proto::Op::Insert as i32,
-                            new_values: row,
-                            old_values: Vec::new(),
-                            old_is_full: false,
-                        }),
-                        None,
-                    )
-                    .await?;
-                    rows += 1;
-                }
-                if last_report.elapsed() > Duration::from_secs(5) {
-                    let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                    let eta_secs = if estimate > rows as i64 {
-                        ((estimate - rows as i64) as f64 / rate.max(1.0)).round() as u64
-                    } else {
-                        0
-                    };
-                    tracing::info!(table = %plan.qualified, rows, rows_per_sec = rate.round() as u64,
-                                   estimated_rows = estimate, eta_secs, "snapshot in progress");
-                    last_report = Instant::now();
-                }
-            }
-            if done {
-                break;
+            .map_err(StreamError::Connect)?;
+        import_snapshot(&client, snapshot_name).await?;
+        readers.spawn(reader(
+            client,
+            work_rx.clone(),
+            selects.clone(),
+            Arc::clone(&names),
+            tx.clone(),
+        ));
+    }
+    drop(tx);
+    let hand_out = |t: usize, table: &mut TableCopy| {
+        table.queued = true;
+        let range = i64::from(range_pages);
+        let mut pieces = Vec::new();
+        if table.partitioned || table.pages <= range {
+            pieces.push(None);
+        } else {
+            let mut from = 0i64;
+            while from < table.pages {
+                let to = from + range;
+                // The last range is open: what the table holds past its size when looked up.
+                let to = (to < table.pages).then_some(to as u32);
+                pieces.push(Some((from as u32, to)));
+                from += range;
             }
         }
-        metrics::counter!(crate::metrics::SNAPSHOT_ROWS, "table" => plan.qualified.clone())
-            .increment(rows);
-        tracing::info!(table = %plan.qualified, rows, secs = started.elapsed().as_secs_f64(), "snapshot: table copied");
-        total += rows;
+        for pages in pieces {
+            table.outstanding += 1;
+            let _ = work_tx.send(Work { table: t, pages });
+        }
+    };
+    for (t, table) in tables.iter_mut().enumerate() {
+        if !plans[t].blocked {
+            hand_out(t, table);
+        }
     }
+    let estimate: i64 = tables
+        .iter()
+        .zip(&plans)
+        .filter(|(_, p)| !p.blocked)
+        .map(|(t, _)| t.estimate)
+        .sum();
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut total = 0u64;
+    while tables.iter().any(|t| t.outstanding > 0) {
+        let Some(read) = rx.recv().await else {
+            return Err(StreamError::Protocol(
+                "snapshot readers ended before the copy was done".into(),
+            ));
+        };
+        let (t, batch) = match read {
+            Read::Failed(e) => return Err(e),
+            Read::Done(t) => {
+                let table = &mut tables[t];
+                table.outstanding -= 1;
+                if table.outstanding == 0 {
+                    let secs = table.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+                    tracing::info!(table = %plans[t].qualified, rows = table.rows, secs, "snapshot: table copied");
+                }
+                continue;
+            }
+            Read::Rows(t, batch) => (t, batch),
+        };
+        tables[t].started.get_or_insert_with(Instant::now);
+        if plans[t].registry_version != st.registry.version {
+            refresh_plans(st, &mut plans, &mut tables, &selects, &hand_out).await?;
+        }
+        let out = loop {
+            let plan = plans[t].clone();
+            if plan.blocked {
+                break Vec::new();
+            }
+            let out = if plan.columns.is_empty() {
+                vec![Vec::new(); batch.len()]
+            } else {
+                st.transform_batch(&batch, |values, store, misses| {
+                    Ok(plan.transform(
+                        values.iter().map(RowValue::from),
+                        consistent_lsn,
+                        store,
+                        misses,
+                    )?)
+                })
+                .await?
+            };
+            let hits = st.scan_rows(out.iter().map(|r| (&*plan, r.as_slice())));
+            if hits.is_empty() {
+                break out;
+            }
+            // Held; the decision may change any table's plan (and its dev schema).
+            st.hold_for_scan(&hits).await?;
+            refresh_plans(st, &mut plans, &mut tables, &selects, &hand_out).await?;
+        };
+        let plan = plans[t].clone();
+        st.count_rows(&plan.qualified, "INSERT", out.len() as u64);
+        metrics::counter!(crate::metrics::SNAPSHOT_ROWS, "table" => plan.qualified.clone())
+            .increment(out.len() as u64);
+        tables[t].rows += out.len() as u64;
+        total += out.len() as u64;
+        for row in out {
+            st.publish(
+                proto::Phase::Snapshot,
+                Event::Row(proto::RowChange {
+                    table: plan.qualified.clone(),
+                    op: proto::Op::Insert as i32,
+                    new_values: row,
+                    old_values: Vec::new(),
+                    old_is_full: false,
+                }),
+                None,
+            )
+            .await?;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            let eta_secs = if estimate > total as i64 {
+                ((estimate - total as i64) as f64 / rate.max(1.0)).round() as u64
+            } else {
+                0
+            };
+            let done = tables
+                .iter()
+                .filter(|t| t.queued && t.outstanding == 0)
+                .count();
+            tracing::info!(
+                rows = total,
+                rows_per_sec = rate.round() as u64,
+                estimated_rows = estimate,
+                eta_secs,
+                tables_done = done,
+                tables = published.len(),
+                "snapshot in progress"
+            );
+            last_report = Instant::now();
+        }
+    }
+    drop(work_tx);
+    while readers.join_next().await.is_some() {}
     snap.batch_execute("COMMIT")
         .await
         .map_err(pg("end snapshot transaction"))?;
@@ -314,8 +521,43 @@ pub async fn run(
     st.publisher.drain().await?;
     st.clock.report();
     st.close_window().await?;
-    tracing::info!(rows = total, tables = published.len(), "snapshot complete");
+    tracing::info!(
+        rows = total,
+        tables = published.len(),
+        secs = started.elapsed().as_secs_f64(),
+        readers = connections,
+        "snapshot complete"
+    );
     Ok(total)
+}
+
+/// After a hold (a newer registry): every table planned again — a changed schema is published
+/// by `replan`, the readers select what the new plan reads, and a table the decision unblocked
+/// is handed out now.
+async fn refresh_plans(
+    st: &mut Streamer,
+    plans: &mut [Arc<TablePlan>],
+    tables: &mut [TableCopy],
+    selects: &Selects,
+    hand_out: &impl Fn(usize, &mut TableCopy),
+) -> Result<(), StreamError> {
+    for t in 0..plans.len() {
+        if plans[t].registry_version == st.registry.version {
+            continue;
+        }
+        let plan = st.replan(plans[t].oid).await?;
+        selects.lock().unwrap_or_else(|p| p.into_inner())[t] =
+            select_of(&plan, tables[t].partitioned);
+        if plan.blocked && !plans[t].blocked {
+            tracing::warn!(table = %plan.qualified, "snapshot: table blocked during the copy; its rows stop here");
+        }
+        if !plan.blocked && !tables[t].queued {
+            tracing::info!(table = %plan.qualified, "snapshot: table unblocked during the copy; copied now");
+            hand_out(t, &mut tables[t]);
+        }
+        plans[t] = plan;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -225,7 +225,15 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
             let snap = crate::pg::tls::connect(&pgcfg)
                 .await
                 .map_err(StreamError::Connect)?;
-            match super::snapshot::run(&mut st, &snap, &new.snapshot_name, new.consistent_lsn).await
+            match super::snapshot::run(
+                &mut st,
+                &snap,
+                &pgcfg,
+                &new.snapshot_name,
+                new.consistent_lsn,
+                (src.snapshot_connections, src.snapshot_range_pages),
+            )
+            .await
             {
                 Ok(_) => {}
                 Err(StreamError::StoppedWhileHeld) => {

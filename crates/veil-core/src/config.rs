@@ -106,6 +106,21 @@ pub struct SourceConfig {
     /// `max_slot_wal_keep_size`, stalling checkpoints.
     #[serde(default = "default_hold_release")]
     pub hold_release_secs: u64,
+    /// Connections that read the initial snapshot in parallel, each importing the slot's
+    /// exported snapshot (besides the one that plans the tables).
+    #[serde(default = "default_snapshot_connections")]
+    pub snapshot_connections: usize,
+    /// A table larger than this many pages (8 KiB each) is read in ranges of this many pages
+    /// (by `ctid`), spread over the snapshot connections.
+    #[serde(default = "default_snapshot_range_pages")]
+    pub snapshot_range_pages: u32,
+}
+
+fn default_snapshot_connections() -> usize {
+    2
+}
+fn default_snapshot_range_pages() -> u32 {
+    2048
 }
 
 fn default_slot() -> String {
@@ -486,6 +501,8 @@ impl Config {
                         spool_dir: None,
                         spool_memory_bytes: default_spool_memory(),
                         hold_release_secs: default_hold_release(),
+                        snapshot_connections: default_snapshot_connections(),
+                        snapshot_range_pages: default_snapshot_range_pages(),
                     })
                 }
             }
@@ -548,9 +565,21 @@ impl Config {
     }
 
     pub fn source(&self) -> Result<&SourceConfig, ConfigError> {
-        self.source.as_ref().ok_or_else(|| {
+        let s = self.source.as_ref().ok_or_else(|| {
             ConfigError::Invalid("missing [source] section (or VEIL_SOURCE_DSN)".into())
-        })
+        })?;
+        if !(1..=64).contains(&s.snapshot_connections) {
+            return Err(ConfigError::Invalid(format!(
+                "source.snapshot_connections = {}: must be 1 to 64",
+                s.snapshot_connections
+            )));
+        }
+        if s.snapshot_range_pages == 0 {
+            return Err(ConfigError::Invalid(
+                "source.snapshot_range_pages = 0: must be at least 1".into(),
+            ));
+        }
+        Ok(s)
     }
     pub fn kafka(&self) -> Result<&KafkaConfig, ConfigError> {
         let k = self.kafka.as_ref().ok_or_else(|| {

@@ -168,6 +168,13 @@ impl Env {
             key_hex.clone(),
             Some(prod.dsn(VAULT_DB)),
         );
+        // Every test's snapshot is read by three connections, tables of more than four pages in
+        // ranges.
+        let mut cfg = cfg;
+        if let Some(s) = cfg.source.as_mut() {
+            s.snapshot_connections = 3;
+            s.snapshot_range_pages = 4;
+        }
         Env {
             broker,
             prod,
@@ -194,7 +201,8 @@ impl Env {
         let path = dir.join("veil.toml");
         let text = format!(
             "[source]\ndsn = {:?}\nslot = \"veil\"\npublication = \"veil_pub\"\nstatus_interval_secs = 1\n\
-             heartbeat_interval_secs = 2\nspool_memory_bytes = 65536\n\n[kafka]\nbrokers = {:?}\ntopic = \"veil.test.changes\"\n\n\
+             heartbeat_interval_secs = 2\nspool_memory_bytes = 65536\n\
+             snapshot_connections = 3\nsnapshot_range_pages = 4\n\n[kafka]\nbrokers = {:?}\ntopic = \"veil.test.changes\"\n\n\
              [registry]\ndir = {:?}\n\n[keys]\nmaster_key_file = {:?}\n\n[vault]\ndsn = {:?}\n\n[sink]\ndsn = {:?}\nbatch_max_rows = 500\n\n\
              [audit]\ntopic = \"veil.test.audit\"\nkey_file = {:?}\nsink_key_file = {:?}\njournal_dir = {:?}\nwindow_secs = 2\narchive_dsn = {:?}\n",
             self.prod.dsn(PROD_DB),
