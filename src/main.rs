@@ -47,6 +47,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// One screen for ops: the stream's slots (lag, retained WAL), what it is held on and since
+    /// when, the sink's position in dev, the last audit window.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Throwaway prod + dev clusters, broker, fake patients, stream and sink, live workload.
     Demo {
         /// Run this long (e.g. 60s, 5m), verify the dev copy and exit; default: until Ctrl-C.
@@ -308,6 +314,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Stream { .. } => "stream",
         Command::Sink { .. } => "sink",
         Command::Setup { .. } => "setup",
+        Command::Status { .. } => "status",
         Command::Demo { .. } => "demo",
         Command::Bench { .. } => "bench",
         Command::Registry { .. } => "registry",
@@ -344,6 +351,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             .await?)
         }
         Command::Setup { config } => Ok(veil::source::setup::command(&load(&config)?).await?),
+        Command::Status { config } => Ok(veil::review::status::print(&load(&config)?).await?),
         Command::Demo { duration, patients } => Ok(veil::devkit::demo::run(
             veil::devkit::demo::DemoOptions { duration, patients },
             shutdown_signal(),

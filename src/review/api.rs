@@ -39,10 +39,29 @@ pub enum ApiError {
     Tls { path: String, message: String },
 }
 
-struct AppState {
-    cfg: Config,
+pub(super) struct AppState {
+    pub(super) cfg: Config,
     /// Reviewer name and the digest of their token.
     reviewers: Vec<(String, blake3::Hash)>,
+    /// The review page's sessions (`review::page`).
+    pub(super) sessions: super::page::Sessions,
+    /// Cookies carry `Secure` (the API serves TLS itself).
+    pub(super) secure: bool,
+}
+
+impl AppState {
+    /// The reviewer a token belongs to. Every digest is compared (constant time each: BLAKE3
+    /// hashes compare so), whichever matches.
+    pub(super) fn reviewer_of(&self, token: &str) -> Option<String> {
+        let digest = blake3::hash(token.as_bytes());
+        let mut who = None;
+        for (name, d) in &self.reviewers {
+            if digest == *d && !token.is_empty() {
+                who = Some(name.clone());
+            }
+        }
+        who
+    }
 }
 
 type Reply = (StatusCode, Json<serde_json::Value>);
@@ -63,22 +82,14 @@ fn review_error(e: ReviewError) -> Reply {
     error(status, e)
 }
 
-/// Bearer-token check: the reviewer whose token digest matches. Every digest is compared
-/// (constant time each: BLAKE3 hashes compare so), whichever matches.
+/// Bearer-token check: the reviewer whose token digest matches.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<String, Reply> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let digest = blake3::hash(given.as_bytes());
-    let mut who = None;
-    for (name, d) in &state.reviewers {
-        if digest == *d && !given.is_empty() {
-            who = Some(name.clone());
-        }
-    }
-    who.ok_or_else(|| {
+    state.reviewer_of(given).ok_or_else(|| {
         error(
             StatusCode::UNAUTHORIZED,
             "missing or unknown reviewer token",
@@ -287,16 +298,23 @@ async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply
     }
 }
 
-/// The router (also used by tests in-process): `reviewers` are names with their token digests.
+/// The router (also used by tests in-process): the JSON API under `/v1`, the review page under
+/// `/review`; `reviewers` are names with their token digests.
 pub fn router(cfg: Config, reviewers: Vec<(String, [u8; 32])>) -> Router {
+    let secure = cfg
+        .api
+        .as_ref()
+        .is_some_and(|a| a.tls_cert.is_some() && a.tls_key.is_some());
     let state = Arc::new(AppState {
         cfg,
         reviewers: reviewers
             .into_iter()
             .map(|(n, d)| (n, blake3::Hash::from_bytes(d)))
             .collect(),
+        sessions: Default::default(),
+        secure,
     });
-    Router::new()
+    super::page::routes()
         .route("/v1/health", get(health))
         .route("/v1/whoami", get(whoami))
         .route("/v1/pending", get(pending))

@@ -16,6 +16,7 @@ mod leaks;
 mod pipeline;
 mod protocol;
 mod restart;
+mod review_page;
 mod sink_apply;
 mod tokens;
 mod vault;

@@ -34,7 +34,7 @@ pub(super) fn pg(what: &'static str) -> impl Fn(tokio_postgres::Error) -> AuditE
     move |e| AuditError::Postgres(crate::pg::errors::PgError::new(what, &e))
 }
 
-pub(super) async fn archive_client(
+pub async fn archive_client(
     cfg: &crate::config::Config,
 ) -> Result<tokio_postgres::Client, AuditError> {
     let a = cfg
