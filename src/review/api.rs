@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::review::state::AppState;
 use crate::review::workflow::{self as review, ColumnDecision, ReviewError};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,31 +38,6 @@ pub enum ApiError {
     Serve(std::io::Error),
     #[error("review API TLS ({path}): {message}")]
     Tls { path: String, message: String },
-}
-
-pub(super) struct AppState {
-    pub(super) cfg: Config,
-    /// Reviewer name and the digest of their token.
-    reviewers: Vec<(String, blake3::Hash)>,
-    /// The review page's sessions (`review::page`).
-    pub(super) sessions: super::page::Sessions,
-    /// Cookies carry `Secure` (the API serves TLS itself).
-    pub(super) secure: bool,
-}
-
-impl AppState {
-    /// The reviewer a token belongs to. Every digest is compared (constant time each: BLAKE3
-    /// hashes compare so), whichever matches.
-    pub(super) fn reviewer_of(&self, token: &str) -> Option<String> {
-        let digest = blake3::hash(token.as_bytes());
-        let mut who = None;
-        for (name, d) in &self.reviewers {
-            if digest == *d && !token.is_empty() {
-                who = Some(name.clone());
-            }
-        }
-        who
-    }
 }
 
 type Reply = (StatusCode, Json<serde_json::Value>);

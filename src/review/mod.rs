@@ -12,5 +12,6 @@ mod page;
 pub mod propose;
 pub mod reveal;
 pub mod shapes;
+mod state;
 pub mod status;
 pub mod workflow;

@@ -18,11 +18,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::api::AppState;
+use super::state::{AppState, Session};
 use super::status;
 use super::workflow::{self as review, ColumnDecision, Why};
 use crate::deid::registry::{Decision, Registry};
@@ -44,24 +43,6 @@ const RULES: &[&str] = &[
     "redact",
     "json",
 ];
-
-struct Session {
-    reviewer: String,
-    csrf: String,
-    expires: Instant,
-    /// What the last decision did, shown once.
-    flash: Option<String>,
-}
-
-/// Signed-in reviewers by session id (in memory: a restart signs everyone out).
-#[derive(Default)]
-pub(super) struct Sessions(Mutex<HashMap<String, Session>>);
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 fn random_hex() -> String {
     let mut b = [0u8; 32];
