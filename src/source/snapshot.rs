@@ -463,6 +463,9 @@ pub async fn run(
         st.count_rows(&plan.qualified, "INSERT", out.len() as u64);
         metrics::counter!(crate::metrics::SNAPSHOT_ROWS, "table" => plan.qualified.clone())
             .increment(out.len() as u64);
+        metrics::counter!(crate::metrics::EVENTS, "table" => plan.qualified.clone(),
+                          "op" => proto::Op::Insert.as_str_name())
+        .increment(out.len() as u64);
         tables[t].rows += out.len() as u64;
         total += out.len() as u64;
         for row in out {

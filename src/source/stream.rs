@@ -74,6 +74,7 @@ fn new_run_id() -> u64 {
 /// Runs `veil stream` until `shutdown` turns true or an error stops it. A hold that released
 /// the replication connection ends in a new run that reads again from the confirmed LSN.
 pub async fn run(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
+    crate::metrics::zero("stream");
     loop {
         match run_once(cfg, shutdown.clone()).await {
             // Stopped just as the hold ended: an orderly stop (the next start reads from the

@@ -592,6 +592,7 @@ async fn review_api_knows_each_reviewer_and_writes_decisions() {
         tls_cert: None,
         tls_key: None,
         token_file: None,
+        reviewers_file: None,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let cfg = env.cfg.clone();

@@ -13,6 +13,7 @@ mod errors;
 mod faults;
 mod hold;
 mod leaks;
+mod observability;
 mod pipeline;
 mod protocol;
 mod restart;

@@ -132,6 +132,7 @@ async fn a_held_column_is_approved_on_the_review_page_and_the_stream_resumes() {
         tls_cert: None,
         tls_key: None,
         token_file: None,
+        reviewers_file: None,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let cfg = env.cfg.clone();

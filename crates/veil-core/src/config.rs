@@ -310,6 +310,10 @@ pub struct ApiConfig {
     /// to, never one the request states.
     #[serde(default)]
     pub reviewers: std::collections::BTreeMap<String, String>,
+    /// More reviewers, in a file of their own with the same `NAME = "blake3:…"` lines (kept
+    /// apart from the config, e.g. mounted by a deployment); a name in both is an error.
+    #[serde(default)]
+    pub reviewers_file: Option<PathBuf>,
     /// PEM certificate chain and private key: the API is served over TLS (rustls). Without them
     /// it listens only on a loopback address, behind a TLS-terminating reverse proxy.
     #[serde(default)]
@@ -334,15 +338,35 @@ impl ApiConfig {
                     .into(),
             ));
         }
-        if self.reviewers.is_empty() {
+        let mut reviewers = self.reviewers.clone();
+        if let Some(path) = &self.reviewers_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let more: std::collections::BTreeMap<String, String> =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.message().to_owned(),
+                })?;
+            for (name, digest) in more {
+                if reviewers.insert(name.clone(), digest).is_some() {
+                    return Err(ConfigError::Invalid(format!(
+                        "reviewer {name:?} is in both [api.reviewers] and {}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        if reviewers.is_empty() {
             return Err(ConfigError::Invalid(
                 "[api.reviewers] names no reviewer: add `NAME = \"blake3:…\"` lines made by \
-                 `veil registry token NAME`"
+                 `veil registry token NAME` (or name a reviewers_file)"
                     .into(),
             ));
         }
-        let mut out = Vec::with_capacity(self.reviewers.len());
-        for (name, digest) in &self.reviewers {
+        let mut out = Vec::with_capacity(reviewers.len());
+        for (name, digest) in &reviewers {
             if !valid_reviewer_name(name) {
                 return Err(ConfigError::Invalid(format!(
                     "[api.reviewers] {name:?}: a reviewer name is 1 to 64 letters, digits, `.`, `_`, `@` or `-`"
@@ -558,6 +582,9 @@ impl Config {
         }
         if let (Some(v), Some(a)) = (get("VEIL_AUDIT_SINK_KEY"), self.audit.as_mut()) {
             a.sink_key = Some(Secret(v));
+        }
+        if let (Some(v), Some(a)) = (get("VEIL_AUDIT_ARCHIVE_DSN"), self.audit.as_mut()) {
+            a.archive_dsn = Some(Dsn(v));
         }
         if let Some(v) = get("VEIL_METRICS_LISTEN") {
             self.metrics.listen = Some(v);

@@ -75,6 +75,38 @@ pub const ALL: &[&str] = &[
     STAGE_BUSY,
 ];
 
+/// Registers a process's unlabelled counters and gauges at zero, so dashboards and alerts see a
+/// series (and `rate()` a start) before the first event of each kind.
+pub fn zero(component: &'static str) {
+    let counters: &[&'static str] = match component {
+        "stream" => &[
+            TRANSACTIONS,
+            SLOT_INVALIDATIONS,
+            HOLDS,
+            VAULT_ALLOCATED,
+            VAULT_CACHE_RESETS,
+            VAULT_ROUND_TRIPS,
+            FRAGMENTED_EVENTS,
+            BATCHED_EVENTS,
+        ],
+        _ => &[
+            SINK_APPLIED_ROWS,
+            SINK_APPLIED_TXNS,
+            SINK_DUPLICATES,
+            SINK_REFETCHES,
+            SINK_SKIPPED_TXNS,
+        ],
+    };
+    for name in counters {
+        metrics::counter!(*name).increment(0);
+    }
+    metrics::counter!(RESTARTS, "component" => component).increment(0);
+    if component == "stream" {
+        metrics::gauge!(HELD_ITEMS).set(0.0);
+        metrics::gauge!(HELD_SECONDS).set(0.0);
+    }
+}
+
 /// Busy time of a hot path's stages, summed locally (no metric lookup per row) and added to
 /// [`STAGE_BUSY`] by [`StageClock::report`] now and then.
 pub struct StageClock {

@@ -29,6 +29,7 @@ const REWIND: i64 = 256;
 
 /// Runs `veil sink` until `shutdown` turns true or an error stops it.
 pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), SinkError> {
+    crate::metrics::zero("sink");
     let sink = cfg.sink()?.clone();
     let kafka = cfg.kafka()?.clone();
     let mut applier = Applier::connect(&sink.dsn, &kafka.topic).await?;
