@@ -290,14 +290,38 @@ fn start_metrics(cfg: &Config) -> Result<(), Failure> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"))
+    };
+    // The demo's terminal shows its own story; its logs (and the servers' notices) go to a
+    // file, whose path it prints first.
+    let demo_log = matches!(cli.command, Command::Demo { .. })
+        .then(|| std::env::temp_dir().join(format!("veil-demo-{}.log", std::process::id())));
+    match demo_log
+        .as_ref()
+        .and_then(|p| std::fs::File::create(p).ok())
+    {
+        Some(file) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+            println!(
+                "veil demo: logs go to {}",
+                demo_log
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let name = command_name(&cli.command);
     match dispatch(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,

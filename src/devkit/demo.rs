@@ -28,7 +28,7 @@ pub enum DemoError {
 }
 
 fn pgerr(e: tokio_postgres::Error) -> DemoError {
-    DemoError::Postgres(e.to_string())
+    DemoError::Postgres(crate::pg::errors::describe(&e))
 }
 
 pub struct DemoOptions {
@@ -196,30 +196,155 @@ fn pad(s: &str, w: usize) -> String {
     out
 }
 
-/// Prints the encounters-per-patient join in prod and dev side by side.
-pub async fn print_join(prod: &Client, dev: &Client) -> Result<(), DemoError> {
+/// The demo holds the key and the vault (it is both sides at once), so it can find each
+/// production patient's dev row: the production row goes through the same plan the stream uses,
+/// and the published id is the dev row's key.
+pub struct Mapper {
+    client: Client,
+    plan: crate::deid::gate::TablePlan,
+    vault: crate::deid::vault::Vault,
+    /// `SELECT <every column as text> FROM public.patients WHERE id = $1`.
+    select: String,
+    id_at: usize,
+}
+
+impl Mapper {
+    /// Plans `public.patients` as it is now (under the registry as it is now).
+    pub async fn new(cfg: &Config, prod_dsn: &str) -> Result<Mapper, DemoError> {
+        let fail = |e: String| DemoError::Verify(format!("mapping prod rows to dev rows: {e}"));
+        let client = connect(prod_dsn).await?;
+        crate::pg::catalog::prepare_session(&client)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        client
+            .batch_execute(&crate::pg::value_format_sql())
+            .await
+            .map_err(pgerr)?;
+        let oid: u32 = client
+            .query_one("SELECT 'public.patients'::regclass::oid", &[])
+            .await
+            .map_err(pgerr)?
+            .get(0);
+        let info = crate::pg::catalog::describe_table(&client, oid, None)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let registry = crate::deid::registry::Registry::load(&cfg.registry.dir)
+            .map_err(|e| fail(e.to_string()))?;
+        let master = crate::deid::tokenize::MasterKey::from_config(&cfg.keys)
+            .map_err(|e| fail(e.to_string()))?;
+        let plan = crate::deid::gate::plan_table(
+            "clinic",
+            &info,
+            &info.primary_key,
+            &registry,
+            &master,
+            &std::sync::Arc::new(crate::deid::scanner::Scanner::standard()),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        let vault_cfg = cfg.vault().map_err(|e| fail(e.to_string()))?;
+        let vault = crate::deid::vault::Vault::connect(vault_cfg, &master)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let select = format!(
+            "SELECT {} FROM public.patients WHERE id = $1::text::bigint",
+            plan.columns
+                .iter()
+                .map(|c| format!("{}::text", crate::pg::quote::ident(&c.name)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let id_at = plan
+            .schema
+            .columns
+            .iter()
+            .position(|c| c.name == "id")
+            .ok_or_else(|| fail("patients.id is not published".into()))?;
+        Ok(Mapper {
+            client,
+            plan,
+            vault,
+            select,
+            id_at,
+        })
+    }
+
+    /// The dev id of production patient `id` (None: the row is gone).
+    pub async fn dev_id(&self, id: &str) -> Result<Option<String>, DemoError> {
+        let Some(row) = self
+            .client
+            .query_opt(&self.select, &[&id])
+            .await
+            .map_err(pgerr)?
+        else {
+            return Ok(None);
+        };
+        let values: Vec<Option<Vec<u8>>> = (0..row.len())
+            .map(|i| row.get::<_, Option<String>>(i).map(String::into_bytes))
+            .collect();
+        let fail = |e: String| DemoError::Verify(format!("mapping a prod row to dev: {e}"));
+        for _ in 0..4 {
+            let mut misses = Vec::new();
+            let out = self
+                .plan
+                .transform(
+                    values.iter().map(crate::deid::gate::RowValue::from),
+                    0,
+                    &self.vault,
+                    &mut misses,
+                )
+                .map_err(|e| fail(e.to_string()))?;
+            if misses.is_empty() {
+                return Ok(match out.get(self.id_at).and_then(|v| v.kind.as_ref()) {
+                    Some(crate::proto::value::Kind::Text(t)) => Some(t.clone()),
+                    _ => None,
+                });
+            }
+            // Known to the vault already (the stream published the row); a lookup.
+            self.vault
+                .allocate(misses)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        Err(fail("the vault left a value without a token".into()))
+    }
+}
+
+const DEV_ROW_SQL: &str = "SELECT p.id::text, p.family_name || ' ' || p.given_name, coalesce(p.ssn, '-'), count(e.id) \
+     FROM public.patients p LEFT JOIN public.encounters e ON e.patient_id = p.id \
+     WHERE p.id = $1::text::bigint GROUP BY p.id";
+
+/// Prints the encounters-per-patient join in prod and, row by row, the same patients in dev.
+pub async fn print_join(prod: &Client, dev: &Client, mapper: &Mapper) -> Result<(), DemoError> {
     let a = prod.query(JOIN_SQL, &[]).await.map_err(pgerr)?;
-    let b = dev.query(JOIN_SQL, &[]).await.map_err(pgerr)?;
     println!();
     println!(
-        "{} | DEV (de-identified)  id / name / ssn / encounters",
-        pad("PRODUCTION  id / name / ssn / encounters", 62)
+        "  {} | DEV (de-identified)  the same patients",
+        pad("PRODUCTION  id / name / ssn / encounters", 60)
     );
-    println!("{}-+-{}", "-".repeat(62), "-".repeat(62));
-    for i in 0..a.len().max(b.len()) {
-        let fmt = |r: Option<&tokio_postgres::Row>| {
-            r.map(|r| {
-                format!(
-                    "{} {} {} {}",
-                    pad(&r.get::<_, String>(0), 20),
-                    pad(&r.get::<_, String>(1), 18),
-                    pad(&r.get::<_, String>(2), 12),
-                    r.get::<_, i64>(3)
-                )
-            })
-            .unwrap_or_default()
+    println!("  {}-+-{}", "-".repeat(60), "-".repeat(60));
+    let fmt = |r: &tokio_postgres::Row| {
+        format!(
+            "{} {} {} {}",
+            pad(&r.get::<_, String>(0), 19),
+            pad(&r.get::<_, String>(1), 18),
+            pad(&r.get::<_, String>(2), 12),
+            r.get::<_, i64>(3)
+        )
+    };
+    for r in &a {
+        let id: String = r.get(0);
+        let right = match mapper.dev_id(&id).await? {
+            Some(dev_id) => match dev
+                .query_opt(DEV_ROW_SQL, &[&dev_id])
+                .await
+                .map_err(pgerr)?
+            {
+                Some(d) => fmt(&d),
+                None => "(not in dev yet)".into(),
+            },
+            None => "(deleted)".into(),
         };
-        println!("{} | {}", pad(&fmt(a.get(i)), 62), fmt(b.get(i)));
+        println!("  {} | {}", pad(&fmt(r), 60), right);
     }
     println!();
     Ok(())
@@ -335,6 +460,191 @@ pub async fn wait_caught_up(
     }
 }
 
+/// The reviewer the demo decides as.
+const DEMO_REVIEWER: &str = "demo-reviewer";
+
+/// The held-DDL story: a migration adds a column of SSNs while the workload runs; the stream
+/// holds (nothing of the column, nor anything after it, leaves production); the proposal and its
+/// evidence; the demo reviewer approves the proposed rule; the stream resumes and dev gets
+/// tokens.
+async fn held_column_story(
+    cfg: &Config,
+    prod: &Client,
+    dev: &Client,
+    review_port: u16,
+    token: &str,
+) -> Result<(), DemoError> {
+    println!();
+    println!(
+        "  a migration adds patients.alt_ssn and fills it with each patient's SSN for 25 patients…"
+    );
+    prod.batch_execute(
+        "ALTER TABLE public.patients ADD COLUMN alt_ssn text;
+         UPDATE public.patients SET alt_ssn = ssn WHERE id IN (SELECT id FROM public.patients ORDER BY id LIMIT 25);",
+    )
+    .await
+    .map_err(pgerr)?;
+    let state = |cfg: &Config| {
+        let cfg = cfg.clone();
+        async move {
+            crate::review::status::stream_state(&cfg)
+                .await
+                .map(|s| (s.state, s.held))
+                .map_err(|e| DemoError::Verify(e.to_string()))
+        }
+    };
+    let t = Instant::now();
+    let held = loop {
+        let (st, held) = state(cfg).await?;
+        if st == "held" {
+            break held;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(DemoError::Verify(
+                "the stream did not hold on the new column".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for h in &held {
+        println!(
+            "  HELD on {}.{} ({}): no value of it, and nothing written after it, leaves production; \
+             the slot keeps the WAL",
+            h.table, h.column, h.type_name
+        );
+    }
+    println!(
+        "  review page: http://127.0.0.1:{review_port}/review  (sign in as {DEMO_REVIEWER} with {token})"
+    );
+    let pending = crate::review::workflow::pending(cfg)
+        .await
+        .map_err(|e| DemoError::Verify(e.to_string()))?;
+    let item = pending
+        .iter()
+        .find(|p| p.table == "public.patients" && p.column == "alt_ssn")
+        .ok_or_else(|| DemoError::Verify("alt_ssn is not pending".into()))?;
+    let proposal = item
+        .proposal
+        .clone()
+        .ok_or_else(|| DemoError::Verify("no proposal for alt_ssn".into()))?;
+    let rates: Vec<String> = proposal
+        .hit_rates
+        .iter()
+        .filter(|(_, r)| **r > 0.0)
+        .map(|(d, r)| format!("{d} {:.0}%", r * 100.0))
+        .collect();
+    println!(
+        "  proposal: {}, rule {}, domain {} — detectors {} of {} sampled values, name hint {}, confidence {}{}",
+        proposal.class,
+        proposal.rule.as_deref().unwrap_or("-"),
+        proposal.domain.as_deref().unwrap_or("-"),
+        rates.join(", "),
+        proposal.sampled,
+        proposal.name_hint.as_deref().unwrap_or("none"),
+        proposal.confidence,
+        if item.shares_domain_with.is_empty() {
+            String::new()
+        } else {
+            format!("; joins {}", item.shares_domain_with.join(", "))
+        }
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let decision = crate::review::workflow::ColumnDecision {
+        class: proposal.class.clone(),
+        rule: proposal.rule.clone(),
+        domain: proposal.domain.clone(),
+        kind: proposal.kind.clone(),
+        entity: None,
+        profile: None,
+        by: DEMO_REVIEWER.into(),
+        reason: "second SSN field of the patient; the proposed rule, as for patients.ssn".into(),
+        scan: proposal.scan,
+        mode: proposal.mode.clone(),
+        paths: Vec::new(),
+    };
+    crate::review::workflow::approve(cfg, "public.patients.alt_ssn", &decision)
+        .await
+        .map_err(|e| DemoError::Verify(e.to_string()))?;
+    let t = Instant::now();
+    loop {
+        let in_dev: bool = dev
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+                   WHERE table_schema = 'public' AND table_name = 'patients' AND column_name = 'alt_ssn')",
+                &[],
+            )
+            .await
+            .map_err(pgerr)?
+            .get(0);
+        let (st, _) = state(cfg).await?;
+        if st == "streaming" && in_dev {
+            println!(
+                "  approved by {DEMO_REVIEWER} (rule {}); the stream resumed {:.1}s later; dev has the column",
+                proposal.rule.as_deref().unwrap_or("-"),
+                t.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(DemoError::Verify(
+                "the stream did not resume after the approval".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Rows written from now on carry the column (existing rows wait for backfill).
+    prod.batch_execute(
+        "UPDATE public.patients SET alt_ssn = ssn WHERE id IN (SELECT id FROM public.patients ORDER BY id LIMIT 25)",
+    )
+    .await
+    .map_err(pgerr)?;
+    let t = Instant::now();
+    loop {
+        let n: i64 = dev
+            .query_one(
+                "SELECT count(*) FROM public.patients WHERE alt_ssn IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(pgerr)?
+            .get(0);
+        if n >= 25 {
+            let leaked: i64 = {
+                let prod_ssns: Vec<String> = prod
+                    .query(
+                        "SELECT alt_ssn FROM public.patients WHERE alt_ssn IS NOT NULL",
+                        &[],
+                    )
+                    .await
+                    .map_err(pgerr)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                dev.query_one(
+                    "SELECT count(*) FROM public.patients WHERE alt_ssn = ANY($1)",
+                    &[&prod_ssns],
+                )
+                .await
+                .map_err(pgerr)?
+                .get(0)
+            };
+            println!(
+                "  the next update of those 25 rows reached dev as SSN tokens ({leaked} equal to a production SSN)"
+            );
+            if leaked > 0 {
+                return Err(DemoError::Verify("a production SSN reached dev".into()));
+            }
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(DemoError::Verify("alt_ssn values did not reach dev".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!();
+    Ok(())
+}
+
 pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Result<(), DemoError> {
     let start = |what: &'static str| {
         move |e: crate::devkit::testkit::TestkitError| DemoError::Start {
@@ -424,32 +734,65 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
     if crate::metrics::install(&format!("127.0.0.1:{metrics_port}")).is_ok() {
         println!("  metrics: http://127.0.0.1:{metrics_port}/metrics");
     }
+    // The review API and page, with one demo reviewer.
+    let review_port = crate::devkit::testkit::free_port();
+    let (reviewer_token, digest) = crate::review::api::new_reviewer_token();
+    cfg.api = Some(crate::config::ApiConfig {
+        listen: format!("127.0.0.1:{review_port}"),
+        reviewers: [(DEMO_REVIEWER.to_owned(), digest)].into(),
+        tls_cert: None,
+        tls_key: None,
+        token_file: None,
+        reviewers_file: None,
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (mut stream, mut sink) = spawn_pipeline(&cfg, stop_rx);
+    let (mut stream, mut sink) = spawn_pipeline(&cfg, stop_rx.clone());
+    let api_cfg = cfg.clone();
+    let api = tokio::spawn(async move { crate::review::api::serve(&api_cfg, stop_rx).await });
 
     let dev_client = connect(&dev.dsn("clinic_dev")).await?;
     let snap_start = Instant::now();
-    // Wait for the snapshot to land in dev.
+    let total: i64 = pc.iter().sum();
+    // The snapshot as dev receives it: a bar on a terminal.
+    let bar = indicatif::ProgressBar::new(total.max(0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "  snapshot {bar:40.cyan/blue} {pos}/{len} rows in dev  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     loop {
         if stream.is_finished() || sink.is_finished() {
             break;
         }
-        if verify(&prod_client, &dev_client).await.is_ok() {
+        let in_dev: i64 = counts(&dev_client)
+            .await
+            .map(|c| c.iter().sum())
+            .unwrap_or(0);
+        bar.set_position(in_dev.max(0) as u64);
+        if in_dev >= total && verify(&prod_client, &dev_client).await.is_ok() {
             break;
         }
         if snap_start.elapsed() > Duration::from_secs(300) {
+            bar.abandon();
             return Err(DemoError::Verify(
                 "snapshot did not reach dev within 5 minutes".into(),
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let total: i64 = pc.iter().sum();
+    bar.finish_and_clear();
     println!(
-        "  snapshot in dev after {:.1}s ({:.0} rows/s end to end)",
+        "  snapshot in dev after {:.1}s ({:.0} rows/s end to end, de-identified on the way)",
         snap_start.elapsed().as_secs_f64(),
         total as f64 / snap_start.elapsed().as_secs_f64()
+    );
+    let mapper = Mapper::new(&cfg, &prod.dsn("clinic")).await?;
+    print_join(&prod_client, &dev_client, &mapper).await?;
+    println!(
+        "  the same patients, row for row: names and SSNs replaced (scripts kept: a Japanese name \
+         stays Japanese), ids are tokens, and the encounters join the same way"
     );
 
     // Live workload.
@@ -484,7 +827,13 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
     );
 
     let run_start = Instant::now();
-    let mut next_print = Instant::now();
+    let mut next_print = Instant::now() + Duration::from_secs(10);
+    // A third of the way in (or after 15 s), a migration adds a column of SSNs.
+    let migrate_at = opts
+        .duration
+        .map(|d| d / 3)
+        .unwrap_or(Duration::from_secs(15));
+    let mut migrated = false;
     let failure = loop {
         if stream.is_finished() {
             break Some("stream");
@@ -495,8 +844,19 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         if opts.duration.is_some_and(|d| run_start.elapsed() >= d) {
             break None;
         }
+        if !migrated && run_start.elapsed() >= migrate_at {
+            migrated = true;
+            held_column_story(
+                &cfg,
+                &prod_client,
+                &dev_client,
+                review_port,
+                &reviewer_token,
+            )
+            .await?;
+            next_print = Instant::now() + Duration::from_secs(5);
+        }
         if Instant::now() >= next_print {
-            print_join(&prod_client, &dev_client).await?;
             let (a, b) = (counts(&prod_client).await?, counts(&dev_client).await?);
             println!("  rows prod {a:?}  dev {b:?}  ({TABLES:?})");
             next_print = Instant::now() + Duration::from_secs(10);
@@ -531,10 +891,12 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         });
     }
     let catch_up = wait_caught_up(&prod_client, &dev_client, Duration::from_secs(120)).await;
-    print_join(&prod_client, &dev_client).await?;
+    let mapper = Mapper::new(&cfg, &prod.dsn("clinic")).await?;
+    print_join(&prod_client, &dev_client, &mapper).await?;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), &mut stream).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), &mut sink).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), api).await;
     let lag = catch_up?;
     let report = verify(&prod_client, &dev_client).await?;
     println!(

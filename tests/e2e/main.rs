@@ -9,6 +9,7 @@ mod always_on;
 mod audit;
 mod binding;
 mod corpus_run;
+mod demo;
 mod errors;
 mod faults;
 mod hold;
