@@ -356,6 +356,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             let cfg = load(&config)?;
             start_metrics(&cfg)?;
+            {
+                use std::io::IsTerminal;
+                veil::source::snapshot::show_progress_bar(std::io::stderr().is_terminal());
+            }
             let policy = retry_policy(max_retries);
             Ok(with_retries("stream", policy, shutdown_signal(), |stop| {
                 veil::source::stream::run(&cfg, stop)

@@ -13,6 +13,15 @@ use tokio_postgres::Client;
 /// Rows transformed (and their vault misses allocated) together.
 const ROW_BATCH: usize = 4000;
 
+/// Draw a progress bar for the copy (set by `veil stream` when stderr is a terminal; progress
+/// lines are logged either way).
+static BAR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the snapshot's progress bar on (a terminal) or off.
+pub fn show_progress_bar(on: bool) {
+    BAR.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 use super::error::StreamError;
 use super::pipeline::Streamer;
 use crate::deid::gate::{RowValue, TablePlan};
@@ -410,6 +419,16 @@ pub async fn run(
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut total = 0u64;
+    let bar = BAR.load(std::sync::atomic::Ordering::Relaxed).then(|| {
+        let b = indicatif::ProgressBar::new(estimate.max(0) as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "snapshot {bar:40.cyan/blue} {pos}/~{len} rows {per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
     while tables.iter().any(|t| t.outstanding > 0) {
         let Some(read) = rx.recv().await else {
             return Err(StreamError::Protocol(
@@ -482,7 +501,33 @@ pub async fn run(
             )
             .await?;
         }
+        if let Some(b) = &bar {
+            if total > b.length().unwrap_or(0) {
+                b.set_length(total);
+            }
+            b.set_position(total);
+            b.set_message(format!(
+                "{}/{} tables",
+                tables
+                    .iter()
+                    .filter(|t| t.queued && t.outstanding == 0)
+                    .count(),
+                published.len()
+            ));
+        }
         if last_report.elapsed() > Duration::from_secs(5) {
+            // Per table being read: rows, the planner's estimate, rate and ETA.
+            for (t, table) in tables.iter().enumerate() {
+                if let (Some(since), true) = (table.started, table.outstanding > 0) {
+                    let rate = table.rows as f64 / since.elapsed().as_secs_f64().max(1e-3);
+                    let left = (table.estimate - table.rows as i64).max(0) as f64;
+                    tracing::info!(table = %plans[t].qualified, rows = table.rows,
+                                   estimated_rows = table.estimate,
+                                   rows_per_sec = rate.round() as u64,
+                                   eta_secs = (left / rate.max(1.0)).round() as u64,
+                                   "snapshot: table in progress");
+                }
+            }
             let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
             let eta_secs = if estimate > total as i64 {
                 ((estimate - total as i64) as f64 / rate.max(1.0)).round() as u64
@@ -504,6 +549,9 @@ pub async fn run(
             );
             last_report = Instant::now();
         }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     drop(work_tx);
     while readers.join_next().await.is_some() {}
