@@ -47,6 +47,14 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Re-sends a table's existing rows to dev while the stream runs (watermarks in the WAL,
+    /// chunks by primary key, upserts).
+    Backfill {
+        #[arg(long)]
+        config: PathBuf,
+        /// `schema.table`
+        table: String,
+    },
     /// One screen for ops: the stream's slots (lag, retained WAL), what it is held on and since
     /// when, the sink's position in dev, the last audit window.
     Status {
@@ -339,6 +347,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Sink { .. } => "sink",
         Command::Setup { .. } => "setup",
         Command::Status { .. } => "status",
+        Command::Backfill { .. } => "backfill",
         Command::Demo { .. } => "demo",
         Command::Bench { .. } => "bench",
         Command::Registry { .. } => "registry",
@@ -380,6 +389,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Setup { config } => Ok(veil::source::setup::command(&load(&config)?).await?),
         Command::Status { config } => Ok(veil::review::status::print(&load(&config)?).await?),
+        Command::Backfill { config, table } => {
+            Ok(veil::source::backfill::request(&load(&config)?, &table).await?)
+        }
         Command::Demo { duration, patients } => Ok(veil::devkit::demo::run(
             veil::devkit::demo::DemoOptions { duration, patients },
             shutdown_signal(),

@@ -2,8 +2,9 @@
 //! (`pgoutput`), epochs and fencing (`epoch`), the snapshot, the spool for streamed
 //! transactions, the pipeline every row goes through (`pipeline`, with `hold` and `window`), the
 //! confirmed-LSN rule (`progress`), the event-sink boundary (`events`), the replication loop
-//! (`stream`) and `veil setup`.
+//! (`stream`), the online backfill (`backfill`, its state in `watermark`) and `veil setup`.
 
+pub mod backfill;
 pub mod conn;
 pub mod epoch;
 pub mod error;
@@ -16,4 +17,5 @@ pub mod setup;
 pub mod snapshot;
 pub mod spool;
 pub mod stream;
+pub mod watermark;
 pub mod window;

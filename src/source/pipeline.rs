@@ -100,6 +100,8 @@ pub struct Streamer {
     pub run_lock: Option<tokio_postgres::Client>,
     /// Busy time per stage ([`STAGES`]).
     pub clock: crate::metrics::StageClock,
+    /// Online backfills (`source::backfill`).
+    pub backfill: super::watermark::Backfills,
 }
 
 /// What waits in the queue, in WAL order.
@@ -624,7 +626,10 @@ impl Streamer {
         Ok(())
     }
 
-    async fn publish_schema_if_changed(&mut self, plan: &TablePlan) -> Result<(), StreamError> {
+    pub(super) async fn publish_schema_if_changed(
+        &mut self,
+        plan: &TablePlan,
+    ) -> Result<(), StreamError> {
         // A blocked table publishes its marker once (dev empties its copy); an unblocked one
         // publishes its schema again.
         // A withheld table (its decisions belong to a table that takes its name later) has no
@@ -834,6 +839,14 @@ impl Streamer {
     }
 
     async fn queue_row(&mut self, row: QueuedRow) -> Result<(), StreamError> {
+        if self.backfill.has_windows() {
+            let old = match &row.old {
+                Some(OldTuple::Key(t)) | Some(OldTuple::Full(t)) => Some(t),
+                None => None,
+            };
+            self.backfill
+                .note_change(&row.plan.qualified, row.new.as_ref(), old);
+        }
         self.enqueue(Queued::Row(row)).await
     }
 
@@ -892,7 +905,7 @@ impl Streamer {
 
     /// A commit leaves the queue: its end LSN counts as done once Kafka acknowledged it and
     /// everything before it.
-    async fn publish_commit(&mut self, c: proto::Commit) -> Result<(), StreamError> {
+    pub(super) async fn publish_commit(&mut self, c: proto::Commit) -> Result<(), StreamError> {
         let (commit_lsn, end_lsn) = (c.commit_lsn, c.end_lsn);
         self.last_commit_lsn = commit_lsn;
         self.publish(proto::Phase::Stream, Event::Commit(c), Some(end_lsn))
@@ -1251,6 +1264,8 @@ impl Streamer {
             } => {
                 if prefix == DDL_PREFIX {
                     self.ddl(&content, lsn).await?;
+                } else if prefix.starts_with("veil.backfill.") {
+                    self.backfill_message(&prefix, &content, lsn).await?;
                 } else if prefix == HEARTBEAT_PREFIX {
                     self.flush_rows().await?;
                     self.publish(

@@ -7,6 +7,7 @@ mod corpus;
 
 mod always_on;
 mod audit;
+mod backfill;
 mod binding;
 mod corpus_run;
 mod demo;

@@ -37,6 +37,8 @@ pub const FRAGMENTED_EVENTS: &str = "veil_fragmented_events_total";
 /// Events that shared a Kafka message with others (the stream batches what it publishes
 /// together).
 pub const BATCHED_EVENTS: &str = "veil_batched_events_total";
+/// Rows an online backfill published (`table`).
+pub const BACKFILL_ROWS: &str = "veil_backfill_rows_total";
 /// Time per stage of the data path (`component`, `stage`), in microseconds: where the time
 /// goes (stream: decode, transform, vault, publish; sink: consume — which includes waiting for
 /// the broker —, apply, commit).
@@ -72,6 +74,7 @@ pub const ALL: &[&str] = &[
     FRAGMENTED_EVENTS,
     BATCHED_EVENTS,
     RESTARTS,
+    BACKFILL_ROWS,
     STAGE_BUSY,
 ];
 

@@ -409,6 +409,68 @@ impl Applier {
                 )
                 .await?;
             }
+            proto::Op::Upsert => {
+                // A backfilled row: inserted, or replacing dev's row with the same primary key
+                // (the stream publishes a backfill only for tables with one).
+                if r.new_values.len() != ncols {
+                    return Err(bad("backfilled row"));
+                }
+                let pk_idx: Vec<usize> = schema
+                    .primary_key
+                    .iter()
+                    .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
+                    .collect();
+                if pk_idx.is_empty() || pk_idx.len() != schema.primary_key.len() {
+                    return Err(SinkError::Schema {
+                        table: r.table.clone(),
+                        message: "a backfilled row for a table without a primary key in dev".into(),
+                    });
+                }
+                let key_u = format!("{}\u{0}P", r.table);
+                let st = self
+                    .statement(
+                        key_u,
+                        || {
+                            let col = |c: usize| crate::pg::quote::ident(&schema.columns[c].name);
+                            let cols: Vec<String> = (0..ncols).map(col).collect();
+                            let vals: Vec<String> = schema
+                                .columns
+                                .iter()
+                                .enumerate()
+                                .map(|(i, c)| cast_param(i + 1, &c.type_name))
+                                .collect();
+                            let set: Vec<String> = (0..ncols)
+                                .filter(|i| !pk_idx.contains(i))
+                                .map(|c| format!("{0} = EXCLUDED.{0}", col(c)))
+                                .collect();
+                            format!(
+                                "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO {}",
+                                cols.join(", "),
+                                vals.join(", "),
+                                pk_idx
+                                    .iter()
+                                    .map(|&c| col(c))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                if set.is_empty() {
+                                    "NOTHING".to_owned()
+                                } else {
+                                    format!("UPDATE SET {}", set.join(", "))
+                                }
+                            )
+                        },
+                        ncols,
+                    )
+                    .await?;
+                let params: Vec<Option<String>> = r.new_values.iter().map(text).collect();
+                self.enqueue(
+                    st,
+                    params,
+                    Some((r.table.clone(), "upsert", lsn, false)),
+                    None,
+                )
+                .await?;
+            }
             proto::Op::Unspecified => {
                 return Err(SinkError::Schema {
                     table: r.table.clone(),
