@@ -98,6 +98,7 @@ pub fn config_for(
             hold_release_secs: 10,
             snapshot_connections: 2,
             snapshot_range_pages: 2048,
+            backfill_on_decision: true,
         }),
         kafka: Some(KafkaConfig {
             brokers,

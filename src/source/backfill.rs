@@ -137,6 +137,25 @@ impl Streamer {
         }
     }
 
+    /// Writes a backfill request for `table` into the WAL (after a decision opened or changed
+    /// it): met in order, after what the decision released. A failure is logged, never fatal.
+    pub(super) async fn request_backfill(&mut self, table: &str) {
+        match self
+            .catalog
+            .execute(
+                "SELECT pg_catalog.pg_logical_emit_message(false, $1, $2)",
+                &[&REQUEST_PREFIX, &table],
+            )
+            .await
+        {
+            Ok(_) => tracing::info!(table, "backfill requested after a decision"),
+            Err(e) => {
+                tracing::warn!(table, error = %crate::pg::errors::PgError::new("request a backfill", &e),
+                                     "backfill not requested; run `veil backfill` for this table")
+            }
+        }
+    }
+
     /// Starts a worker for `table`, planned as it is now.
     async fn backfill_request(&mut self, table: &str) -> Result<(), StreamError> {
         if let Some(h) = self.backfill.running.get(table)

@@ -223,9 +223,22 @@ impl Streamer {
     }
 
     /// Audit records for every column whose registry entry changed (who decided, when, why).
+    /// Tables a decision opened or changed (not a block) are backfilled: their existing rows
+    /// reach dev under the new decisions (`source::backfill`).
     async fn audit_decisions(&mut self, before: &Registry) -> Result<(), StreamError> {
+        let mut refill = std::collections::BTreeSet::new();
         for b in window::decisions(before, &self.registry) {
+            if b.class != "blocked" {
+                refill.insert(b.table.clone());
+            }
             self.audit(proto::audit_record::Body::Decision(b)).await?;
+        }
+        if self.phase == proto::Phase::Stream && self.backfill.on_decision {
+            for table in refill {
+                if self.registry.table(&table).is_some_and(|e| !e.blocked) {
+                    self.request_backfill(&table).await;
+                }
+            }
         }
         Ok(())
     }

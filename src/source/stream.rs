@@ -197,7 +197,7 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         new_epoch_reason: String::new(),
         shutdown: shutdown.clone(),
         clock: crate::metrics::StageClock::new("stream", super::pipeline::STAGES),
-        backfill: super::watermark::Backfills::new(pgcfg.clone()),
+        backfill: super::watermark::Backfills::new(pgcfg.clone(), src.backfill_on_decision),
     };
 
     let tail = tail_reader

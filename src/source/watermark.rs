@@ -43,6 +43,8 @@ pub(super) struct Window {
 pub struct Backfills {
     /// Production, for the workers' connections.
     pub(super) target: Option<crate::pg::tls::PgTarget>,
+    /// Start a backfill when a decision opens or changes a table (`source.backfill_on_decision`).
+    pub(super) on_decision: bool,
     pub(super) chunks: Option<(mpsc::Sender<Chunk>, mpsc::Receiver<Chunk>)>,
     pub(super) pending: HashMap<(String, u64), Chunk>,
     pub(super) windows: HashMap<String, Window>,
@@ -51,9 +53,10 @@ pub struct Backfills {
 
 impl Backfills {
     /// Backfills of tables of `target` (production).
-    pub fn new(target: crate::pg::tls::PgTarget) -> Self {
+    pub fn new(target: crate::pg::tls::PgTarget, on_decision: bool) -> Self {
         Backfills {
             target: Some(target),
+            on_decision,
             ..Default::default()
         }
     }

@@ -118,3 +118,184 @@ async fn a_backfill_under_concurrent_writes_makes_dev_equal_production() {
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
 }
+
+/// `ADD COLUMN … DEFAULT` gives production's existing rows a value no change carries; the stream
+/// holds on the new column, a reviewer approves it, and the backfill the decision starts brings
+/// the value of every existing row to dev while production keeps updating the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_column_is_backfilled_while_production_writes() {
+    init_test_log();
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, amount int NOT NULL, memo text);
+         INSERT INTO ledger SELECT g, g % 1000, 'opening ' || g FROM generate_series(1, 6000) g;",
+    )
+    .await
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    for c in ["id", "amount", "memo"] {
+        review::approve(
+            &env.cfg,
+            &format!("public.ledger.{c}"),
+            &decision("safe", None, None),
+        )
+        .await
+        .unwrap();
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
+
+    let (wstop_tx, mut wstop) = watch::channel(false);
+    let writer = {
+        let c = env.prod_client().await;
+        tokio::spawn(async move {
+            let mut rng = veil::devkit::datagen::Rng::new(5);
+            let mut n = 0u32;
+            while !*wstop.borrow_and_update() {
+                let id = rng.range(1, 6000) as i64;
+                c.batch_execute(&format!(
+                    "UPDATE ledger SET amount = amount + 1 WHERE id = {id}"
+                ))
+                .await
+                .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    prod.batch_execute("ALTER TABLE ledger ADD COLUMN region text NOT NULL DEFAULT 'north'")
+        .await
+        .unwrap();
+    let held = wait_for(Duration::from_secs(60), || async {
+        veil::review::status::stream_state(&env.cfg)
+            .await
+            .is_ok_and(|s| s.state == "held")
+    })
+    .await;
+    assert!(held, "the stream holds on the new column");
+    review::approve(
+        &env.cfg,
+        "public.ledger.region",
+        &decision("safe", None, None),
+    )
+    .await
+    .unwrap();
+    let dev = env.dev_client().await;
+    let filled = wait_for(Duration::from_secs(120), || async {
+        dev.query_one("SELECT count(*) FROM ledger WHERE region = 'north'", &[])
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 6000)
+    })
+    .await;
+    wstop_tx.send(true).unwrap();
+    let writes = writer.await.unwrap();
+    assert!(
+        filled,
+        "every existing row has the new column's value in dev"
+    );
+    assert!(
+        writes > 50,
+        "{writes} updates during the hold and the backfill"
+    );
+    assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
+    let _ = stop_tx.send(true);
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}
+
+/// A table blocked (dev emptied) then unblocked, and a column made stricter (dev clears it):
+/// each decision starts a backfill, and dev ends equal to production under the new decisions
+/// while production keeps updating the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unblocked_table_and_a_stricter_rule_are_backfilled() {
+    init_test_log();
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, amount int NOT NULL, memo text);
+         INSERT INTO ledger SELECT g, g % 1000, 'memo ' || g FROM generate_series(1, 5000) g;",
+    )
+    .await
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    for c in ["id", "amount", "memo"] {
+        review::approve(
+            &env.cfg,
+            &format!("public.ledger.{c}"),
+            &decision("safe", None, None),
+        )
+        .await
+        .unwrap();
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
+    let (wstop_tx, mut wstop) = watch::channel(false);
+    let writer = {
+        let c = env.prod_client().await;
+        tokio::spawn(async move {
+            let mut rng = veil::devkit::datagen::Rng::new(9);
+            let mut n = 0u32;
+            while !*wstop.borrow_and_update() {
+                let id = rng.range(1, 5000) as i64;
+                c.batch_execute(&format!(
+                    "UPDATE ledger SET amount = amount + 1, memo = 'memo {n}' WHERE id = {id}"
+                ))
+                .await
+                .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let dev = env.dev_client().await;
+
+    // Blocked: dev empties its copy. Unblocked: the backfill brings every row back.
+    review::block(&env.cfg, "public.ledger", "kim", "not needed in dev")
+        .await
+        .unwrap();
+    let emptied = wait_for(Duration::from_secs(60), || async {
+        count(&dev, "SELECT count(*) FROM ledger").await == 0
+    })
+    .await;
+    assert!(emptied, "a block empties dev's copy");
+    review::unblock(&env.cfg, "public.ledger", "lee", "needed again")
+        .await
+        .unwrap();
+    let back = wait_for(Duration::from_secs(120), || async {
+        count(&dev, "SELECT count(*) FROM ledger").await == 5000
+    })
+    .await;
+    assert!(back, "the unblock's backfill brought the rows back");
+
+    // A stricter rule for memo: dev clears it, the backfill refills it with tokens.
+    review::approve(
+        &env.cfg,
+        "public.ledger.memo",
+        &decision("sensitive", Some("tokenize"), Some("memo_token")),
+    )
+    .await
+    .unwrap();
+    let refilled = wait_for(Duration::from_secs(120), || async {
+        count(
+            &dev,
+            "SELECT count(*) FROM ledger WHERE memo IS NOT NULL AND memo NOT LIKE 'memo %'",
+        )
+        .await
+            == 5000
+    })
+    .await;
+    wstop_tx.send(true).unwrap();
+    let writes = writer.await.unwrap();
+    assert!(
+        refilled,
+        "the stricter rule's backfill refilled memo with tokens"
+    );
+    assert!(writes > 50, "{writes} updates meanwhile");
+    assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
+    let _ = stop_tx.send(true);
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}

@@ -125,7 +125,9 @@ async fn inheritance_children_and_partitions_publish_under_their_own_decisions()
 /// dev kept the raw values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_type_change_with_a_stricter_rule_clears_dev() {
-    let env = Env::start(&[]);
+    let mut env = Env::start(&[]);
+    // What the sink does on its own (the backfill a decision starts is tested in `backfill`).
+    env.cfg.source.as_mut().unwrap().backfill_on_decision = false;
     let file = env.registry.path().join("public.kv.toml");
     std::fs::write(
         &file,
@@ -193,6 +195,8 @@ async fn a_type_change_with_a_stricter_rule_clears_dev() {
 async fn a_table_block_empties_dev_and_an_unblock_never_stops_the_sink() {
     use prost::Message as _;
     let mut env = Env::start(&[]);
+    // What the sink does on its own (the backfill a decision starts is tested in `backfill`).
+    env.cfg.source.as_mut().unwrap().backfill_on_decision = false;
     let journal = tempfile::tempdir().unwrap();
     crate::audit::with_audit(&mut env, journal.path());
     std::fs::write(

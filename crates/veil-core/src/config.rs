@@ -114,6 +114,14 @@ pub struct SourceConfig {
     /// (by `ctid`), spread over the snapshot connections.
     #[serde(default = "default_snapshot_range_pages")]
     pub snapshot_range_pages: u32,
+    /// A decision that opens or changes a table (an approved column, an unblock, a new rule)
+    /// starts a backfill of it, so its existing rows reach dev under the new decisions.
+    #[serde(default = "default_true")]
+    pub backfill_on_decision: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_snapshot_connections() -> usize {
@@ -527,6 +535,7 @@ impl Config {
                         hold_release_secs: default_hold_release(),
                         snapshot_connections: default_snapshot_connections(),
                         snapshot_range_pages: default_snapshot_range_pages(),
+                        backfill_on_decision: true,
                     })
                 }
             }
