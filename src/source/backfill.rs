@@ -8,8 +8,8 @@
 //! writes a high watermark. Between the two watermarks the stream remembers the keys of the
 //! table's rows that changed; at the high watermark it publishes what is queued, drops the
 //! chunk's rows whose key changed (the log has a value at least as new), and publishes the rest
-//! as upserts in a transaction of their own whose commit LSN is the high watermark's — ordered
-//! with the log, fenced by the sink like any transaction.
+//! as upserts in a transaction of their own committed just before the high watermark's end LSN —
+//! ordered with the log, fenced by the sink like any transaction.
 //!
 //! A chunk read under another registry version than the stream's, or one a scanner hit held,
 //! is read again. Tables without a primary key are refused (for now), and so is a table the
@@ -361,10 +361,16 @@ impl Streamer {
             let _ = chunk.done.send(Outcome::Published(0, again));
             return Ok(());
         }
+        // `lsn` is the END of the watermark's record (pgoutput reports a message by its end
+        // LSN), and the next transaction's commit record may start right there: the chunk's
+        // transaction takes `lsn - 1` as its commit LSN — after every commit before the
+        // watermark, before every commit after it — so the sink's fence never mistakes the next
+        // transaction for a replay. Its end LSN (what counts as confirmed) is `lsn`.
+        let commit_lsn = lsn.saturating_sub(1);
         self.publish(
             proto::Phase::Stream,
             Event::Begin(proto::Begin {
-                commit_lsn: lsn,
+                commit_lsn,
                 commit_time_us: now_us(),
                 xid: 0,
             }),
@@ -387,7 +393,7 @@ impl Streamer {
         }
         self.count_rows(&plan.qualified, "UPSERT", n as u64);
         self.publish_commit(proto::Commit {
-            commit_lsn: lsn,
+            commit_lsn,
             end_lsn: lsn,
             commit_time_us: now_us(),
             rows: n as u64,

@@ -485,10 +485,9 @@ async fn scanner_hit_in_a_safe_column_holds_and_reclassification_clears_dev() {
     .await;
     assert_eq!(rows.len(), 21);
     assert_eq!(rows[20][1].as_deref(), Some("reach me at [EMAIL]"));
-    assert!(
-        rows[..20].iter().all(|r| r[1].is_none()),
-        "values kept under the old rule are cleared"
-    );
+    // Values published under the old rule are cleared (`leaks` shows the clearing alone), and
+    // the backfill the decision started refills them under the new one.
+    assert_dev_matches(&env, &["contacts"], Duration::from_secs(60)).await;
     stop_tx.send(true).unwrap();
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
