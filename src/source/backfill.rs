@@ -246,6 +246,10 @@ impl Streamer {
         };
         tracing::info!(table, registry = %plan.registry_version, "backfill starts");
         metrics::counter!(crate::metrics::BACKFILL_ROWS, "table" => table.to_owned()).increment(0);
+        self.backfill
+            .keys
+            .insert(table.to_owned(), worker.key_idx.clone());
+        self.backfill.moved.remove(table);
         let handle = tokio::spawn(worker.run());
         self.backfill.running.insert(table.to_owned(), handle);
         Ok(())
@@ -354,6 +358,14 @@ impl Streamer {
             let again = (select_of(&plan), plan.registry_version.clone());
             let _ = chunk.done.send(Outcome::Again(Some(again)));
             return Ok(());
+        }
+        // Keys moved meanwhile: the row may be one dev lacks, its new key behind the keyset.
+        for key in self.backfill.moved.remove(&table).unwrap_or_default() {
+            again.push(
+                key.iter()
+                    .map(|v| String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned())
+                    .collect(),
+            );
         }
         let n = out.len();
         tracing::debug!(table = %table, chunk = no, published = n, read_again = again.len(), lsn = %crate::pg::lsn::fmt_lsn(lsn), "backfill chunk");

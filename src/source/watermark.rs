@@ -49,6 +49,12 @@ pub struct Backfills {
     pub(super) pending: HashMap<(String, u64), Chunk>,
     pub(super) windows: HashMap<String, Window>,
     pub(super) running: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// New keys of rows whose key moved while the table's backfill runs (inside a window or
+    /// not): dev may lack the row (a later chunk's), so the move did not reach it, and the new
+    /// key may sit behind the keyset — read again at the next high watermark.
+    pub(super) moved: HashMap<String, HashSet<Row>>,
+    /// Primary-key column positions of each table being backfilled.
+    pub(super) keys: HashMap<String, Vec<usize>>,
 }
 
 impl Backfills {
@@ -68,18 +74,28 @@ impl Backfills {
         new: Option<&TupleData>,
         old: Option<&TupleData>,
     ) {
-        let Some(w) = self.windows.get_mut(table) else {
-            return;
-        };
-        for t in [new, old].into_iter().flatten() {
-            let key: Row = w
-                .key_idx
+        let key_of = |key_idx: &[usize], t: &TupleData| -> Row {
+            key_idx
                 .iter()
                 .map(|&i| match t.0.get(i) {
                     Some(TupleValue::Text(b)) | Some(TupleValue::Binary(b)) => Some(b.clone()),
                     _ => None,
                 })
-                .collect();
+                .collect()
+        };
+        if let (Some(n), Some(o), Some(key_idx)) = (new, old, self.keys.get(table))
+            && self.running.get(table).is_some_and(|h| !h.is_finished())
+        {
+            let (nk, ok) = (key_of(key_idx, n), key_of(key_idx, o));
+            if nk != ok {
+                self.moved.entry(table.to_owned()).or_default().insert(nk);
+            }
+        }
+        let Some(w) = self.windows.get_mut(table) else {
+            return;
+        };
+        for t in [new, old].into_iter().flatten() {
+            let key = key_of(&w.key_idx, t);
             w.changed.insert(key);
         }
     }
