@@ -73,36 +73,18 @@ fn pg(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StreamError {
     move |e| StreamError::Postgres(crate::pg::errors::PgError::new(what, &e))
 }
 
-/// `SELECT <every column as text, NULL where not read> FROM ONLY <table>`.
+/// `SELECT <every column as text, NULL where not read> FROM ONLY <table> AS src`: ordering and
+/// the keyset compare the table's columns (`src.<key>`), not the text output columns of the
+/// same names.
 fn select_of(plan: &TablePlan) -> String {
-    let cols: Vec<String> = plan
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            if plan.reads[i] {
-                format!("{}::text", crate::pg::quote::ident(&c.name))
-            } else {
-                "NULL::text".into()
-            }
-        })
-        .collect();
-    let (schema, name) = plan
-        .qualified
-        .split_once('.')
-        .unwrap_or(("public", &plan.qualified));
-    // The table is `src`: ordering and keyset compare its columns, not the text output columns
-    // of the same names.
-    format!(
-        "SELECT {} FROM ONLY {}.{} AS src",
-        if cols.is_empty() {
-            "1".into()
-        } else {
-            cols.join(", ")
-        },
-        crate::pg::quote::ident(schema),
-        crate::pg::quote::ident(name)
-    )
+    super::snapshot::plan_select(plan, false, true, " AS src")
+}
+
+/// A key as the text the keyset query binds.
+fn key_text(key: &[Option<Vec<u8>>]) -> Vec<String> {
+    key.iter()
+        .map(|v| String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned())
+        .collect()
 }
 
 impl Streamer {
@@ -328,14 +310,7 @@ impl Streamer {
             .filter(|r| {
                 let key: Row = window.key_idx.iter().map(|&i| r[i].clone()).collect();
                 if window.changed.contains(&key) {
-                    again.push(
-                        key.iter()
-                            .map(|v| {
-                                String::from_utf8_lossy(v.as_deref().unwrap_or_default())
-                                    .into_owned()
-                            })
-                            .collect(),
-                    );
+                    again.push(key_text(&key));
                     false
                 } else {
                     true
@@ -361,11 +336,7 @@ impl Streamer {
         }
         // Keys moved meanwhile: the row may be one dev lacks, its new key behind the keyset.
         for key in self.backfill.moved.remove(&table).unwrap_or_default() {
-            again.push(
-                key.iter()
-                    .map(|v| String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned())
-                    .collect(),
-            );
+            again.push(key_text(&key));
         }
         let n = out.len();
         tracing::debug!(table = %table, chunk = no, published = n, read_again = again.len(), lsn = %crate::pg::lsn::fmt_lsn(lsn), "backfill chunk");
@@ -383,7 +354,7 @@ impl Streamer {
             proto::Phase::Stream,
             Event::Begin(proto::Begin {
                 commit_lsn,
-                commit_time_us: now_us(),
+                commit_time_us: super::hold::now_us(),
                 xid: 0,
             }),
             None,
@@ -407,7 +378,7 @@ impl Streamer {
         self.publish_commit(proto::Commit {
             commit_lsn,
             end_lsn: lsn,
-            commit_time_us: now_us(),
+            commit_time_us: super::hold::now_us(),
             rows: n as u64,
         })
         .await?;
@@ -424,13 +395,6 @@ impl Streamer {
         }
         self.replan(oid).await
     }
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 async fn query_rows(
@@ -548,16 +512,10 @@ impl Worker {
                 let params: Vec<String> = chunk.iter().flatten().cloned().collect();
                 rows.extend(query_rows(&client, &sql, &params).await?);
             }
-            let next: Option<Vec<String>> =
-                (read > 0).then(|| rows.get(read - 1)).flatten().map(|r| {
-                    self.key_idx
-                        .iter()
-                        .map(|&i| {
-                            String::from_utf8_lossy(r[i].as_deref().unwrap_or_default())
-                                .into_owned()
-                        })
-                        .collect()
-                });
+            let next: Option<Vec<String>> = (read > 0)
+                .then(|| rows.get(read - 1))
+                .flatten()
+                .map(|r| key_text(&self.key_idx.iter().map(|&i| r[i].clone()).collect::<Row>()));
             let (done, outcome) = oneshot::channel();
             let chunk = Chunk {
                 table: self.table.clone(),

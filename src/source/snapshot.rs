@@ -128,21 +128,24 @@ async fn import_snapshot(client: &Client, snapshot_name: &str) -> Result<(), Str
     Ok(())
 }
 
-/// The select list of a plan: blocked columns are never read (`NULL` in their place).
-fn select_of(plan: &TablePlan, partitioned: bool) -> Option<String> {
-    if plan.blocked {
-        return None;
-    }
+/// `SELECT <columns> FROM [ONLY] <table>` for a plan: blocked columns are never read (`NULL` in
+/// their place); `as_text` casts every column to text (the backfill reads with a plain query);
+/// `alias` names the table (`AS src`). Shared by the snapshot and the backfill.
+pub(super) fn plan_select(
+    plan: &TablePlan,
+    partitioned: bool,
+    as_text: bool,
+    alias: &str,
+) -> String {
     let cols: Vec<String> = plan
         .columns
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            if plan.reads[i] {
-                crate::pg::quote::ident(&c.name)
-            } else {
-                "NULL".into()
-            }
+        .map(|(i, c)| match (plan.reads[i], as_text) {
+            (true, false) => crate::pg::quote::ident(&c.name),
+            (true, true) => format!("{}::text", crate::pg::quote::ident(&c.name)),
+            (false, false) => "NULL".into(),
+            (false, true) => "NULL::text".into(),
         })
         .collect();
     let (schema, name) = plan
@@ -152,8 +155,8 @@ fn select_of(plan: &TablePlan, partitioned: bool) -> Option<String> {
     // A plain table is read with ONLY: an inheritance child is a published table of its own,
     // copied under its own decisions. A partitioned root (published via the root) is read
     // whole: its partitions hold its rows, and they take its decisions.
-    Some(format!(
-        "SELECT {} FROM {}{}.{}",
+    format!(
+        "SELECT {} FROM {}{}.{}{}",
         if cols.is_empty() {
             "1".into()
         } else {
@@ -161,8 +164,14 @@ fn select_of(plan: &TablePlan, partitioned: bool) -> Option<String> {
         },
         if partitioned { "" } else { "ONLY " },
         crate::pg::quote::ident(schema),
-        crate::pg::quote::ident(name)
-    ))
+        crate::pg::quote::ident(name),
+        alias
+    )
+}
+
+/// The snapshot's select list of a plan (`None`: the table is blocked).
+fn select_of(plan: &TablePlan, partitioned: bool) -> Option<String> {
+    (!plan.blocked).then(|| plan_select(plan, partitioned, false, ""))
 }
 
 /// One reader: takes work until there is none, copies it out in text format, and hands the
