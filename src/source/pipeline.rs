@@ -226,17 +226,27 @@ impl Streamer {
     /// Tables a decision opened or changed (not a block) are backfilled: their existing rows
     /// reach dev under the new decisions (`source::backfill`).
     async fn audit_decisions(&mut self, before: &Registry) -> Result<(), StreamError> {
-        let mut refill = std::collections::BTreeSet::new();
+        let mut refill: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for b in window::decisions(before, &self.registry) {
             if b.class != "blocked" {
-                refill.insert(b.table.clone());
+                refill.entry(b.table.clone()).or_default().push(format!(
+                    "{} {} by {}",
+                    if b.column.is_empty() { "*" } else { &b.column },
+                    if b.rule.is_empty() { &b.class } else { &b.rule },
+                    b.reviewer
+                ));
             }
             self.audit(proto::audit_record::Body::Decision(b)).await?;
         }
         if self.phase == proto::Phase::Stream && self.backfill.on_decision {
-            for table in refill {
+            for (table, what) in refill {
                 if self.registry.table(&table).is_some_and(|e| !e.blocked) {
-                    self.request_backfill(&table).await;
+                    let reason = format!(
+                        "decision in registry {}: {}",
+                        self.registry.version,
+                        what.join(", ")
+                    );
+                    self.request_backfill(&table, &reason).await;
                 }
             }
         }
@@ -415,7 +425,7 @@ impl Streamer {
                     }
                 }
             }
-            self.keepalive.keep_alive(acked).await?;
+            self.keepalive.keep_alive(self.confirmable(acked)).await?;
             self.observe_slot().await;
             match Registry::load(&self.registry_dir) {
                 Ok(r) if r.version != self.registry.version => {
@@ -851,14 +861,42 @@ impl Streamer {
         Ok(())
     }
 
-    async fn queue_row(&mut self, row: QueuedRow) -> Result<(), StreamError> {
-        if self.backfill.has_windows() {
+    async fn queue_row(&mut self, mut row: QueuedRow) -> Result<(), StreamError> {
+        if self.backfill.watching() {
             let old = match &row.old {
                 Some(OldTuple::Key(t)) | Some(OldTuple::Full(t)) => Some(t),
                 None => None,
             };
-            self.backfill
-                .note_change(&row.plan.qualified, row.new.as_ref(), old);
+            // While a table is backfilled, dev may lack any row not yet read: an update whose
+            // new row is whole (no unchanged TOAST value) goes out as an upsert — preceded by a
+            // delete of the old key when the key moved — so dev holds the row after it whatever
+            // it held before. Only an update dev cannot apply alone is read again.
+            let upsert = row.op == proto::Op::Update
+                && self.backfill.keyed_job(&row.plan.qualified)
+                && row.new.as_ref().is_some_and(|t| {
+                    !t.0.iter()
+                        .any(|v| matches!(v, crate::pg::tuple::TupleValue::Unchanged))
+                });
+            let moved = self.backfill.note_change(
+                &row.plan.qualified,
+                row.new.as_ref(),
+                old,
+                row.op == proto::Op::Update && !upsert,
+            );
+            if upsert {
+                if moved {
+                    self.enqueue(Queued::Row(QueuedRow {
+                        plan: row.plan.clone(),
+                        op: proto::Op::Delete,
+                        new: None,
+                        old: row.old.take(),
+                        lsn: row.lsn,
+                    }))
+                    .await?;
+                }
+                row.op = proto::Op::Upsert;
+                row.old = None;
+            }
         }
         self.enqueue(Queued::Row(row)).await
     }
@@ -1253,6 +1291,7 @@ impl Streamer {
                     }
                 }
                 if !tables.is_empty() {
+                    self.backfill.note_truncate(&tables);
                     self.flush_rows().await?;
                     if let Some(t) = self.txn.as_mut() {
                         t.rows += 1;

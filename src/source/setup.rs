@@ -76,6 +76,17 @@ CREATE UNLOGGED TABLE IF NOT EXISTS _veil.held (
   reason    text        NOT NULL,
   since     timestamptz NOT NULL DEFAULT now()
 );
+-- Each online backfill's position after its last chunks (one row per slot and table), so a
+-- restarted stream continues it. Keys are production's own values and never leave production;
+-- unlogged, never published.
+CREATE UNLOGGED TABLE IF NOT EXISTS _veil.backfills (
+  slot       text        NOT NULL,
+  tbl        text        NOT NULL,
+  state      jsonb       NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (slot, tbl)
+);
+REVOKE ALL ON _veil.backfills FROM PUBLIC;
 -- Records the true current shape of one table (any role may call it: it can only record what
 -- the catalog says). Never fails the DDL it runs under.
 CREATE OR REPLACE FUNCTION _veil.record_shape(r oid) RETURNS void

@@ -251,6 +251,9 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         }
     };
 
+    // Backfills a predecessor left running continue (a new epoch's snapshot makes them moot).
+    let resumed = st.new_epoch_reason.is_empty().then_some(start_lsn);
+    st.load_backfills(&src.slot, resumed).await;
     startup.mark("epoch");
     let config_hash = blake3::hash(format!("{cfg:?}").as_bytes()).to_hex()[..16].to_owned();
     st.audit_run_start(&config_hash).await?;
@@ -319,7 +322,9 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
     st.clock.report();
     let acked = st.publisher.acked_lsn().max(confirmed);
     let mut conn = repl.lock().await;
-    let _ = conn.send_copy(&status_update(acked, acked)).await;
+    let _ = conn
+        .send_copy(&status_update(acked, st.confirmable(acked)))
+        .await;
     conn.terminate().await;
     drop(conn);
     st.close_window().await?;
@@ -445,7 +450,7 @@ async fn replicate(
                                             st.change(m, commit_lsn).await?;
                                             if last_reply.elapsed() >= BUSY_REPLY_EVERY {
                                                 last_reply = std::time::Instant::now();
-                                                let acked = st.publisher.acked_lsn();
+                                                let acked = st.confirmable(st.publisher.acked_lsn());
                                                 st.keepalive.keep_alive(acked).await?;
                                             }
                                         }
@@ -481,12 +486,15 @@ async fn replicate(
                 Err(e) => return Err(e),
             }
             st.observe_slot().await;
+            st.backfill_housekeeping().await?;
             st.clock.report();
             let (write, flushed) = progress.status(Activity {
                 acked: st.publisher.acked_lsn(),
                 inflight: st.publisher.inflight(),
                 txn_open: st.txn.is_some() || in_stream.is_some() || st.has_queued(),
             });
+            // A running backfill holds the confirmed position at its last acknowledged chunk.
+            let flushed = st.confirmable(flushed);
             repl.lock()
                 .await
                 .send_copy(&status_update(write, flushed))

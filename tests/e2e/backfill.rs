@@ -299,3 +299,103 @@ async fn an_unblocked_table_and_a_stricter_rule_are_backfilled() {
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
 }
+
+/// A table without a primary key (replica identity FULL, duplicate rows) is re-copied whole in
+/// a short sub-epoch of its own: read between one pair of watermarks and published as one
+/// transaction that empties dev's copy and inserts every row. Production keeps writing it; a
+/// read a change spoiled is read again. Dev ends equal to production (as multisets), and one
+/// audit record says what was re-sent, under which registry version and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_without_a_key_is_copied_whole_in_a_sub_epoch_of_its_own() {
+    init_test_log();
+    let mut env = Env::start(&[]);
+    let journal = tempfile::tempdir().unwrap();
+    crate::audit::with_audit(&mut env, journal.path());
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE visits_log (at bigint NOT NULL, ssn text, kind text);
+         ALTER TABLE visits_log REPLICA IDENTITY FULL;
+         INSERT INTO visits_log SELECT g, lpad((300000000 + g % 2500)::text, 9, '0'), 'visit'
+           FROM generate_series(1, 4000) g;
+         INSERT INTO visits_log SELECT g, lpad((300000000 + g)::text, 9, '0'), 'visit'
+           FROM generate_series(1, 200) g;",
+    )
+    .await
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    for (c, d) in [
+        ("at", decision("safe", None, None)),
+        ("ssn", decision("sensitive", Some("ssn"), Some("ssn"))),
+        ("kind", decision("safe", None, None)),
+    ] {
+        review::approve(&env.cfg, &format!("public.visits_log.{c}"), &d)
+            .await
+            .unwrap();
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    assert_dev_matches(&env, &["visits_log"], Duration::from_secs(120)).await;
+
+    // Dev lost rows, holds stale ones and rows production never had.
+    let dev = env.dev_client().await;
+    dev.batch_execute(
+        "SET session_replication_role = replica;
+         DELETE FROM visits_log WHERE at % 4 = 0;
+         UPDATE visits_log SET kind = 'stale' WHERE at % 4 = 1;
+         INSERT INTO visits_log SELECT at, ssn, 'spurious' FROM visits_log WHERE at < 50;",
+    )
+    .await
+    .unwrap();
+    let (wstop_tx, mut wstop) = watch::channel(false);
+    let writer = {
+        let c = env.prod_client().await;
+        tokio::spawn(async move {
+            let mut rng = veil::devkit::datagen::Rng::new(21);
+            let mut n = 0u32;
+            while !*wstop.borrow_and_update() {
+                let at = rng.range(1, 4000) as i64;
+                let sql = match rng.range(0, 3) {
+                    0 => format!(
+                        "INSERT INTO visits_log VALUES ({}, '{:09}', 'new')",
+                        10_000 + n,
+                        400_000_000 + n
+                    ),
+                    1 => format!("DELETE FROM visits_log WHERE at = {at}"),
+                    _ => format!("UPDATE visits_log SET kind = 'changed {n}' WHERE at = {at}"),
+                };
+                c.batch_execute(&sql).await.unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    veil::source::backfill::request(&env.cfg, "public.visits_log")
+        .await
+        .unwrap();
+    let done = wait_for(Duration::from_secs(120), || async {
+        !backfill_records(&env, "public.visits_log").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    wstop_tx.send(true).unwrap();
+    let writes = writer.await.unwrap();
+    assert!(done, "the backfill ended with an audit record");
+    assert!(writes > 10, "{writes} writes during the backfill");
+    assert_dev_matches(&env, &["visits_log"], Duration::from_secs(60)).await;
+    let records = backfill_records(&env, "public.visits_log");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(r.outcome, "complete", "{r:?}");
+    assert!(r.whole_table, "{r:?}");
+    assert!(r.rows >= 4000 && r.chunks >= 1, "{r:?}");
+    assert!(r.reason.contains("on demand"), "{r:?}");
+    assert!(
+        !r.registry_version.is_empty() && r.finished_lsn > r.request_lsn,
+        "{r:?}"
+    );
+    let _ = stop_tx.send(true);
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}

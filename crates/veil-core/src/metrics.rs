@@ -39,6 +39,14 @@ pub const FRAGMENTED_EVENTS: &str = "veil_fragmented_events_total";
 pub const BATCHED_EVENTS: &str = "veil_batched_events_total";
 /// Rows an online backfill published (`table`).
 pub const BACKFILL_ROWS: &str = "veil_backfill_rows_total";
+/// Rows an online backfill still has to read, by the planner's estimate (`table`).
+pub const BACKFILL_REMAINING: &str = "veil_backfill_remaining_rows";
+/// Seconds an online backfill still needs at its rate so far (`table`).
+pub const BACKFILL_ETA: &str = "veil_backfill_eta_seconds";
+/// Online backfills that failed (`table`): each also has an audit record saying why.
+pub const BACKFILL_FAILURES: &str = "veil_backfill_failures_total";
+/// Online backfills not yet over.
+pub const BACKFILLS_RUNNING: &str = "veil_backfills_running";
 /// Time per stage of the data path (`component`, `stage`), in microseconds: where the time
 /// goes (stream: decode, transform, vault, publish; sink: consume — which includes waiting for
 /// the broker —, apply, commit).
@@ -75,6 +83,10 @@ pub const ALL: &[&str] = &[
     BATCHED_EVENTS,
     RESTARTS,
     BACKFILL_ROWS,
+    BACKFILL_REMAINING,
+    BACKFILL_ETA,
+    BACKFILL_FAILURES,
+    BACKFILLS_RUNNING,
     STAGE_BUSY,
 ];
 
@@ -107,6 +119,7 @@ pub fn zero(component: &'static str) {
     if component == "stream" {
         metrics::gauge!(HELD_ITEMS).set(0.0);
         metrics::gauge!(HELD_SECONDS).set(0.0);
+        metrics::gauge!(BACKFILLS_RUNNING).set(0.0);
     }
 }
 

@@ -691,3 +691,34 @@ impl Drop for Proc {
         self.kill9();
     }
 }
+
+/// The `Backfilled` audit records of `table` on the test audit topic.
+pub fn backfill_records(env: &Env, table: &str) -> Vec<veil::proto::Backfilled> {
+    use prost::Message;
+    read_topic(env.cfg.kafka().unwrap(), "veil.test.audit")
+        .into_iter()
+        .filter_map(|(_, b)| veil::proto::AuditRecord::decode(b.as_slice()).ok())
+        .filter_map(|r| match r.body {
+            Some(veil::proto::audit_record::Body::Backfilled(b)) if b.table == table => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A log line without its colour codes.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -518,6 +518,14 @@ pub fn describe(r: &proto::AuditRecord) -> (&'static str, serde_json::Value) {
                     "first_commit_lsn": crate::pg::lsn::fmt_lsn(m.first_commit_lsn),
                     "last_commit_lsn": crate::pg::lsn::fmt_lsn(m.last_commit_lsn) }),
         ),
+        Some(Body::Backfilled(b)) => (
+            "backfilled",
+            json!({ "table": b.table, "rows": b.rows, "registry_version": b.registry_version,
+                    "reason": b.reason, "chunks": b.chunks, "retries": b.retries,
+                    "request_lsn": crate::pg::lsn::fmt_lsn(b.request_lsn),
+                    "finished_lsn": crate::pg::lsn::fmt_lsn(b.finished_lsn),
+                    "seconds": b.seconds, "outcome": b.outcome, "whole_table": b.whole_table }),
+        ),
         None => ("empty", json!({})),
     }
 }
