@@ -399,3 +399,101 @@ async fn a_table_without_a_key_is_copied_whole_in_a_sub_epoch_of_its_own() {
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
 }
+
+/// The rule of a key column changes — a primary key and the foreign key that references it,
+/// one domain — while production writes both tables: dev deletes its copies of the two tables
+/// and the backfills the decisions start refill them under the new rule. No new epoch (the
+/// sink's epoch is unchanged, nothing else is copied again), and the join holds in dev.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_columns_new_rule_refills_its_tables_without_a_new_epoch() {
+    init_test_log();
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, name text);
+         CREATE TABLE entries (id bigint PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts (id), amount int);
+         INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 3000) g;
+         INSERT INTO entries SELECT g, 1 + g % 3000, g % 100 FROM generate_series(1, 6000) g;",
+    )
+    .await
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    for c in [
+        "accounts.id",
+        "accounts.name",
+        "entries.id",
+        "entries.account_id",
+        "entries.amount",
+    ] {
+        review::approve(
+            &env.cfg,
+            &format!("public.{c}"),
+            &decision("safe", None, None),
+        )
+        .await
+        .unwrap();
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let tables = ["accounts", "entries"];
+    assert_dev_matches(&env, &tables, Duration::from_secs(120)).await;
+    let dev = env.dev_client().await;
+    let epoch_before = count(&dev, "SELECT max(epoch)::bigint FROM veil_sink.checkpoint").await;
+
+    let (wstop_tx, mut wstop) = watch::channel(false);
+    let writer = {
+        let c = env.prod_client().await;
+        tokio::spawn(async move {
+            let mut rng = veil::devkit::datagen::Rng::new(33);
+            let mut n = 0u32;
+            while !*wstop.borrow_and_update() {
+                let a = rng.range(1, 3000) as i64;
+                let sql = match rng.range(0, 3) {
+                    0 => format!("UPDATE accounts SET name = 'renamed {n}' WHERE id = {a}"),
+                    1 => format!(
+                        "INSERT INTO entries VALUES ({}, {a}, 1)",
+                        100_000 + i64::from(n)
+                    ),
+                    _ => format!("UPDATE entries SET amount = amount + 1 WHERE account_id = {a}"),
+                };
+                c.batch_execute(&sql).await.unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for c in ["accounts.id", "entries.account_id"] {
+        review::approve(
+            &env.cfg,
+            &format!("public.{c}"),
+            &decision("sensitive", Some("tokenize"), Some("account")),
+        )
+        .await
+        .unwrap();
+    }
+    // Dev's keys become tokens: no account keeps its production id.
+    let rekeyed = wait_for(Duration::from_secs(120), || async {
+        count(&dev, "SELECT count(*) FROM accounts WHERE id <= 3000").await == 0
+            && count(&dev, "SELECT count(*) FROM accounts").await >= 3000
+            && count(&dev, "SELECT count(*) FROM entries").await >= 6000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    wstop_tx.send(true).unwrap();
+    let writes = writer.await.unwrap();
+    assert!(rekeyed, "dev's accounts were refilled under the new rule");
+    assert!(writes > 50, "{writes} writes meanwhile");
+    assert_dev_matches(&env, &tables, Duration::from_secs(120)).await;
+    let join = "SELECT count(*) FROM entries e JOIN accounts a ON a.id = e.account_id";
+    assert_eq!(count(&dev, join).await, count(&prod, join).await);
+    assert_eq!(
+        count(&dev, "SELECT max(epoch)::bigint FROM veil_sink.checkpoint").await,
+        epoch_before,
+        "no new epoch"
+    );
+    let _ = stop_tx.send(true);
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}

@@ -22,6 +22,8 @@ impl Applier {
             message,
         };
         let mut sql = String::new();
+        // Key columns whose rule changed: (column, rule before, rule after).
+        let mut key_reruled: Vec<(String, String, String)> = Vec::new();
         for e in &s.enums {
             let labels: Vec<String> = e
                 .labels
@@ -106,32 +108,39 @@ impl Applier {
                                     || s.unique_keys.iter().any(|u| u.columns.contains(&c.name))
                                     || s.foreign_keys.iter().any(|f| f.columns.contains(&c.name));
                                 if key {
-                                    return Err(serr(format!(
-                                        "the rule of key column {} changed ({} → {}); dev must be rebuilt: \
-                                         start a new epoch (drop the veil_e* slot) so the snapshot runs again",
-                                        c.name, o.rule, c.rule
-                                    )));
-                                }
-                                tracing::warn!(
-                                    table = %q,
-                                    column = %c.name,
-                                    from = %o.rule,
-                                    to = %c.rule,
-                                    "column reclassified: clearing what dev holds of it (set to NULL)"
-                                );
-                                sql.push_str(&format!(
+                                    // A key's values change under the new rule: dev's rows of
+                                    // this table are deleted (below), and the backfill the
+                                    // decision starts brings them back under it — no new epoch
+                                    // of the whole database. Rows of other tables keep their
+                                    // references (dev applies as a replica) until their own
+                                    // columns' decisions refill them.
+                                    key_reruled.push((
+                                        c.name.clone(),
+                                        o.rule.clone(),
+                                        c.rule.clone(),
+                                    ));
+                                } else {
+                                    tracing::warn!(
+                                        table = %q,
+                                        column = %c.name,
+                                        from = %o.rule,
+                                        to = %c.rule,
+                                        "column reclassified: clearing what dev holds of it (set to NULL)"
+                                    );
+                                    sql.push_str(&format!(
                                     "ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL;\nUPDATE {t} SET {c} = NULL;\n",
                                     t = table,
                                     c = crate::pg::quote::ident(&c.name)
                                 ));
-                                self.reclassified.push(proto::Reclassified {
-                                    table: q.clone(),
-                                    column: c.name.clone(),
-                                    rule_before: o.rule.clone(),
-                                    rule_after: c.rule.clone(),
-                                    action: "cleared".into(),
-                                    rows: 0,
-                                });
+                                    self.reclassified.push(proto::Reclassified {
+                                        table: q.clone(),
+                                        column: c.name.clone(),
+                                        rule_before: o.rule.clone(),
+                                        rule_after: c.rule.clone(),
+                                        action: "cleared".into(),
+                                        rows: 0,
+                                    });
+                                }
                             }
                             if retyped {
                                 sql.push_str(&format!(
@@ -164,6 +173,27 @@ impl Applier {
                 if sql.len() > enum_ddl {
                     tracing::info!(table = %q, "altering dev table");
                 }
+            }
+        }
+        if !key_reruled.is_empty() {
+            let rows = self
+                .client
+                .execute(&format!("DELETE FROM {table}"), &[])
+                .await
+                .map_err(|e| {
+                    serr(pg("empty the table whose key was reclassified")(e).to_string())
+                })?;
+            for (column, before, after) in key_reruled {
+                tracing::warn!(table = %q, column = %column, from = %before, to = %after, rows,
+                               "key column reclassified: dev's copy deleted; the backfill the decision starts refills it");
+                self.reclassified.push(proto::Reclassified {
+                    table: q.clone(),
+                    column,
+                    rule_before: before,
+                    rule_after: after,
+                    action: "emptied for backfill".into(),
+                    rows,
+                });
             }
         }
         if !sql.is_empty() {
