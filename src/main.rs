@@ -107,6 +107,10 @@ enum Command {
         /// memory (stream + sink); 0 skips it.
         #[arg(long, default_value_t = 0)]
         big_txn_mb: u64,
+        /// After the burst, backfill pgbench_accounts (scale × 100,000 rows) online while the
+        /// pipeline runs, and compare its rate with the initial copy's.
+        #[arg(long)]
+        backfill: bool,
     },
 }
 
@@ -404,6 +408,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             scale,
             steady_secs,
             big_txn_mb,
+            backfill,
         } => Ok(veil::devkit::bench::run(veil::devkit::bench::BenchOptions {
             patients,
             scale,
@@ -411,6 +416,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             backlog,
             steady_secs,
             big_txn_mb,
+            backfill,
         })
         .await?),
         Command::Registry { command } => registry(command).await,

@@ -23,6 +23,8 @@ pub struct BenchOptions {
     pub steady_secs: u64,
     /// MiB of the one large transaction whose memory use is measured (0: none).
     pub big_txn_mb: u64,
+    /// Backfill pgbench_accounts online after the burst.
+    pub backfill: bool,
 }
 
 async fn count(c: &Client, sql: &str) -> Result<i64, DemoError> {
@@ -468,6 +470,54 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         until_rows(&n, want, t2, Duration::from_secs(600))
     );
     let (veil_burst, native_burst) = (veil_burst?, native_burst?);
+
+    // An online backfill of the largest table while the pipeline runs (dev holds every row:
+    // each is replaced by an upsert, as after a stricter rule).
+    let mut backfilled = None;
+    if opts.backfill {
+        let table = "public.pgbench_accounts";
+        let n_rows = count(&p, "SELECT count(*) FROM pgbench_accounts").await?;
+        let before = StageSample::take(&metrics);
+        let t = Instant::now();
+        crate::source::backfill::request(&cfg, table)
+            .await
+            .map_err(|e| DemoError::Start {
+                what: "backfill request",
+                message: e.to_string(),
+            })?;
+        // Done when dev applied the transaction of the last chunk (the job's state names its
+        // high watermark; the chunk commits one below it).
+        let finished = "SELECT coalesce(max((state->>'finished_lsn')::bigint), 0) FROM _veil.backfills \
+                        WHERE tbl = 'public.pgbench_accounts'";
+        let mut last = 0i64;
+        loop {
+            if last == 0 {
+                last = count(&p, finished).await?;
+            }
+            if last > 0
+                && count(
+                    &d,
+                    "SELECT coalesce(max(last_commit_lsn), 0) FROM veil_sink.checkpoint",
+                )
+                .await?
+                    >= last - 1
+            {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(3600) {
+                return Err(DemoError::Start {
+                    what: "backfill",
+                    message: "did not end within an hour".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        backfilled = Some((
+            n_rows,
+            t.elapsed(),
+            StageSample::take(&metrics).since(&before),
+        ));
+    }
     let _ = stop_tx.send(true);
     let _ = stream.await;
     let _ = sink.await;
@@ -709,6 +759,21 @@ pub async fn run(opts: BenchOptions) -> Result<(), DemoError> {
         rate(c, veil_burst) / rate(c, native_burst)
     );
     copy_sample.print("initial copy");
+    if let Some((n_rows, took, sample)) = &backfilled {
+        println!(
+            "{:<34} {:>10.0} r/s {:>14} {:>8}",
+            format!("online backfill ({n_rows} rows)"),
+            rate(*n_rows, *took),
+            "",
+            ""
+        );
+        println!(
+            "  ({:.1} s from the request to the last chunk acknowledged; {:.2}× the initial copy's rate)",
+            took.as_secs_f64(),
+            rate(*n_rows, *took) / rate(rows, veil_copy)
+        );
+        sample.print("online backfill");
+    }
     if let Some((written, veil_backlog, native_backlog, sample)) = backlog {
         let b = opts.backlog as i64;
         println!(

@@ -242,7 +242,7 @@ impl Streamer {
     }
 
     /// Keeps a job's state with the stream's (`_veil.backfills`).
-    async fn persist_job(&self, table: &str) {
+    async fn persist_job(&mut self, table: &str) {
         let Some(job) = self.backfill.jobs.get(table) else {
             return;
         };
@@ -255,9 +255,11 @@ impl Streamer {
                 &[&self.slot_name, &table, &state],
             )
             .await
+            && !self.backfill.unkept_said
         {
+            self.backfill.unkept_said = true;
             tracing::warn!(table, error = %crate::pg::errors::PgError::new("keep the backfill's position", &e),
-                           "backfill position not kept (run `veil setup` again): a restart starts it again");
+                           "backfill positions not kept (run `veil setup` again): a restart does not resume backfills");
         }
     }
 
@@ -369,7 +371,7 @@ impl Streamer {
             .catalog
             .query_opt(
                 "SELECT c.oid, c.relkind = 'p', \
-                        greatest(c.reltuples, pg_catalog.pg_stat_get_live_tuples(c.oid))::float8 \
+                        greatest(c.reltuples, pg_catalog.pg_stat_get_live_tuples(c.oid), 0)::float8 \
                  FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)",
                 &[&table],
             )

@@ -336,7 +336,7 @@ pub async fn run(
             .query_one(
                 "SELECT c.relkind = 'p', \
                         pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8, \
-                        (SELECT coalesce(sum(greatest(p.reltuples, 0)), 0)::int8 \
+                        (SELECT coalesce(sum(greatest(p.reltuples, pg_catalog.pg_stat_get_live_tuples(p.oid), 0)), 0)::int8 \
                          FROM pg_catalog.pg_partition_tree(c.oid) t \
                          JOIN pg_catalog.pg_class p ON p.oid = t.relid \
                          WHERE t.isleaf OR t.relid = c.oid) \

@@ -82,6 +82,8 @@ pub struct Backfills {
     /// key may sit behind the keyset — read again at the next high watermark.
     pub(super) moved: HashMap<String, HashSet<Row>>,
     pub(super) ended: (mpsc::UnboundedSender<Ended>, mpsc::UnboundedReceiver<Ended>),
+    /// A position could not be kept (an older `veil setup`): said once.
+    pub(super) unkept_said: bool,
 }
 
 impl Default for Backfills {
@@ -97,6 +99,7 @@ impl Default for Backfills {
             resume: HashMap::new(),
             moved: HashMap::new(),
             ended: mpsc::unbounded_channel(),
+            unkept_said: false,
         }
     }
 }

@@ -497,3 +497,78 @@ async fn a_key_columns_new_rule_refills_its_tables_without_a_new_epoch() {
     stream.await.unwrap().unwrap();
     sink.await.unwrap().unwrap();
 }
+
+/// A hold in the middle of a backfill (a migration adds an undecided column to another table):
+/// nothing of the backfill is published while the stream is held — the worker waits at its high
+/// watermark — and after the reviewer decides, the backfill goes on and completes; dev equals
+/// production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hold_in_the_middle_of_a_backfill_pauses_it_until_the_decision() {
+    init_test_log();
+    let env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, amount int NOT NULL, memo text);
+         INSERT INTO ledger SELECT g, g % 1000, 'memo ' || g FROM generate_series(1, 60000) g;
+         CREATE TABLE other (id int PRIMARY KEY);",
+    )
+    .await
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    for c in ["ledger.id", "ledger.amount", "ledger.memo", "other.id"] {
+        review::approve(
+            &env.cfg,
+            &format!("public.{c}"),
+            &decision("safe", None, None),
+        )
+        .await
+        .unwrap();
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    assert_dev_matches(&env, &["ledger", "other"], Duration::from_secs(120)).await;
+    let dev = env.dev_client().await;
+    dev.batch_execute("SET session_replication_role = replica; DELETE FROM ledger;")
+        .await
+        .unwrap();
+    veil::source::backfill::request(&env.cfg, "public.ledger")
+        .await
+        .unwrap();
+    let started = wait_for(Duration::from_secs(120), || async {
+        count(&dev, "SELECT count(*) FROM ledger").await >= 4000
+    })
+    .await;
+    assert!(started, "the backfill started");
+    prod.batch_execute(
+        "ALTER TABLE other ADD COLUMN secret text; INSERT INTO other VALUES (1, 'x');",
+    )
+    .await
+    .unwrap();
+    let held = wait_for(Duration::from_secs(60), || async {
+        veil::review::status::stream_state(&env.cfg)
+            .await
+            .is_ok_and(|s| s.state == "held")
+    })
+    .await;
+    assert!(held, "the stream holds on other.secret");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let at_hold = count(&dev, "SELECT count(*) FROM ledger").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        count(&dev, "SELECT count(*) FROM ledger").await,
+        at_hold,
+        "nothing of the backfill reached dev while the stream was held"
+    );
+    assert!(at_hold < 60_000, "{at_hold} rows before the hold");
+    review::approve(
+        &env.cfg,
+        "public.other.secret",
+        &decision("safe", None, None),
+    )
+    .await
+    .unwrap();
+    assert_dev_matches(&env, &["ledger", "other"], Duration::from_secs(120)).await;
+    let _ = stop_tx.send(true);
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}

@@ -563,6 +563,13 @@ async fn merged_row_statements_apply_like_one_at_a_time() {
                         old[0] = text(&id.to_string());
                         (proto::Op::Update, pv(&v), old)
                     }
+                    // A backfilled row: inserted, or replacing dev's (merged with its
+                    // neighbours; a key met twice keeps the last values).
+                    3 | 4 => {
+                        let v = vals(id, &mut rnd);
+                        rows.insert(id, v.clone());
+                        (proto::Op::Upsert, pv(&v), vec![])
+                    }
                     // A TOAST-unchanged column is kept.
                     2 if t == "a" && rows.contains_key(&id) => {
                         let v = vals(id, &mut rnd);

@@ -65,6 +65,9 @@ pub enum BatchKind {
     Update,
     /// Every row matched by its key; a key met twice is deleted once.
     Delete,
+    /// Every row inserted, or replacing dev's row with the same primary key (a backfill's);
+    /// a key met twice keeps the last values (each sets every column).
+    Upsert,
 }
 
 /// The multi-row form of one row-statement shape (table, operation, column mask): every
@@ -157,6 +160,39 @@ impl Batchable {
                 "DELETE FROM {table} AS t USING {rows_from} WHERE {}",
                 key_match(1)
             )),
+            BatchKind::Upsert => {
+                // The values set are every column; the key is read from them.
+                let update: Vec<String> = set_idx
+                    .iter()
+                    .filter(|c| !key_idx.contains(c))
+                    .map(|&c| format!("{0} = EXCLUDED.{0}", col(c)))
+                    .collect();
+                format!(
+                    "WITH d AS (INSERT INTO {table} ({}) SELECT {} FROM {rows_from} \
+                     ON CONFLICT ({}) DO {} RETURNING 1) SELECT count(*)::int8 FROM d",
+                    set_idx
+                        .iter()
+                        .map(|&c| col(c))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    set_idx
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| format!("u.c{}::{}", i + 1, ty(c)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    key_idx
+                        .iter()
+                        .map(|&c| col(c))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if update.is_empty() {
+                        "NOTHING".to_owned()
+                    } else {
+                        format!("UPDATE SET {}", update.join(", "))
+                    }
+                )
+            }
         };
         let copy_sql = (kind == BatchKind::Insert).then(|| {
             format!(

@@ -459,15 +459,27 @@ impl Applier {
                                 }
                             )
                         },
-                        ncols,
+                        ncols + pk_idx.len(),
                     )
                     .await?;
-                let params: Vec<Option<String>> = r.new_values.iter().map(text).collect();
+                // The row's values, then its key again (the multi-row form's layout: values
+                // set, then the key it dedups by; the single-row statement ignores the key).
+                let mut params: Vec<Option<String>> = r.new_values.iter().map(text).collect();
+                params.extend(pk_idx.iter().map(|&i| text(&r.new_values[i])));
+                let all: Vec<usize> = (0..ncols).collect();
+                let batch = self.shape(
+                    &format!("{}\u{0}P", r.table),
+                    BatchKind::Upsert,
+                    &table,
+                    &schema,
+                    &all,
+                    &pk_idx,
+                );
                 self.enqueue(
                     st,
                     params,
                     Some((r.table.clone(), "upsert", lsn, false)),
-                    None,
+                    Some(batch),
                 )
                 .await?;
             }
