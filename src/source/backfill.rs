@@ -812,20 +812,27 @@ impl Worker {
         catalog::prepare_session(&client).await?;
         client
             .batch_execute(&format!(
-                "{}; SET application_name = 'veil backfill'",
+                "{}; SET application_name = 'veil backfill'; SET synchronous_commit = on",
                 crate::pg::value_format_sql()
             ))
             .await
             .map_err(pg("set the value format"))?;
+        // A message outside a transaction is written but not flushed, and the walsender sends
+        // only flushed WAL: the high watermark would wait for the WAL writer (200 ms by default,
+        // per chunk). So the high watermark's statement also takes a transaction id: its commit
+        // (synchronous in this session) flushes the WAL up to and past the watermark. An empty
+        // transaction, which pgoutput does not send.
         let emit = |prefix: &'static str, no: u64| {
             let content = watermark(&self.table, self.run, no);
             let client = &client;
+            let sql = if prefix == HIGH_PREFIX {
+                "SELECT pg_catalog.pg_logical_emit_message(false, $1, $2), pg_catalog.txid_current()"
+            } else {
+                "SELECT pg_catalog.pg_logical_emit_message(false, $1, $2)"
+            };
             async move {
                 client
-                    .execute(
-                        "SELECT pg_catalog.pg_logical_emit_message(false, $1, $2)",
-                        &[&prefix, &content],
-                    )
+                    .execute(sql, &[&prefix, &content])
                     .await
                     .map_err(pg("write a backfill watermark"))
             }

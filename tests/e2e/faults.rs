@@ -682,7 +682,8 @@ async fn a_slot_invalidated_while_held_never_stalls_production_and_starts_a_new_
     assert!(reason.contains("invalidated"), "{reason}");
 }
 
-/// SIGKILL of the stream in the middle of an online backfill, twice, each restarted at once,
+/// SIGKILL of the stream in the middle of an online backfill, twice (the second may come after
+/// it completed: then nothing resumes), each restarted at once,
 /// while production keeps writing the table (updates, inserts, deletes, key moves): the job
 /// continues from its kept position — not from the beginning — and dev ends equal to
 /// production, nothing lost and nothing doubled; one audit record for the whole backfill.
@@ -779,7 +780,8 @@ async fn sigkill_of_the_stream_mid_backfill_resumes_and_loses_and_doubles_nothin
         .await
     };
     let mut at_kill = Vec::new();
-    for threshold in [ROWS / 3 / 4, ROWS / 3 / 2] {
+    let mut mid_backfill = 0;
+    for threshold in [ROWS / 3 / 6, ROWS / 3 / 3] {
         let reached = wait_for(Duration::from_secs(300), || async {
             restored().await >= threshold
         })
@@ -790,6 +792,9 @@ async fn sigkill_of_the_stream_mid_backfill_resumes_and_loses_and_doubles_nothin
                 "the backfill never reached {threshold} restored rows (log in {})",
                 kept.display()
             );
+        }
+        if lines_with(&log, 0, "backfill complete") == 0 {
+            mid_backfill += 1;
         }
         stream.kill9();
         at_kill.push(restored().await);
@@ -820,7 +825,12 @@ async fn sigkill_of_the_stream_mid_backfill_resumes_and_loses_and_doubles_nothin
         .filter(|l| l.contains("backfill resumes from its kept position"))
         .map(strip_ansi)
         .collect();
-    assert_eq!(resumes.len(), 2, "{resumes:?}");
+    // Every kill before the backfill completed (at least the first) was followed by a resume.
+    assert!(
+        mid_backfill >= 1,
+        "the first kill came after the backfill completed"
+    );
+    assert_eq!(resumes.len(), mid_backfill, "{resumes:?}");
     assert!(
         resumes
             .iter()
