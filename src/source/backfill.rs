@@ -152,8 +152,8 @@ impl Streamer {
 
     /// Writes a backfill request for `table` into the WAL: after a decision opened or changed
     /// it (met in order, after what the decision released), or to continue a job. A failure is
-    /// logged, never fatal.
-    pub(super) async fn request_backfill(&mut self, table: &str, reason: &str) {
+    /// logged, never fatal; `false` then.
+    pub(super) async fn request_backfill(&mut self, table: &str, reason: &str) -> bool {
         let content = format!("{table}\t{reason}");
         match self
             .catalog
@@ -163,12 +163,27 @@ impl Streamer {
             )
             .await
         {
-            Ok(_) => tracing::info!(table, reason, "backfill requested"),
+            Ok(_) => {
+                tracing::info!(table, reason, "backfill requested");
+                true
+            }
             Err(e) => {
                 tracing::warn!(table, error = %crate::pg::errors::PgError::new("request a backfill", &e),
-                                     "backfill not requested; run `veil backfill` for this table")
+                                     "backfill not requested; run `veil backfill` for this table");
+                false
             }
         }
+    }
+
+    /// Continues a kept job from `p` (a request written now takes it up in order); a job that
+    /// cannot be continued fails (it must not hold the confirmed position back).
+    async fn continue_job(&mut self, table: &str, p: Position) -> Result<(), StreamError> {
+        self.backfill.resume.insert(table.to_owned(), p);
+        if !self.request_backfill(table, RESUME).await {
+            self.fail_job(table, "its continuation could not be requested".into())
+                .await?;
+        }
+        Ok(())
     }
 
     /// How far the stream may confirm `lsn` while backfills run (see [`Job::confirm_cap`]).
@@ -237,7 +252,11 @@ impl Streamer {
             }
         }
         for table in resume {
-            self.request_backfill(&table, RESUME).await;
+            if let Some(p) = self.backfill.resume.get(&table).cloned()
+                && let Err(e) = self.continue_job(&table, p).await
+            {
+                tracing::warn!(table = %table, error = %e, "backfill not continued");
+            }
         }
     }
 
@@ -325,11 +344,30 @@ impl Streamer {
                 tracing::warn!(table = %table, error = %e, restart = job.restarts,
                                "backfill worker stopped; it continues from its position");
                 let p = job.positions.last().cloned().unwrap_or_default();
-                self.backfill.resume.insert(table.clone(), p);
-                self.request_backfill(&table, RESUME).await;
+                self.continue_job(&table, p).await?;
             } else {
                 self.fail_job(&table, e.to_string()).await?;
             }
+        }
+        // A job with neither a worker nor a continuation on its way would hold the confirmed
+        // position back for ever: it fails, and says so.
+        let orphans: Vec<String> = self
+            .backfill
+            .jobs
+            .iter()
+            .filter(|(t, j)| {
+                j.finished_lsn.is_none()
+                    && !self.backfill.resume.contains_key(*t)
+                    && self
+                        .backfill
+                        .running
+                        .get(*t)
+                        .is_none_or(|h| h.is_finished())
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        for table in orphans {
+            self.fail_job(&table, "its worker is gone".into()).await?;
         }
         let acked = self.publisher.acked_lsn();
         let done: Vec<String> = self
@@ -406,6 +444,13 @@ impl Streamer {
                 table,
                 "backfill: the table's shape changed since the stream planned it; request ignored (request it again once the change has streamed)"
             );
+            if self.backfill.jobs.contains_key(table) {
+                self.fail_job(
+                    table,
+                    "the table's shape changed since the stream planned it".into(),
+                )
+                .await?;
+            }
             return Ok(());
         }
         if plan.blocked {

@@ -246,7 +246,7 @@ impl Streamer {
                         self.registry.version,
                         what.join(", ")
                     );
-                    self.request_backfill(&table, &reason).await;
+                    let _ = self.request_backfill(&table, &reason).await;
                 }
             }
         }
