@@ -1,6 +1,7 @@
 //! What ops and reviewers want to see first, read-only and value-free: the stream's slots
 //! (active, confirmed LSN, retained WAL, lag), what it is held on and since when, the sink's
-//! position in dev and the last audit window. Used by `veil status` and the review page.
+//! position in dev, the online backfills not yet over and the last audit window. Used by `veil
+//! status` and the review page.
 
 use serde::Serialize;
 
@@ -31,12 +32,27 @@ pub struct HeldState {
     pub held_secs: i64,
 }
 
+/// An online backfill not yet over, as the stream keeps it (`_veil.backfills`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackfillState {
+    pub table: String,
+    /// Rows published so far, and the planner's estimate at its start.
+    pub rows: i64,
+    pub estimate: i64,
+    pub chunks: i64,
+    pub reason: String,
+    /// Its last chunk is published (the row goes once the broker acknowledged it).
+    pub finished: bool,
+    pub running_secs: i64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamState {
     /// `streaming`, `held`, `stopped` (a slot, no reader) or `not started` (no slot).
     pub state: &'static str,
     pub slots: Vec<SlotState>,
     pub held: Vec<HeldState>,
+    pub backfills: Vec<BackfillState>,
 }
 
 fn pgerr(what: &'static str) -> impl Fn(tokio_postgres::Error) -> ReviewError {
@@ -100,6 +116,38 @@ pub async fn stream_state(cfg: &Config) -> Result<StreamState, ReviewError> {
     } else {
         Vec::new()
     };
+    let has_backfills: bool = client
+        .query_one("SELECT to_regclass('_veil.backfills') IS NOT NULL", &[])
+        .await
+        .map_err(pgerr("look for _veil.backfills"))?
+        .get(0);
+    let backfills: Vec<BackfillState> = if has_backfills {
+        client
+            .query(
+                "SELECT tbl, coalesce((state->'positions'->-1->>'rows')::int8, 0), \
+                        coalesce((state->>'estimate')::int8, 0), \
+                        coalesce((state->'positions'->-1->>'no')::int8, 0), \
+                        coalesce(state->>'reason', ''), state->'finished_lsn' <> 'null'::jsonb, \
+                        greatest(extract(epoch FROM now())::int8 - (state->>'started_at_us')::int8 / 1000000, 0) \
+                 FROM _veil.backfills WHERE slot ~ ('^' || $1 || '_e[0-9]+$') ORDER BY tbl",
+                &[&src.slot],
+            )
+            .await
+            .map_err(pgerr("read the stream's backfills"))?
+            .iter()
+            .map(|r| BackfillState {
+                table: r.get(0),
+                rows: r.get(1),
+                estimate: r.get(2),
+                chunks: r.get(3),
+                reason: r.get(4),
+                finished: r.get::<_, Option<bool>>(5).unwrap_or(false),
+                running_secs: r.get(6),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let state = if !held.is_empty() {
         "held"
     } else if slots.iter().any(|s| s.active) {
@@ -109,7 +157,12 @@ pub async fn stream_state(cfg: &Config) -> Result<StreamState, ReviewError> {
     } else {
         "stopped"
     };
-    Ok(StreamState { state, slots, held })
+    Ok(StreamState {
+        state,
+        slots,
+        held,
+        backfills,
+    })
 }
 
 /// The sink's checkpoint in dev.
@@ -227,6 +280,26 @@ pub async fn print(cfg: &Config) -> Result<(), ReviewError> {
         println!(
             "  HELD on {}.{} ({}) since {} ({} s): {}",
             h.table, h.column, h.type_name, h.since, h.held_secs, h.reason
+        );
+    }
+    for b in &s.backfills {
+        println!(
+            "  backfill of {}: {} rows of {} in {} chunks, {} s{} ({})",
+            b.table,
+            b.rows,
+            if b.estimate > 0 {
+                format!("about {}", b.estimate)
+            } else {
+                "an unknown number (no statistics yet)".into()
+            },
+            b.chunks,
+            b.running_secs,
+            if b.finished {
+                ", last chunk published"
+            } else {
+                ""
+            },
+            b.reason
         );
     }
     if cfg.sink.is_some() {

@@ -74,7 +74,9 @@ pub async fn request(cfg: &crate::config::Config, table: &str) -> Result<(), Str
     let client = crate::pg::tls::connect(&target)
         .await
         .map_err(StreamError::Connect)?;
-    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let who = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let content = format!("{table}\ton demand (veil backfill, OS user {who})");
     let lsn: String = client
         .query_one(

@@ -510,6 +510,7 @@ async fn a_hold_in_the_middle_of_a_backfill_pauses_it_until_the_decision() {
     prod.batch_execute(
         "CREATE TABLE ledger (id bigint PRIMARY KEY, amount int NOT NULL, memo text);
          INSERT INTO ledger SELECT g, g % 1000, 'memo ' || g FROM generate_series(1, 60000) g;
+         ANALYZE ledger;
          CREATE TABLE other (id int PRIMARY KEY);",
     )
     .await
@@ -560,6 +561,18 @@ async fn a_hold_in_the_middle_of_a_backfill_pauses_it_until_the_decision() {
         "nothing of the backfill reached dev while the stream was held"
     );
     assert!(at_hold < 60_000, "{at_hold} rows before the hold");
+    // `veil status` shows the backfill waiting, with its progress.
+    let state = veil::review::status::stream_state(&env.cfg).await.unwrap();
+    let b = state
+        .backfills
+        .iter()
+        .find(|b| b.table == "public.ledger")
+        .unwrap_or_else(|| panic!("{state:?}"));
+    assert!(
+        b.rows >= 4000 && b.rows < 60_000 && b.estimate >= 59_000 && !b.finished,
+        "{b:?}"
+    );
+    assert!(b.reason.contains("on demand"), "{b:?}");
     review::approve(
         &env.cfg,
         "public.other.secret",
