@@ -7,7 +7,21 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::common::*;
-use veil::review::workflow as review;
+use veil::review::workflow::{self as review, ColumnDecision};
+
+fn safe() -> ColumnDecision {
+    decision("safe", None, None)
+}
+
+/// Sets veil up on production as it is, decides each `schema.table.column` as given, and starts
+/// the stream and the sink in-process.
+async fn start(env: &Env, decided: &[(&str, ColumnDecision)]) -> Running {
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    for (column, d) in decided {
+        review::approve(&env.cfg, column, d).await.unwrap();
+    }
+    env.run_stream_and_sink()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backfill_under_concurrent_writes_makes_dev_equal_production() {
@@ -21,19 +35,19 @@ async fn a_backfill_under_concurrent_writes_makes_dev_equal_production() {
     )
     .await
     .unwrap();
-    veil::source::setup::run(&env.cfg).await.unwrap();
-    for (c, d) in [
-        ("id", decision("safe", None, None)),
-        ("ssn", decision("sensitive", Some("ssn"), Some("ssn"))),
-        ("amount", decision("safe", None, None)),
-        ("memo", decision("safe", None, None)),
-    ] {
-        review::approve(&env.cfg, &format!("public.ledger.{c}"), &d)
-            .await
-            .unwrap();
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let running = start(
+        &env,
+        &[
+            ("public.ledger.id", safe()),
+            (
+                "public.ledger.ssn",
+                decision("sensitive", Some("ssn"), Some("ssn")),
+            ),
+            ("public.ledger.amount", safe()),
+            ("public.ledger.memo", safe()),
+        ],
+    )
+    .await;
     assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
 
     // Dev loses rows and holds stale values (as after an unblock, or a column made stricter).
@@ -114,9 +128,7 @@ async fn a_backfill_under_concurrent_writes_makes_dev_equal_production() {
         let extra: Vec<&i64> = d.difference(&p).take(20).collect();
         panic!("{e}\nmissing {missing:?}\nextra {extra:?}");
     }
-    let _ = stop_tx.send(true);
-    stream.await.unwrap().unwrap();
-    sink.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// `ADD COLUMN … DEFAULT` gives production's existing rows a value no change carries; the stream
@@ -133,18 +145,15 @@ async fn an_approved_column_is_backfilled_while_production_writes() {
     )
     .await
     .unwrap();
-    veil::source::setup::run(&env.cfg).await.unwrap();
-    for c in ["id", "amount", "memo"] {
-        review::approve(
-            &env.cfg,
-            &format!("public.ledger.{c}"),
-            &decision("safe", None, None),
-        )
-        .await
-        .unwrap();
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let running = start(
+        &env,
+        &[
+            ("public.ledger.id", safe()),
+            ("public.ledger.amount", safe()),
+            ("public.ledger.memo", safe()),
+        ],
+    )
+    .await;
     assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
 
     let (wstop_tx, mut wstop) = watch::channel(false);
@@ -200,9 +209,7 @@ async fn an_approved_column_is_backfilled_while_production_writes() {
         "{writes} updates during the hold and the backfill"
     );
     assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
-    let _ = stop_tx.send(true);
-    stream.await.unwrap().unwrap();
-    sink.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// A table blocked (dev emptied) then unblocked, and a column made stricter (dev clears it):
@@ -219,18 +226,15 @@ async fn an_unblocked_table_and_a_stricter_rule_are_backfilled() {
     )
     .await
     .unwrap();
-    veil::source::setup::run(&env.cfg).await.unwrap();
-    for c in ["id", "amount", "memo"] {
-        review::approve(
-            &env.cfg,
-            &format!("public.ledger.{c}"),
-            &decision("safe", None, None),
-        )
-        .await
-        .unwrap();
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let running = start(
+        &env,
+        &[
+            ("public.ledger.id", safe()),
+            ("public.ledger.amount", safe()),
+            ("public.ledger.memo", safe()),
+        ],
+    )
+    .await;
     assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
     let (wstop_tx, mut wstop) = watch::channel(false);
     let writer = {
@@ -295,9 +299,7 @@ async fn an_unblocked_table_and_a_stricter_rule_are_backfilled() {
     );
     assert!(writes > 50, "{writes} updates meanwhile");
     assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
-    let _ = stop_tx.send(true);
-    stream.await.unwrap().unwrap();
-    sink.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// A table without a primary key (replica identity FULL, duplicate rows) is re-copied whole in
@@ -322,18 +324,18 @@ async fn a_table_without_a_key_is_copied_whole_in_a_sub_epoch_of_its_own() {
     )
     .await
     .unwrap();
-    veil::source::setup::run(&env.cfg).await.unwrap();
-    for (c, d) in [
-        ("at", decision("safe", None, None)),
-        ("ssn", decision("sensitive", Some("ssn"), Some("ssn"))),
-        ("kind", decision("safe", None, None)),
-    ] {
-        review::approve(&env.cfg, &format!("public.visits_log.{c}"), &d)
-            .await
-            .unwrap();
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let running = start(
+        &env,
+        &[
+            ("public.visits_log.at", safe()),
+            (
+                "public.visits_log.ssn",
+                decision("sensitive", Some("ssn"), Some("ssn")),
+            ),
+            ("public.visits_log.kind", safe()),
+        ],
+    )
+    .await;
     assert_dev_matches(&env, &["visits_log"], Duration::from_secs(120)).await;
 
     // Dev lost rows, holds stale ones and rows production never had.
@@ -395,9 +397,7 @@ async fn a_table_without_a_key_is_copied_whole_in_a_sub_epoch_of_its_own() {
         !r.registry_version.is_empty() && r.finished_lsn > r.request_lsn,
         "{r:?}"
     );
-    let _ = stop_tx.send(true);
-    stream.await.unwrap().unwrap();
-    sink.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// The rule of a key column changes — a primary key and the foreign key that references it,
@@ -417,24 +417,17 @@ async fn a_key_columns_new_rule_refills_its_tables_without_a_new_epoch() {
     )
     .await
     .unwrap();
-    veil::source::setup::run(&env.cfg).await.unwrap();
-    for c in [
-        "accounts.id",
-        "accounts.name",
-        "entries.id",
-        "entries.account_id",
-        "entries.amount",
-    ] {
-        review::approve(
-            &env.cfg,
-            &format!("public.{c}"),
-            &decision("safe", None, None),
-        )
-        .await
-        .unwrap();
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let running = start(
+        &env,
+        &[
+            ("public.accounts.id", safe()),
+            ("public.accounts.name", safe()),
+            ("public.entries.id", safe()),
+            ("public.entries.account_id", safe()),
+            ("public.entries.amount", safe()),
+        ],
+    )
+    .await;
     let tables = ["accounts", "entries"];
     assert_dev_matches(&env, &tables, Duration::from_secs(120)).await;
     let dev = env.dev_client().await;
@@ -493,9 +486,7 @@ async fn a_key_columns_new_rule_refills_its_tables_without_a_new_epoch() {
         epoch_before,
         "no new epoch"
     );
-    let _ = stop_tx.send(true);
-    stream.await.unwrap().unwrap();
-    sink.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// A hold in the middle of a backfill (a migration adds an undecided column to another table):
@@ -515,18 +506,16 @@ async fn a_hold_in_the_middle_of_a_backfill_pauses_it_until_the_decision() {
     )
     .await
     .unwrap();
-    veil::source::setup::run(&env.cfg).await.unwrap();
-    for c in ["ledger.id", "ledger.amount", "ledger.memo", "other.id"] {
-        review::approve(
-            &env.cfg,
-            &format!("public.{c}"),
-            &decision("safe", None, None),
-        )
-        .await
-        .unwrap();
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream, sink) = veil::devkit::demo::spawn_pipeline(&env.cfg, stop_rx);
+    let running = start(
+        &env,
+        &[
+            ("public.ledger.id", safe()),
+            ("public.ledger.amount", safe()),
+            ("public.ledger.memo", safe()),
+            ("public.other.id", safe()),
+        ],
+    )
+    .await;
     assert_dev_matches(&env, &["ledger", "other"], Duration::from_secs(120)).await;
     let dev = env.dev_client().await;
     dev.batch_execute("SET session_replication_role = replica; DELETE FROM ledger;")
@@ -581,7 +570,5 @@ async fn a_hold_in_the_middle_of_a_backfill_pauses_it_until_the_decision() {
     .await
     .unwrap();
     assert_dev_matches(&env, &["ledger", "other"], Duration::from_secs(120)).await;
-    let _ = stop_tx.send(true);
-    stream.await.unwrap().unwrap();
-    sink.await.unwrap().unwrap();
+    running.stop().await;
 }

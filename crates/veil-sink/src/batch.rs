@@ -131,21 +131,20 @@ impl Batchable {
                 .collect::<Vec<_>>()
                 .join(" AND ")
         };
+        let names = |idx: &[usize]| idx.iter().map(|&c| col(c)).collect::<Vec<_>>().join(", ");
+        // `INSERT … SELECT` of the values set, each cast from its text element.
+        let insert_select = format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM {rows_from}",
+            names(set_idx),
+            set_idx
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| format!("u.c{}::{}", i + 1, ty(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let sql = match kind {
-            BatchKind::Insert => format!(
-                "INSERT INTO {table} ({}) SELECT {} FROM {rows_from}",
-                set_idx
-                    .iter()
-                    .map(|&c| col(c))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                set_idx
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| format!("u.c{}::{}", i + 1, ty(c)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
+            BatchKind::Insert => insert_select.clone(),
             BatchKind::Update => counted(format!(
                 "UPDATE {table} AS t SET {} FROM {rows_from} WHERE {}",
                 set_idx
@@ -168,24 +167,9 @@ impl Batchable {
                     .map(|&c| format!("{0} = EXCLUDED.{0}", col(c)))
                     .collect();
                 format!(
-                    "WITH d AS (INSERT INTO {table} ({}) SELECT {} FROM {rows_from} \
-                     ON CONFLICT ({}) DO {} RETURNING 1) SELECT count(*)::int8 FROM d",
-                    set_idx
-                        .iter()
-                        .map(|&c| col(c))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    set_idx
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &c)| format!("u.c{}::{}", i + 1, ty(c)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    key_idx
-                        .iter()
-                        .map(|&c| col(c))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    "WITH d AS ({insert_select} ON CONFLICT ({}) DO {} RETURNING 1) \
+                     SELECT count(*)::int8 FROM d",
+                    names(key_idx),
                     if update.is_empty() {
                         "NOTHING".to_owned()
                     } else {
@@ -194,16 +178,8 @@ impl Batchable {
                 )
             }
         };
-        let copy_sql = (kind == BatchKind::Insert).then(|| {
-            format!(
-                "COPY {table} ({}) FROM STDIN",
-                set_idx
-                    .iter()
-                    .map(|&c| col(c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        });
+        let copy_sql = (kind == BatchKind::Insert)
+            .then(|| format!("COPY {table} ({}) FROM STDIN", names(set_idx)));
         Batchable {
             key: format!("{single_key}\u{0}B"),
             kind,
