@@ -46,8 +46,9 @@ pub const HIGH_PREFIX: &str = "veil.backfill.high";
 /// Rows per chunk.
 const CHUNK_ROWS: i64 = 2000;
 /// A table without a primary key is read whole, in memory: up to this many rows (the
-/// planner's estimate).
+/// planner's estimate) and this many bytes of table (heap and TOAST; the stream's memory).
 const WHOLE_TABLE_MAX_ROWS: f64 = 1_000_000.0;
+const WHOLE_TABLE_MAX_BYTES: i64 = 128 << 20;
 /// Reads of a keyless table a window may spoil before the backfill gives up.
 const WHOLE_TABLE_TRIES: u32 = 30;
 /// Restarts of a worker after a transient error (a dropped connection) before the job fails.
@@ -411,7 +412,8 @@ impl Streamer {
             .catalog
             .query_opt(
                 "SELECT c.oid, c.relkind = 'p', \
-                        greatest(c.reltuples, pg_catalog.pg_stat_get_live_tuples(c.oid), 0)::float8 \
+                        greatest(c.reltuples, pg_catalog.pg_stat_get_live_tuples(c.oid), 0)::float8, \
+                        pg_catalog.pg_table_size(c.oid) \
                  FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)",
                 &[&table],
             )
@@ -427,8 +429,8 @@ impl Streamer {
             }
             return Ok(());
         };
-        let (oid, partitioned, estimate): (u32, bool, f64) =
-            (found.get(0), found.get(1), found.get(2));
+        let (oid, partitioned, estimate, bytes): (u32, bool, f64, i64) =
+            (found.get(0), found.get(1), found.get(2), found.get(3));
         // The table as it is now; the stream's own plan must describe the same shape.
         let mut info = catalog::describe_table(&self.catalog, oid, None).await?;
         catalog::bind_to_shape_log(&self.catalog, &mut info, None, false).await?;
@@ -502,13 +504,17 @@ impl Streamer {
                 Position::default()
             }
         };
-        if key_idx.is_empty() && estimate > WHOLE_TABLE_MAX_ROWS {
+        if key_idx.is_empty() && (estimate > WHOLE_TABLE_MAX_ROWS || bytes > WHOLE_TABLE_MAX_BYTES)
+        {
             return self
                 .fail_job(
                     table,
                     format!(
-                        "no primary key and about {estimate:.0} rows: too many to copy whole \
-                         (at most {WHOLE_TABLE_MAX_ROWS:.0}); give it a primary key"
+                        "no primary key, about {estimate:.0} rows in {} MiB: too large to copy \
+                         whole (at most {WHOLE_TABLE_MAX_ROWS:.0} rows and {} MiB); give it a \
+                         primary key",
+                        bytes >> 20,
+                        WHOLE_TABLE_MAX_BYTES >> 20
                     ),
                 )
                 .await;
