@@ -222,9 +222,15 @@ impl Streamer {
         let mut resume = Vec::new();
         for r in rows {
             let (slot, table, state): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-            let job = (slot == self.slot_name)
-                .then(|| serde_json::from_str::<Job>(&state).ok())
-                .flatten();
+            let job = if slot == self.slot_name {
+                let parsed = serde_json::from_str::<Job>(&state);
+                if parsed.is_err() {
+                    tracing::warn!(table = %table, "kept backfill state unreadable (another veil version?): the backfill does not resume; run `veil backfill` for this table");
+                }
+                parsed.ok()
+            } else {
+                None
+            };
             let at = match (&job, resume_lsn) {
                 (Some(j), Some(lsn)) => j.resume_at(lsn),
                 _ => None,
@@ -721,24 +727,8 @@ impl Streamer {
             proto::Op::Upsert
         };
         for row in out {
-            self.publish(
-                proto::Phase::Stream,
-                Event::Row(proto::RowChange {
-                    table: plan.qualified.clone(),
-                    op: op as i32,
-                    new_values: row,
-                    old_values: Vec::new(),
-                    old_is_full: false,
-                }),
-                None,
-            )
-            .await?;
+            self.row(&plan, op, row, Vec::new(), false).await?;
         }
-        self.count_rows(
-            &plan.qualified,
-            if chunk.whole { "INSERT" } else { "UPSERT" },
-            n as u64,
-        );
         self.publish_commit(proto::Commit {
             commit_lsn,
             end_lsn: lsn,

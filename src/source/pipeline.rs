@@ -1192,7 +1192,8 @@ impl Streamer {
         })
     }
 
-    async fn row(
+    /// Publishes one row change of `plan`'s table, counted for the audit window and metrics.
+    pub(super) async fn row(
         &mut self,
         plan: &TablePlan,
         op: proto::Op,

@@ -4,7 +4,6 @@
 //! backfill is overwritten by an older chunk row.
 
 use std::time::Duration;
-use tokio::sync::watch;
 
 use crate::common::*;
 use veil::review::workflow::{self as review, ColumnDecision};
@@ -61,35 +60,25 @@ async fn a_backfill_under_concurrent_writes_makes_dev_equal_production() {
     .unwrap();
 
     // Production keeps writing the table during the whole backfill.
-    let (wstop_tx, mut wstop) = watch::channel(false);
-    let writer = {
-        let c = env.prod_client().await;
-        tokio::spawn(async move {
-            let mut rng = veil::devkit::datagen::Rng::new(11);
-            let mut n = 0u32;
-            let mut next = 100_000i64;
-            while !*wstop.borrow_and_update() {
-                let id = rng.range(1, 9000) as i64;
-                let sql = match rng.range(0, 6) {
-                    0 => format!("DELETE FROM ledger WHERE id = {id}"),
-                    1 => {
-                        next += 1;
-                        format!(
-                            "INSERT INTO ledger VALUES ({next}, '{:09}', 7, 'new')",
-                            200_000_000 + next
-                        )
-                    }
-                    2 => format!("UPDATE ledger SET id = id + 1000000 WHERE id = {id}"),
-                    _ => format!(
-                        "UPDATE ledger SET amount = amount + 1, memo = 'changed {n}' WHERE id = {id}"
-                    ),
-                };
-                c.batch_execute(&sql).await.unwrap();
-                n += 1;
+    let mut next = 100_000i64;
+    let writer = Writer::start(&env, 11, Duration::ZERO, move |rng, n| {
+        let id = rng.range(1, 9000) as i64;
+        match rng.range(0, 6) {
+            0 => format!("DELETE FROM ledger WHERE id = {id}"),
+            1 => {
+                next += 1;
+                format!(
+                    "INSERT INTO ledger VALUES ({next}, '{:09}', 7, 'new')",
+                    200_000_000 + next
+                )
             }
-            n
-        })
-    };
+            2 => format!("UPDATE ledger SET id = id + 1000000 WHERE id = {id}"),
+            _ => format!(
+                "UPDATE ledger SET amount = amount + 1, memo = 'changed {n}' WHERE id = {id}"
+            ),
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     veil::source::backfill::request(&env.cfg, "public.ledger")
         .await
@@ -105,8 +94,7 @@ async fn a_backfill_under_concurrent_writes_makes_dev_equal_production() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    wstop_tx.send(true).unwrap();
-    let writes = writer.await.unwrap();
+    let writes = writer.stop().await;
     assert!(backfilled, "the backfill brought back the rows dev lacked");
     assert!(writes > 100, "{writes} writes during the backfill");
     if let Err(e) = dev_matches(&env, &["ledger"], Duration::from_secs(60)).await {
@@ -156,24 +144,11 @@ async fn an_approved_column_is_backfilled_while_production_writes() {
     .await;
     assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
 
-    let (wstop_tx, mut wstop) = watch::channel(false);
-    let writer = {
-        let c = env.prod_client().await;
-        tokio::spawn(async move {
-            let mut rng = veil::devkit::datagen::Rng::new(5);
-            let mut n = 0u32;
-            while !*wstop.borrow_and_update() {
-                let id = rng.range(1, 6000) as i64;
-                c.batch_execute(&format!(
-                    "UPDATE ledger SET amount = amount + 1 WHERE id = {id}"
-                ))
-                .await
-                .unwrap();
-                n += 1;
-            }
-            n
-        })
-    };
+    let writer = Writer::start(&env, 5, Duration::ZERO, |rng, _| {
+        let id = rng.range(1, 6000) as i64;
+        format!("UPDATE ledger SET amount = amount + 1 WHERE id = {id}")
+    })
+    .await;
     prod.batch_execute("ALTER TABLE ledger ADD COLUMN region text NOT NULL DEFAULT 'north'")
         .await
         .unwrap();
@@ -198,8 +173,7 @@ async fn an_approved_column_is_backfilled_while_production_writes() {
             .is_ok_and(|r| r.get::<_, i64>(0) == 6000)
     })
     .await;
-    wstop_tx.send(true).unwrap();
-    let writes = writer.await.unwrap();
+    let writes = writer.stop().await;
     assert!(
         filled,
         "every existing row has the new column's value in dev"
@@ -236,24 +210,11 @@ async fn an_unblocked_table_and_a_stricter_rule_are_backfilled() {
     )
     .await;
     assert_dev_matches(&env, &["ledger"], Duration::from_secs(120)).await;
-    let (wstop_tx, mut wstop) = watch::channel(false);
-    let writer = {
-        let c = env.prod_client().await;
-        tokio::spawn(async move {
-            let mut rng = veil::devkit::datagen::Rng::new(9);
-            let mut n = 0u32;
-            while !*wstop.borrow_and_update() {
-                let id = rng.range(1, 5000) as i64;
-                c.batch_execute(&format!(
-                    "UPDATE ledger SET amount = amount + 1, memo = 'memo {n}' WHERE id = {id}"
-                ))
-                .await
-                .unwrap();
-                n += 1;
-            }
-            n
-        })
-    };
+    let writer = Writer::start(&env, 9, Duration::ZERO, |rng, n| {
+        let id = rng.range(1, 5000) as i64;
+        format!("UPDATE ledger SET amount = amount + 1, memo = 'memo {n}' WHERE id = {id}")
+    })
+    .await;
     let dev = env.dev_client().await;
 
     // Blocked: dev empties its copy. Unblocked: the backfill brings every row back.
@@ -291,8 +252,7 @@ async fn an_unblocked_table_and_a_stricter_rule_are_backfilled() {
             == 5000
     })
     .await;
-    wstop_tx.send(true).unwrap();
-    let writes = writer.await.unwrap();
+    let writes = writer.stop().await;
     assert!(
         refilled,
         "the stricter rule's backfill refilled memo with tokens"
@@ -348,30 +308,19 @@ async fn a_table_without_a_key_is_copied_whole_in_a_sub_epoch_of_its_own() {
     )
     .await
     .unwrap();
-    let (wstop_tx, mut wstop) = watch::channel(false);
-    let writer = {
-        let c = env.prod_client().await;
-        tokio::spawn(async move {
-            let mut rng = veil::devkit::datagen::Rng::new(21);
-            let mut n = 0u32;
-            while !*wstop.borrow_and_update() {
-                let at = rng.range(1, 4000) as i64;
-                let sql = match rng.range(0, 3) {
-                    0 => format!(
-                        "INSERT INTO visits_log VALUES ({}, '{:09}', 'new')",
-                        10_000 + n,
-                        400_000_000 + n
-                    ),
-                    1 => format!("DELETE FROM visits_log WHERE at = {at}"),
-                    _ => format!("UPDATE visits_log SET kind = 'changed {n}' WHERE at = {at}"),
-                };
-                c.batch_execute(&sql).await.unwrap();
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(60)).await;
-            }
-            n
-        })
-    };
+    let writer = Writer::start(&env, 21, Duration::from_millis(60), |rng, n| {
+        let at = rng.range(1, 4000) as i64;
+        match rng.range(0, 3) {
+            0 => format!(
+                "INSERT INTO visits_log VALUES ({}, '{:09}', 'new')",
+                10_000 + n,
+                400_000_000 + n
+            ),
+            1 => format!("DELETE FROM visits_log WHERE at = {at}"),
+            _ => format!("UPDATE visits_log SET kind = 'changed {n}' WHERE at = {at}"),
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     veil::source::backfill::request(&env.cfg, "public.visits_log")
         .await
@@ -381,8 +330,7 @@ async fn a_table_without_a_key_is_copied_whole_in_a_sub_epoch_of_its_own() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    wstop_tx.send(true).unwrap();
-    let writes = writer.await.unwrap();
+    let writes = writer.stop().await;
     assert!(done, "the backfill ended with an audit record");
     assert!(writes > 10, "{writes} writes during the backfill");
     assert_dev_matches(&env, &["visits_log"], Duration::from_secs(60)).await;
@@ -433,29 +381,18 @@ async fn a_key_columns_new_rule_refills_its_tables_without_a_new_epoch() {
     let dev = env.dev_client().await;
     let epoch_before = count(&dev, "SELECT max(epoch)::bigint FROM veil_sink.checkpoint").await;
 
-    let (wstop_tx, mut wstop) = watch::channel(false);
-    let writer = {
-        let c = env.prod_client().await;
-        tokio::spawn(async move {
-            let mut rng = veil::devkit::datagen::Rng::new(33);
-            let mut n = 0u32;
-            while !*wstop.borrow_and_update() {
-                let a = rng.range(1, 3000) as i64;
-                let sql = match rng.range(0, 3) {
-                    0 => format!("UPDATE accounts SET name = 'renamed {n}' WHERE id = {a}"),
-                    1 => format!(
-                        "INSERT INTO entries VALUES ({}, {a}, 1)",
-                        100_000 + i64::from(n)
-                    ),
-                    _ => format!("UPDATE entries SET amount = amount + 1 WHERE account_id = {a}"),
-                };
-                c.batch_execute(&sql).await.unwrap();
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            n
-        })
-    };
+    let writer = Writer::start(&env, 33, Duration::from_millis(5), |rng, n| {
+        let a = rng.range(1, 3000) as i64;
+        match rng.range(0, 3) {
+            0 => format!("UPDATE accounts SET name = 'renamed {n}' WHERE id = {a}"),
+            1 => format!(
+                "INSERT INTO entries VALUES ({}, {a}, 1)",
+                100_000 + i64::from(n)
+            ),
+            _ => format!("UPDATE entries SET amount = amount + 1 WHERE account_id = {a}"),
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     for c in ["accounts.id", "entries.account_id"] {
         review::approve(
@@ -474,8 +411,7 @@ async fn a_key_columns_new_rule_refills_its_tables_without_a_new_epoch() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    wstop_tx.send(true).unwrap();
-    let writes = writer.await.unwrap();
+    let writes = writer.stop().await;
     assert!(rekeyed, "dev's accounts were refilled under the new rule");
     assert!(writes > 50, "{writes} writes meanwhile");
     assert_dev_matches(&env, &tables, Duration::from_secs(120)).await;

@@ -737,37 +737,23 @@ async fn sigkill_of_the_stream_mid_backfill_resumes_and_loses_and_doubles_nothin
     )
     .await
     .unwrap();
-    let (wstop_tx, mut wstop) = watch::channel(false);
-    let writer = {
-        let c = env.prod_client().await;
-        tokio::spawn(async move {
-            let mut rng = Rng::new(17);
-            let mut n = 0u32;
-            let mut next = 10_000_000i64;
-            while !*wstop.borrow_and_update() {
-                // Half the writes go to rows with a document.
-                let id = rng.range(1, ROWS as u64) as i64 / 10 * 10 + 10 * (n % 2) as i64;
-                let sql = match rng.range(0, 6) {
-                    0 => format!("DELETE FROM notes WHERE id = {id}"),
-                    1 => {
-                        next += 1;
-                        format!(
-                            "INSERT INTO notes VALUES ({next}, '{:09}', 7, 'new', NULL)",
-                            next
-                        )
-                    }
-                    2 => format!("UPDATE notes SET id = id + 1000000 WHERE id = {id}"),
-                    _ => format!(
-                        "UPDATE notes SET amount = amount + 1, memo = 'changed {n}' WHERE id = {id}"
-                    ),
-                };
-                c.batch_execute(&sql).await.unwrap();
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
+    let mut next = 10_000_000i64;
+    let writer = Writer::start(&env, 17, Duration::from_millis(2), move |rng, n| {
+        // Half the writes go to rows with a document.
+        let id = rng.range(1, ROWS as u64) as i64 / 10 * 10 + 10 * (n % 2) as i64;
+        match rng.range(0, 6) {
+            0 => format!("DELETE FROM notes WHERE id = {id}"),
+            1 => {
+                next += 1;
+                format!("INSERT INTO notes VALUES ({next}, '{next:09}', 7, 'new', NULL)")
             }
-            n
-        })
-    };
+            2 => format!("UPDATE notes SET id = id + 1000000 WHERE id = {id}"),
+            _ => format!(
+                "UPDATE notes SET amount = amount + 1, memo = 'changed {n}' WHERE id = {id}"
+            ),
+        }
+    })
+    .await;
     veil::source::backfill::request(&env.cfg, "public.notes")
         .await
         .unwrap();
@@ -821,8 +807,7 @@ async fn sigkill_of_the_stream_mid_backfill_resumes_and_loses_and_doubles_nothin
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    wstop_tx.send(true).unwrap();
-    let writes = writer.await.unwrap();
+    let writes = writer.stop().await;
     if !complete {
         let kept = tmp.keep();
         panic!(

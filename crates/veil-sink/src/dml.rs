@@ -415,6 +415,16 @@ impl Applier {
                 if r.new_values.len() != ncols {
                     return Err(bad("backfilled row"));
                 }
+                // Every value is set: one the source left unchanged would become NULL.
+                if r.new_values.iter().any(is_unchanged) {
+                    return Err(SinkError::Schema {
+                        table: r.table.clone(),
+                        message: format!(
+                            "a backfilled row at commit {} with a value left unchanged",
+                            fmt_lsn(lsn)
+                        ),
+                    });
+                }
                 let pk_idx: Vec<usize> = schema
                     .primary_key
                     .iter()
@@ -429,7 +439,7 @@ impl Applier {
                 let key_u = format!("{}\u{0}P", r.table);
                 let st = self
                     .statement(
-                        key_u,
+                        key_u.clone(),
                         || {
                             let col = |c: usize| crate::pg::quote::ident(&schema.columns[c].name);
                             let cols: Vec<String> = (0..ncols).map(col).collect();
@@ -467,14 +477,7 @@ impl Applier {
                 let mut params: Vec<Option<String>> = r.new_values.iter().map(text).collect();
                 params.extend(pk_idx.iter().map(|&i| text(&r.new_values[i])));
                 let all: Vec<usize> = (0..ncols).collect();
-                let batch = self.shape(
-                    &format!("{}\u{0}P", r.table),
-                    BatchKind::Upsert,
-                    &table,
-                    &schema,
-                    &all,
-                    &pk_idx,
-                );
+                let batch = self.shape(&key_u, BatchKind::Upsert, &table, &schema, &all, &pk_idx);
                 self.enqueue(
                     st,
                     params,

@@ -722,3 +722,41 @@ pub fn strip_ansi(line: &str) -> String {
     }
     out
 }
+
+/// A production writer for tests that change a table while veil works: runs the statement
+/// `next(rng, n)` gives (`n`: statements so far), pausing `pause` after each, until
+/// [`Writer::stop`], which says how many it ran.
+pub struct Writer {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<u32>,
+}
+
+impl Writer {
+    pub async fn start(
+        env: &Env,
+        seed: u64,
+        pause: Duration,
+        mut next: impl FnMut(&mut veil::devkit::datagen::Rng, u32) -> String + Send + 'static,
+    ) -> Writer {
+        let c = env.prod_client().await;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut rng = veil::devkit::datagen::Rng::new(seed);
+            let mut n = 0u32;
+            while !*stopped.borrow_and_update() {
+                c.batch_execute(&next(&mut rng, n)).await.unwrap();
+                n += 1;
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            n
+        });
+        Writer { stop, task }
+    }
+
+    pub async fn stop(self) -> u32 {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap()
+    }
+}
