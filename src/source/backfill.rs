@@ -629,12 +629,14 @@ impl Streamer {
                 .fail_job(&table, "the table was blocked meanwhile".into())
                 .await;
         }
-        if plan.registry_version != chunk.registry_version {
+        // The chunk must have been read as the stream's plan reads the table now: under the
+        // same registry version, and the same columns by the same names (a rename — say two
+        // columns swapping names — keeps the version but would put one column's values under
+        // the other's decision).
+        let select = select_of(&plan, chunk.partitioned);
+        if plan.registry_version != chunk.registry_version || select != chunk.select {
             self.note_retry(&table);
-            let again = (
-                select_of(&plan, chunk.partitioned),
-                plan.registry_version.clone(),
-            );
+            let again = (select, plan.registry_version.clone());
             let _ = chunk.done.send(Outcome::Again(Some(again)));
             return Ok(());
         }
@@ -946,6 +948,7 @@ impl Worker {
                 run: self.run,
                 no,
                 registry_version: self.registry_version.clone(),
+                select: self.select.clone(),
                 partitioned: self.partitioned,
                 whole,
                 next: next.clone(),

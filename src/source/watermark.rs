@@ -18,6 +18,8 @@ pub struct Chunk {
     pub(super) run: u64,
     pub(super) no: u64,
     pub(super) registry_version: String,
+    /// The select list it was read with (the plan's then).
+    pub(super) select: String,
     /// The table is a partitioned root (read whole, not `ONLY`).
     pub(super) partitioned: bool,
     /// The whole table (it has no primary key): dev's copy is replaced.
