@@ -333,3 +333,131 @@ async fn approve_refuses_rules_that_cannot_work_and_writes_nothing() {
     assert_eq!(n, 1, "note");
     assert!(review::pending(&cfg).await.unwrap().is_empty());
 }
+
+/// `approve` is all or nothing under one writer at a time: a refused decision in the middle of
+/// `--all-proposed` leaves the registry byte for byte as it was (and says nothing was written),
+/// and approvals running at once all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approve_all_proposed_is_all_or_nothing_and_approvals_take_turns() {
+    use veil::review::workflow::{self as review, ColumnDecision};
+    let pg = PgCluster::start().expect("PostgreSQL 15 (scripts/install-deps)");
+    pg.create_db("approve").unwrap();
+    let registry = tempfile::tempdir().unwrap();
+    let cfg = Config::parse(&format!(
+        "[source]\ndsn = {:?}\npublication = \"veil_pub\"\n\n[registry]\ndir = {:?}\n",
+        pg.dsn("approve"),
+        registry.path()
+    ))
+    .unwrap();
+    veil::source::setup::run(&cfg).await.unwrap();
+    let c = veil::devkit::demo::connect(&pg.dsn("approve"))
+        .await
+        .unwrap();
+    let mut ddl = String::new();
+    for t in 0..8 {
+        ddl.push_str(&format!(
+            "CREATE TABLE t{t} (id int PRIMARY KEY, a int, b text, c text);
+             INSERT INTO t{t} SELECT g, g, 'b' || g, 'c' || g FROM generate_series(1, 30) g;"
+        ));
+    }
+    c.batch_execute(&ddl).await.unwrap();
+    let snapshot = || {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(registry.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    // One table decided already; the rest proposed.
+    review::approve(
+        &cfg,
+        "public.t0.a",
+        &ColumnDecision {
+            class: "safe".into(),
+            by: "kim".into(),
+            reason: "a count".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    review::propose(&cfg).await.unwrap();
+    // A proposal in the middle of the set made impossible: column b of t4 as an integer token
+    // in a domain that t3.a (an integer) also writes — and b is text.
+    let path = review::proposals_path(registry.path());
+    let mut items: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut edited = 0;
+    for item in items.iter_mut() {
+        let (t, col) = (item["table"].clone(), item["column"].clone());
+        let p = &mut item["proposal"];
+        if (t == "public.t3" && col == "a") || (t == "public.t4" && col == "b") {
+            p["class"] = "sensitive".into();
+            p["rule"] = "tokenize".into();
+            p["domain"] = "clash".into();
+            edited += 1;
+        }
+    }
+    assert_eq!(edited, 2);
+    std::fs::write(&path, serde_json::to_string(&items).unwrap()).unwrap();
+    let before = snapshot();
+    let e = review::approve_all_proposed(&cfg, "kim")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("clash") && e.contains("no decision of the set was written"),
+        "{e}"
+    );
+    assert_eq!(
+        snapshot(),
+        before,
+        "a refused set leaves the registry as it was"
+    );
+
+    // Approvals at once, on one table and on others: every one lands.
+    let mut tasks = Vec::new();
+    for t in 1..8 {
+        for col in ["a", "b", "c"] {
+            let cfg = cfg.clone();
+            tasks.push(tokio::spawn(async move {
+                review::approve(
+                    &cfg,
+                    &format!("public.t{t}.{col}"),
+                    &ColumnDecision {
+                        class: "sensitive".into(),
+                        rule: Some("tokenize".into()),
+                        domain: Some(format!("t{t}_{col}")),
+                        by: format!("reviewer {t}{col}"),
+                        reason: "concurrent".into(),
+                        ..Default::default()
+                    },
+                )
+                .await
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let r = veil::deid::registry::Registry::load(registry.path()).unwrap();
+    for t in 1..8 {
+        let cols = &r.table(&format!("public.t{t}")).unwrap().columns;
+        for col in ["a", "b", "c"] {
+            assert!(cols.contains_key(col), "t{t}.{col} lost");
+        }
+    }
+    // No half-written file is left behind.
+    assert!(
+        snapshot().iter().all(|(n, _)| !n.ends_with(".partial")),
+        "{:?}",
+        snapshot().iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+}

@@ -10,6 +10,7 @@ pub mod error;
 pub mod names;
 mod page;
 pub mod propose;
+pub mod registry_write;
 pub mod reveal;
 pub mod shapes;
 mod state;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub use super::error::ReviewError;
 pub use super::propose::Proposal;
+use super::registry_write::RegistryWrite;
 use crate::config::Config;
 use crate::deid::registry::Registry;
 use crate::deid::scanner::Scanner;
@@ -360,17 +361,60 @@ pub fn write_checked_decision(
     d: &ColumnDecision,
     check: &dyn Fn(&Registry) -> Result<(), String>,
 ) -> Result<PathBuf, ReviewError> {
+    let mut w = RegistryWrite::begin(registry_dir)?;
+    let path = stage_checked(&mut w, table, column, type_name, bound_to, d, check)?;
+    w.commit()?;
+    tracing::info!(table, column, class = %d.class, rule = ?d.rule, by = %d.by, "registry decision written");
+    Ok(path)
+}
+
+/// Stages one decision in `w` and checks the registry it makes (the whole registry loads, and
+/// `check` accepts it); an error names the column and says nothing was written.
+fn stage_checked(
+    w: &mut RegistryWrite,
+    table: &str,
+    column: &str,
+    type_name: &str,
+    bound_to: Option<(u32, i16)>,
+    d: &ColumnDecision,
+    check: &dyn Fn(&Registry) -> Result<(), String>,
+) -> Result<PathBuf, ReviewError> {
+    let path = stage_decision(w, table, column, type_name, bound_to, d)?;
+    let problem = match w.registry() {
+        Err(e) => Some(format!(
+            "the decision does not make a valid registry, nothing written: {e}"
+        )),
+        Ok(r) => check(&r)
+            .err()
+            .map(|why| format!("{table}.{column}: {why}; nothing written")),
+    };
+    match problem {
+        Some(p) => Err(ReviewError::Invalid(p)),
+        None => Ok(path),
+    }
+}
+
+/// Stages (or replaces) one column's line in the table's registry file in `w`, creating the
+/// file for a new table. Nothing is written until `w` commits.
+fn stage_decision(
+    w: &mut RegistryWrite,
+    table: &str,
+    column: &str,
+    type_name: &str,
+    bound_to: Option<(u32, i16)>,
+    d: &ColumnDecision,
+) -> Result<PathBuf, ReviewError> {
     if d.by.trim().is_empty() || d.reason.trim().is_empty() {
         return Err(ReviewError::Invalid(
             "a decision needs --by (who decides) and --reason".into(),
         ));
     }
-    let registry = Registry::load(registry_dir)?;
+    let registry = w.registry()?;
     let path = match registry.table(table) {
         Some(e) => e.file.clone(),
-        None => table_file(registry_dir, table),
+        None => table_file(w.dir(), table),
     };
-    let old = std::fs::read_to_string(&path).ok();
+    let old = w.text(&path);
     let table_profile = registry
         .table(table)
         .map(|t| t.profile)
@@ -494,31 +538,7 @@ pub fn write_checked_decision(
             t
         }
     };
-    // Atomically: a running stream polls the registry and must never read half a file.
-    let tmp = path.with_extension("toml.partial");
-    std::fs::write(&tmp, &text)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|source| ReviewError::Io {
-            path: path.clone(),
-            source,
-        })?;
-    let problem = match Registry::load(registry_dir) {
-        Err(e) => Some(format!(
-            "the decision does not make a valid registry, nothing written: {e}"
-        )),
-        Ok(r) => check(&r)
-            .err()
-            .map(|why| format!("{table}.{column}: {why}; nothing written")),
-    };
-    if let Some(problem) = problem {
-        // Leave the registry as it was.
-        let _ = match &old {
-            Some(o) => std::fs::write(&path, o),
-            None => std::fs::remove_file(&path),
-        };
-        return Err(ReviewError::Invalid(problem));
-    }
-    tracing::info!(table, column, class = %d.class, rule = ?d.rule, by = %d.by, "registry decision written");
+    w.stage(path.clone(), text);
     Ok(path)
 }
 
@@ -726,7 +746,8 @@ async fn set_table_blocked(
             .ok_or(e)?,
         Err(e) => return Err(e),
     };
-    let registry = Registry::load(&cfg.registry.dir)?;
+    let mut w = RegistryWrite::begin(&cfg.registry.dir)?;
+    let registry = w.registry()?;
     let existing = registry.table(&table);
     if !blocked && !existing.is_some_and(|e| e.blocked) {
         return Err(ReviewError::Invalid(format!("{table} is not blocked")));
@@ -735,7 +756,7 @@ async fn set_table_blocked(
         Some(e) => e.file.clone(),
         None => table_file(&cfg.registry.dir, &table),
     };
-    let old = std::fs::read_to_string(&path).ok();
+    let old = w.text(&path);
     let mut doc: toml_edit::DocumentMut = match &old {
         Some(text) => text.parse().map_err(|e: toml_edit::TomlError| {
             ReviewError::Invalid(format!("{}: {}", path.display(), e.message()))
@@ -766,19 +787,8 @@ async fn set_table_blocked(
         };
         rank(a).cmp(&rank(b))
     });
-    std::fs::write(&path, doc.to_string()).map_err(|source| ReviewError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    if let Err(e) = Registry::load(&cfg.registry.dir) {
-        let _ = match &old {
-            Some(o) => std::fs::write(&path, o),
-            None => std::fs::remove_file(&path),
-        };
-        return Err(ReviewError::Invalid(format!(
-            "the decision does not make a valid registry, nothing written: {e}"
-        )));
-    }
+    w.stage(path.clone(), doc.to_string());
+    w.commit()?;
     tracing::info!(table = %table, blocked, by, "registry table decision written");
     Ok(path)
 }
@@ -798,11 +808,21 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
         Scanner::new(&cfg.scanner.mrn_patterns)
             .map_err(|e| ReviewError::Invalid(format!("[scanner] {e}")))?,
     );
+    // Production's tables first (nothing is locked while the catalog answers).
     let mut described: BTreeMap<String, TableInfo> = BTreeMap::new();
+    for p in &items {
+        if p.proposal.is_some() && !described.contains_key(&p.table) {
+            let info = describe(&client, &p.table).await?;
+            described.insert(p.table.clone(), info);
+        }
+    }
+    // All or nothing: every decision staged and checked against the registry as it is now,
+    // then written together; the first refusal names its column and nothing is written.
+    let mut w = RegistryWrite::begin(&cfg.registry.dir)?;
+    let registry = w.registry()?;
     let mut n = 0;
-    for p in items {
+    for p in &items {
         let Some(prop) = &p.proposal else { continue };
-        let registry = Registry::load(&cfg.registry.dir)?;
         let decided = registry
             .table(&p.table)
             .and_then(|t| t.columns.get(&p.column))
@@ -810,13 +830,9 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
         if decided {
             continue;
         }
-        if !described.contains_key(&p.table) {
-            let info = describe(&client, &p.table).await?;
-            described.insert(p.table.clone(), info);
-        }
         let info = &described[&p.table];
-        write_checked_decision(
-            &cfg.registry.dir,
+        stage_checked(
+            &mut w,
             &p.table,
             &p.column,
             &p.type_name,
@@ -839,8 +855,18 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
                     .collect(),
             },
             &fits_check(info, &p.column, &scanner),
-        )?;
+        )
+        .map_err(|e| match e {
+            ReviewError::Invalid(m) => ReviewError::Invalid(format!(
+                "{m} (--all-proposed accepts the whole set or none of it: no decision of the set was written)"
+            )),
+            other => other,
+        })?;
         n += 1;
+    }
+    if n > 0 {
+        w.commit()?;
+        tracing::info!(decisions = n, by, "registry: proposals accepted");
     }
     Ok(n)
 }

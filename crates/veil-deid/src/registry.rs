@@ -496,9 +496,36 @@ fn parse_rule(f: &RuleFields, profile: Profile, nested: bool) -> Result<Rule, St
     })
 }
 
+/// The registry's lock is its directory itself (`flock` on the directory): a writer holds it
+/// exclusively for a whole change (validated, then every file replaced), [`Registry::load`]
+/// shares it — so a load never sees half of a change that spans files. No file is added.
+pub fn lock_dir(dir: &Path, exclusive: bool) -> std::io::Result<std::fs::File> {
+    let f = std::fs::File::open(dir)?;
+    if exclusive {
+        f.lock()?;
+    } else {
+        f.lock_shared()?;
+    }
+    Ok(f)
+}
+
+/// Files a registry writer has staged but not yet written: path → new text (`None`: removed).
+pub type Staged = BTreeMap<PathBuf, Option<String>>;
+
 impl Registry {
-    /// Loads every `*.toml` file of `dir` (sorted by name).
+    /// Loads every `*.toml` file of `dir` (sorted by name), sharing the registry's lock with
+    /// other loads (a writer holds it while it replaces files).
     pub fn load(dir: &Path) -> Result<Self, RegistryError> {
+        let _shared = lock_dir(dir, false).map_err(|source| RegistryError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Self::load_staged(dir, &Staged::new())
+    }
+
+    /// The registry `dir` makes with `staged` files in place of (or besides) its own — what a
+    /// writer validates before it writes anything. The caller holds the lock.
+    pub fn load_staged(dir: &Path, staged: &Staged) -> Result<Self, RegistryError> {
         let io = |source| RegistryError::Io {
             path: dir.to_owned(),
             source,
@@ -507,15 +534,25 @@ impl Registry {
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| !staged.contains_key(p))
+            .chain(
+                staged
+                    .iter()
+                    .filter(|(_, t)| t.is_some())
+                    .map(|(p, _)| p.clone()),
+            )
             .collect();
         files.sort();
         let mut hasher = blake3::Hasher::new();
         let mut reg = Registry::default();
         for path in files {
-            let text = std::fs::read_to_string(&path).map_err(|source| RegistryError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let text = match staged.get(&path) {
+                Some(Some(t)) => t.clone(),
+                _ => std::fs::read_to_string(&path).map_err(|source| RegistryError::Io {
+                    path: path.clone(),
+                    source,
+                })?,
+            };
             hasher.update(
                 path.file_name()
                     .map(|n| n.as_encoded_bytes())
