@@ -7,7 +7,8 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin veil \
+# Without the devkit feature: no demo, bench or test kit in the deployed binary.
+RUN cargo build --release --locked --no-default-features --bin veil \
  && strip target/release/veil
 
 FROM debian:bookworm-slim AS runtime

@@ -8,6 +8,10 @@
 //! `metrics`, `proto`, `civil`. `devkit` holds the demo, the bench, the data generator and the
 //! test kit.
 
+/// The demo, the bench, the data generator and the test kit: not in the production binary
+/// (feature `devkit`, on by default for `cargo run -- demo` and the tests; the image builds
+/// without it).
+#[cfg(feature = "devkit")]
 pub mod devkit;
 pub mod review;
 pub mod source;

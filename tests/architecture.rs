@@ -49,7 +49,10 @@ fn module_of(src: &Path, prefix: &str, file: &Path) -> Option<String> {
     if parts == ["lib"] {
         parts.clear();
     }
-    if parts == ["main"] || parts.last().is_some_and(|l| l == "tests") {
+    if parts == ["main"]
+        || parts.first().is_some_and(|p| p == "bin")
+        || parts.last().is_some_and(|l| l == "tests")
+    {
         return None;
     }
     if !prefix.is_empty() {
@@ -486,5 +489,50 @@ fn the_manifests_keep_the_sink_and_the_foundations_away_from_deid() {
             .filter(|d| workspace.contains(&d.as_str()))
             .collect::<Vec<_>>(),
         ["veil-core"]
+    );
+}
+
+/// One path for every published row: in the production side's non-test code, a row change is
+/// built in exactly one function (`Streamer::publish_rows`), so the stream, the snapshot and the
+/// backfill transform, scan, hold and count alike. A second place building `Event::Row` (or a
+/// `RowChange` literal) fails here.
+#[test]
+fn one_function_in_the_production_side_builds_a_published_row() {
+    let mut files = Vec::new();
+    rust_files(Path::new("src/source"), &mut files);
+    let mut builders = Vec::new();
+    for f in &files {
+        let code = code_of(&std::fs::read_to_string(f).unwrap());
+        let mut current_fn = String::new();
+        for line in code.lines() {
+            let t = line.trim_start();
+            if let Some(rest) = t
+                .strip_prefix("pub(super) async fn ")
+                .or_else(|| t.strip_prefix("pub async fn "))
+                .or_else(|| t.strip_prefix("async fn "))
+                .or_else(|| t.strip_prefix("pub fn "))
+                .or_else(|| t.strip_prefix("pub(super) fn "))
+                .or_else(|| t.strip_prefix("fn "))
+            {
+                current_fn = rest.split(['(', '<']).next().unwrap_or("").to_owned();
+            }
+            // A pattern (`Event::Row(r) =>`) reads a row; anything else builds one.
+            if t.contains("Event::Row(") && !t.contains("=>") {
+                builders.push(format!("{}: {current_fn}", f.display()));
+            }
+            if t.contains("proto::RowChange {") {
+                builders.push(format!("{}: {current_fn} (RowChange literal)", f.display()));
+            }
+        }
+    }
+    builders.sort();
+    builders.dedup();
+    assert_eq!(
+        builders,
+        vec![
+            "src/source/pipeline.rs: publish_rows".to_owned(),
+            "src/source/pipeline.rs: publish_rows (RowChange literal)".to_owned()
+        ],
+        "published rows are built outside Streamer::publish_rows"
     );
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StreamError;
-use super::pipeline::Streamer;
+use super::pipeline::{Scanned, Streamer};
 use super::watermark::{Chunk, Ended, Job, Outcome, Position, Row, Window, key_text};
 use crate::deid::gate::{RowValue, TablePlan};
 use crate::error::{Classify, ErrorClass};
@@ -670,23 +670,31 @@ impl Streamer {
             vec![Vec::new(); rows.len()]
         } else {
             let p = plan.clone();
-            self.transform_batch(&rows, |values, store, misses| {
-                Ok(p.transform(values.iter().map(RowValue::from), lsn, store, misses)?)
-            })
-            .await?
+            let scanned = self
+                .transform_and_scan(
+                    &rows,
+                    |values, store, misses| {
+                        Ok(p.transform(values.iter().map(RowValue::from), lsn, store, misses)?)
+                    },
+                    |_| p.clone(),
+                    |r: &Vec<proto::Value>| r.as_slice(),
+                )
+                .await?;
+            match scanned {
+                Scanned::Clean(out) => out,
+                Scanned::Decided => {
+                    // Read the chunk again under the decision (its rows are then scanned whole).
+                    self.note_retry(&table);
+                    let plan = self.current_plan_for_backfill(oid).await?;
+                    let again = (
+                        select_of(&plan, chunk.partitioned),
+                        plan.registry_version.clone(),
+                    );
+                    let _ = chunk.done.send(Outcome::Again(Some(again)));
+                    return Ok(());
+                }
+            }
         };
-        let hits = self.scan_rows(out.iter().map(|r| (&*plan, r.as_slice())));
-        if !hits.is_empty() {
-            self.hold_for_scan(&hits).await?;
-            self.note_retry(&table);
-            let plan = self.current_plan_for_backfill(oid).await?;
-            let again = (
-                select_of(&plan, chunk.partitioned),
-                plan.registry_version.clone(),
-            );
-            let _ = chunk.done.send(Outcome::Again(Some(again)));
-            return Ok(());
-        }
         // Keys moved meanwhile: the row may be one dev lacks, its new key behind the keyset.
         for key in self.backfill.moved.remove(&table).unwrap_or_default() {
             again.push(key_text(&key));
@@ -728,9 +736,13 @@ impl Streamer {
         } else {
             proto::Op::Upsert
         };
-        for row in out {
-            self.row(&plan, op, row, Vec::new(), false).await?;
-        }
+        self.publish_rows(
+            proto::Phase::Stream,
+            &plan,
+            op,
+            out.into_iter().map(|row| (row, Vec::new(), false)),
+        )
+        .await?;
         self.publish_commit(proto::Commit {
             commit_lsn,
             end_lsn: lsn,

@@ -13,6 +13,7 @@ pub mod hold;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod progress;
+pub mod scan_hold;
 pub mod setup;
 pub mod snapshot;
 pub mod spool;

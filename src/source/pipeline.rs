@@ -69,9 +69,13 @@ pub struct Streamer {
     pub(super) publishing_lsn: Option<u64>,
     pub registry_dir: std::path::PathBuf,
     pub(super) scanner: Arc<crate::deid::scanner::Scanner>,
-    /// Scan every n-th published row (0 = off).
-    pub(super) scan_every: u64,
-    pub(super) scan_counter: u64,
+    /// The scanner's sample and its holds (sticky until the column's decision changes).
+    pub(super) scan: super::scan_hold::ScanHolds,
+    /// The configured slot name (every epoch's slot starts with it): scanner holds are kept
+    /// under it, so they outlive an epoch.
+    pub(super) slot_prefix: String,
+    /// Scanner holds made and not yet kept in `_veil.scan_holds`.
+    pub(super) pending_holds: Vec<(String, String, String)>,
     /// Snapshot until the snapshot's end is published (a restart reads the phase of the topic's
     /// last event to know whether the snapshot finished).
     pub phase: proto::Phase,
@@ -102,6 +106,17 @@ pub struct Streamer {
     pub clock: crate::metrics::StageClock,
     /// Online backfills (`source::backfill`).
     pub backfill: super::watermark::Backfills,
+}
+
+/// A published row change's values: new, old, whether the old row is whole.
+pub(super) type PublishedRow = (Vec<proto::Value>, Vec<proto::Value>, bool);
+
+/// What [`Streamer::transform_and_scan`] came to.
+pub(super) enum Scanned<R> {
+    /// Nothing found: these may be published.
+    Clean(Vec<R>),
+    /// The scanner held and the hit columns have new decisions: plan again, transform again.
+    Decided,
 }
 
 /// What waits in the queue, in WAL order.
@@ -442,24 +457,29 @@ impl Streamer {
         }
     }
 
-    /// Samples transformed rows and scans their safe text columns with the high-precision
-    /// detectors. Returns (table, column, detector, count) of every hit.
+    /// Scans the sampled rows of a batch about to be published (every row of a table that is
+    /// held or whose held batch resumes: `scan_hold`) with the high-precision detectors. Returns
+    /// (table, column, detector, count) of every hit; the hit columns are held from here on.
     pub fn scan_rows<'p>(
         &mut self,
         rows: impl Iterator<Item = (&'p TablePlan, &'p [proto::Value])>,
     ) -> Vec<(String, String, &'static str, usize)> {
-        let mut hits: std::collections::BTreeMap<(String, String, &'static str), usize> =
-            std::collections::BTreeMap::new();
-        if self.scan_every == 0 {
+        if self.scan.off() {
             return Vec::new();
         }
+        let mut hits: std::collections::BTreeMap<(String, String, &'static str), usize> =
+            std::collections::BTreeMap::new();
+        let mut tables = std::collections::BTreeSet::new();
         for (plan, row) in rows {
-            self.scan_counter += 1;
-            if !self.scan_counter.is_multiple_of(self.scan_every) {
+            let values = plan.scanned(row);
+            if !tables.contains(&plan.qualified) {
+                tables.insert(plan.qualified.clone());
+            }
+            if !self.scan.sampled(&plan.qualified, &values) {
                 continue;
             }
             self.window.scanned += 1;
-            for (column, value) in plan.scanned(row) {
+            for (column, value) in values {
                 for d in self.scanner.strong_hits(value) {
                     *hits
                         .entry((plan.qualified.clone(), column.to_owned(), d.name()))
@@ -467,14 +487,24 @@ impl Streamer {
                 }
             }
         }
+        let pairs: Vec<(String, String)> = hits
+            .keys()
+            .map(|(t, c, _)| (t.clone(), c.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.pending_holds
+            .extend(self.scan.scanned(tables, &pairs, &self.registry));
         hits.into_iter()
             .map(|((t, c, d), n)| (t, c, d, n))
             .collect()
     }
 
     /// A scanner hit in a column classified safe: nothing of the batch is published; the stream
-    /// holds until the registry changes (reclassify the column, or record `scan = false` for a
-    /// reviewed false positive).
+    /// holds until **that column** has a new decision (reclassified, blocked, or `scan = false`
+    /// for a reviewed false positive) — another registry change does not end it, and a restart
+    /// stays held (the hold is kept in `_veil.scan_holds`). The caller transforms its batch again
+    /// under the new plan; its tables are then scanned whole.
     pub async fn hold_for_scan(
         &mut self,
         hits: &[(String, String, &'static str, usize)],
@@ -509,11 +539,112 @@ impl Streamer {
                 .entry((table.clone(), column.clone(), *detector))
                 .or_default() += *count as u64;
         }
+        self.keep_scan_holds().await?;
+        let pairs: Vec<(String, String)> = hits
+            .iter()
+            .map(|(t, c, _, _)| (t.clone(), c.clone()))
+            .collect();
         let since = std::time::Instant::now();
-        self.wait_for_registry_change(Some(since)).await?;
+        loop {
+            self.wait_for_registry_change(Some(since)).await?;
+            self.release_scan_holds().await?;
+            if !self.scan.any_held(&pairs) {
+                break;
+            }
+            let still: Vec<String> = pairs
+                .iter()
+                .filter(|p| self.scan.any_held(std::slice::from_ref(p)))
+                .map(|(t, c)| format!("{t}.{c}"))
+                .collect();
+            tracing::warn!(
+                held = %still.join(", "),
+                registry_version = %self.registry.version,
+                "the registry changed but the held column has no new decision; staying held"
+            );
+        }
         metrics::gauge!(crate::metrics::HELD_ITEMS).set(0.0);
         metrics::gauge!(crate::metrics::HELD_SECONDS).set(0.0);
         self.resume_check()
+    }
+
+    /// Keeps the scanner holds made since the last call with the stream's state
+    /// (`_veil.scan_holds`), so a restart while held stays held.
+    async fn keep_scan_holds(&mut self) -> Result<(), StreamError> {
+        for (table, column, fp) in std::mem::take(&mut self.pending_holds) {
+            if let Err(e) = self
+                .catalog
+                .execute(
+                    "INSERT INTO _veil.scan_holds (slot, tbl, col, decision) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (slot, tbl, col) DO NOTHING",
+                    &[&self.slot_prefix, &table, &column, &fp],
+                )
+                .await
+            {
+                // Without it a restart would scan by the sample again: refuse to go on.
+                return Err(StreamError::Postgres(crate::pg::errors::PgError::new(
+                    "keep the scanner hold in _veil.scan_holds (run veil setup)",
+                    &e,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the scanner holds whose column has a new decision in the loaded registry (and
+    /// forgets them in `_veil.scan_holds`).
+    pub(super) async fn release_scan_holds(&mut self) -> Result<(), StreamError> {
+        for (table, column) in self.scan.release_decided(&self.registry) {
+            tracing::warn!(table = %table, column = %column, registry_version = %self.registry.version,
+                           "scanner hold ended: the column has a new decision");
+            if let Err(e) = self
+                .catalog
+                .execute(
+                    "DELETE FROM _veil.scan_holds WHERE slot = $1 AND tbl = $2 AND col = $3",
+                    &[&self.slot_prefix, &table, &column],
+                )
+                .await
+            {
+                return Err(StreamError::Postgres(crate::pg::errors::PgError::new(
+                    "forget the scanner hold in _veil.scan_holds",
+                    &e,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the scanner holds a predecessor kept (and ends those decided meanwhile).
+    pub async fn load_scan_holds(&mut self) -> Result<(), StreamError> {
+        let rows = match self
+            .catalog
+            .query(
+                "SELECT tbl, col, decision FROM _veil.scan_holds WHERE slot = $1",
+                &[&self.slot_prefix],
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                tracing::warn!(
+                    "_veil.scan_holds is missing (a setup older than this version): run veil setup; \
+                     a scanner hold will stop the stream until it exists"
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(StreamError::Postgres(crate::pg::errors::PgError::new(
+                    "read _veil.scan_holds",
+                    &e,
+                )));
+            }
+        };
+        for row in rows {
+            let (table, column): (String, String) = (row.get(0), row.get(1));
+            tracing::warn!(table = %table, column = %column,
+                           "a scanner hold kept by a predecessor: every row of the table is scanned until the column has a new decision");
+            self.scan.restore(table, column, row.get(2));
+        }
+        self.release_scan_holds().await
     }
 
     /// Plans a known table again under the current registry (holding if it does not plan).
@@ -536,6 +667,7 @@ impl Streamer {
                 self.flush_rows().await?;
                 let before = std::mem::replace(&mut self.registry, r);
                 self.audit_decisions(&before).await?;
+                self.release_scan_holds().await?;
             }
             Ok(_) => {}
             Err(e) => {
@@ -764,7 +896,7 @@ impl Streamer {
         self.queued_rows = 0;
         self.queued_at = None;
         loop {
-            let (rows, hits) = {
+            let scanned = {
                 let queued: Vec<&QueuedRow> = queue
                     .iter()
                     .filter_map(|q| match q {
@@ -772,8 +904,9 @@ impl Streamer {
                         _ => None,
                     })
                     .collect();
-                let rows = self
-                    .transform_batch(&queued, |q, store, misses| {
+                self.transform_and_scan(
+                    &queued,
+                    |q, store, misses| {
                         let new = match &q.new {
                             Some(t) => q.plan.transform_tuple(t, q.lsn, store, misses)?,
                             None => Vec::new(),
@@ -788,17 +921,13 @@ impl Streamer {
                             }
                         };
                         Ok((new, old, full))
-                    })
-                    .await?;
-                let hits = self.scan_rows(
-                    queued
-                        .iter()
-                        .zip(&rows)
-                        .map(|(q, (new, _, _))| (&*q.plan, new.as_slice())),
-                );
-                (rows, hits)
+                    },
+                    |q| q.plan.clone(),
+                    |r: &PublishedRow| r.0.as_slice(),
+                )
+                .await?
             };
-            if hits.is_empty() {
+            if let Scanned::Clean(rows) = scanned {
                 let mut rows = rows.into_iter();
                 for item in queue {
                     match item {
@@ -808,10 +937,11 @@ impl Streamer {
                                 .await?;
                         }
                         Queued::Row(q) => {
-                            let (new, old, full) = rows.next().ok_or_else(|| {
+                            let row = rows.next().ok_or_else(|| {
                                 StreamError::Protocol("a queued row was not transformed".into())
                             })?;
-                            self.row(&q.plan, q.op, new, old, full).await?;
+                            self.publish_rows(proto::Phase::Stream, &q.plan, q.op, [row])
+                                .await?;
                         }
                         Queued::Commit(c) => self.publish_commit(c).await?,
                     }
@@ -819,8 +949,7 @@ impl Streamer {
                 self.publishing_lsn = None;
                 return Ok(());
             }
-            self.hold_for_scan(&hits).await?;
-            // The registry changed: plan the batch's tables again and transform it again.
+            // A decision ended the hold: plan the batch's tables again and transform it again.
             let oids: std::collections::BTreeSet<u32> = queue
                 .iter()
                 .filter_map(|q| match q {
@@ -1193,28 +1322,60 @@ impl Streamer {
     }
 
     /// Publishes one row change of `plan`'s table, counted for the audit window and metrics.
-    pub(super) async fn row(
+    /// Publishes row changes of one table — the only place a published row is built
+    /// (`tests/architecture.rs`): the stream, the snapshot and the backfill all come here, so
+    /// the events metric and the audit window count every row the same way.
+    pub(super) async fn publish_rows(
         &mut self,
+        phase: proto::Phase,
         plan: &TablePlan,
         op: proto::Op,
-        new: Vec<proto::Value>,
-        old: Vec<proto::Value>,
-        old_full: bool,
+        rows: impl IntoIterator<Item = PublishedRow>,
     ) -> Result<(), StreamError> {
-        self.count_rows(&plan.qualified, op.as_str_name(), 1);
-        metrics::counter!(crate::metrics::EVENTS, "table" => plan.qualified.clone(), "op" => op.as_str_name()).increment(1);
-        self.publish(
-            proto::Phase::Stream,
-            Event::Row(proto::RowChange {
-                table: plan.qualified.clone(),
-                op: op as i32,
-                new_values: new,
-                old_values: old,
-                old_is_full: old_full,
-            }),
-            None,
-        )
-        .await
+        let mut n = 0u64;
+        for (new, old, old_full) in rows {
+            n += 1;
+            self.publish(
+                phase,
+                Event::Row(proto::RowChange {
+                    table: plan.qualified.clone(),
+                    op: op as i32,
+                    new_values: new,
+                    old_values: old,
+                    old_is_full: old_full,
+                }),
+                None,
+            )
+            .await?;
+        }
+        if n > 0 {
+            self.count_rows(&plan.qualified, op.as_str_name(), n);
+            metrics::counter!(crate::metrics::EVENTS, "table" => plan.qualified.clone(), "op" => op.as_str_name()).increment(n);
+        }
+        Ok(())
+    }
+
+    /// The step every batch of rows takes before it is published, whoever read them (the
+    /// replication loop's queue, a snapshot batch, a backfill chunk): transformed under the
+    /// current plans (the vault's misses allocated, and committed, in one round trip), then
+    /// scanned; a scanner hit holds (`hold_for_scan`: until the hit column has a decision of its
+    /// own) and returns [`Scanned::Decided`] — the caller plans its tables again and comes back
+    /// with the same rows, which are then scanned whole.
+    pub(super) async fn transform_and_scan<T, R>(
+        &mut self,
+        items: &[T],
+        f: impl Fn(&T, &dyn TokenStore, &mut Vec<VaultRequest>) -> Result<R, Box<GateError>>,
+        plan_of: impl Fn(&T) -> Arc<TablePlan>,
+        values_of: impl Fn(&R) -> &[proto::Value],
+    ) -> Result<Scanned<R>, StreamError> {
+        let out = self.transform_batch(items, f).await?;
+        let plans: Vec<Arc<TablePlan>> = items.iter().map(plan_of).collect();
+        let hits = self.scan_rows(plans.iter().zip(&out).map(|(p, r)| (&**p, values_of(r))));
+        if hits.is_empty() {
+            return Ok(Scanned::Clean(out));
+        }
+        self.hold_for_scan(&hits).await?;
+        Ok(Scanned::Decided)
     }
 
     /// Handles one message of a transaction (live or replayed from the spool).

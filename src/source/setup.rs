@@ -87,6 +87,18 @@ CREATE UNLOGGED TABLE IF NOT EXISTS _veil.backfills (
   PRIMARY KEY (slot, tbl)
 );
 REVOKE ALL ON _veil.backfills FROM PUBLIC;
+-- Scanner holds in force (one row per slot prefix, table and column), with the digest of the
+-- column's decision when the scanner hit: a restarted stream stays held until that decision
+-- changes. Names only; unlogged, never published.
+CREATE UNLOGGED TABLE IF NOT EXISTS _veil.scan_holds (
+  slot     text        NOT NULL,
+  tbl      text        NOT NULL,
+  col      text        NOT NULL,
+  decision text        NOT NULL,
+  since    timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (slot, tbl, col)
+);
+REVOKE ALL ON _veil.scan_holds FROM PUBLIC;
 -- Records the true current shape of one table (any role may call it: it can only record what
 -- the catalog says). Never fails the DDL it runs under.
 CREATE OR REPLACE FUNCTION _veil.record_shape(r oid) RETURNS void

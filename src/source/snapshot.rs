@@ -23,7 +23,7 @@ pub fn show_progress_bar(on: bool) {
 }
 
 use super::error::StreamError;
-use super::pipeline::Streamer;
+use super::pipeline::{Scanned, Streamer};
 use crate::deid::gate::{RowValue, TablePlan};
 use crate::pg::catalog;
 use crate::proto::{self, envelope::Event};
@@ -466,50 +466,44 @@ pub async fn run(
             if plan.blocked {
                 break Vec::new();
             }
-            let out = if plan.columns.is_empty() {
-                vec![Vec::new(); batch.len()]
-            } else {
-                st.transform_batch(&batch, |values, store, misses| {
-                    Ok(plan.transform(
-                        values.iter().map(RowValue::from),
-                        consistent_lsn,
-                        store,
-                        misses,
-                    )?)
-                })
-                .await?
-            };
-            let hits = st.scan_rows(out.iter().map(|r| (&*plan, r.as_slice())));
-            if hits.is_empty() {
-                break out;
+            if plan.columns.is_empty() {
+                break vec![Vec::new(); batch.len()];
             }
-            // Held; the decision may change any table's plan (and its dev schema).
-            st.hold_for_scan(&hits).await?;
-            refresh_plans(st, &mut plans, &mut tables, &selects, &hand_out).await?;
+            let scanned = st
+                .transform_and_scan(
+                    &batch,
+                    |values, store, misses| {
+                        Ok(plan.transform(
+                            values.iter().map(RowValue::from),
+                            consistent_lsn,
+                            store,
+                            misses,
+                        )?)
+                    },
+                    |_| plan.clone(),
+                    |r: &Vec<proto::Value>| r.as_slice(),
+                )
+                .await?;
+            match scanned {
+                Scanned::Clean(out) => break out,
+                // Held; the decision may change any table's plan (and its dev schema).
+                Scanned::Decided => {
+                    refresh_plans(st, &mut plans, &mut tables, &selects, &hand_out).await?
+                }
+            }
         };
         let plan = plans[t].clone();
-        st.count_rows(&plan.qualified, "INSERT", out.len() as u64);
         metrics::counter!(crate::metrics::SNAPSHOT_ROWS, "table" => plan.qualified.clone())
             .increment(out.len() as u64);
-        metrics::counter!(crate::metrics::EVENTS, "table" => plan.qualified.clone(),
-                          "op" => proto::Op::Insert.as_str_name())
-        .increment(out.len() as u64);
         tables[t].rows += out.len() as u64;
         total += out.len() as u64;
-        for row in out {
-            st.publish(
-                proto::Phase::Snapshot,
-                Event::Row(proto::RowChange {
-                    table: plan.qualified.clone(),
-                    op: proto::Op::Insert as i32,
-                    new_values: row,
-                    old_values: Vec::new(),
-                    old_is_full: false,
-                }),
-                None,
-            )
-            .await?;
-        }
+        st.publish_rows(
+            proto::Phase::Snapshot,
+            &plan,
+            proto::Op::Insert,
+            out.into_iter().map(|row| (row, Vec::new(), false)),
+        )
+        .await?;
         if let Some(b) = &bar {
             if total > b.length().unwrap_or(0) {
                 b.set_length(total);

@@ -175,14 +175,9 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
             crate::deid::scanner::Scanner::new(&cfg.scanner.mrn_patterns)
                 .map_err(|e| ConfigError::Invalid(format!("[scanner] {e}")))?,
         ),
-        scan_every: if cfg.scanner.in_flight_sample <= 0.0 {
-            0
-        } else {
-            (1.0 / cfg.scanner.in_flight_sample.min(1.0))
-                .round()
-                .max(1.0) as u64
-        },
-        scan_counter: 0,
+        scan: super::scan_hold::ScanHolds::new(cfg.scanner.in_flight_sample),
+        slot_prefix: src.slot.clone(),
+        pending_holds: Vec::new(),
         phase: proto::Phase::Stream,
         audit,
         window: WindowAcc::starting(now_us()),
@@ -205,6 +200,8 @@ async fn run_once(cfg: &Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         .map_err(|e| StreamError::Protocol(format!("tail reader: {e}")))??;
     startup.mark("topic tail");
     // Resume the current epoch, or start a new one with a fresh slot and snapshot.
+    // Scanner holds a predecessor kept: their tables are scanned whole until decided.
+    st.load_scan_holds().await?;
     let start = epoch::decide(&st.catalog, &src.slot, tail.as_ref().map(|(_, e)| e)).await?;
     let start_lsn = match start {
         Start::Resume {

@@ -877,3 +877,162 @@ async fn review_api_serves_tls_and_refuses_plain_http_off_loopback() {
     .await;
     assert!(e.contains("blake3:") && !e.contains(&kim), "{e}");
 }
+
+/// Sticky scanner holds (the reproduction: a sample of one row in two, a transaction of three
+/// rows whose middle one holds an SSN in a column classified safe). Once the scanner holds on
+/// it, neither an unrelated decision, nor a restart, nor a decision on another column of the
+/// same table lets the batch out; only the column's own decision does, and then the held rows
+/// go out under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scanner_hold_ends_only_with_the_columns_own_decision() {
+    let mut env = Env::start(&[]);
+    env.cfg.scanner.in_flight_sample = 0.5;
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE notes (id int PRIMARY KEY, label text, memo text);
+         CREATE TABLE beacon (id int PRIMARY KEY);
+         CREATE TABLE unrelated (id int PRIMARY KEY, v text);
+         INSERT INTO notes SELECT g, 'front desk ' || g, 'memo ' || g FROM generate_series(1, 5) g;",
+    )
+    .await
+    .unwrap();
+    let files = [
+        (
+            "public.notes.toml",
+            "table = \"public.notes\"\n[columns]\nid = { type = \"integer\", class = \"safe\" }\n\
+             label = { type = \"text\", class = \"safe\", reason = \"a desk label\" }\n\
+             memo = { type = \"text\", class = \"safe\", reason = \"a memo\" }\n",
+        ),
+        (
+            "public.beacon.toml",
+            "table = \"public.beacon\"\n[columns]\nid = { type = \"integer\", class = \"safe\" }\n",
+        ),
+        (
+            "public.unrelated.toml",
+            "table = \"public.unrelated\"\n[columns]\nid = { type = \"integer\", class = \"safe\" }\n\
+             v = { type = \"text\", class = \"safe\" }\n",
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(env.registry_dir().join(name), text).unwrap();
+    }
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
+    let cfg = env.cfg.clone();
+    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, stop_rx).await });
+    let cfg = env.cfg.clone();
+    let sink = tokio::spawn(async move { veil::sink::run(&cfg, sink_stop_rx).await });
+    assert_dev_matches(&env, &["notes"], Duration::from_secs(60)).await;
+    let dev = env.dev_client().await;
+    let beacon = |n: i32| {
+        let dev = &dev;
+        async move {
+            count(
+                dev,
+                &format!("SELECT count(*) FROM public.beacon WHERE id = {n}"),
+            )
+            .await
+                == 1
+        }
+    };
+
+    // Transactions of three rows, the middle one with an SSN, until the sample catches one.
+    let ssn = |i: i32| format!("{:03}-{:02}-{:04}", 100 + i, 10 + i, 1000 + i * 7);
+    let mut held = None;
+    for i in 1..=16 {
+        let sql = format!(
+            "BEGIN;
+             INSERT INTO notes VALUES ({a}, 'desk {i}', 'm'), ({b}, 'ssn {s}', 'm'), ({c}, 'desk {i}b', 'm');
+             INSERT INTO beacon VALUES ({i});
+             {extra}
+             COMMIT;",
+            a = 100 * i,
+            b = 100 * i + 1,
+            c = 100 * i + 2,
+            s = ssn(i),
+            // An odd number of rows every other time, so a sample by position moves too.
+            extra = if i % 2 == 1 {
+                format!("INSERT INTO beacon VALUES ({});", 1000 + i)
+            } else {
+                String::new()
+            },
+        );
+        prod.batch_execute(&sql).await.unwrap();
+        let arrived = wait_for(Duration::from_secs(6), || beacon(i)).await;
+        if !arrived {
+            held = Some(i);
+            break;
+        }
+    }
+    let h = held.expect("the scanner held on one of 16 SSNs sampled one in two");
+    let no_leak = |what: &str| {
+        for p in topic_payloads(&env) {
+            assert!(
+                !contains_bytes(&p, ssn(h).as_bytes()),
+                "the held SSN reached the topic ({what})"
+            );
+        }
+    };
+    no_leak("at the hold");
+
+    // An unrelated decision: still held, nothing of the batch published.
+    review::approve(
+        &env.cfg,
+        "public.unrelated.v",
+        &decision("sensitive", Some("redact"), None),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!beacon(h).await, "released by an unrelated decision");
+    no_leak("after an unrelated decision");
+
+    // A restart while held: still held.
+    stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cfg = env.cfg.clone();
+    let stream = tokio::spawn(async move { veil::source::stream::run(&cfg, stop_rx).await });
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(!stream.is_finished());
+    assert!(!beacon(h).await, "released by a restart");
+    no_leak("after a restart");
+
+    // Another column of the same table decided (the rows' published values change): still held.
+    review::approve(
+        &env.cfg,
+        "public.notes.memo",
+        &decision("sensitive", Some("scrub"), None),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!beacon(h).await, "released by another column's decision");
+    no_leak("after another column's decision");
+
+    // The column's own decision: the batch goes out under it.
+    review::approve(
+        &env.cfg,
+        "public.notes.label",
+        &decision("sensitive", Some("redact"), None),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), || beacon(h)).await,
+        "the stream resumed after the column's decision"
+    );
+    let rows = text_rows(
+        &dev,
+        &format!("SELECT label FROM public.notes WHERE id = {}", 100 * h + 1),
+    )
+    .await;
+    assert_eq!(rows, vec![vec![Some("ssn [SSN]".to_owned())]]);
+    no_leak("after the decision");
+    assert_dev_matches(&env, &["notes", "beacon"], Duration::from_secs(60)).await;
+    stop_tx.send(true).unwrap();
+    sink_stop_tx.send(true).unwrap();
+    stream.await.unwrap().unwrap();
+    sink.await.unwrap().unwrap();
+}
