@@ -562,6 +562,7 @@ async fn held_column_story(
         scan: proposal.scan,
         mode: proposal.mode.clone(),
         paths: Vec::new(),
+        with: Vec::new(),
     };
     crate::review::workflow::approve(cfg, "public.patients.alt_ssn", &decision)
         .await

@@ -214,6 +214,7 @@ async fn approve(
         scan: b.scan,
         mode: b.mode,
         paths: Vec::new(),
+        with: Vec::new(),
     };
     written(review::approve(&state.cfg, &target, &d).await)
 }

@@ -141,6 +141,16 @@ pub fn name_hint(column: &str) -> Option<NameHint> {
     {
         return Some(NameHint::SafeKind);
     }
+    // Amounts and counts are not identifiers, whatever abbreviation sits beside them
+    // (`clm_pmt_amt_ip`: a payment amount of an inpatient claim, not an IP address).
+    if has(&[
+        "amt", "amount", "pmt", "payment", "paid", "cost", "charge", "chrg", "price", "fee", "bal",
+        "balance", "qty", "quantity", "count", "cnt", "total", "tot",
+    ]) && !has(&[
+        "ssn", "id", "npi", "num", "number", "nbr", "no", "mrn", "key",
+    ]) {
+        return Some(NameHint::SafeKind);
+    }
     let class = if has(&["ssn", "social"]) {
         Ssn
     } else if has(&["email", "mail", "e_mail"]) || part(&["e_mail"]) {
@@ -362,6 +372,9 @@ mod tests {
         assert_eq!(name_hint("maiden"), Some(NameHint::Id(IdClass::Names)));
         assert_eq!(name_hint("lat"), Some(NameHint::Id(IdClass::Geography)));
         assert_eq!(name_hint("ethnicity"), Some(NameHint::SafeKind));
+        assert_eq!(name_hint("clm_pmt_amt_ip"), Some(NameHint::SafeKind));
+        assert_eq!(name_hint("NCH_IP_TOT_DDCTN_AMT"), Some(NameHint::SafeKind));
+        assert_eq!(name_hint("client_ip"), Some(NameHint::Id(IdClass::Ip)));
         assert_eq!(name_hint("org_nm"), Some(NameHint::SafeKind));
         assert_eq!(name_hint("station_name"), Some(NameHint::SafeKind));
         assert_eq!(name_hint("specialty"), None);

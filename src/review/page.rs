@@ -637,6 +637,7 @@ async fn decide(
                 scan: None,
                 mode: None,
                 paths: Vec::new(),
+                with: Vec::new(),
             };
             review::approve(&state.cfg, &f.target, &d).await.map(|_| {
                 match (&d.class[..], &d.rule) {

@@ -37,6 +37,23 @@ use serde::{Deserialize, Serialize};
 /// Rows read per pending column.
 pub const SAMPLE_ROWS: i64 = 1000;
 
+/// Fewer non-null sampled values than this: a column's content says too little to decide on.
+pub const SPARSE: usize = 20;
+
+/// `20230415`: a date stored as a yyyymmdd number (years 1850–2100).
+fn is_yyyymmdd(v: &str) -> bool {
+    let v = v.trim();
+    if v.len() != 8 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let (y, m, d) = (
+        v[0..4].parse::<u32>().unwrap_or(0),
+        v[4..6].parse::<u32>().unwrap_or(0),
+        v[6..8].parse::<u32>().unwrap_or(0),
+    );
+    (1850..=2100).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d)
+}
+
 /// A scanner proposal for one column: a class and a rule, with the evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
@@ -67,6 +84,9 @@ pub struct Proposal {
     /// The `json` rule's paths: structural keys only (see [`json_paths`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<JsonPath>,
+    /// The `date_token` rule's other key columns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
 }
 
 /// One proposed path of a `json` rule.
@@ -119,6 +139,16 @@ fn singular(t: &str) -> String {
     t.strip_suffix('s').unwrap_or(t).to_owned()
 }
 
+/// The name a key's domain starts with: the table's name in the singular, after its schema
+/// when that is not `public` (two schemas' tables of one name are two things).
+fn domain_stem(schema: &str, table: &str) -> String {
+    if schema == "public" {
+        singular(table)
+    } else {
+        format!("{schema}_{}", singular(table))
+    }
+}
+
 impl Structure {
     /// Keys, unique columns and declared references; a reference takes the domain of the key at
     /// the end of its chain.
@@ -133,7 +163,7 @@ impl Structure {
             }
             for c in key_cols {
                 own.entry((q.clone(), c.clone()))
-                    .or_insert_with(|| format!("{}_{c}", singular(&t.name)));
+                    .or_insert_with(|| format!("{}_{c}", domain_stem(&t.schema, &t.name)));
             }
             for fk in &t.foreign_keys {
                 for (c, rc) in fk.columns.iter().zip(&fk.ref_columns) {
@@ -152,10 +182,10 @@ impl Structure {
                 at = next.clone();
                 hops += 1;
             }
-            let domain = own
-                .get(&at)
-                .cloned()
-                .unwrap_or_else(|| format!("{}_{}", singular(&at.0), at.1));
+            let domain = own.get(&at).cloned().unwrap_or_else(|| {
+                let (schema, table) = at.0.split_once('.').unwrap_or(("public", &at.0));
+                format!("{}_{}", domain_stem(schema, table), at.1)
+            });
             keys.insert(col.clone(), domain.clone());
             // The referenced key and the reference share one domain.
             keys.insert(at, domain);
@@ -202,6 +232,72 @@ pub struct ColumnFacts<'a> {
     pub sample: &'a [String],
     /// The token domain when the column is a key or a reference (declared or verified).
     pub key_domain: Option<String>,
+    /// The other columns of the key or reference the column is part of ([`key_partners`]).
+    pub key_with: Vec<String>,
+    /// A part of a composite primary or unique key that is in no foreign key and that no
+    /// foreign key names: its key's other parts keep rows apart ([`key_part_only`]).
+    pub key_part_only: bool,
+}
+
+/// Whether `column` is only a part of a composite key of its table: in a primary or unique key
+/// of two or more columns, in none of the table's foreign keys, named by no foreign key of
+/// `tables`.
+pub fn key_part_only(tables: &[TableInfo], info: &TableInfo, column: &str) -> bool {
+    let q = info.qualified();
+    let composite = (info.primary_key.len() > 1 && info.primary_key.iter().any(|c| c == column))
+        || info
+            .unique_keys
+            .iter()
+            .any(|(_, cols)| cols.len() > 1 && cols.iter().any(|c| c == column));
+    let single = (info.primary_key.len() == 1 && info.primary_key[0] == column)
+        || info
+            .unique_keys
+            .iter()
+            .any(|(_, cols)| cols.len() == 1 && cols[0] == column);
+    composite
+        && !single
+        && !info
+            .foreign_keys
+            .iter()
+            .any(|fk| fk.columns.iter().any(|c| c == column))
+        && !tables.iter().any(|t| {
+            t.foreign_keys
+                .iter()
+                .any(|fk| fk.ref_table == q && fk.ref_columns.iter().any(|c| c == column))
+        })
+}
+
+/// The other columns of the key a column is part of, in the order both ends of a reference
+/// agree on (the referenced key's column names): a foreign key first (its tuple must match the
+/// referenced one), else the primary key, else a unique key. Empty for a single-column key.
+pub fn key_partners(info: &TableInfo, column: &str) -> Vec<String> {
+    if let Some(fk) = info
+        .foreign_keys
+        .iter()
+        .find(|fk| fk.columns.iter().any(|c| c == column))
+    {
+        let mut pairs: Vec<(&String, &String)> = fk
+            .ref_columns
+            .iter()
+            .zip(&fk.columns)
+            .filter(|(_, c)| *c != column)
+            .collect();
+        pairs.sort();
+        return pairs.into_iter().map(|(_, c)| c.clone()).collect();
+    }
+    let key = if info.primary_key.iter().any(|c| c == column) {
+        Some(&info.primary_key)
+    } else {
+        info.unique_keys
+            .iter()
+            .map(|(_, cols)| cols)
+            .find(|cols| cols.iter().any(|c| c == column))
+    };
+    let mut others: Vec<String> = key
+        .map(|cols| cols.iter().filter(|c| *c != column).cloned().collect())
+        .unwrap_or_default();
+    others.sort();
+    others
 }
 
 /// The proposal for one column (checked against the gate's binding by [`checked`]).
@@ -292,6 +388,7 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
         scan: None,
         mode: None,
         paths: Vec::new(),
+        with: Vec::new(),
     };
     p.notes.push(format!(
         "{distinct} distinct of {n} sampled ({:.0}%)",
@@ -320,6 +417,91 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
     );
 
     // 1. Structure.
+    if let Some(domain) = &f.key_domain
+        && date
+    {
+        // Safe Harbor keeps no date element but the year; a key must stay a key and a
+        // reference must keep finding it.
+        set(
+            &mut p,
+            Some(IdClass::Dates),
+            "sensitive",
+            Some("date_token"),
+            Some(domain.clone()),
+            "high",
+        );
+        p.with = f.key_with.clone();
+        p.notes
+            .push("a date in a key or a reference: a date of the same year per key tuple".into());
+        return p;
+    }
+    // A line or sequence number, or a type code, that is one part of a composite key next to
+    // the parts that identify (tokenized): not an identifier, and kept so dev can still read it.
+    if f.key_domain.is_some() && f.key_part_only && !date {
+        let ordinal_name = ws.iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "line"
+                    | "ln"
+                    | "seq"
+                    | "sequence"
+                    | "ordinal"
+                    | "pos"
+                    | "position"
+                    | "idx"
+                    | "index"
+                    | "rank"
+                    | "ver"
+                    | "version"
+                    | "rev"
+                    | "revision"
+                    | "nbr"
+                    | "num"
+                    | "no"
+                    | "item"
+            )
+        }) && ws.iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "line"
+                    | "ln"
+                    | "seq"
+                    | "sequence"
+                    | "ordinal"
+                    | "pos"
+                    | "position"
+                    | "idx"
+                    | "index"
+                    | "rank"
+                    | "ver"
+                    | "version"
+                    | "rev"
+                    | "revision"
+                    | "item"
+            )
+        });
+        // Small numbers that repeat across rows (line 1, 2, 3 of every claim); a number unique
+        // to its row is a row's own id, whatever its name.
+        let small_ints = int
+            && !f.sample.is_empty()
+            && distinct_ratio <= 0.5
+            && f.sample
+                .iter()
+                .all(|v| v.parse::<i64>().is_ok_and(|x| (0..=9999).contains(&x)));
+        let code = matches!(hint, Some(NameHint::SafeKind))
+            && matches!(f.class, Some(TypeClass::Text))
+            && f.sample.iter().all(|v| v.chars().count() <= 8)
+            && distinct <= 50;
+        if (ordinal_name && (small_ints || f.sample.is_empty() && int)) || code {
+            set(&mut p, None, "safe", None, None, "medium");
+            p.notes.push(
+                "an ordinal or a code within a composite key: the key's other parts keep rows \
+                 apart"
+                    .into(),
+            );
+            return p;
+        }
+    }
     if let Some(domain) = &f.key_domain {
         p.notes.push("key or reference to a key".into());
         // A key is "any other unique identifying number" unless its name says which personal
@@ -510,11 +692,62 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
                 set(&mut p, Some(c), "sensitive", Some("scrub"), None, "medium")
             }
             _ => {
-                if let Some(cs) = code_system(f.sample, &ws) {
+                // Evidence first: a validated detector on a meaningful share of the values (a
+                // nine-digit SSN, a ten-digit NPI or phone) makes it an identifier, and dates
+                // stored as numbers (yyyymmdd) are dates.
+                let ids = whole
+                    .iter()
+                    .filter(|(d, _)| !matches!(d, Detector::Zip | Detector::Date | Detector::Name))
+                    .max_by_key(|(_, c)| **c)
+                    .filter(|(_, c)| rate(**c) >= 0.1);
+                let yyyymmdd =
+                    n > 0 && rate(f.sample.iter().filter(|v| is_yyyymmdd(v)).count()) >= 0.9;
+                let date_name = ws
+                    .iter()
+                    .any(|w| matches!(w.as_str(), "dt" | "date" | "dte" | "dob" | "yyyymmdd"));
+                let codes = code_system(f.sample, &ws);
+                if let Some(cs) = codes {
+                    // A code system's own validator beats a detector's shape (SNOMED codes are
+                    // long numbers).
+                    set(&mut p, None, "safe", None, None, "medium");
                     p.notes.push(format!("{cs} codes"));
+                } else if let Some((d, c)) = ids
+                    && !float
+                {
+                    set(
+                        &mut p,
+                        Some(detector_class(*d)),
+                        "sensitive",
+                        Some("tokenize"),
+                        Some(detector_class(*d).name().to_owned()),
+                        "medium",
+                    );
+                    p.notes.push(format!(
+                        "{}-shaped numbers in {:.0}% of the sample",
+                        d.name(),
+                        100.0 * rate(*c)
+                    ));
+                } else if yyyymmdd || (date_name && !float) {
+                    set(
+                        &mut p,
+                        Some(IdClass::Dates),
+                        "sensitive",
+                        Some("scrub"),
+                        None,
+                        "medium",
+                    );
+                    p.notes.push(if yyyymmdd {
+                        "dates stored as yyyymmdd numbers".into()
+                    } else {
+                        "a date by its name, stored as a number".into()
+                    });
+                } else {
+                    if let Some(cs) = code_system(f.sample, &ws) {
+                        p.notes.push(format!("{cs} codes"));
+                    }
+                    set(&mut p, None, "safe", None, None, "medium");
+                    p.notes.push("a number that is not a key".into());
                 }
-                set(&mut p, None, "safe", None, None, "medium");
-                p.notes.push("a number that is not a key".into());
             }
         },
         TypeClass::Text => {
@@ -556,7 +789,11 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
             let decimals = f
                 .sample
                 .iter()
-                .filter(|v| v.contains('.') && v.parse::<f64>().is_ok())
+                .filter(|v| {
+                    v.parse::<f64>().is_ok()
+                        && v.split_once('.')
+                            .is_some_and(|(_, frac)| frac.bytes().any(|b| b != b'0'))
+                })
                 .count();
             let numbers = f.sample.iter().filter(|v| v.parse::<f64>().is_ok()).count();
             if n > 0
@@ -583,8 +820,22 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
             // Few distinct values, or initials: a token or surrogate would be given back by
             // counting (and would not fit a one-letter column).
             let initials = n > 0 && f.sample.iter().all(|v| v.chars().count() <= 2);
-            let low =
-                n > 0 && (distinct <= 25 || (distinct <= 200 && distinct_ratio <= 0.1) || initials);
+            // A small list needs a sample that shows it (10 distinct of 10 is no list).
+            let low = n >= SPARSE
+                && ((distinct <= 25 && distinct * 2 <= n)
+                    || (distinct <= 200 && distinct_ratio <= 0.1)
+                    || initials);
+            if n < SPARSE && !matches!(hint, Some(NameHint::Id(_)) | Some(NameHint::SafeKind)) {
+                // Too few values to judge by content: decided by name and type.
+                set(&mut p, None, "sensitive", Some("redact"), None, "low");
+                p.identifier_class = Some(IdClass::Names.name().to_owned());
+                p.mode = Some("whole".into());
+                p.notes.push(format!(
+                    "only {n} values to look at: free text without a telling name is redacted \
+                     whole until a reviewer decides"
+                ));
+                return p;
+            }
             match hint {
                 Some(NameHint::Id(c)) => {
                     let (rule, domain, kind) = hint_text_rule(c, f.column, low);
@@ -907,6 +1158,7 @@ pub fn checked(
         p.domain.as_deref(),
         p.kind.as_deref(),
         p.mode.as_deref(),
+        &p.with,
     ) {
         Some(r) => r,
         None => {
@@ -973,7 +1225,11 @@ pub fn rule_fits(
         let merges = match rule {
             // Tokens are unique in their domain (numeric ones in canonical form, so distinct
             // tokens are distinct numbers).
-            Rule::Keep | Rule::Ssn { .. } | Rule::Email { .. } | Rule::Tokenize { .. } => false,
+            Rule::Keep
+            | Rule::Ssn { .. }
+            | Rule::Email { .. }
+            | Rule::Tokenize { .. }
+            | Rule::DateToken { .. } => false,
             _ => true,
         };
         if merges {
@@ -993,10 +1249,15 @@ fn rule_of(
     domain: Option<&str>,
     kind: Option<&str>,
     mode: Option<&str>,
+    with: &[String],
 ) -> Option<Rule> {
     let domain = || domain.map(str::to_owned);
     Some(match rule {
         "tokenize" => Rule::Tokenize { domain: domain()? },
+        "date_token" => Rule::DateToken {
+            domain: domain()?,
+            with: with.to_vec(),
+        },
         "ssn" => Rule::Ssn { domain: domain()? },
         "email" => Rule::Email { domain: domain()? },
         "surrogate" => Rule::Surrogate {
@@ -1094,6 +1355,8 @@ mod tests {
             class: Some(&class),
             sample,
             key_domain: None,
+            key_with: Vec::new(),
+            key_part_only: false,
         };
         propose(&Scanner::standard(), &f)
     }

@@ -10,13 +10,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::error::ReviewError;
-use crate::deid::registry::{Registry, Staged, lock_dir};
+use crate::deid::registry::{ParseCache, Registry, Staged, lock_dir};
 
 /// A change to the registry in progress (holds the writer's lock until dropped).
 pub struct RegistryWrite {
     dir: PathBuf,
     _lock: std::fs::File,
     staged: Staged,
+    /// Files parsed so far (a writer checks its registry after every staged decision).
+    cache: std::cell::RefCell<ParseCache>,
+    /// The registry as it was when the writer took the lock.
+    base: Registry,
 }
 
 impl RegistryWrite {
@@ -26,10 +30,14 @@ impl RegistryWrite {
             path: dir.to_owned(),
             source,
         })?;
+        let mut cache = ParseCache::new();
+        let base = Registry::load_cached(dir, &Staged::new(), &mut cache)?;
         Ok(RegistryWrite {
             dir: dir.to_owned(),
             _lock: lock,
             staged: BTreeMap::new(),
+            cache: std::cell::RefCell::new(cache),
+            base,
         })
     }
 
@@ -37,9 +45,18 @@ impl RegistryWrite {
         &self.dir
     }
 
+    /// The registry as it was when the lock was taken (nothing staged).
+    pub fn base(&self) -> &Registry {
+        &self.base
+    }
+
     /// The registry with what is staged so far.
     pub fn registry(&self) -> Result<Registry, ReviewError> {
-        Ok(Registry::load_staged(&self.dir, &self.staged)?)
+        Ok(Registry::load_cached(
+            &self.dir,
+            &self.staged,
+            &mut self.cache.borrow_mut(),
+        )?)
     }
 
     /// A file's text as staged, else as on disk (`None`: no such file).
@@ -53,6 +70,16 @@ impl RegistryWrite {
     /// Stages a file's new text (written only by [`RegistryWrite::commit`]).
     pub fn stage(&mut self, path: PathBuf, text: String) {
         self.staged.insert(path, Some(text));
+    }
+
+    /// What is staged now, to go back to with [`RegistryWrite::rollback`].
+    pub fn checkpoint(&self) -> Staged {
+        self.staged.clone()
+    }
+
+    /// Forgets what was staged since `checkpoint`.
+    pub fn rollback(&mut self, checkpoint: Staged) {
+        self.staged = checkpoint;
     }
 
     /// Whether anything is staged.

@@ -189,6 +189,8 @@ pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
                 class: c.class.as_ref(),
                 sample: &values,
                 key_domain,
+                key_with: super::propose::key_partners(info, &c.name),
+                key_part_only: super::propose::key_part_only(&tables, info, &c.name),
             };
             let proposal = super::propose::checked(
                 super::propose::propose(&scanner, &facts),
@@ -207,6 +209,8 @@ pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
             });
         }
     }
+    // Accepting every proposal must work: the set passes the check approve runs.
+    make_valid(&cfg.registry.dir, &tables, &scanner, &mut out)?;
     // Holds on tables production no longer has: only `block` (or a hand-written entry) decides.
     for (table, column, type_name, reason) in holds_on_gone_tables(&client).await? {
         if registry.table(&table).is_some_and(|e| e.blocked) {
@@ -308,6 +312,8 @@ pub struct ColumnDecision {
     pub mode: Option<String>,
     /// The `json` rule's paths (path, rule `keep` or `scrub`).
     pub paths: Vec<(String, String)>,
+    /// The `date_token` rule's other key columns (the tuple a date is unique within).
+    pub with: Vec<String>,
 }
 
 fn toml_str(s: &str) -> String {
@@ -409,7 +415,9 @@ fn stage_decision(
             "a decision needs --by (who decides) and --reason".into(),
         ));
     }
-    let registry = w.registry()?;
+    // The file and the domains' profiles as they were when the lock was taken (a file staged
+    // for a new table has the name `table_file` gives it).
+    let registry = w.base();
     let path = match registry.table(table) {
         Some(e) => e.file.clone(),
         None => table_file(w.dir(), table),
@@ -455,6 +463,10 @@ fn stage_decision(
     }
     if let Some(scan) = d.scan {
         fields.push(format!("scan = {scan}"));
+    }
+    if !d.with.is_empty() {
+        let with: Vec<String> = d.with.iter().map(|c| toml_str(c)).collect();
+        fields.push(format!("with = [{}]", with.join(", ")));
     }
     if !d.paths.is_empty() {
         let paths: Vec<String> = d
@@ -612,8 +624,11 @@ fn column_identity(info: &TableInfo, column: &str) -> Option<(u32, i16)> {
         .map(|c| (info.oid, c.attnum))
 }
 
-/// A check that the registry's decision for `column` can work: the gate's binding for the
-/// column's type, and uniqueness on key columns (`review::propose::rule_fits`).
+/// The one check of a decision, wherever it comes from (`approve`, `approve --all-proposed`,
+/// the review page, and the proposer on its own proposals): the decision for `column` in a
+/// registry that loads (domains agree) must bind to the column's type and keep a key's values
+/// distinct (`review::propose::rule_fits`), may not block a replica-identity column, and the
+/// gate must plan the table with it — so what is accepted is what the stream streams.
 fn fits_check<'a>(
     info: &'a TableInfo,
     column: &'a str,
@@ -626,15 +641,91 @@ fn fits_check<'a>(
         else {
             return Ok(());
         };
-        let crate::deid::registry::Decision::Publish(rule) = &entry.decision else {
-            return Ok(());
-        };
-        let class = info
-            .columns
-            .iter()
-            .find(|c| c.name == column)
-            .and_then(|c| c.class.as_ref());
-        super::propose::rule_fits(rule, entry.profile, class, info, column, scanner)
+        match &entry.decision {
+            crate::deid::registry::Decision::Blocked => {
+                if info.primary_key.iter().any(|k| k == column)
+                    || info.identity_keys().iter().any(|k| k == column)
+                {
+                    let date = info.columns.iter().any(|c| {
+                        c.name == column
+                            && matches!(
+                                c.class,
+                                Some(
+                                    catalog::TypeClass::Date
+                                        | catalog::TypeClass::Timestamp
+                                        | catalog::TypeClass::Timestamptz
+                                )
+                            )
+                    });
+                    return Err(format!(
+                        "the column is part of the replica identity (the key dev applies updates \
+                         and deletes by) and cannot be blocked: use {}",
+                        if date { "date_token" } else { "tokenize" }
+                    ));
+                }
+            }
+            crate::deid::registry::Decision::Publish(rule) => {
+                let class = info
+                    .columns
+                    .iter()
+                    .find(|c| c.name == column)
+                    .and_then(|c| c.class.as_ref());
+                super::propose::rule_fits(rule, entry.profile, class, info, column, scanner)?;
+            }
+        }
+        gate_check(info, registry, scanner)
+    }
+}
+
+/// The gate plans the table under `registry`: undecided columns stand in as kept (or blocked,
+/// for a type veil does not publish), and only a problem with a decided column counts.
+fn gate_check(
+    info: &TableInfo,
+    registry: &Registry,
+    scanner: &std::sync::Arc<Scanner>,
+) -> Result<(), String> {
+    use crate::deid::registry::{ColumnEntry, Decision, Rule};
+    let table = info.qualified();
+    let Some(entry) = registry.table(&table) else {
+        return Ok(());
+    };
+    let decided: Vec<String> = entry.columns.keys().cloned().collect();
+    // The gate plans one table from its own entry: a registry of that entry alone.
+    let mut r = Registry {
+        version: registry.version.clone(),
+        restricted_zip3: registry.restricted_zip3.clone(),
+        tables: BTreeMap::from([(table.clone(), entry.clone())]),
+    };
+    if let Some(t) = r.tables.get_mut(&table) {
+        for c in &info.columns {
+            t.columns.entry(c.name.clone()).or_insert(ColumnEntry {
+                type_name: c.type_name.clone(),
+                decision: if c.class.is_some() {
+                    Decision::Publish(Rule::Keep)
+                } else {
+                    Decision::Blocked
+                },
+                profile: t.profile,
+                reviewer: None,
+                reason: None,
+                reviewed_at: None,
+                scan: false,
+                relid: None,
+                attnum: None,
+            });
+        }
+    }
+    let master = crate::deid::tokenize::MasterKey::new([0; 32]);
+    match crate::deid::gate::plan_table("", info, &info.identity_keys(), &r, &master, scanner) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let (_, column, _) = e.subject();
+            if decided.contains(&column) {
+                Err(format!("the stream would hold on it: {e}"))
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 
@@ -793,6 +884,263 @@ async fn set_table_blocked(
     Ok(path)
 }
 
+/// The decision accepting a proposal (its evidence as the reason).
+fn proposal_decision(prop: &super::propose::Proposal, by: &str) -> ColumnDecision {
+    ColumnDecision {
+        class: prop.class.clone(),
+        rule: prop.rule.clone(),
+        domain: prop.domain.clone(),
+        kind: prop.kind.clone(),
+        entity: None,
+        profile: None,
+        by: by.into(),
+        reason: format!("accepted scanner proposal: {}", prop.evidence()),
+        scan: prop.scan,
+        mode: prop.mode.clone(),
+        paths: prop
+            .paths
+            .iter()
+            .map(|x| (x.path.clone(), x.rule.clone()))
+            .collect(),
+        with: prop.with.clone(),
+    }
+}
+
+/// Makes the proposals a set `approve --all-proposed` accepts and the stream streams: each is
+/// staged in turn, in the order approve takes them, under the check approve runs
+/// ([`fits_check`], on the registry the earlier ones make); one that is refused is replaced by
+/// the closest decision that passes — a domain of its own when its domain holds another form
+/// elsewhere, a token rule on a key, `blocked` elsewhere — and says why in its notes. Nothing is
+/// written.
+fn make_valid(
+    dir: &Path,
+    tables: &[TableInfo],
+    scanner: &std::sync::Arc<Scanner>,
+    out: &mut [Pending],
+) -> Result<(), ReviewError> {
+    let mut w = RegistryWrite::begin(dir)?;
+    let registry = w.registry()?;
+    let mut i = 0;
+    while i < out.len() {
+        // A table's proposals together first: staged, loaded once, each checked.
+        let end = i + out[i..]
+            .iter()
+            .take_while(|p| p.table == out[i].table)
+            .count();
+        if table_passes(&mut w, &registry, tables, scanner, &out[i..end])? {
+            i = end;
+            continue;
+        }
+        column_by_column(&mut w, &registry, tables, scanner, &mut out[i..end])?;
+        i = end;
+    }
+    Ok(())
+}
+
+/// Whether a table's proposals pass as they are (then they stay staged in `w`).
+fn table_passes(
+    w: &mut RegistryWrite,
+    registry: &Registry,
+    tables: &[TableInfo],
+    scanner: &std::sync::Arc<Scanner>,
+    group: &[Pending],
+) -> Result<bool, ReviewError> {
+    let Some(info) = group
+        .first()
+        .and_then(|p| tables.iter().find(|t| t.qualified() == p.table))
+    else {
+        return Ok(true);
+    };
+    let before = w.checkpoint();
+    let mut staged = Vec::new();
+    for p in group {
+        let Some(prop) = &p.proposal else { continue };
+        let decided = registry
+            .table(&p.table)
+            .and_then(|t| t.columns.get(&p.column))
+            .is_some_and(|c| c.type_name == p.type_name);
+        if decided {
+            continue;
+        }
+        let d = proposal_decision(prop, "proposal check");
+        match stage_decision(
+            w,
+            &p.table,
+            &p.column,
+            &p.type_name,
+            column_identity(info, &p.column),
+            &d,
+        ) {
+            Ok(_) => staged.push(p.column.as_str()),
+            // Refused, or an earlier proposal of the table made a registry that does not
+            // load: column by column finds which.
+            Err(_) => {
+                w.rollback(before);
+                return Ok(false);
+            }
+        }
+    }
+    let ok = match w.registry() {
+        Ok(r) => staged
+            .iter()
+            .all(|c| fits_check(info, c, scanner)(&r).is_ok()),
+        Err(_) => false,
+    };
+    if !ok {
+        w.rollback(before);
+    }
+    Ok(ok)
+}
+
+/// Each proposal of a table staged and checked in turn, refused ones repaired ([`repair`]).
+fn column_by_column(
+    w: &mut RegistryWrite,
+    registry: &Registry,
+    tables: &[TableInfo],
+    scanner: &std::sync::Arc<Scanner>,
+    group: &mut [Pending],
+) -> Result<(), ReviewError> {
+    for p in group.iter_mut() {
+        let Some(info) = tables.iter().find(|t| t.qualified() == p.table) else {
+            continue;
+        };
+        let Some(prop) = p.proposal.as_mut() else {
+            continue;
+        };
+        let decided = registry
+            .table(&p.table)
+            .and_then(|t| t.columns.get(&p.column))
+            .is_some_and(|c| c.type_name == p.type_name);
+        if decided {
+            continue;
+        }
+        let class = info
+            .columns
+            .iter()
+            .find(|c| c.name == p.column)
+            .and_then(|c| c.class.clone());
+        let key = info.primary_key.contains(&p.column)
+            || info.identity_keys().contains(&p.column)
+            || info
+                .unique_keys
+                .iter()
+                .any(|(_, cols)| cols.contains(&p.column))
+            || info
+                .foreign_keys
+                .iter()
+                .any(|fk| fk.columns.contains(&p.column));
+        for attempt in 0.. {
+            let before = w.checkpoint();
+            let staged = stage_checked(
+                w,
+                &p.table,
+                &p.column,
+                &p.type_name,
+                column_identity(info, &p.column),
+                &proposal_decision(prop, "proposal check"),
+                &fits_check(info, &p.column, scanner),
+            );
+            let why = match staged {
+                Ok(_) => break,
+                Err(ReviewError::Invalid(why)) => why,
+                Err(e) => return Err(e),
+            };
+            w.rollback(before);
+            if attempt >= 4 {
+                // Nothing streams (a key of a type veil does not publish): a person decides.
+                prop.class = "blocked".into();
+                prop.rule = None;
+                prop.notes.push(format!(
+                    "needs a person: no decision lets the table stream ({why})"
+                ));
+                break;
+            }
+            repair(prop, info, &p.column, class.as_ref(), key, attempt, &why);
+        }
+    }
+    Ok(())
+}
+
+/// The next decision to try for a proposal the check refused (`attempt` counts the refusals).
+fn repair(
+    prop: &mut super::propose::Proposal,
+    info: &TableInfo,
+    column: &str,
+    class: Option<&catalog::TypeClass>,
+    key: bool,
+    attempt: usize,
+    why: &str,
+) {
+    use catalog::TypeClass;
+    let date = matches!(
+        class,
+        Some(TypeClass::Date | TypeClass::Timestamp | TypeClass::Timestamptz)
+    );
+    let own_domain = format!("{}_{}", info.name, column);
+    prop.notes
+        .push(format!("the first proposal was refused: {why}"));
+    if attempt == 0
+        && why.contains("is used as")
+        && let (Some(d), Some(c)) = (prop.domain.clone(), class)
+    {
+        // Another column writes this domain in another form (type, rule or profile): a domain
+        // of its own for this form, shared by the columns of the same form.
+        let form = c
+            .name()
+            .replace(|ch: char| !ch.is_ascii_alphanumeric(), "_");
+        prop.domain = Some(format!("{d}_{form}"));
+        prop.notes.push(format!(
+            "a domain of its own ({d}_{form}): {d} is written in another form elsewhere, so the \
+             two do not join in dev"
+        ));
+        return;
+    }
+    if key && attempt <= 1 {
+        prop.class = "sensitive".into();
+        prop.rule = Some(if date { "date_token" } else { "tokenize" }.into());
+        prop.domain = Some(own_domain);
+        prop.kind = None;
+        prop.mode = None;
+        prop.paths.clear();
+        prop.scan = None;
+        prop.with = if date {
+            super::propose::key_partners(info, column)
+        } else {
+            Vec::new()
+        };
+        prop.confidence = "low".into();
+        prop.notes
+            .push("needs review: a key keeps a token rule of its own".into());
+        return;
+    }
+    if !key {
+        prop.class = "blocked".into();
+        prop.rule = None;
+        prop.domain = None;
+        prop.kind = None;
+        prop.mode = None;
+        prop.paths.clear();
+        prop.with.clear();
+        prop.scan = None;
+        prop.confidence = "low".into();
+        prop.notes
+            .push("needs review: blocked until a reviewer finds a rule that fits".into());
+        return;
+    }
+    // A key no rule keeps a key (a type no token exists for): kept, for a person to look at.
+    prop.class = "safe".into();
+    prop.rule = None;
+    prop.domain = None;
+    prop.kind = None;
+    prop.mode = None;
+    prop.paths.clear();
+    prop.with.clear();
+    prop.scan = Some(false);
+    prop.confidence = "low".into();
+    prop.notes
+        .push("needs review: no token rule fits this key's type; kept so the table streams".into());
+}
+
 /// `veil registry approve --all-proposed --by NAME`: accepts every stored proposal whose
 /// column is still pending, recording the proposal's evidence as the reason.
 pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, ReviewError> {
@@ -837,23 +1185,7 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
             &p.column,
             &p.type_name,
             column_identity(info, &p.column),
-            &ColumnDecision {
-                class: prop.class.clone(),
-                rule: prop.rule.clone(),
-                domain: prop.domain.clone(),
-                kind: prop.kind.clone(),
-                entity: None,
-                profile: None,
-                by: by.into(),
-                reason: format!("accepted scanner proposal: {}", prop.evidence()),
-                scan: prop.scan,
-                mode: prop.mode.clone(),
-                paths: prop
-                    .paths
-                    .iter()
-                    .map(|x| (x.path.clone(), x.rule.clone()))
-                    .collect(),
-            },
+            &proposal_decision(prop, by),
             &fits_check(info, &p.column, &scanner),
         )
         .map_err(|e| match e {

@@ -624,18 +624,17 @@ impl Streamer {
             .await
         {
             Ok(r) => r,
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            Err(e) => {
+                // A setup older than this version, or a stream role that may not read it: the
+                // stream runs, but a scanner hit then stops it (definite error naming the table)
+                // instead of holding without a kept hold.
                 tracing::warn!(
-                    "_veil.scan_holds is missing (a setup older than this version): run veil setup; \
-                     a scanner hold will stop the stream until it exists"
+                    error = %crate::pg::errors::PgError::new("read _veil.scan_holds", &e),
+                    "scanner holds cannot be kept across restarts (run veil setup, and grant the \
+                     stream's role SELECT, INSERT, DELETE on _veil.scan_holds); a scanner hit \
+                     will stop the stream"
                 );
                 return Ok(());
-            }
-            Err(e) => {
-                return Err(StreamError::Postgres(crate::pg::errors::PgError::new(
-                    "read _veil.scan_holds",
-                    &e,
-                )));
             }
         };
         for row in rows {

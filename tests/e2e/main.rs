@@ -13,6 +13,7 @@ mod corpus_run;
 mod demo;
 mod errors;
 mod faults;
+mod first_run;
 mod hold;
 mod leaks;
 mod observability;

@@ -114,6 +114,12 @@ pub enum Rule {
     Email { domain: String },
     /// Surrogate from the bundled lists of the value's script.
     Surrogate { domain: String, kind: SurrogateKind },
+    /// Dates (and timestamps) of a key: each whole key tuple — the date with the `with` columns'
+    /// values — gets a vault-allocated date in the same year (a random one under Safe Harbor),
+    /// unique among the tuples that share the `with` values, so the key stays unique and a
+    /// foreign key naming the same tuple gets the same date. No date element but the year comes
+    /// from the value.
+    DateToken { domain: String, with: Vec<String> },
     /// Dates moved by the keyed offset of the row's entity (the value of column `entity` in
     /// token domain `domain`), within ±`max_days`. Expert determination only.
     DateShift {
@@ -147,6 +153,12 @@ impl Rule {
         match self {
             Rule::Keep => "keep".into(),
             Rule::Tokenize { domain } => format!("tokenize({domain})"),
+            Rule::DateToken { domain, with } if with.is_empty() => {
+                format!("date_token({domain})")
+            }
+            Rule::DateToken { domain, with } => {
+                format!("date_token({domain} per {})", with.join(", "))
+            }
             Rule::Ssn { domain } => format!("ssn({domain})"),
             Rule::Email { domain } => format!("email({domain})"),
             Rule::Surrogate { domain, kind } => format!("surrogate({domain}, {})", kind.name()),
@@ -186,6 +198,7 @@ impl Rule {
     pub fn domain(&self) -> Option<&str> {
         match self {
             Rule::Tokenize { domain }
+            | Rule::DateToken { domain, .. }
             | Rule::Ssn { domain }
             | Rule::Email { domain }
             | Rule::Surrogate { domain, .. } => Some(domain),
@@ -200,6 +213,10 @@ impl Rule {
             Rule::Tokenize { domain } => {
                 Some((domain.clone(), format!("tokenize {type_name} {p}")))
             }
+            Rule::DateToken { domain, with } => Some((
+                domain.clone(),
+                format!("date_token {type_name} {p} with {}", with.len()),
+            )),
             Rule::Ssn { domain } => Some((domain.clone(), format!("ssn {p}"))),
             Rule::Email { domain } => Some((domain.clone(), format!("email {p}"))),
             Rule::Surrogate { domain, kind } => {
@@ -297,6 +314,8 @@ struct ColumnFile {
     #[serde(default)]
     max_days: Option<u32>,
     #[serde(default)]
+    with: Option<Vec<String>>,
+    #[serde(default)]
     replacement: Option<String>,
     #[serde(default)]
     mode: Option<String>,
@@ -328,6 +347,7 @@ struct RuleFields {
     kind: Option<String>,
     entity: Option<String>,
     max_days: Option<u32>,
+    with: Option<Vec<String>>,
     replacement: Option<String>,
     mode: Option<String>,
     paths: Vec<PathFile>,
@@ -355,8 +375,7 @@ struct PathFile {
     mode: Option<String>,
 }
 
-const RULES: &str =
-    "tokenize, ssn, email, surrogate, date_shift, scrub, year_only, zip3, age_cap, redact or json";
+const RULES: &str = "tokenize, date_token, ssn, email, surrogate, date_shift, scrub, year_only, zip3, age_cap, redact or json";
 
 /// The token domain of JSON object keys that no path names: one per profile, shared by every
 /// column, so the same key gets the same token everywhere and documents keep a common shape.
@@ -398,8 +417,23 @@ fn parse_rule(f: &RuleFields, profile: Profile, nested: bool) -> Result<Rule, St
     if rule != "surrogate" {
         unused(&[("kind", f.kind.is_some())])?;
     }
+    if rule != "date_token" {
+        unused(&[("with", f.with.is_some())])?;
+    }
     Ok(match rule {
         "tokenize" => Rule::Tokenize { domain: domain()? },
+        "date_token" => {
+            if nested {
+                return Err(
+                    "rule date_token is for date and timestamp columns of a key, not JSON paths"
+                        .into(),
+                );
+            }
+            Rule::DateToken {
+                domain: domain()?,
+                with: f.with.clone().unwrap_or_default(),
+            }
+        }
         "ssn" => Rule::Ssn { domain: domain()? },
         "email" => Rule::Email { domain: domain()? },
         "surrogate" => {
@@ -512,6 +546,10 @@ pub fn lock_dir(dir: &Path, exclusive: bool) -> std::io::Result<std::fs::File> {
 /// Files a registry writer has staged but not yet written: path → new text (`None`: removed).
 pub type Staged = BTreeMap<PathBuf, Option<String>>;
 
+/// Registry files already parsed, by path and a hash of their text: a writer that checks many
+/// staged changes parses each text once.
+pub type ParseCache = std::collections::HashMap<PathBuf, ([u8; 32], String, TableEntry)>;
+
 impl Registry {
     /// Loads every `*.toml` file of `dir` (sorted by name), sharing the registry's lock with
     /// other loads (a writer holds it while it replaces files).
@@ -526,6 +564,15 @@ impl Registry {
     /// The registry `dir` makes with `staged` files in place of (or besides) its own — what a
     /// writer validates before it writes anything. The caller holds the lock.
     pub fn load_staged(dir: &Path, staged: &Staged) -> Result<Self, RegistryError> {
+        Self::load_cached(dir, staged, &mut ParseCache::new())
+    }
+
+    /// [`Registry::load_staged`] with a cache of parsed files.
+    pub fn load_cached(
+        dir: &Path,
+        staged: &Staged,
+        cache: &mut ParseCache,
+    ) -> Result<Self, RegistryError> {
         let io = |source| RegistryError::Io {
             path: dir.to_owned(),
             source,
@@ -561,7 +608,15 @@ impl Registry {
             hasher.update(&[0]);
             hasher.update(text.as_bytes());
             hasher.update(&[0]);
-            let (name, entry) = parse_table_file(&path, &text)?;
+            let digest = *blake3::hash(text.as_bytes()).as_bytes();
+            let (name, entry) = match cache.get(&path) {
+                Some((d, name, entry)) if *d == digest => (name.clone(), entry.clone()),
+                _ => {
+                    let (name, entry) = parse_table_file(&path, &text)?;
+                    cache.insert(path.clone(), (digest, name.clone(), entry.clone()));
+                    (name, entry)
+                }
+            };
             if let Some(prev) = reg.tables.get(&name) {
                 return Err(RegistryError::Table {
                     path,
@@ -764,6 +819,7 @@ pub fn parse_table_file(path: &Path, text: &str) -> Result<(String, TableEntry),
                     kind: c.kind.clone(),
                     entity: c.entity.clone(),
                     max_days: c.max_days,
+                    with: c.with.clone(),
                     replacement: c.replacement.clone(),
                     mode: c.mode.clone(),
                     paths: c.paths,

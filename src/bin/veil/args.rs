@@ -157,6 +157,10 @@ pub enum RegistryCommand {
         /// The redact rule's mode: spans (the default) or whole.
         #[arg(long)]
         mode: Option<String>,
+        /// The date_token rule's other key columns, comma-separated (the tuple a date is
+        /// unique within).
+        #[arg(long, value_delimiter = ',')]
+        with: Vec<String>,
     },
     /// Serve the same operations over HTTPS, each reviewer with a token of their own (`[api]`).
     Serve {

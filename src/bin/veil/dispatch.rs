@@ -133,6 +133,7 @@ async fn registry(command: RegistryCommand) -> Result<(), Failure> {
             reason,
             no_scan,
             mode,
+            with,
         } => {
             let d = veil::review::workflow::ColumnDecision {
                 class,
@@ -146,6 +147,7 @@ async fn registry(command: RegistryCommand) -> Result<(), Failure> {
                 scan: no_scan.then_some(false),
                 mode,
                 paths: Vec::new(),
+                with,
             };
             commands::approve(&load(&config)?, target.as_deref(), all_proposed, &d).await
         }

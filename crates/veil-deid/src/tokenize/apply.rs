@@ -25,6 +25,12 @@ pub enum RuleKey {
     /// Expert-determination integers: keyed permutation, invertible with the key.
     IntPerm(DomainKey),
     Vault(Arc<VaultRule>),
+    /// `date_token`: a vault token per whole key tuple — the rule's domain narrowed to the
+    /// values of the `with` columns (by index), so dates are unique among tuples that share them.
+    DateToken {
+        base: Arc<VaultRule>,
+        with: Vec<usize>,
+    },
     DateShift {
         key: DomainKey,
         entity: usize,
@@ -135,6 +141,42 @@ pub fn apply(
                         rule: v.clone(),
                         hash,
                         value: value.to_owned(),
+                    });
+                    String::new()
+                }
+            }
+        }
+        RuleKey::DateToken { base, with } => {
+            // The tuple's other values narrow the domain: a tuple's date is unique among the
+            // tuples that share them, and a foreign key naming the same tuple finds it.
+            let mut scope = blake3::Hasher::new();
+            for &i in with {
+                match cx.row.get(i).copied().flatten() {
+                    Some(v) => scope.update(&[1]).update(v.as_bytes()),
+                    None => scope.update(&[0]),
+                };
+                scope.update(&[0x1f]);
+            }
+            let scope = base.key.value_hash(&scope.finalize().to_hex());
+            let scope = hex::encode(&scope[..8]);
+            let domain = format!("{}@{scope}", base.domain);
+            // The hash names the whole tuple (caches and the vault find a token by hash): the
+            // same date in two tuples is two values.
+            let hash = base
+                .key
+                .value_hash(&format!("{scope}\u{0}{}", value.trim()));
+            match cx.store.get(&domain, &hash) {
+                Some(t) => t.to_string(),
+                None => {
+                    cx.misses.push(VaultRequest {
+                        rule: Arc::new(VaultRule {
+                            domain: domain.into(),
+                            kind: base.kind,
+                            key: base.key.clone(),
+                            random: base.random,
+                        }),
+                        hash,
+                        value: value.trim().to_owned(),
                     });
                     String::new()
                 }
@@ -333,6 +375,29 @@ impl RuleKey {
                 TypeClass::Bytea => vault(domain, TokenKind::Bytea),
                 other => return Err(not_applicable("tokenize", other)),
             },
+            Rule::DateToken { domain, with } => {
+                let time = match class {
+                    TypeClass::Date => false,
+                    TypeClass::Timestamp | TypeClass::Timestamptz => true,
+                    other => return Err(not_applicable("date_token", other)),
+                };
+                let with = with
+                    .iter()
+                    .map(|c| {
+                        (cx.column_index)(c)
+                            .ok_or_else(|| DeidError::NoEntity { entity: c.clone() })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                RuleKey::DateToken {
+                    base: Arc::new(VaultRule {
+                        domain: domain.as_str().into(),
+                        kind: TokenKind::Date { time },
+                        key: cx.master.domain_key(domain),
+                        random,
+                    }),
+                    with,
+                }
+            }
             Rule::Ssn { domain } => text_only("ssn", class, vault(domain, TokenKind::Ssn))?,
             Rule::Email { domain } => text_only("email", class, vault(domain, TokenKind::Email))?,
             Rule::Surrogate { domain, kind } => text_only(
@@ -411,7 +476,7 @@ impl RuleKey {
     /// True when the rule needs the vault.
     pub fn uses_vault(&self) -> bool {
         match self {
-            RuleKey::Vault(_) => true,
+            RuleKey::Vault(_) | RuleKey::DateToken { .. } => true,
             RuleKey::Json(j) => {
                 j.key_rule.as_ref().is_some_and(RuleKey::uses_vault)
                     || j.paths.iter().any(|(_, r)| r.uses_vault())

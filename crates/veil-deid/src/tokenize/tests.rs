@@ -510,3 +510,96 @@ fn tokenize_rejects_inapplicable_types() {
         }
     );
 }
+
+/// `date_token`: the year stays, the day is drawn; one tuple, one date (a reference naming the
+/// same tuple finds it); the same date in two tuples gets two draws; within one tuple's scope
+/// distinct dates stay distinct.
+#[test]
+fn date_tokens_keep_the_year_and_are_per_tuple() {
+    let rule = Rule::DateToken {
+        domain: "claim_date".into(),
+        with: vec!["clm_id".into()],
+    };
+    let bound = bind(&rule, &TypeClass::Date, Profile::SafeHarbor);
+    let store = MemoryStore::default();
+    let apply_in = |scope: &str, v: &str| {
+        let row = [Some(scope)];
+        for _ in 0..2 {
+            let mut misses = Vec::new();
+            let out = apply(
+                &bound,
+                &TypeClass::Date,
+                v,
+                &mut Cx {
+                    store: &store,
+                    misses: &mut misses,
+                    row: &row,
+                },
+            )
+            .unwrap();
+            if misses.is_empty() {
+                return out.unwrap();
+            }
+            store.allocate(&misses);
+        }
+        unreachable!()
+    };
+    let a = apply_in("1", "2021-03-04");
+    assert_eq!(&a[..5], "2021-");
+    assert_eq!(apply_in("1", "2021-03-04"), a, "one tuple, one date");
+    let mut others = std::collections::HashSet::new();
+    for scope in 2..60 {
+        others.insert(apply_in(&scope.to_string(), "2021-03-04"));
+    }
+    assert!(
+        others.len() > 40,
+        "the same date in other tuples: {} draws",
+        others.len()
+    );
+    let mut days = std::collections::HashSet::new();
+    for d in 0..200 {
+        let v = format!("2020-{:02}-{:02}", d % 12 + 1, d % 28 + 1);
+        let t = apply_in("7", &v);
+        assert!(t.starts_with("2020-"));
+        days.insert((v, t));
+    }
+    let tokens: std::collections::HashSet<&String> = days.iter().map(|(_, t)| t).collect();
+    let values: std::collections::HashSet<&String> = days.iter().map(|(v, _)| v).collect();
+    assert_eq!(
+        tokens.len(),
+        values.len(),
+        "distinct dates stay distinct in a tuple's scope"
+    );
+    let ts = bind(&rule, &TypeClass::Timestamptz, Profile::SafeHarbor);
+    let row = [Some("1")];
+    let mut misses = Vec::new();
+    let _ = apply(
+        &ts,
+        &TypeClass::Timestamptz,
+        "2019-05-06 07:08:09.123+00",
+        &mut Cx {
+            store: &store,
+            misses: &mut misses,
+            row: &row,
+        },
+    );
+    store.allocate(&misses);
+    let mut misses = Vec::new();
+    let t = apply(
+        &ts,
+        &TypeClass::Timestamptz,
+        "2019-05-06 07:08:09.123+00",
+        &mut Cx {
+            store: &store,
+            misses: &mut misses,
+            row: &row,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    assert!(
+        t.starts_with("2019-") && t.ends_with("+00") && t.len() == 22,
+        "{t}"
+    );
+    assert_eq!(apply_in("1", "infinity"), "infinity");
+}

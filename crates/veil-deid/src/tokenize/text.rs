@@ -24,6 +24,10 @@ pub enum TokenKind {
     Uuid,
     Bytea,
     Surrogate(SurrogateKind),
+    /// A date (`time`: a timestamp) in the same year as the value: only the year comes from it.
+    Date {
+        time: bool,
+    },
 }
 
 impl TokenKind {
@@ -201,6 +205,7 @@ impl VaultRule {
                 rng.fill(&mut b);
                 format!("\\x{}", hex::encode(b))
             }
+            TokenKind::Date { time } => date_candidate(value, time, &mut rng),
             TokenKind::Surrogate(kind) => {
                 let (part, person) = match kind {
                     SurrogateKind::Name => (Part::Given, true),
@@ -220,6 +225,64 @@ impl VaultRule {
             }
         }
     }
+}
+
+/// A date in the value's year, drawn from `rng` (day of the year and, for a timestamp, the time
+/// of day; a time zone suffix is kept). `infinity` and `-infinity` identify no one and stay.
+/// A value without a four-digit year (BC dates) becomes 1900-01-01.
+pub(super) fn date_candidate(value: &str, time: bool, rng: &mut Seed) -> String {
+    let v = value.trim();
+    if v == "infinity" || v == "-infinity" {
+        return v.to_owned();
+    }
+    let year: Option<i32> = v
+        .get(0..4)
+        .filter(|_| v.as_bytes().get(4) == Some(&b'-') && !v.ends_with("BC"))
+        .and_then(|y| y.parse().ok());
+    let Some(year) = year else {
+        return if time {
+            "1900-01-01 00:00:00".into()
+        } else {
+            "1900-01-01".into()
+        };
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let months = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let mut day = (rng.next_u64() % if leap { 366 } else { 365 }) as u32;
+    let mut month = 0;
+    while day >= months[month] {
+        day -= months[month];
+        month += 1;
+    }
+    let date = format!("{year:04}-{:02}-{:02}", month + 1, day + 1);
+    if !time {
+        return date;
+    }
+    let secs = rng.next_u64() % 86_400;
+    // The zone of a `timestamptz` in text ("…:SS+00", "…:SS.ffffff-05:30"): kept as it was.
+    let zone = v
+        .get(19..)
+        .map(|rest| rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit()))
+        .unwrap_or("");
+    format!(
+        "{date} {:02}:{:02}:{:02}{zone}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 /// A value the rule cannot parse: a layout-keeping token, never the original.
