@@ -32,6 +32,7 @@ const LOGIN_COOKIE: &str = "veil_login";
 const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 const RULES: &[&str] = &[
     "tokenize",
+    "date_token",
     "ssn",
     "email",
     "surrogate",
@@ -266,6 +267,78 @@ struct PendingView {
     sampled: usize,
     notes: String,
     shares: String,
+    /// The `date_token` rule's other key columns, comma-separated.
+    with: String,
+    /// Weakest first: 0 blocked, 1 low confidence, 2 evidence disagreeing with the proposal,
+    /// 3 medium, 4 high.
+    rank: u8,
+    /// Why it sorts where it does (shown beside the proposal).
+    weakness: String,
+}
+
+/// One table's pending columns, weakest proposal first.
+struct TableGroup {
+    table: String,
+    anchor: String,
+    link: String,
+    rank: u8,
+    proposals: usize,
+    items: Vec<PendingView>,
+}
+
+/// How weak a proposal is (see [`PendingView::rank`]), and why.
+fn weakness(p: &review::Pending) -> (u8, String) {
+    let Some(pr) = &p.proposal else {
+        return (0, "no proposal".into());
+    };
+    if pr.class == "blocked" {
+        return (0, "proposed blocked".into());
+    }
+    if pr.confidence == "low" {
+        return (1, "low confidence".into());
+    }
+    let fired = pr.hit_rates.iter().any(|(_, r)| *r >= 0.1);
+    let id_name = pr.name_hint.as_deref().is_some_and(|h| h != "safe kind");
+    let safe = pr.class == "safe";
+    if safe && (fired || id_name) {
+        return (
+            2,
+            "proposed safe while a detector or the name says identifier".into(),
+        );
+    }
+    if !safe && pr.name_hint.as_deref() == Some("safe kind") {
+        return (2, "proposed sensitive while the name says safe".into());
+    }
+    match pr.confidence.as_str() {
+        "high" => (4, "high confidence".into()),
+        _ => (3, "medium confidence".into()),
+    }
+}
+
+/// Pending columns grouped by table; tables and columns weakest first.
+fn groups(pending: &[review::Pending]) -> Vec<TableGroup> {
+    let mut by_table: Vec<TableGroup> = Vec::new();
+    for p in pending {
+        let v = pending_view(p);
+        match by_table.iter_mut().find(|g| g.table == p.table) {
+            Some(g) => g.items.push(v),
+            None => by_table.push(TableGroup {
+                table: p.table.clone(),
+                anchor: anchor(&p.table),
+                link: url_value(&p.table),
+                rank: 0,
+                proposals: 0,
+                items: vec![v],
+            }),
+        }
+    }
+    for g in &mut by_table {
+        g.items.sort_by_key(|v| v.rank);
+        g.rank = g.items.iter().map(|v| v.rank).min().unwrap_or(0);
+        g.proposals = g.items.iter().filter(|v| v.has_proposal).count();
+    }
+    by_table.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.table.cmp(&b.table)));
+    by_table
 }
 
 #[derive(Template)]
@@ -278,7 +351,8 @@ struct OverviewPage {
     state_class: String,
     slots: Vec<SlotView>,
     held: Vec<status::HeldState>,
-    pending: Vec<PendingView>,
+    pending: usize,
+    groups: Vec<TableGroup>,
     stale: Vec<String>,
     tables: Vec<(String, String)>,
     rules: &'static [&'static str],
@@ -329,7 +403,11 @@ fn pending_view(p: &review::Pending) -> PendingView {
         sampled: 0,
         notes: String::new(),
         shares: p.shares_domain_with.join(", "),
+        with: String::new(),
+        rank: 0,
+        weakness: String::new(),
     };
+    (v.rank, v.weakness) = weakness(p);
     if let Some(pr) = &p.proposal {
         v.class = pr.class.clone();
         v.rule = pr.rule.clone().unwrap_or_default();
@@ -354,6 +432,7 @@ fn pending_view(p: &review::Pending) -> PendingView {
         v.name_hint = pr.name_hint.clone().unwrap_or_else(|| "none".into());
         v.sampled = pr.sampled;
         v.notes = pr.notes.join("; ");
+        v.with = pr.with.join(", ");
     }
     v
 }
@@ -390,7 +469,7 @@ async fn overview(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     };
     let mut flash = take_flash(&state, &id);
     let pending = match review::pending(cfg).await {
-        Ok(p) => p.iter().map(pending_view).collect(),
+        Ok(p) => p,
         Err(e) => {
             flash = Some(format!("Pending items could not be read: {e}"));
             Vec::new()
@@ -415,7 +494,8 @@ async fn overview(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
         state: st,
         slots,
         held,
-        pending,
+        pending: pending.len(),
+        groups: groups(&pending),
         stale,
         tables,
         rules: RULES,
@@ -584,6 +664,9 @@ struct DecideForm {
     domain: String,
     #[serde(default)]
     reason: String,
+    /// The `date_token` rule's other key columns, comma-separated.
+    #[serde(default)]
+    with: String,
     /// Where to go afterwards (a page of this site only).
     #[serde(default)]
     back: String,
@@ -637,7 +720,16 @@ async fn decide(
                 scan: None,
                 mode: None,
                 paths: Vec::new(),
-                with: Vec::new(),
+                with: if f.class == "safe" {
+                    Vec::new()
+                } else {
+                    f.with
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                },
             };
             review::approve(&state.cfg, &f.target, &d).await.map(|_| {
                 match (&d.class[..], &d.rule) {
@@ -647,6 +739,10 @@ async fn decide(
                 }
             })
         }
+        // Every pending proposal of one table at once, under the same check as each approve.
+        "accept-table" => review::approve_table_proposals(&state.cfg, &f.target, &reviewer)
+            .await
+            .map(|n| format!("{}: {n} proposals accepted.", f.target)),
         "block" => review::block(&state.cfg, &f.target, &reviewer, f.reason.trim())
             .await
             .map(|_| format!("{} blocked: nothing of it leaves production.", f.target)),

@@ -673,14 +673,16 @@ fn fits_check<'a>(
                 super::propose::rule_fits(rule, entry.profile, class, info, column, scanner)?;
             }
         }
-        gate_check(info, registry, scanner)
+        gate_check(info, column, registry, scanner)
     }
 }
 
-/// The gate plans the table under `registry`: undecided columns stand in as kept (or blocked,
-/// for a type veil does not publish), and only a problem with a decided column counts.
+/// The gate plans the table with `column`'s decision from `registry`: every other column stands
+/// in as kept (or blocked, for a type veil does not publish), so only a problem of this
+/// decision counts — another column's stale or pending decision is not this one's to answer.
 fn gate_check(
     info: &TableInfo,
+    column: &str,
     registry: &Registry,
     scanner: &std::sync::Arc<Scanner>,
 ) -> Result<(), String> {
@@ -689,43 +691,43 @@ fn gate_check(
     let Some(entry) = registry.table(&table) else {
         return Ok(());
     };
-    let decided: Vec<String> = entry.columns.keys().cloned().collect();
-    // The gate plans one table from its own entry: a registry of that entry alone.
-    let mut r = Registry {
-        version: registry.version.clone(),
-        restricted_zip3: registry.restricted_zip3.clone(),
-        tables: BTreeMap::from([(table.clone(), entry.clone())]),
+    let Some(decided) = entry.columns.get(column) else {
+        return Ok(());
     };
-    if let Some(t) = r.tables.get_mut(&table) {
-        for c in &info.columns {
-            t.columns.entry(c.name.clone()).or_insert(ColumnEntry {
+    let mut only = entry.clone();
+    only.columns.clear();
+    for c in &info.columns {
+        let ce = if c.name == column {
+            decided.clone()
+        } else {
+            ColumnEntry {
                 type_name: c.type_name.clone(),
                 decision: if c.class.is_some() {
                     Decision::Publish(Rule::Keep)
                 } else {
                     Decision::Blocked
                 },
-                profile: t.profile,
+                profile: entry.profile,
                 reviewer: None,
                 reason: None,
                 reviewed_at: None,
                 scan: false,
                 relid: None,
                 attnum: None,
-            });
-        }
+            }
+        };
+        only.columns.insert(c.name.clone(), ce);
     }
+    // The gate plans one table from its own entry: a registry of that entry alone.
+    let r = Registry {
+        version: registry.version.clone(),
+        restricted_zip3: registry.restricted_zip3.clone(),
+        tables: BTreeMap::from([(table, only)]),
+    };
     let master = crate::deid::tokenize::MasterKey::new([0; 32]);
     match crate::deid::gate::plan_table("", info, &info.identity_keys(), &r, &master, scanner) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let (_, column, _) = e.subject();
-            if decided.contains(&column) {
-                Err(format!("the stream would hold on it: {e}"))
-            } else {
-                Ok(())
-            }
-        }
+        Err(e) if e.subject().1 == column => Err(format!("the stream would hold on it: {e}")),
+        _ => Ok(()),
     }
 }
 
@@ -1151,6 +1153,33 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
     })?;
     let items: Vec<Pending> = serde_json::from_str(&text)
         .map_err(|e| ReviewError::Invalid(format!("{}: {e}", path.display())))?;
+    accept_proposals(cfg, by, &items).await
+}
+
+/// Accepts the current proposals for one table's pending columns (the review page's "accept
+/// this table"), with the same check and all-or-nothing write as `--all-proposed`; each column's
+/// line names the reviewer and the proposal's evidence, and the stream audits each decision.
+pub async fn approve_table_proposals(
+    cfg: &Config,
+    table: &str,
+    by: &str,
+) -> Result<usize, ReviewError> {
+    let items: Vec<Pending> = pending(cfg)
+        .await?
+        .into_iter()
+        .filter(|p| p.table == table)
+        .collect();
+    if items.iter().all(|p| p.proposal.is_none()) {
+        return Err(ReviewError::Invalid(format!(
+            "{table} has no pending proposal"
+        )));
+    }
+    accept_proposals(cfg, by, &items).await
+}
+
+/// Stages every proposal of `items` whose column is still pending, checks each, and writes them
+/// together — or nothing.
+async fn accept_proposals(cfg: &Config, by: &str, items: &[Pending]) -> Result<usize, ReviewError> {
     let client = connect_source(cfg).await?;
     let scanner = std::sync::Arc::new(
         Scanner::new(&cfg.scanner.mrn_patterns)
@@ -1158,7 +1187,7 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
     );
     // Production's tables first (nothing is locked while the catalog answers).
     let mut described: BTreeMap<String, TableInfo> = BTreeMap::new();
-    for p in &items {
+    for p in items {
         if p.proposal.is_some() && !described.contains_key(&p.table) {
             let info = describe(&client, &p.table).await?;
             described.insert(p.table.clone(), info);
@@ -1169,7 +1198,7 @@ pub async fn approve_all_proposed(cfg: &Config, by: &str) -> Result<usize, Revie
     let mut w = RegistryWrite::begin(&cfg.registry.dir)?;
     let registry = w.registry()?;
     let mut n = 0;
-    for p in &items {
+    for p in items {
         let Some(prop) = &p.proposal else { continue };
         let decided = registry
             .table(&p.table)

@@ -21,6 +21,7 @@
 
 #![allow(dead_code)]
 
+pub mod real;
 pub mod values;
 
 use values::*;

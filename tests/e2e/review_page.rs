@@ -402,3 +402,142 @@ async fn a_held_column_is_approved_on_the_review_page_and_the_stream_resumes() {
     let _ = sink.await;
     let _ = server.await;
 }
+
+/// A first run brings many columns at once: the page groups them by table, the weakest
+/// proposals first (a table with a blocked proposal before one whose proposals are all
+/// confident), and accepts a table's proposals with one button — each checked as an approval,
+/// all or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_run_is_reviewed_table_by_table_weakest_first() {
+    let mut env = Env::start(&[]);
+    let prod = env.prod_client().await;
+    prod.batch_execute(
+        "CREATE TABLE wards (ward_id int PRIMARY KEY, ward_type_cd varchar(4), bed_cnt int);
+         INSERT INTO wards SELECT g, 'W' || (g % 3), 10 + g % 7 FROM generate_series(1, 60) g;
+         CREATE TABLE intake (intake_id int PRIMARY KEY, remarks text, spot point);
+         INSERT INTO intake SELECT g, CASE WHEN g = 1 THEN 'seen' END, NULL FROM generate_series(1, 60) g;
+         CREATE TABLE visits (ward_id int REFERENCES wards, visit_dt date, seq_no int, PRIMARY KEY (ward_id, visit_dt));
+         INSERT INTO visits SELECT 1 + g % 60, date '2024-01-01' + g, 1 FROM generate_series(1, 120) g;",
+    )
+    .await
+    .unwrap();
+    veil::source::setup::run(&env.cfg).await.unwrap();
+    let port = veil::devkit::testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let (token, digest) = veil::review::api::new_reviewer_token();
+    env.cfg.api = Some(veil::config::ApiConfig {
+        listen: addr.clone(),
+        reviewers: [("kim".to_owned(), digest)].into(),
+        tls_cert: None,
+        tls_key: None,
+        token_file: None,
+        reviewers_file: None,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cfg = env.cfg.clone();
+    let server = tokio::spawn(async move { veil::review::api::serve(&cfg, stop_rx).await });
+    let shots = if std::env::var("VEIL_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+    } else {
+        std::env::temp_dir().join(format!("veil-review-shots-{port}"))
+    };
+    std::fs::create_dir_all(&shots).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let driver = Driver::start();
+    let c = browser(&driver, profile.path()).await;
+    let base = format!("http://{addr}");
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(&addr).await.is_ok()
+        })
+        .await
+    );
+    c.goto(&format!("{base}/review/login")).await.unwrap();
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{token}\n"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, "#reviewer").await, "kim");
+
+    // Grouped by table, the weakest first: intake (a type veil does not publish: blocked) before
+    // wards (confident proposals only).
+    let mut order = Vec::new();
+    for e in c
+        .find_all(Locator::Css("section.table-group"))
+        .await
+        .unwrap()
+    {
+        order.push(e.attr("id").await.unwrap().unwrap_or_default());
+    }
+    let pos = |id: &str| order.iter().position(|o| o == id);
+    assert!(
+        pos("table-public-intake").unwrap() < pos("table-public-wards").unwrap(),
+        "{order:?}"
+    );
+    let first = text_of(&c, "#table-public-intake article").await;
+    assert!(first.contains("proposed blocked"), "{first}");
+    // The date in the composite key is proposed as a date token with the key's other part.
+    let visit = text_of(&c, "#pending-public-visits-visit-dt").await;
+    assert!(
+        visit.contains("date_token") && visit.contains("with ward_id"),
+        "{visit}"
+    );
+    shot(&c, &shots, "review-first-run.png").await;
+
+    // One table's proposals at once.
+    c.find(Locator::Css("#accept-public-wards"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    gone(&c, "#table-public-wards").await;
+    let flash = text_of(&c, "#flash").await;
+    assert!(
+        flash.contains("public.wards: 3 proposals accepted"),
+        "{flash}"
+    );
+    let registry = veil::deid::registry::Registry::load(&env.cfg.registry.dir).unwrap();
+    let wards = registry.table("public.wards").unwrap();
+    assert_eq!(wards.columns.len(), 3);
+    assert!(
+        wards
+            .columns
+            .values()
+            .all(|c| c.reviewer.as_deref() == Some("kim"))
+    );
+    // The date token's tuple travels with the approval from the page too.
+    c.find(Locator::Css("#accept-public-visits"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    gone(&c, "#table-public-visits").await;
+    let flash = text_of(&c, "#flash").await;
+    assert!(
+        flash.contains("public.visits: 3 proposals accepted"),
+        "{flash}"
+    );
+    let registry = veil::deid::registry::Registry::load(&env.cfg.registry.dir).unwrap();
+    let dt = &registry.table("public.visits").unwrap().columns["visit_dt"];
+    assert!(
+        matches!(&dt.decision, veil::deid::registry::Decision::Publish(veil::deid::registry::Rule::DateToken { with, .. }) if with == &["ward_id"]),
+        "{:?}",
+        dt.decision
+    );
+    c.close().await.unwrap();
+    stop_tx.send(true).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// Waits until the page (after a form's redirect) no longer has `css`.
+async fn gone(c: &fantoccini::Client, css: &str) {
+    let left = wait_for(Duration::from_secs(20), || async {
+        c.find(Locator::Css(css)).await.is_err()
+    })
+    .await;
+    assert!(left, "{css} is still on the page");
+}

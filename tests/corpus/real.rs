@@ -1,0 +1,692 @@
+//! Schemas taken from the published DDL of real health systems — table and column names, types
+//! and keys as their projects publish them; the values are generated here in the shapes those
+//! systems' public synthetic samples have (no real data). Every column was labelled with its
+//! Safe Harbor class before the proposer was run on it.
+//!
+//! - `omop`: the OMOP Common Data Model 5.3.1 (OHDSI, PostgreSQL DDL), the clinical tables and
+//!   their keys, with Synthea-to-OMOP shaped values (`person_source_value` a Synthea uuid,
+//!   concept ids of seven to eight digits, `*_source_value` codes, free-text notes).
+
+use super::values::*;
+use super::*;
+
+const PERSONS: u64 = 300;
+const VISITS: u64 = 900;
+
+fn concept() -> Gen {
+    Box::new(|r, _| Some(r.range(3_000_000, 46_000_000).to_string()))
+}
+fn concept_opt() -> Gen {
+    Box::new(|r, _| {
+        if r.chance(0.3) {
+            Some("0".into())
+        } else {
+            Some(r.range(3_000_000, 46_000_000).to_string())
+        }
+    })
+}
+fn date_in(lo_year: i64, hi_year: i64) -> Gen {
+    Box::new(move |r, _| {
+        Some(format!(
+            "{}-{:02}-{:02}",
+            r.range(lo_year, hi_year),
+            r.range(1, 12),
+            r.range(1, 28)
+        ))
+    })
+}
+fn datetime_in(lo_year: i64, hi_year: i64) -> Gen {
+    Box::new(move |r, _| {
+        Some(format!(
+            "{}-{:02}-{:02} {:02}:{:02}:00",
+            r.range(lo_year, hi_year),
+            r.range(1, 12),
+            r.range(1, 28),
+            r.range(0, 23),
+            r.range(0, 59)
+        ))
+    })
+}
+fn seq() -> Gen {
+    Box::new(|_, i| Some((i + 1).to_string()))
+}
+fn refs(n: u64) -> Gen {
+    Box::new(move |r, _| Some((r.below(n) + 1).to_string()))
+}
+fn refs_opt(n: u64, p: f64) -> Gen {
+    Box::new(move |r, _| {
+        if r.chance(p) {
+            None
+        } else {
+            Some((r.below(n) + 1).to_string())
+        }
+    })
+}
+
+/// OMOP CDM 5.3.1: person, location, care_site, provider, visit_occurrence,
+/// condition_occurrence, drug_exposure, measurement, observation, death, note,
+/// payer_plan_period.
+pub fn omop() -> Schema {
+    use Class::*;
+    Schema {
+        name: "omop",
+        shaped_after: "OMOP CDM 5.3.1 (OHDSI CommonDataModel, PostgreSQL DDL)",
+        held_out: true,
+        preamble: "",
+        tables: vec![
+            Table {
+                name: "location",
+                rows: 200,
+                constraints: "PRIMARY KEY (location_id)",
+                columns: vec![
+                    col("location_id", "integer", OtherId, seq()),
+                    col("address_1", "varchar(50)", Geography, g(street)),
+                    col(
+                        "address_2",
+                        "varchar(50)",
+                        Geography,
+                        opt(0.9, |r| format!("Apt {}", r.range(1, 40))),
+                    ),
+                    col(
+                        "city",
+                        "varchar(50)",
+                        Geography,
+                        g(|r| r.pick(CITIES).to_owned()),
+                    ),
+                    col(
+                        "state",
+                        "varchar(2)",
+                        Safe,
+                        one_of(&["MA", "NY", "CA", "TX"]),
+                    ),
+                    col("zip", "varchar(9)", Geography, g(zip5)),
+                    col(
+                        "county",
+                        "varchar(20)",
+                        Geography,
+                        one_of(&["Suffolk", "Middlesex", "Kings", "Travis"]),
+                    ),
+                    col(
+                        "location_source_value",
+                        "varchar(50)",
+                        Geography,
+                        g(|r| format!("{} {}", street(r), zip5(r))),
+                    ),
+                ],
+            },
+            Table {
+                name: "care_site",
+                rows: 20,
+                constraints: "PRIMARY KEY (care_site_id), FOREIGN KEY (location_id) REFERENCES location (location_id)",
+                columns: vec![
+                    col("care_site_id", "integer", OtherId, seq()),
+                    col(
+                        "care_site_name",
+                        "varchar(255)",
+                        Safe,
+                        one_of(&[
+                            "General Hospital",
+                            "Northside Clinic",
+                            "Harbor Medical Center",
+                        ]),
+                    ),
+                    col("place_of_service_concept_id", "integer", Safe, concept()),
+                    col("location_id", "integer", OtherId, refs(200)),
+                    col(
+                        "care_site_source_value",
+                        "varchar(50)",
+                        Safe,
+                        g(|r| format!("CS{}", r.digits(4))),
+                    ),
+                    col(
+                        "place_of_service_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["inpatient", "outpatient", "emergency"]),
+                    ),
+                ],
+            },
+            Table {
+                name: "provider",
+                rows: 60,
+                constraints: "PRIMARY KEY (provider_id), FOREIGN KEY (care_site_id) REFERENCES care_site (care_site_id)",
+                columns: vec![
+                    col("provider_id", "integer", OtherId, seq()),
+                    col("provider_name", "varchar(255)", Names, g(full_name)),
+                    col("npi", "varchar(20)", OtherId, g(npi)),
+                    col("dea", "varchar(20)", Licence, opt(0.4, dea)),
+                    col("specialty_concept_id", "integer", Safe, concept()),
+                    col("care_site_id", "integer", OtherId, refs(20)),
+                    col("year_of_birth", "integer", Dates, num(1940, 1995)),
+                    col(
+                        "gender_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["8507", "8532"]),
+                    ),
+                    col(
+                        "provider_source_value",
+                        "varchar(50)",
+                        OtherId,
+                        key_uuid("omop-provider"),
+                    ),
+                    col(
+                        "specialty_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["Cardiology", "Family Practice", "Oncology"]),
+                    ),
+                    col(
+                        "specialty_source_concept_id",
+                        "integer",
+                        Safe,
+                        concept_opt(),
+                    ),
+                    col(
+                        "gender_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["M", "F"]),
+                    ),
+                    col("gender_source_concept_id", "integer", Safe, concept_opt()),
+                ],
+            },
+            Table {
+                name: "person",
+                rows: PERSONS,
+                constraints: "PRIMARY KEY (person_id), FOREIGN KEY (location_id) REFERENCES location (location_id), \
+                              FOREIGN KEY (provider_id) REFERENCES provider (provider_id), \
+                              FOREIGN KEY (care_site_id) REFERENCES care_site (care_site_id)",
+                columns: vec![
+                    col("person_id", "integer", OtherId, seq()),
+                    col(
+                        "gender_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["8507", "8532"]),
+                    ),
+                    col("year_of_birth", "integer", Dates, num(1925, 2020)),
+                    col("month_of_birth", "integer", Dates, num(1, 12)),
+                    col("day_of_birth", "integer", Dates, num(1, 28)),
+                    col(
+                        "birth_datetime",
+                        "timestamp",
+                        Dates,
+                        datetime_in(1925, 2020),
+                    ),
+                    col(
+                        "race_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["8527", "8516", "8515", "0"]),
+                    ),
+                    col(
+                        "ethnicity_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["38003563", "38003564"]),
+                    ),
+                    col("location_id", "integer", OtherId, refs(200)),
+                    col("provider_id", "integer", OtherId, refs_opt(60, 0.2)),
+                    col("care_site_id", "integer", OtherId, refs_opt(20, 0.2)),
+                    col(
+                        "person_source_value",
+                        "varchar(50)",
+                        Mrn,
+                        key_uuid("omop-person"),
+                    ),
+                    col(
+                        "gender_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["M", "F"]),
+                    ),
+                    col("gender_source_concept_id", "integer", Safe, concept_opt()),
+                    col(
+                        "race_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["white", "black", "asian", "other"]),
+                    ),
+                    col("race_source_concept_id", "integer", Safe, concept_opt()),
+                    col(
+                        "ethnicity_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["hispanic", "nonhispanic"]),
+                    ),
+                    col(
+                        "ethnicity_source_concept_id",
+                        "integer",
+                        Safe,
+                        concept_opt(),
+                    ),
+                ],
+            },
+            Table {
+                name: "visit_occurrence",
+                rows: VISITS,
+                constraints: "PRIMARY KEY (visit_occurrence_id), FOREIGN KEY (person_id) REFERENCES person (person_id), \
+                              FOREIGN KEY (provider_id) REFERENCES provider (provider_id), \
+                              FOREIGN KEY (care_site_id) REFERENCES care_site (care_site_id)",
+                columns: vec![
+                    col("visit_occurrence_id", "integer", OtherId, seq()),
+                    col("person_id", "integer", OtherId, refs(PERSONS)),
+                    col(
+                        "visit_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["9201", "9202", "9203"]),
+                    ),
+                    col("visit_start_date", "date", Dates, date_in(2010, 2023)),
+                    col(
+                        "visit_start_datetime",
+                        "timestamp",
+                        Dates,
+                        datetime_in(2010, 2023),
+                    ),
+                    col("visit_end_date", "date", Dates, date_in(2010, 2023)),
+                    col(
+                        "visit_end_datetime",
+                        "timestamp",
+                        Dates,
+                        datetime_in(2010, 2023),
+                    ),
+                    col(
+                        "visit_type_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["44818517", "32817"]),
+                    ),
+                    col("provider_id", "integer", OtherId, refs_opt(60, 0.1)),
+                    col("care_site_id", "integer", OtherId, refs_opt(20, 0.1)),
+                    col(
+                        "visit_source_value",
+                        "varchar(50)",
+                        OtherId,
+                        key_uuid("omop-encounter"),
+                    ),
+                    col("visit_source_concept_id", "integer", Safe, concept_opt()),
+                    col(
+                        "admitting_source_concept_id",
+                        "integer",
+                        Safe,
+                        concept_opt(),
+                    ),
+                    col(
+                        "admitting_source_value",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.7, |r| r.pick(&["ER", "referral", "transfer"]).to_owned()),
+                    ),
+                    col("discharge_to_concept_id", "integer", Safe, concept_opt()),
+                    col(
+                        "discharge_to_source_value",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.7, |r| r.pick(&["home", "SNF", "expired"]).to_owned()),
+                    ),
+                    col(
+                        "preceding_visit_occurrence_id",
+                        "integer",
+                        OtherId,
+                        refs_opt(VISITS, 0.5),
+                    ),
+                ],
+            },
+            Table {
+                name: "condition_occurrence",
+                rows: 1200,
+                constraints: "PRIMARY KEY (condition_occurrence_id), FOREIGN KEY (person_id) REFERENCES person (person_id), \
+                              FOREIGN KEY (visit_occurrence_id) REFERENCES visit_occurrence (visit_occurrence_id)",
+                columns: vec![
+                    col("condition_occurrence_id", "integer", OtherId, seq()),
+                    col("person_id", "integer", OtherId, refs(PERSONS)),
+                    col("condition_concept_id", "integer", Safe, concept()),
+                    col("condition_start_date", "date", Dates, date_in(2010, 2023)),
+                    col(
+                        "condition_start_datetime",
+                        "timestamp",
+                        Dates,
+                        datetime_in(2010, 2023),
+                    ),
+                    col(
+                        "condition_end_date",
+                        "date",
+                        Dates,
+                        opt(0.5, |r| {
+                            format!(
+                                "20{}-0{}-1{}",
+                                r.range(10, 23),
+                                r.range(1, 9),
+                                r.range(0, 9)
+                            )
+                        }),
+                    ),
+                    col(
+                        "condition_end_datetime",
+                        "timestamp",
+                        Dates,
+                        opt(0.5, |r| {
+                            format!(
+                                "20{}-0{}-1{} 00:00:00",
+                                r.range(10, 23),
+                                r.range(1, 9),
+                                r.range(0, 9)
+                            )
+                        }),
+                    ),
+                    col(
+                        "condition_type_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["32020", "38000245"]),
+                    ),
+                    col(
+                        "condition_status_concept_id",
+                        "integer",
+                        Safe,
+                        concept_opt(),
+                    ),
+                    col(
+                        "stop_reason",
+                        "varchar(20)",
+                        Safe,
+                        opt(0.9, |r| r.pick(&["resolved", "patient request"]).to_owned()),
+                    ),
+                    col("provider_id", "integer", OtherId, refs_opt(60, 0.1)),
+                    col("visit_occurrence_id", "integer", OtherId, refs(VISITS)),
+                    col("visit_detail_id", "integer", OtherId, Box::new(|_, _| None)),
+                    col("condition_source_value", "varchar(50)", Safe, g(snomed)),
+                    col("condition_source_concept_id", "integer", Safe, concept()),
+                    col(
+                        "condition_status_source_value",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.8, |r| r.pick(&["active", "resolved"]).to_owned()),
+                    ),
+                ],
+            },
+            Table {
+                name: "drug_exposure",
+                rows: 1200,
+                constraints: "PRIMARY KEY (drug_exposure_id), FOREIGN KEY (person_id) REFERENCES person (person_id)",
+                columns: vec![
+                    col("drug_exposure_id", "integer", OtherId, seq()),
+                    col("person_id", "integer", OtherId, refs(PERSONS)),
+                    col("drug_concept_id", "integer", Safe, concept()),
+                    col(
+                        "drug_exposure_start_date",
+                        "date",
+                        Dates,
+                        date_in(2010, 2023),
+                    ),
+                    col(
+                        "drug_exposure_start_datetime",
+                        "timestamp",
+                        Dates,
+                        datetime_in(2010, 2023),
+                    ),
+                    col("drug_exposure_end_date", "date", Dates, date_in(2010, 2023)),
+                    col(
+                        "drug_exposure_end_datetime",
+                        "timestamp",
+                        Dates,
+                        datetime_in(2010, 2023),
+                    ),
+                    col(
+                        "verbatim_end_date",
+                        "date",
+                        Dates,
+                        opt(0.7, |r| {
+                            format!("2019-0{}-1{}", r.range(1, 9), r.range(0, 9))
+                        }),
+                    ),
+                    col(
+                        "drug_type_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["38000177", "32838"]),
+                    ),
+                    col(
+                        "stop_reason",
+                        "varchar(20)",
+                        Safe,
+                        opt(0.9, |r| r.pick(&["completed", "adverse event"]).to_owned()),
+                    ),
+                    col("refills", "integer", Safe, num(0, 5)),
+                    col("quantity", "numeric", Safe, decimal(1, 90, 1)),
+                    col(
+                        "days_supply",
+                        "integer",
+                        Safe,
+                        one_of(&["7", "14", "30", "90"]),
+                    ),
+                    col(
+                        "sig",
+                        "text",
+                        Safe,
+                        one_of(&["1 tab PO daily", "2 tabs PO BID", "apply topically TID"]),
+                    ),
+                    col("route_concept_id", "integer", Safe, concept_opt()),
+                    col(
+                        "lot_number",
+                        "varchar(50)",
+                        Device,
+                        opt(0.5, |r| format!("L{}{}", r.letters(2), r.digits(6))),
+                    ),
+                    col("provider_id", "integer", OtherId, refs_opt(60, 0.1)),
+                    col(
+                        "visit_occurrence_id",
+                        "integer",
+                        OtherId,
+                        refs_opt(VISITS, 0.1),
+                    ),
+                    col("drug_source_value", "varchar(50)", Safe, g(ndc)),
+                    col("drug_source_concept_id", "integer", Safe, concept()),
+                    col(
+                        "route_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["oral", "topical", "IV"]),
+                    ),
+                    col(
+                        "dose_unit_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["mg", "mL", "tab"]),
+                    ),
+                ],
+            },
+            Table {
+                name: "measurement",
+                rows: 1500,
+                constraints: "PRIMARY KEY (measurement_id), FOREIGN KEY (person_id) REFERENCES person (person_id)",
+                columns: vec![
+                    col("measurement_id", "integer", OtherId, seq()),
+                    col("person_id", "integer", OtherId, refs(PERSONS)),
+                    col("measurement_concept_id", "integer", Safe, concept()),
+                    col("measurement_date", "date", Dates, date_in(2010, 2023)),
+                    col(
+                        "measurement_datetime",
+                        "timestamp",
+                        Dates,
+                        datetime_in(2010, 2023),
+                    ),
+                    col(
+                        "measurement_time",
+                        "varchar(10)",
+                        Safe,
+                        g(|r| format!("{:02}:{:02}", r.range(0, 23), r.range(0, 59))),
+                    ),
+                    col(
+                        "measurement_type_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["44818702", "32856"]),
+                    ),
+                    col("operator_concept_id", "integer", Safe, concept_opt()),
+                    col("value_as_number", "numeric", Safe, decimal(0, 300, 2)),
+                    col("value_as_concept_id", "integer", Safe, concept_opt()),
+                    col("unit_concept_id", "integer", Safe, concept_opt()),
+                    col("range_low", "numeric", Safe, decimal(0, 50, 1)),
+                    col("range_high", "numeric", Safe, decimal(50, 200, 1)),
+                    col("provider_id", "integer", OtherId, refs_opt(60, 0.1)),
+                    col(
+                        "visit_occurrence_id",
+                        "integer",
+                        OtherId,
+                        refs_opt(VISITS, 0.1),
+                    ),
+                    col("measurement_source_value", "varchar(50)", Safe, g(loinc)),
+                    col("measurement_source_concept_id", "integer", Safe, concept()),
+                    col(
+                        "unit_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["mg/dL", "mmol/L", "kg"]),
+                    ),
+                    col(
+                        "value_source_value",
+                        "varchar(50)",
+                        Safe,
+                        g(|r| format!("{}.{}", r.range(0, 300), r.range(0, 9))),
+                    ),
+                ],
+            },
+            Table {
+                name: "death",
+                rows: 30,
+                constraints: "FOREIGN KEY (person_id) REFERENCES person (person_id)",
+                columns: vec![
+                    col(
+                        "person_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|_, i| Some((i * 7 + 1).to_string())),
+                    ),
+                    col("death_date", "date", Dates, date_in(2015, 2023)),
+                    col(
+                        "death_datetime",
+                        "timestamp",
+                        Dates,
+                        datetime_in(2015, 2023),
+                    ),
+                    col(
+                        "death_type_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["38003569", "32817"]),
+                    ),
+                    col("cause_concept_id", "integer", Safe, concept()),
+                    col("cause_source_value", "varchar(50)", Safe, g(snomed)),
+                    col("cause_source_concept_id", "integer", Safe, concept()),
+                ],
+            },
+            Table {
+                name: "note",
+                rows: 300,
+                constraints: "PRIMARY KEY (note_id), FOREIGN KEY (person_id) REFERENCES person (person_id)",
+                columns: vec![
+                    col("note_id", "integer", OtherId, seq()),
+                    col("person_id", "integer", OtherId, refs(PERSONS)),
+                    col("note_date", "date", Dates, date_in(2010, 2023)),
+                    col("note_datetime", "timestamp", Dates, datetime_in(2010, 2023)),
+                    col(
+                        "note_type_concept_id",
+                        "integer",
+                        Safe,
+                        one_of(&["44814637", "32831"]),
+                    ),
+                    col("note_class_concept_id", "integer", Safe, concept()),
+                    col(
+                        "note_title",
+                        "varchar(250)",
+                        Safe,
+                        one_of(&["Progress note", "Discharge summary", "Telephone encounter"]),
+                    ),
+                    col("note_text", "text", Names, g(note)),
+                    col("encoding_concept_id", "integer", Safe, one_of(&["32678"])),
+                    col("language_concept_id", "integer", Safe, one_of(&["4180186"])),
+                    col("provider_id", "integer", OtherId, refs_opt(60, 0.1)),
+                    col(
+                        "visit_occurrence_id",
+                        "integer",
+                        OtherId,
+                        refs_opt(VISITS, 0.1),
+                    ),
+                    col(
+                        "note_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["progress", "discharge", "phone"]),
+                    ),
+                ],
+            },
+            Table {
+                name: "payer_plan_period",
+                rows: 300,
+                constraints: "PRIMARY KEY (payer_plan_period_id), FOREIGN KEY (person_id) REFERENCES person (person_id)",
+                columns: vec![
+                    col("payer_plan_period_id", "integer", OtherId, seq()),
+                    col("person_id", "integer", OtherId, refs(PERSONS)),
+                    col(
+                        "payer_plan_period_start_date",
+                        "date",
+                        Dates,
+                        date_in(2010, 2020),
+                    ),
+                    col(
+                        "payer_plan_period_end_date",
+                        "date",
+                        Dates,
+                        date_in(2020, 2024),
+                    ),
+                    col("payer_concept_id", "integer", Safe, concept()),
+                    col(
+                        "payer_source_value",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["Medicare", "Medicaid", "Blue Cross", "Aetna"]),
+                    ),
+                    col("payer_source_concept_id", "integer", Safe, concept_opt()),
+                    col("plan_concept_id", "integer", Safe, concept_opt()),
+                    col("plan_source_value", "varchar(50)", HealthPlan, g(member_id)),
+                    col("plan_source_concept_id", "integer", Safe, concept_opt()),
+                    col("sponsor_concept_id", "integer", Safe, concept_opt()),
+                    col(
+                        "sponsor_source_value",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.6, |r| r.pick(&["Acme Corp", "City of Boston"]).to_owned()),
+                    ),
+                    col("sponsor_source_concept_id", "integer", Safe, concept_opt()),
+                    col(
+                        "family_source_value",
+                        "varchar(50)",
+                        HealthPlan,
+                        opt(0.5, |r| format!("FAM{}", r.digits(8))),
+                    ),
+                    col("stop_reason_concept_id", "integer", Safe, concept_opt()),
+                    col(
+                        "stop_reason_source_value",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.8, |r| r.pick(&["lapsed", "switched"]).to_owned()),
+                    ),
+                    col(
+                        "stop_reason_source_concept_id",
+                        "integer",
+                        Safe,
+                        concept_opt(),
+                    ),
+                ],
+            },
+        ],
+    }
+}
+
+/// Every schema taken from real systems' DDL.
+pub fn all_real() -> Vec<Schema> {
+    vec![omop()]
+}
