@@ -132,6 +132,56 @@ impl Proposal {
 pub struct Structure {
     /// (table, column) → the token domain of the key it is or references.
     pub keys: BTreeMap<(String, String), String>,
+    /// Keys of lookup tables (dictionaries of codes: [`lookup_table`]) and the columns that
+    /// reference them: codes, not identifiers of anyone.
+    pub lookups: std::collections::BTreeSet<(String, String)>,
+}
+
+/// A dictionary of codes (`d_labitems`, `concept`, `drug_lookup`, `vocabulary`…) whose rows are
+/// about no person: its key is a code.
+pub fn lookup_table(info: &TableInfo) -> bool {
+    let ws = words(&info.name);
+    let named = ws.first().is_some_and(|w| w == "d")
+        || ws.iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "dict"
+                    | "dictionary"
+                    | "lookup"
+                    | "lkp"
+                    | "vocabulary"
+                    | "concept"
+                    | "codes"
+                    | "codeset"
+                    | "items"
+            )
+        });
+    named && !about_people(info)
+}
+
+/// Whether some column of the table names a person's key (`person_id`, `subject_id`, …).
+fn about_people(info: &TableInfo) -> bool {
+    info.columns.iter().any(|c| {
+        let ws = words(&c.name);
+        ws.iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "person"
+                    | "patient"
+                    | "pt"
+                    | "subject"
+                    | "member"
+                    | "mbr"
+                    | "beneficiary"
+                    | "bene"
+                    | "enrollee"
+                    | "insured"
+                    | "subscriber"
+            )
+        }) && ws
+            .iter()
+            .any(|w| matches!(w.as_str(), "id" | "key" | "num" | "no"))
+    })
 }
 
 fn singular(t: &str) -> String {
@@ -190,7 +240,18 @@ impl Structure {
             // The referenced key and the reference share one domain.
             keys.insert(at, domain);
         }
-        Structure { keys }
+        let mut lookups = std::collections::BTreeSet::new();
+        for t in tables.iter().filter(|t| lookup_table(t)) {
+            for c in &t.primary_key {
+                lookups.insert((t.qualified(), c.clone()));
+            }
+        }
+        for (col, target) in &refs {
+            if lookups.contains(target) {
+                lookups.insert(col.clone());
+            }
+        }
+        Structure { keys, lookups }
     }
 
     /// The single-column primary key an undeclared reference named `column` would point at
@@ -209,18 +270,39 @@ impl Structure {
         if stem.is_empty() {
             return None;
         }
-        let stem = stem.join("_");
-        let mut found = tables.iter().filter(|t| {
-            t.oid != here.oid
-                && t.primary_key.len() == 1
-                && (singular(&t.name) == stem || t.name == stem)
-        });
-        let t = found.next()?;
-        if found.next().is_some() {
-            return None;
+        let only = |found: Vec<&'a TableInfo>| match found.as_slice() {
+            [t] => Some((*t, t.primary_key[0].clone())),
+            _ => None,
+        };
+        let keyed = |t: &&TableInfo| t.oid != here.oid && t.primary_key.len() == 1;
+        // The table named by the stem, or by its last words (`preceding_visit_occurrence_id` →
+        // `visit_occurrence`), the longest that names one.
+        for skip in 0..stem.len() {
+            let s = stem[skip..].join("_");
+            let found: Vec<&TableInfo> = tables
+                .iter()
+                .filter(keyed)
+                .filter(|t| singular(&t.name) == s || t.name == s)
+                .collect();
+            if !found.is_empty() {
+                return only(found);
+            }
         }
-        Some((t, t.primary_key[0].clone()))
+        // A column named as another table's one-column key (`hadm_id` → `admissions.hadm_id`).
+        only(
+            tables
+                .iter()
+                .filter(keyed)
+                .filter(|t| t.primary_key[0] == column)
+                .collect(),
+        )
     }
+}
+
+/// A table about organisations (by its name) whose rows are not also about a person: a
+/// `payer_plan_period` with a `person_id` is a person's enrollment, not a payer.
+fn organisation_rows(info: &TableInfo) -> bool {
+    is_organisation_table(&info.name) && !about_people(info)
 }
 
 /// Everything the proposer knows about one column before it decides.
@@ -237,6 +319,8 @@ pub struct ColumnFacts<'a> {
     /// A part of a composite primary or unique key that is in no foreign key and that no
     /// foreign key names: its key's other parts keep rows apart ([`key_part_only`]).
     pub key_part_only: bool,
+    /// The key of a lookup table, or a reference to one ([`Structure::lookups`]).
+    pub lookup: bool,
 }
 
 /// Whether `column` is only a part of a composite key of its table: in a primary or unique key
@@ -328,7 +412,7 @@ fn outbound_checked(mut p: Proposal, scanner: &Scanner, f: &ColumnFacts) -> Prop
         return p;
     };
     let pct = 100.0 * *count as f64 / f.sample.len() as f64;
-    let explained = if is_organisation_table(&f.info.name) {
+    let explained = if organisation_rows(f.info) {
         Some("an organisation's, not a person's")
     } else {
         code_system(f.sample, &words(f.column))
@@ -435,6 +519,13 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
             .push("a date in a key or a reference: a date of the same year per key tuple".into());
         return p;
     }
+    // The key of a dictionary of codes, and references to it: codes, not anyone's identifier.
+    if f.key_domain.is_some() && f.lookup && !date {
+        set(&mut p, None, "safe", None, None, "medium");
+        p.notes
+            .push("a lookup table's code (a dictionary of codes no person is in)".into());
+        return p;
+    }
     // A line or sequence number, or a type code, that is one part of a composite key next to
     // the parts that identify (tokenized): not an identifier, and kept so dev can still read it.
     if f.key_domain.is_some() && f.key_part_only && !date {
@@ -488,10 +579,18 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
             && f.sample
                 .iter()
                 .all(|v| v.parse::<i64>().is_ok_and(|x| (0..=9999).contains(&x)));
-        let code = matches!(hint, Some(NameHint::SafeKind))
-            && matches!(f.class, Some(TypeClass::Text))
-            && f.sample.iter().all(|v| v.chars().count() <= 8)
-            && distinct <= 50;
+        let text = matches!(f.class, Some(TypeClass::Text));
+        let code = text
+            && !f.sample.is_empty()
+            && ((matches!(hint, Some(NameHint::SafeKind))
+                && f.sample.iter().all(|v| v.chars().count() <= 8)
+                && distinct <= 50)
+                || code_system(f.sample, &ws).is_some()
+                || (n >= SPARSE
+                    && distinct <= 50
+                    && distinct_ratio <= 0.1
+                    && f.sample.iter().all(|v| v.chars().count() <= 40)
+                    && !matches!(hint, Some(NameHint::Id(_)))));
         if (ordinal_name && (small_ints || f.sample.is_empty() && int)) || code {
             set(&mut p, None, "safe", None, None, "medium");
             p.notes.push(
@@ -533,7 +632,7 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
         return p;
     }
     // A table about organisations: its names, addresses and phones are the organisation's.
-    if is_organisation_table(&f.info.name)
+    if organisation_rows(f.info)
         && matches!(
             hint,
             Some(NameHint::Id(
@@ -706,7 +805,47 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
                     .iter()
                     .any(|w| matches!(w.as_str(), "dt" | "date" | "dte" | "dob" | "yyyymmdd"));
                 let codes = code_system(f.sample, &ws);
-                if let Some(cs) = codes {
+                // Named as an id (`…_id`, `…_key`) and no declared key explains it: an identifier
+                // reference until a reviewer says otherwise (codes, concepts, items and types
+                // are named so).
+                let id_name = ws
+                    .iter()
+                    .any(|w| matches!(w.as_str(), "id" | "key" | "fk" | "ref" | "uid"))
+                    && !ws.iter().any(|w| {
+                        matches!(
+                            w.as_str(),
+                            "concept"
+                                | "type"
+                                | "typ"
+                                | "code"
+                                | "cd"
+                                | "item"
+                                | "status"
+                                | "version"
+                                | "category"
+                                | "class"
+                                | "kind"
+                                | "unit"
+                                | "seq"
+                                | "line"
+                                | "lang"
+                                | "language"
+                        )
+                    });
+                if id_name && !float && codes.is_none() {
+                    set(
+                        &mut p,
+                        Some(IdClass::OtherId),
+                        "sensitive",
+                        Some("tokenize"),
+                        Some(f.column.to_owned()),
+                        "medium",
+                    );
+                    p.notes.push(
+                        "named as an identifier, and no declared key or reference explains it"
+                            .into(),
+                    );
+                } else if let Some(cs) = codes {
                     // A code system's own validator beats a detector's shape (SNOMED codes are
                     // long numbers).
                     set(&mut p, None, "safe", None, None, "medium");
@@ -841,6 +980,13 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
                     let (rule, domain, kind) = hint_text_rule(c, f.column, low);
                     set(&mut p, Some(c), "sensitive", Some(rule), domain, "medium");
                     p.kind = kind.map(str::to_owned);
+                }
+                // A category by its name (race, status, type) with a small list of values:
+                // whatever a name detector thinks of `WHITE` or `ASIAN`.
+                Some(NameHint::SafeKind) if low => {
+                    set(&mut p, None, "safe", None, None, "medium");
+                    p.notes
+                        .push("a small list of values under a category's name".into());
                 }
                 _ if partial
                     .iter()
@@ -1357,6 +1503,7 @@ mod tests {
             key_domain: None,
             key_with: Vec::new(),
             key_part_only: false,
+            lookup: false,
         };
         propose(&Scanner::standard(), &f)
     }

@@ -191,6 +191,7 @@ pub async fn pending(cfg: &Config) -> Result<Vec<Pending>, ReviewError> {
                 key_domain,
                 key_with: super::propose::key_partners(info, &c.name),
                 key_part_only: super::propose::key_part_only(&tables, info, &c.name),
+                lookup: structure.lookups.contains(&(table.clone(), c.name.clone())),
             };
             let proposal = super::propose::checked(
                 super::propose::propose(&scanner, &facts),

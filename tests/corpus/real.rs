@@ -1,11 +1,17 @@
 //! Schemas taken from the published DDL of real health systems — table and column names, types
 //! and keys as their projects publish them; the values are generated here in the shapes those
 //! systems' public synthetic samples have (no real data). Every column was labelled with its
-//! Safe Harbor class before the proposer was run on it.
+//! Safe Harbor class before the proposer was run on it. First measured untuned (OMOP: 3 of 76
+//! identifier columns proposed safe, 0.96 of safe columns kept safe; MIMIC-IV: 6 of 49 and
+//! 0.81), then tuned on (both are tuning schemas now: no real schema is held out yet).
 //!
 //! - `omop`: the OMOP Common Data Model 5.3.1 (OHDSI, PostgreSQL DDL), the clinical tables and
 //!   their keys, with Synthea-to-OMOP shaped values (`person_source_value` a Synthea uuid,
 //!   concept ids of seven to eight digits, `*_source_value` codes, free-text notes).
+//! - `mimic`: MIMIC-IV's `hosp` and `icu` modules (MIT-LCP mimic-code, PostgreSQL `create.sql`
+//!   and `constraint.sql`): composite keys with timestamps (`services`, `outputevents`), text
+//!   keys (`poe_id`), a drug name inside a primary key (`prescriptions`), dictionary tables, with
+//!   values shaped like the MIMIC-IV demo (dates shifted into the 2100s, eight-digit ids).
 
 use super::values::*;
 use super::*;
@@ -71,7 +77,7 @@ pub fn omop() -> Schema {
     Schema {
         name: "omop",
         shaped_after: "OMOP CDM 5.3.1 (OHDSI CommonDataModel, PostgreSQL DDL)",
-        held_out: true,
+        held_out: false,
         preamble: "",
         tables: vec![
             Table {
@@ -686,7 +692,624 @@ pub fn omop() -> Schema {
     }
 }
 
+const SUBJECTS: u64 = 200;
+const ADMISSIONS: u64 = 500;
+const STAYS: u64 = 300;
+const POES: u64 = 600;
+
+fn subject() -> Gen {
+    Box::new(|r, _| Some((10_000_032 + r.below(SUBJECTS) * 17).to_string()))
+}
+fn hadm() -> Gen {
+    Box::new(|r, _| Some((20_000_019 + r.below(ADMISSIONS) * 13).to_string()))
+}
+fn stay() -> Gen {
+    Box::new(|r, _| Some((30_000_153 + r.below(STAYS) * 11).to_string()))
+}
+fn shifted_ts() -> Gen {
+    datetime_in(2110, 2210)
+}
+
+/// MIMIC-IV 2.x: hosp and icu tables, as mimic-code's PostgreSQL build creates them.
+pub fn mimic() -> Schema {
+    use Class::*;
+    Schema {
+        name: "mimic",
+        shaped_after: "MIMIC-IV (MIT-LCP mimic-code, buildmimic/postgres)",
+        held_out: false,
+        preamble: "",
+        tables: vec![
+            Table {
+                name: "patients",
+                rows: SUBJECTS,
+                constraints: "PRIMARY KEY (subject_id)",
+                columns: vec![
+                    col("subject_id", "integer", OtherId, key_int(10_000_032, 17)),
+                    col("gender", "char(1)", Safe, one_of(&["M", "F"])),
+                    col("anchor_age", "smallint", Dates, num(18, 91)),
+                    col("anchor_year", "smallint", Safe, num(2110, 2190)),
+                    col(
+                        "anchor_year_group",
+                        "varchar(20)",
+                        Safe,
+                        one_of(&["2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019"]),
+                    ),
+                    col(
+                        "dod",
+                        "date",
+                        Dates,
+                        opt(0.8, |r| {
+                            format!(
+                                "21{}-0{}-1{}",
+                                r.range(10, 99),
+                                r.range(1, 9),
+                                r.range(0, 9)
+                            )
+                        }),
+                    ),
+                ],
+            },
+            Table {
+                name: "admissions",
+                rows: ADMISSIONS,
+                constraints: "PRIMARY KEY (hadm_id), FOREIGN KEY (subject_id) REFERENCES patients (subject_id)",
+                columns: vec![
+                    col("subject_id", "integer", OtherId, subject()),
+                    col("hadm_id", "integer", OtherId, key_int(20_000_019, 13)),
+                    col("admittime", "timestamp", Dates, shifted_ts()),
+                    col("dischtime", "timestamp", Dates, shifted_ts()),
+                    col(
+                        "deathtime",
+                        "timestamp",
+                        Dates,
+                        opt(0.9, |r| {
+                            format!(
+                                "21{}-0{}-1{} 0{}:00:00",
+                                r.range(10, 99),
+                                r.range(1, 9),
+                                r.range(0, 9),
+                                r.range(0, 9)
+                            )
+                        }),
+                    ),
+                    col(
+                        "admission_type",
+                        "varchar(40)",
+                        Safe,
+                        one_of(&["EW EMER.", "URGENT", "ELECTIVE", "OBSERVATION ADMIT"]),
+                    ),
+                    col(
+                        "admission_location",
+                        "varchar(60)",
+                        Safe,
+                        one_of(&[
+                            "EMERGENCY ROOM",
+                            "PHYSICIAN REFERRAL",
+                            "TRANSFER FROM HOSPITAL",
+                        ]),
+                    ),
+                    col(
+                        "discharge_location",
+                        "varchar(60)",
+                        Safe,
+                        one_of(&[
+                            "HOME",
+                            "HOME HEALTH CARE",
+                            "SKILLED NURSING FACILITY",
+                            "DIED",
+                        ]),
+                    ),
+                    col(
+                        "insurance",
+                        "varchar(255)",
+                        Safe,
+                        one_of(&["Medicare", "Medicaid", "Other"]),
+                    ),
+                    col("language", "varchar(10)", Safe, one_of(&["ENGLISH", "?"])),
+                    col(
+                        "marital_status",
+                        "varchar(30)",
+                        Safe,
+                        one_of(&["MARRIED", "SINGLE", "WIDOWED", "DIVORCED"]),
+                    ),
+                    col(
+                        "race",
+                        "varchar(80)",
+                        Safe,
+                        one_of(&[
+                            "WHITE",
+                            "BLACK/AFRICAN AMERICAN",
+                            "HISPANIC/LATINO - PUERTO RICAN",
+                            "ASIAN",
+                        ]),
+                    ),
+                    col(
+                        "edregtime",
+                        "timestamp",
+                        Dates,
+                        opt(0.4, |r| {
+                            format!(
+                                "21{}-0{}-1{} 1{}:2{}:00",
+                                r.range(10, 99),
+                                r.range(1, 9),
+                                r.range(0, 9),
+                                r.range(0, 9),
+                                r.range(0, 9)
+                            )
+                        }),
+                    ),
+                    col(
+                        "edouttime",
+                        "timestamp",
+                        Dates,
+                        opt(0.4, |r| {
+                            format!(
+                                "21{}-0{}-1{} 1{}:4{}:00",
+                                r.range(10, 99),
+                                r.range(1, 9),
+                                r.range(0, 9),
+                                r.range(0, 9),
+                                r.range(0, 9)
+                            )
+                        }),
+                    ),
+                    col(
+                        "hospital_expire_flag",
+                        "smallint",
+                        Safe,
+                        one_of(&["0", "0", "0", "1"]),
+                    ),
+                ],
+            },
+            Table {
+                name: "transfers",
+                rows: 900,
+                constraints: "PRIMARY KEY (transfer_id), FOREIGN KEY (subject_id) REFERENCES patients (subject_id)",
+                columns: vec![
+                    col("subject_id", "integer", OtherId, subject()),
+                    col("hadm_id", "integer", OtherId, hadm()),
+                    col("transfer_id", "integer", OtherId, key_int(30_000_000, 7)),
+                    col(
+                        "eventtype",
+                        "varchar(10)",
+                        Safe,
+                        one_of(&["admit", "transfer", "discharge", "ED"]),
+                    ),
+                    col(
+                        "careunit",
+                        "varchar(255)",
+                        Safe,
+                        one_of(&[
+                            "Emergency Department",
+                            "Medicine",
+                            "Medical Intensive Care Unit (MICU)",
+                            "Discharge Lounge",
+                        ]),
+                    ),
+                    col("intime", "timestamp", Dates, shifted_ts()),
+                    col("outtime", "timestamp", Dates, shifted_ts()),
+                ],
+            },
+            Table {
+                name: "services",
+                rows: 500,
+                constraints: "PRIMARY KEY (hadm_id, transfertime, curr_service), FOREIGN KEY (subject_id) REFERENCES patients (subject_id), \
+                              FOREIGN KEY (hadm_id) REFERENCES admissions (hadm_id)",
+                columns: vec![
+                    col("subject_id", "integer", OtherId, subject()),
+                    col("hadm_id", "integer", OtherId, hadm()),
+                    col("transfertime", "timestamp", Dates, shifted_ts()),
+                    col(
+                        "prev_service",
+                        "varchar(10)",
+                        Safe,
+                        opt(0.6, |r| r.pick(&["MED", "SURG", "CMED"]).to_owned()),
+                    ),
+                    col(
+                        "curr_service",
+                        "varchar(10)",
+                        Safe,
+                        one_of(&["MED", "SURG", "CMED", "NMED", "ORTHO"]),
+                    ),
+                ],
+            },
+            Table {
+                name: "diagnoses_icd",
+                rows: 1500,
+                constraints: "PRIMARY KEY (hadm_id, seq_num, icd_code, icd_version), FOREIGN KEY (subject_id) REFERENCES patients (subject_id), \
+                              FOREIGN KEY (hadm_id) REFERENCES admissions (hadm_id)",
+                columns: vec![
+                    col("subject_id", "integer", OtherId, subject()),
+                    col("hadm_id", "integer", OtherId, hadm()),
+                    col("seq_num", "integer", Safe, num(1, 20)),
+                    col("icd_code", "char(7)", Safe, g(icd10)),
+                    col("icd_version", "smallint", Safe, one_of(&["9", "10"])),
+                ],
+            },
+            Table {
+                name: "d_labitems",
+                rows: 60,
+                constraints: "PRIMARY KEY (itemid)",
+                columns: vec![
+                    col("itemid", "integer", Safe, key_int(50801, 3)),
+                    col(
+                        "label",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["Glucose", "Potassium", "Sodium", "Creatinine", "Hemoglobin"]),
+                    ),
+                    col(
+                        "fluid",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["Blood", "Urine", "Other Body Fluid"]),
+                    ),
+                    col(
+                        "category",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["Chemistry", "Hematology", "Blood Gas"]),
+                    ),
+                ],
+            },
+            Table {
+                name: "labevents",
+                rows: 2000,
+                constraints: "PRIMARY KEY (labevent_id), FOREIGN KEY (subject_id) REFERENCES patients (subject_id), \
+                              FOREIGN KEY (itemid) REFERENCES d_labitems (itemid)",
+                columns: vec![
+                    col("labevent_id", "integer", OtherId, seq()),
+                    col("subject_id", "integer", OtherId, subject()),
+                    col(
+                        "hadm_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| {
+                            if r.chance(0.3) {
+                                None
+                            } else {
+                                Some((20_000_019 + r.below(ADMISSIONS) * 13).to_string())
+                            }
+                        }),
+                    ),
+                    col(
+                        "specimen_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| Some(r.range(1_000_000, 99_999_999).to_string())),
+                    ),
+                    col(
+                        "itemid",
+                        "integer",
+                        Safe,
+                        Box::new(|r, _| Some((50801 + r.below(60) * 3).to_string())),
+                    ),
+                    col("charttime", "timestamp", Dates, shifted_ts()),
+                    col("storetime", "timestamp", Dates, shifted_ts()),
+                    col(
+                        "value",
+                        "varchar(200)",
+                        Safe,
+                        g(|r| format!("{}.{}", r.range(0, 250), r.range(0, 9))),
+                    ),
+                    col("valuenum", "double precision", Safe, decimal(0, 250, 1)),
+                    col(
+                        "valueuom",
+                        "varchar(20)",
+                        Safe,
+                        one_of(&["mg/dL", "mEq/L", "g/dL", "%"]),
+                    ),
+                    col(
+                        "ref_range_lower",
+                        "double precision",
+                        Safe,
+                        decimal(0, 50, 1),
+                    ),
+                    col(
+                        "ref_range_upper",
+                        "double precision",
+                        Safe,
+                        decimal(50, 200, 1),
+                    ),
+                    col(
+                        "flag",
+                        "varchar(10)",
+                        Safe,
+                        opt(0.7, |_| "abnormal".to_owned()),
+                    ),
+                    col("priority", "varchar(7)", Safe, one_of(&["ROUTINE", "STAT"])),
+                    col(
+                        "comments",
+                        "text",
+                        Names,
+                        opt(0.8, |r| format!("___ notified by phone at {}", phone(r))),
+                    ),
+                ],
+            },
+            Table {
+                name: "poe",
+                rows: POES,
+                constraints: "PRIMARY KEY (poe_id), FOREIGN KEY (subject_id) REFERENCES patients (subject_id)",
+                columns: vec![
+                    col(
+                        "poe_id",
+                        "varchar(25)",
+                        OtherId,
+                        Box::new(|_, i| {
+                            Some(format!(
+                                "{}-{}",
+                                10_000_032 + (i % SUBJECTS) * 17,
+                                i / SUBJECTS + 1
+                            ))
+                        }),
+                    ),
+                    col(
+                        "poe_seq",
+                        "integer",
+                        Safe,
+                        Box::new(|_, i| Some((i / SUBJECTS + 1).to_string())),
+                    ),
+                    col(
+                        "subject_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|_, i| Some((10_000_032 + (i % SUBJECTS) * 17).to_string())),
+                    ),
+                    col("hadm_id", "integer", OtherId, hadm()),
+                    col("ordertime", "timestamp", Dates, shifted_ts()),
+                    col(
+                        "order_type",
+                        "varchar(25)",
+                        Safe,
+                        one_of(&["Medications", "Lab", "Nutrition", "ADT orders"]),
+                    ),
+                    col(
+                        "order_subtype",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.5, |r| r.pick(&["Admit", "Discharge", "Diet"]).to_owned()),
+                    ),
+                    col(
+                        "transaction_type",
+                        "varchar(15)",
+                        Safe,
+                        one_of(&["New", "D/C", "Change"]),
+                    ),
+                    col(
+                        "discontinue_of_poe_id",
+                        "varchar(25)",
+                        OtherId,
+                        opt(0.8, |r| {
+                            format!("{}-{}", 10_000_032 + r.below(SUBJECTS) * 17, r.range(1, 3))
+                        }),
+                    ),
+                    col(
+                        "discontinued_by_poe_id",
+                        "varchar(25)",
+                        OtherId,
+                        opt(0.8, |r| {
+                            format!("{}-{}", 10_000_032 + r.below(SUBJECTS) * 17, r.range(1, 3))
+                        }),
+                    ),
+                    col(
+                        "order_status",
+                        "varchar(15)",
+                        Safe,
+                        one_of(&["Active", "Inactive"]),
+                    ),
+                ],
+            },
+            Table {
+                name: "prescriptions",
+                rows: 800,
+                constraints: "PRIMARY KEY (pharmacy_id, drug_type, drug), FOREIGN KEY (subject_id) REFERENCES patients (subject_id)",
+                columns: vec![
+                    col("subject_id", "integer", OtherId, subject()),
+                    col("hadm_id", "integer", OtherId, hadm()),
+                    col("pharmacy_id", "integer", OtherId, key_int(40_000_001, 9)),
+                    col(
+                        "poe_id",
+                        "varchar(25)",
+                        OtherId,
+                        opt(0.2, |r| {
+                            format!("{}-{}", 10_000_032 + r.below(SUBJECTS) * 17, r.range(1, 3))
+                        }),
+                    ),
+                    col("poe_seq", "integer", Safe, num(1, 3)),
+                    col("starttime", "timestamp", Dates, shifted_ts()),
+                    col("stoptime", "timestamp", Dates, shifted_ts()),
+                    col(
+                        "drug_type",
+                        "varchar(20)",
+                        Safe,
+                        one_of(&["MAIN", "BASE", "ADDITIVE"]),
+                    ),
+                    col(
+                        "drug",
+                        "varchar(255)",
+                        Safe,
+                        one_of(&[
+                            "Heparin",
+                            "Acetaminophen",
+                            "Insulin",
+                            "Furosemide",
+                            "Sodium Chloride 0.9%",
+                        ]),
+                    ),
+                    col(
+                        "formulary_drug_cd",
+                        "varchar(120)",
+                        Safe,
+                        one_of(&["HEPA5I", "ACET325", "INSULIN", "FURO40I"]),
+                    ),
+                    col(
+                        "gsn",
+                        "varchar(255)",
+                        Safe,
+                        g(|r| format!("{:06}", r.range(1000, 70000))),
+                    ),
+                    col("ndc", "varchar(25)", Safe, g(ndc)),
+                    col(
+                        "prod_strength",
+                        "varchar(255)",
+                        Safe,
+                        one_of(&["5000 Units / mL", "325mg Tablet", "40mg/4mL Vial"]),
+                    ),
+                    col(
+                        "form_rx",
+                        "varchar(25)",
+                        Safe,
+                        opt(0.9, |_| "TABLET".to_owned()),
+                    ),
+                    col(
+                        "dose_val_rx",
+                        "varchar(100)",
+                        Safe,
+                        one_of(&["5000", "325-650", "40", "1"]),
+                    ),
+                    col(
+                        "dose_unit_rx",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["UNIT", "mg", "mL"]),
+                    ),
+                    col(
+                        "form_val_disp",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["1", "2", "0.5"]),
+                    ),
+                    col(
+                        "form_unit_disp",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["TAB", "mL", "VIAL"]),
+                    ),
+                    col(
+                        "doses_per_24_hrs",
+                        "real",
+                        Safe,
+                        one_of(&["1", "2", "3", "4"]),
+                    ),
+                    col("route", "varchar(50)", Safe, one_of(&["PO", "IV", "SC"])),
+                ],
+            },
+            Table {
+                name: "icustays",
+                rows: STAYS,
+                constraints: "PRIMARY KEY (stay_id), FOREIGN KEY (subject_id) REFERENCES patients (subject_id), \
+                              FOREIGN KEY (hadm_id) REFERENCES admissions (hadm_id)",
+                columns: vec![
+                    col("subject_id", "integer", OtherId, subject()),
+                    col("hadm_id", "integer", OtherId, hadm()),
+                    col("stay_id", "integer", OtherId, key_int(30_000_153, 11)),
+                    col(
+                        "first_careunit",
+                        "varchar(255)",
+                        Safe,
+                        one_of(&[
+                            "Medical Intensive Care Unit (MICU)",
+                            "Surgical ICU (SICU)",
+                            "Coronary Care Unit (CCU)",
+                        ]),
+                    ),
+                    col(
+                        "last_careunit",
+                        "varchar(255)",
+                        Safe,
+                        one_of(&[
+                            "Medical Intensive Care Unit (MICU)",
+                            "Surgical ICU (SICU)",
+                            "Coronary Care Unit (CCU)",
+                        ]),
+                    ),
+                    col("intime", "timestamp", Dates, shifted_ts()),
+                    col("outtime", "timestamp", Dates, shifted_ts()),
+                    col("los", "double precision", Safe, decimal(0, 30, 4)),
+                ],
+            },
+            Table {
+                name: "d_items",
+                rows: 40,
+                constraints: "PRIMARY KEY (itemid)",
+                columns: vec![
+                    col("itemid", "integer", Safe, key_int(220045, 5)),
+                    col(
+                        "label",
+                        "varchar(100)",
+                        Safe,
+                        one_of(&["Heart Rate", "Foley", "Urine Out Void", "Chest Tube"]),
+                    ),
+                    col(
+                        "abbreviation",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["HR", "Foley", "Void", "CT"]),
+                    ),
+                    col(
+                        "linksto",
+                        "varchar(30)",
+                        Safe,
+                        one_of(&["chartevents", "outputevents", "datetimeevents"]),
+                    ),
+                    col(
+                        "category",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["Routine Vital Signs", "Output", "Alarms"]),
+                    ),
+                    col(
+                        "unitname",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.4, |_| "mL".to_owned()),
+                    ),
+                    col(
+                        "param_type",
+                        "varchar(20)",
+                        Safe,
+                        one_of(&["Numeric", "Date and time", "Text"]),
+                    ),
+                    col(
+                        "lownormalvalue",
+                        "double precision",
+                        Safe,
+                        opt(0.7, |r| r.range(0, 60).to_string()),
+                    ),
+                    col(
+                        "highnormalvalue",
+                        "double precision",
+                        Safe,
+                        opt(0.7, |r| r.range(60, 200).to_string()),
+                    ),
+                ],
+            },
+            Table {
+                name: "outputevents",
+                rows: 1200,
+                constraints: "PRIMARY KEY (stay_id, charttime, itemid), FOREIGN KEY (subject_id) REFERENCES patients (subject_id), \
+                              FOREIGN KEY (stay_id) REFERENCES icustays (stay_id), FOREIGN KEY (itemid) REFERENCES d_items (itemid)",
+                columns: vec![
+                    col("subject_id", "integer", OtherId, subject()),
+                    col("hadm_id", "integer", OtherId, hadm()),
+                    col("stay_id", "integer", OtherId, stay()),
+                    col("charttime", "timestamp", Dates, shifted_ts()),
+                    col("storetime", "timestamp", Dates, shifted_ts()),
+                    col(
+                        "itemid",
+                        "integer",
+                        Safe,
+                        Box::new(|r, _| Some((220045 + r.below(40) * 5).to_string())),
+                    ),
+                    col("value", "double precision", Safe, decimal(0, 900, 0)),
+                    col("valueuom", "varchar(20)", Safe, one_of(&["mL"])),
+                ],
+            },
+        ],
+    }
+}
+
 /// Every schema taken from real systems' DDL.
 pub fn all_real() -> Vec<Schema> {
-    vec![omop()]
+    vec![omop(), mimic()]
 }

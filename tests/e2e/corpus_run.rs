@@ -356,12 +356,22 @@ async fn check_rows_through_gate(env: &Env, prod: &Client, t: &corpus::Table) ->
                 if let Some(pos) = published.iter().position(|p| p == c.name)
                     && let Some(o) = &out[pos]
                 {
+                    let rule = rule_of(c.name);
                     let year_only = o.len() >= 10
                         && o.as_bytes()[..4].iter().all(u8::is_ascii_digit)
                         && &o[4..10] == "-01-01"
                         && o[10..].trim_start().trim_start_matches("00:00:00").len() <= 3;
+                    // An age keeps no date (over 89 becomes 90); a date of a key is drawn in its
+                    // own year (`first_run` shows the days are drawn).
+                    let kept_only_the_year = if rule.ends_with(" age_cap") {
+                        o.trim().parse::<f64>().is_ok_and(|a| a <= 90.0)
+                    } else if rule.contains(" date_token") {
+                        o.get(..4) == v.get(..4) && o.len() >= 10
+                    } else {
+                        year_only
+                    };
                     assert!(
-                        year_only,
+                        kept_only_the_year,
                         "{}.{} ({}): a date other than the year reached dev",
                         t.name,
                         c.name,
@@ -503,11 +513,11 @@ async fn change_every_table(prod: &Client, schema: &Schema) {
         );
         // Updates of a column that is no key: five existing rows, one statement each.
         let plain = plain_columns(prod, t.name).await;
-        let col = t
-            .columns
-            .iter()
-            .find(|c| plain.iter().any(|p| p == c.name))
-            .unwrap_or_else(|| panic!("{}: no column to update", t.name));
+        // A table whose every column is part of a key (MIMIC's `diagnoses_icd`) is changed by
+        // its inserts and deletes only.
+        let Some(col) = t.columns.iter().find(|c| plain.iter().any(|p| p == c.name)) else {
+            continue;
+        };
         for i in 0..5 {
             let v = t.value_sql(col, t.rows + 10 + i, &mut r);
             let n = prod
@@ -718,7 +728,11 @@ fn tail(log: &std::path::Path) -> String {
 }
 
 fn schema(name: &str) -> Schema {
-    corpus::all().into_iter().find(|s| s.name == name).unwrap()
+    corpus::all()
+        .into_iter()
+        .chain(corpus::real::all_real())
+        .find(|s| s.name == name)
+        .unwrap()
 }
 
 macro_rules! corpus_e2e {
@@ -738,4 +752,7 @@ corpus_e2e! {
     corpus_portal_end_to_end => "portal",
     corpus_pharmacy_end_to_end => "pharmacy",
     corpus_telemetry_end_to_end => "telemetry",
+    // From the published DDL of real systems (`tests/corpus/real.rs`).
+    corpus_omop_end_to_end => "omop",
+    corpus_mimic_end_to_end => "mimic",
 }
