@@ -487,7 +487,7 @@ async fn proposer_on_schemas_from_real_ddl() {
             r.blocked,
             r.blocked as f64 / r.columns.max(1) as f64
         );
-        if show {
+        if show || !schema.held_out {
             for m in &r.missed {
                 println!("    identifier proposed safe: {m}");
             }
@@ -508,7 +508,7 @@ async fn proposer_on_schemas_from_real_ddl() {
         ))
         .unwrap();
         let proposals = veil::review::workflow::propose(&cfg).await.unwrap();
-        if show {
+        if show || !schema.held_out {
             for p in &proposals {
                 let Some(x) = &p.proposal else { continue };
                 if r.missed
@@ -549,6 +549,10 @@ async fn proposer_on_schemas_from_real_ddl() {
             }
         }
         println!("    first run: {accepted} proposals accepted, 0 refusals, 0 holds");
+        if schema.held_out {
+            // Held out: measured, never tuned on; the figures above are the measurement.
+            continue;
+        }
         assert!(r.missed.is_empty(), "{}: {:?}", r.name, r.missed);
         assert!(
             r.safe_as_safe * 10 >= r.safe * 9,

@@ -12,6 +12,13 @@
 //!   and `constraint.sql`): composite keys with timestamps (`services`, `outputevents`), text
 //!   keys (`poe_id`), a drug name inside a primary key (`prescriptions`), dictionary tables, with
 //!   values shaped like the MIMIC-IV demo (dates shifted into the 2100s, eight-digit ids).
+//! - `openmrs` (held out: only aggregates are printed, and only the first run's invariant is
+//!   asserted): OpenMRS core's people, names, addresses, identifiers, encounters, observations,
+//!   users and locations, with the audit columns (`creator`, `date_created`, `voided_by`, `uuid`)
+//!   every OpenMRS table carries.
+//! - `i2b2` (held out, likewise): the i2b2 data repository's star schema — a seven-part primary
+//!   key with a timestamp in `observation_fact`, text keys, `*_blob` free text, no declared
+//!   foreign key.
 
 use super::values::*;
 use super::*;
@@ -1309,7 +1316,820 @@ pub fn mimic() -> Schema {
     }
 }
 
-/// Every schema taken from real systems' DDL.
+const OM_PERSONS: u64 = 250;
+const OM_USERS: u64 = 30;
+const OM_LOCATIONS: u64 = 15;
+const OM_ENCOUNTERS: u64 = 700;
+
+/// A constraint text built once for the corpus's `&'static str` (tests only).
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn om_uuid(ns: &'static str) -> Gen {
+    key_uuid(ns)
+}
+fn om_user() -> Gen {
+    Box::new(|r, _| Some((r.below(OM_USERS) + 1).to_string()))
+}
+fn om_user_opt(p: f64) -> Gen {
+    Box::new(move |r, _| {
+        if r.chance(p) {
+            None
+        } else {
+            Some((r.below(OM_USERS) + 1).to_string())
+        }
+    })
+}
+fn om_created() -> Gen {
+    datetime_in(2015, 2024)
+}
+fn om_changed(p: f64) -> Gen {
+    Box::new(move |r, _| {
+        if r.chance(p) {
+            None
+        } else {
+            Some(format!(
+                "20{}-0{}-1{} 0{}:1{}:00",
+                r.range(16, 24),
+                r.range(1, 9),
+                r.range(0, 9),
+                r.range(0, 9),
+                r.range(0, 9)
+            ))
+        }
+    })
+}
+fn om_voided() -> Gen {
+    Box::new(|r, _| Some(if r.chance(0.05) { "true" } else { "false" }.into()))
+}
+fn om_void_reason() -> Gen {
+    opt(0.95, |r| {
+        r.pick(&["entered in error", "duplicate", "wrong patient chart"])
+            .to_owned()
+    })
+}
+/// An OpenMRS identifier (digits and a Luhn mod-30 check character after a dash).
+fn openmrs_id(r: &mut Rng) -> String {
+    let base = r.range(100_000, 999_999);
+    let check = b"0123456789ACDEFGHJKLMNPRTUVWXY"[(base % 30) as usize] as char;
+    format!("{base}-{check}")
+}
+
+/// OpenMRS core 2.x: people, their names, addresses and identifiers, encounters, observations,
+/// users and locations, with the audit columns every OpenMRS table carries.
+pub fn openmrs() -> Schema {
+    use Class::*;
+    let audit = || {
+        vec![
+            col("creator", "integer", OtherId, om_user()),
+            col("date_created", "timestamp", Dates, om_created()),
+            col("changed_by", "integer", OtherId, om_user_opt(0.7)),
+            col("date_changed", "timestamp", Dates, om_changed(0.7)),
+            col("voided", "boolean", Safe, om_voided()),
+            col("voided_by", "integer", OtherId, om_user_opt(0.95)),
+            col("date_voided", "timestamp", Dates, om_changed(0.95)),
+            col("void_reason", "varchar(255)", Safe, om_void_reason()),
+        ]
+    };
+    let audit_fk = "FOREIGN KEY (creator) REFERENCES users (user_id), FOREIGN KEY (changed_by) REFERENCES users (user_id), \
+                    FOREIGN KEY (voided_by) REFERENCES users (user_id)";
+    let with = |mut cols: Vec<Col>, extra: Vec<Col>| {
+        cols.extend(extra);
+        cols
+    };
+    Schema {
+        name: "openmrs",
+        shaped_after: "OpenMRS core 2.x (openmrs-core liquibase schema)",
+        held_out: true,
+        preamble: "",
+        tables: vec![
+            Table {
+                name: "users",
+                rows: OM_USERS,
+                constraints: "PRIMARY KEY (user_id), UNIQUE (uuid)",
+                columns: vec![
+                    col("user_id", "integer", OtherId, seq()),
+                    col(
+                        "system_id",
+                        "varchar(50)",
+                        OtherId,
+                        Box::new(|_, i| Some(format!("{}-{}", i + 1, (i * 7) % 10))),
+                    ),
+                    col(
+                        "username",
+                        "varchar(50)",
+                        Names,
+                        key_text("om-user", username),
+                    ),
+                    col(
+                        "password",
+                        "varchar(128)",
+                        OtherId,
+                        g(|r| bytes_hex(r, 64).trim_start_matches("\\x").to_owned()),
+                    ),
+                    col(
+                        "salt",
+                        "varchar(128)",
+                        OtherId,
+                        g(|r| bytes_hex(r, 64).trim_start_matches("\\x").to_owned()),
+                    ),
+                    col(
+                        "secret_question",
+                        "varchar(255)",
+                        Safe,
+                        opt(0.7, |r| {
+                            r.pick(&["first pet?", "mother's maiden name?"]).to_owned()
+                        }),
+                    ),
+                    col("secret_answer", "varchar(255)", Names, opt(0.7, family)),
+                    col("date_created", "timestamp", Dates, om_created()),
+                    col(
+                        "retired",
+                        "boolean",
+                        Safe,
+                        one_of(&["false", "false", "true"]),
+                    ),
+                    col("uuid", "char(38)", OtherId, om_uuid("om-users")),
+                    col("email", "varchar(255)", Email, opt(0.4, email)),
+                ],
+            },
+            Table {
+                name: "location",
+                rows: OM_LOCATIONS,
+                constraints: "PRIMARY KEY (location_id), UNIQUE (uuid)",
+                columns: vec![
+                    col("location_id", "integer", OtherId, seq()),
+                    col(
+                        "name",
+                        "varchar(255)",
+                        Safe,
+                        one_of(&[
+                            "Outpatient Clinic",
+                            "Inpatient Ward",
+                            "Pharmacy",
+                            "Laboratory",
+                        ]),
+                    ),
+                    col(
+                        "description",
+                        "varchar(255)",
+                        Safe,
+                        opt(0.5, |_| "clinic site".to_owned()),
+                    ),
+                    col("address1", "varchar(255)", Safe, g(street)),
+                    col(
+                        "city_village",
+                        "varchar(255)",
+                        Safe,
+                        g(|r| r.pick(CITIES).to_owned()),
+                    ),
+                    col("postal_code", "varchar(50)", Safe, g(zip5)),
+                    col("retired", "boolean", Safe, one_of(&["false"])),
+                    col("uuid", "char(38)", OtherId, om_uuid("om-location")),
+                ],
+            },
+            Table {
+                name: "person",
+                rows: OM_PERSONS,
+                constraints: leak(format!(
+                    "PRIMARY KEY (person_id), UNIQUE (uuid), {audit_fk}"
+                )),
+                columns: with(
+                    vec![
+                        col("person_id", "integer", OtherId, seq()),
+                        col("gender", "varchar(50)", Safe, one_of(&["M", "F", "O"])),
+                        col("birthdate", "date", Dates, date_in(1930, 2020)),
+                        col(
+                            "birthdate_estimated",
+                            "boolean",
+                            Safe,
+                            one_of(&["false", "false", "true"]),
+                        ),
+                        col(
+                            "dead",
+                            "boolean",
+                            Safe,
+                            one_of(&["false", "false", "false", "true"]),
+                        ),
+                        col(
+                            "death_date",
+                            "timestamp",
+                            Dates,
+                            opt(0.85, |r| {
+                                format!(
+                                    "20{}-0{}-1{} 00:00:00",
+                                    r.range(10, 23),
+                                    r.range(1, 9),
+                                    r.range(0, 9)
+                                )
+                            }),
+                        ),
+                        col(
+                            "cause_of_death",
+                            "integer",
+                            Safe,
+                            opt(0.85, |r| r.range(5000, 160000).to_string()),
+                        ),
+                        col("uuid", "char(38)", OtherId, om_uuid("om-person")),
+                        col(
+                            "birthtime",
+                            "time",
+                            Dates,
+                            opt(0.9, |r| {
+                                format!("{:02}:{:02}:00", r.range(0, 23), r.range(0, 59))
+                            }),
+                        ),
+                    ],
+                    audit(),
+                ),
+            },
+            Table {
+                name: "person_name",
+                rows: OM_PERSONS,
+                constraints: "PRIMARY KEY (person_name_id), FOREIGN KEY (person_id) REFERENCES person (person_id)",
+                columns: vec![
+                    col("person_name_id", "integer", OtherId, seq()),
+                    col("preferred", "boolean", Safe, one_of(&["true"])),
+                    col(
+                        "person_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|_, i| Some((i % OM_PERSONS + 1).to_string())),
+                    ),
+                    col(
+                        "prefix",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.7, |r| r.pick(&["Mr.", "Mrs.", "Dr."]).to_owned()),
+                    ),
+                    col("given_name", "varchar(50)", Names, g(given)),
+                    col("middle_name", "varchar(50)", Names, opt(0.6, given)),
+                    col("family_name", "varchar(50)", Names, g(family)),
+                    col("family_name2", "varchar(50)", Names, opt(0.9, family)),
+                    col(
+                        "degree",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.95, |_| "MD".to_owned()),
+                    ),
+                    col("creator", "integer", OtherId, om_user()),
+                    col("date_created", "timestamp", Dates, om_created()),
+                    col("uuid", "char(38)", OtherId, om_uuid("om-person-name")),
+                ],
+            },
+            Table {
+                name: "person_address",
+                rows: OM_PERSONS,
+                constraints: "PRIMARY KEY (person_address_id), FOREIGN KEY (person_id) REFERENCES person (person_id)",
+                columns: vec![
+                    col("person_address_id", "integer", OtherId, seq()),
+                    col(
+                        "person_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|_, i| Some((i % OM_PERSONS + 1).to_string())),
+                    ),
+                    col("preferred", "boolean", Safe, one_of(&["true"])),
+                    col("address1", "varchar(255)", Geography, g(street)),
+                    col(
+                        "address2",
+                        "varchar(255)",
+                        Geography,
+                        opt(0.8, |r| format!("Apt {}", r.range(1, 90))),
+                    ),
+                    col(
+                        "city_village",
+                        "varchar(255)",
+                        Geography,
+                        g(|r| r.pick(CITIES).to_owned()),
+                    ),
+                    col(
+                        "state_province",
+                        "varchar(255)",
+                        Safe,
+                        one_of(&["Massachusetts", "Nairobi County", "Kigali"]),
+                    ),
+                    col("postal_code", "varchar(50)", Geography, g(zip5)),
+                    col(
+                        "country",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["USA", "Kenya", "Rwanda"]),
+                    ),
+                    col("latitude", "varchar(50)", Geography, opt(0.5, lat)),
+                    col("longitude", "varchar(50)", Geography, opt(0.5, lon)),
+                    col(
+                        "county_district",
+                        "varchar(255)",
+                        Geography,
+                        opt(0.5, |r| r.pick(&["Suffolk", "Kiambu", "Gasabo"]).to_owned()),
+                    ),
+                    col("date_created", "timestamp", Dates, om_created()),
+                    col("uuid", "char(38)", OtherId, om_uuid("om-person-address")),
+                ],
+            },
+            Table {
+                name: "patient",
+                rows: 200,
+                constraints: "PRIMARY KEY (patient_id), FOREIGN KEY (patient_id) REFERENCES person (person_id)",
+                columns: vec![
+                    col("patient_id", "integer", OtherId, seq()),
+                    col("creator", "integer", OtherId, om_user()),
+                    col("date_created", "timestamp", Dates, om_created()),
+                    col("voided", "boolean", Safe, om_voided()),
+                    col(
+                        "allergy_status",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["Unknown", "No known allergies", "See list"]),
+                    ),
+                ],
+            },
+            Table {
+                name: "patient_identifier",
+                rows: 300,
+                constraints: "PRIMARY KEY (patient_identifier_id), UNIQUE (uuid), FOREIGN KEY (patient_id) REFERENCES patient (patient_id), \
+                              FOREIGN KEY (location_id) REFERENCES location (location_id)",
+                columns: vec![
+                    col("patient_identifier_id", "integer", OtherId, seq()),
+                    col(
+                        "patient_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| Some((r.below(200) + 1).to_string())),
+                    ),
+                    col("identifier", "varchar(50)", Mrn, g(openmrs_id)),
+                    col("identifier_type", "integer", Safe, one_of(&["1", "2", "3"])),
+                    col("preferred", "boolean", Safe, one_of(&["true", "false"])),
+                    col(
+                        "location_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| Some((r.below(OM_LOCATIONS) + 1).to_string())),
+                    ),
+                    col("date_created", "timestamp", Dates, om_created()),
+                    col("uuid", "char(38)", OtherId, om_uuid("om-pid")),
+                ],
+            },
+            Table {
+                name: "encounter",
+                rows: OM_ENCOUNTERS,
+                constraints: leak(format!(
+                    "PRIMARY KEY (encounter_id), UNIQUE (uuid), FOREIGN KEY (patient_id) REFERENCES patient (patient_id), \
+                     FOREIGN KEY (location_id) REFERENCES location (location_id), {audit_fk}"
+                )),
+                columns: with(
+                    vec![
+                        col("encounter_id", "integer", OtherId, seq()),
+                        col(
+                            "encounter_type",
+                            "integer",
+                            Safe,
+                            one_of(&["1", "2", "5", "7"]),
+                        ),
+                        col(
+                            "patient_id",
+                            "integer",
+                            OtherId,
+                            Box::new(|r, _| Some((r.below(200) + 1).to_string())),
+                        ),
+                        col(
+                            "location_id",
+                            "integer",
+                            OtherId,
+                            Box::new(|r, _| Some((r.below(OM_LOCATIONS) + 1).to_string())),
+                        ),
+                        col(
+                            "form_id",
+                            "integer",
+                            Safe,
+                            opt(0.3, |r| r.range(1, 12).to_string()),
+                        ),
+                        col("encounter_datetime", "timestamp", Dates, om_created()),
+                        col("uuid", "char(38)", OtherId, om_uuid("om-encounter")),
+                        col(
+                            "visit_id",
+                            "integer",
+                            OtherId,
+                            opt(0.2, |r| r.range(1, 500).to_string()),
+                        ),
+                    ],
+                    audit(),
+                ),
+            },
+            Table {
+                name: "obs",
+                rows: 2000,
+                constraints: "PRIMARY KEY (obs_id), UNIQUE (uuid), FOREIGN KEY (person_id) REFERENCES person (person_id), \
+                              FOREIGN KEY (encounter_id) REFERENCES encounter (encounter_id)",
+                columns: vec![
+                    col("obs_id", "integer", OtherId, seq()),
+                    col(
+                        "person_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| Some((r.below(OM_PERSONS) + 1).to_string())),
+                    ),
+                    col(
+                        "concept_id",
+                        "integer",
+                        Safe,
+                        Box::new(|r, _| Some(r.range(5000, 165000).to_string())),
+                    ),
+                    col(
+                        "encounter_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| Some((r.below(OM_ENCOUNTERS) + 1).to_string())),
+                    ),
+                    col(
+                        "order_id",
+                        "integer",
+                        OtherId,
+                        opt(0.8, |r| r.range(1, 900).to_string()),
+                    ),
+                    col("obs_datetime", "timestamp", Dates, om_created()),
+                    col(
+                        "location_id",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| Some((r.below(OM_LOCATIONS) + 1).to_string())),
+                    ),
+                    col(
+                        "obs_group_id",
+                        "integer",
+                        OtherId,
+                        opt(0.8, |r| r.range(1, 2000).to_string()),
+                    ),
+                    col(
+                        "accession_number",
+                        "varchar(255)",
+                        OtherId,
+                        opt(0.9, |r| format!("ACC{}", r.digits(7))),
+                    ),
+                    col(
+                        "value_coded",
+                        "integer",
+                        Safe,
+                        opt(0.6, |r| r.range(5000, 165000).to_string()),
+                    ),
+                    col(
+                        "value_datetime",
+                        "timestamp",
+                        Dates,
+                        opt(0.9, |r| {
+                            format!(
+                                "20{}-0{}-1{} 00:00:00",
+                                r.range(10, 23),
+                                r.range(1, 9),
+                                r.range(0, 9)
+                            )
+                        }),
+                    ),
+                    col(
+                        "value_numeric",
+                        "double precision",
+                        Safe,
+                        opt(0.4, |r| format!("{}.{}", r.range(0, 300), r.range(0, 9))),
+                    ),
+                    col("value_text", "text", Names, opt(0.8, note)),
+                    col("comments", "varchar(255)", Names, opt(0.95, note)),
+                    col("creator", "integer", OtherId, om_user()),
+                    col("date_created", "timestamp", Dates, om_created()),
+                    col("voided", "boolean", Safe, om_voided()),
+                    col("uuid", "char(38)", OtherId, om_uuid("om-obs")),
+                    col(
+                        "status",
+                        "varchar(16)",
+                        Safe,
+                        one_of(&["FINAL", "PRELIMINARY", "AMENDED"]),
+                    ),
+                    col(
+                        "interpretation",
+                        "varchar(32)",
+                        Safe,
+                        opt(0.8, |r| {
+                            r.pick(&["NORMAL", "ABNORMAL", "CRITICALLY_HIGH"])
+                                .to_owned()
+                        }),
+                    ),
+                ],
+            },
+        ],
+    }
+}
+
+const I2_PATIENTS: u64 = 250;
+const I2_VISITS: u64 = 600;
+
+fn i2_path(r: &mut Rng) -> String {
+    format!(
+        "\\i2b2\\Diagnoses\\{}\\",
+        r.pick(&["Circulatory", "Respiratory", "Neoplasms"])
+    )
+}
+
+/// i2b2's data repository (CRC) star schema: dimensions and the observation fact, whose primary
+/// key has a timestamp among its seven parts; no foreign key is declared anywhere.
+pub fn i2b2() -> Schema {
+    use Class::*;
+    Schema {
+        name: "i2b2",
+        shaped_after: "i2b2 CRC star schema (i2b2 data repository DDL)",
+        held_out: true,
+        preamble: "",
+        tables: vec![
+            Table {
+                name: "patient_dimension",
+                rows: I2_PATIENTS,
+                constraints: "PRIMARY KEY (patient_num)",
+                columns: vec![
+                    col("patient_num", "integer", OtherId, key_int(1_000_000_001, 1)),
+                    col(
+                        "vital_status_cd",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["N", "Y", "S"]),
+                    ),
+                    col("birth_date", "timestamp", Dates, datetime_in(1930, 2020)),
+                    col(
+                        "death_date",
+                        "timestamp",
+                        Dates,
+                        opt(0.9, |r| {
+                            format!(
+                                "20{}-0{}-1{} 00:00:00",
+                                r.range(10, 23),
+                                r.range(1, 9),
+                                r.range(0, 9)
+                            )
+                        }),
+                    ),
+                    col("sex_cd", "varchar(50)", Safe, one_of(&["M", "F"])),
+                    col("age_in_years_num", "integer", Dates, num(1, 95)),
+                    col(
+                        "language_cd",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["english", "spanish"]),
+                    ),
+                    col(
+                        "race_cd",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["white", "black", "asian"]),
+                    ),
+                    col(
+                        "marital_status_cd",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["single", "married", "divorced"]),
+                    ),
+                    col(
+                        "religion_cd",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["protestant", "catholic", "none"]),
+                    ),
+                    col("zip_cd", "varchar(10)", Geography, g(zip5)),
+                    col(
+                        "statecityzip_path",
+                        "varchar(700)",
+                        Geography,
+                        g(|r| {
+                            format!(
+                                "Zip codes\\Massachusetts\\{}\\{}\\",
+                                r.pick(CITIES),
+                                zip5(r)
+                            )
+                        }),
+                    ),
+                    col(
+                        "income_cd",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.6, |r| r.pick(&["Low", "Medium", "High"]).to_owned()),
+                    ),
+                    col("patient_blob", "text", Names, opt(0.9, note)),
+                    col("update_date", "timestamp", Dates, datetime_in(2018, 2024)),
+                    col("download_date", "timestamp", Safe, datetime_in(2024, 2024)),
+                    col("import_date", "timestamp", Safe, datetime_in(2024, 2024)),
+                    col(
+                        "sourcesystem_cd",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["EPIC", "DEMO"]),
+                    ),
+                    col("upload_id", "integer", Safe, one_of(&["1", "2"])),
+                ],
+            },
+            Table {
+                name: "patient_mapping",
+                rows: I2_PATIENTS,
+                constraints: "PRIMARY KEY (patient_ide, patient_ide_source, project_id)",
+                columns: vec![
+                    col("patient_ide", "varchar(200)", Mrn, key_text("i2-mrn", mrn)),
+                    col(
+                        "patient_ide_source",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["EPIC", "HIVE"]),
+                    ),
+                    col("patient_num", "integer", OtherId, key_int(1_000_000_001, 1)),
+                    col(
+                        "patient_ide_status",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["A", "I"]),
+                    ),
+                    col("project_id", "varchar(50)", Safe, one_of(&["DEMO"])),
+                    col("upload_date", "timestamp", Safe, datetime_in(2024, 2024)),
+                    col("update_date", "timestamp", Dates, datetime_in(2018, 2024)),
+                    col("sourcesystem_cd", "varchar(50)", Safe, one_of(&["EPIC"])),
+                    col("upload_id", "integer", Safe, one_of(&["1"])),
+                ],
+            },
+            Table {
+                name: "visit_dimension",
+                rows: I2_VISITS,
+                constraints: "PRIMARY KEY (encounter_num, patient_num)",
+                columns: vec![
+                    col("encounter_num", "integer", OtherId, key_int(475_000_001, 1)),
+                    col(
+                        "patient_num",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| Some((1_000_000_001 + r.below(I2_PATIENTS)).to_string())),
+                    ),
+                    col("active_status_cd", "varchar(50)", Safe, one_of(&["F", "A"])),
+                    col("start_date", "timestamp", Dates, datetime_in(2010, 2023)),
+                    col("end_date", "timestamp", Dates, datetime_in(2010, 2023)),
+                    col("inout_cd", "varchar(50)", Safe, one_of(&["I", "O", "E"])),
+                    col(
+                        "location_cd",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["CLINIC A", "WARD 3", "ED"]),
+                    ),
+                    col(
+                        "location_path",
+                        "varchar(900)",
+                        Safe,
+                        one_of(&["\\Hospital\\Clinic A\\", "\\Hospital\\Ward 3\\"]),
+                    ),
+                    col("length_of_stay", "integer", Safe, num(0, 30)),
+                    col("visit_blob", "text", Names, opt(0.9, note)),
+                    col("update_date", "timestamp", Dates, datetime_in(2018, 2024)),
+                    col("sourcesystem_cd", "varchar(50)", Safe, one_of(&["EPIC"])),
+                    col("upload_id", "integer", Safe, one_of(&["1"])),
+                ],
+            },
+            Table {
+                name: "provider_dimension",
+                rows: 40,
+                constraints: "PRIMARY KEY (provider_path, provider_id)",
+                columns: vec![
+                    col(
+                        "provider_id",
+                        "varchar(50)",
+                        OtherId,
+                        key_text("i2-prov", |r| format!("LCS-I2B2:D{}", r.digits(6))),
+                    ),
+                    col(
+                        "provider_path",
+                        "varchar(700)",
+                        Safe,
+                        one_of(&[
+                            "\\i2b2\\Providers\\Internal Medicine\\",
+                            "\\i2b2\\Providers\\Surgery\\",
+                        ]),
+                    ),
+                    col("name_char", "varchar(850)", Names, g(full_name)),
+                    col("provider_blob", "text", Safe, Box::new(|_, _| None)),
+                    col("update_date", "timestamp", Dates, datetime_in(2018, 2024)),
+                    col("sourcesystem_cd", "varchar(50)", Safe, one_of(&["EPIC"])),
+                ],
+            },
+            Table {
+                name: "concept_dimension",
+                rows: 80,
+                constraints: "PRIMARY KEY (concept_path)",
+                columns: vec![
+                    col(
+                        "concept_path",
+                        "varchar(700)",
+                        Safe,
+                        Box::new(|_, i| Some(format!("\\i2b2\\Concepts\\C{i:05}\\"))),
+                    ),
+                    col(
+                        "concept_cd",
+                        "varchar(50)",
+                        Safe,
+                        Box::new(|_, i| Some(format!("ICD10:C{:02}.{}", i % 99, i % 9))),
+                    ),
+                    col(
+                        "name_char",
+                        "varchar(2000)",
+                        Safe,
+                        one_of(&["Essential hypertension", "Asthma", "Type 2 diabetes"]),
+                    ),
+                    col("concept_blob", "text", Safe, Box::new(|_, _| None)),
+                    col("update_date", "timestamp", Safe, datetime_in(2018, 2024)),
+                    col("sourcesystem_cd", "varchar(50)", Safe, one_of(&["ICD10"])),
+                ],
+            },
+            Table {
+                name: "observation_fact",
+                rows: 2000,
+                constraints: "PRIMARY KEY (patient_num, concept_cd, modifier_cd, start_date, encounter_num, instance_num, provider_id)",
+                columns: vec![
+                    col(
+                        "encounter_num",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| Some((475_000_001 + r.below(I2_VISITS)).to_string())),
+                    ),
+                    col(
+                        "patient_num",
+                        "integer",
+                        OtherId,
+                        Box::new(|r, _| Some((1_000_000_001 + r.below(I2_PATIENTS)).to_string())),
+                    ),
+                    col(
+                        "concept_cd",
+                        "varchar(50)",
+                        Safe,
+                        Box::new(|r, _| {
+                            Some(format!("ICD10:C{:02}.{}", r.below(80) % 99, r.below(9)))
+                        }),
+                    ),
+                    col(
+                        "provider_id",
+                        "varchar(50)",
+                        OtherId,
+                        ref_text("i2-prov", 40, |r| format!("LCS-I2B2:D{}", r.digits(6))),
+                    ),
+                    col("start_date", "timestamp", Dates, datetime_in(2010, 2023)),
+                    col(
+                        "modifier_cd",
+                        "varchar(100)",
+                        Safe,
+                        one_of(&["@", "MED:DOSE", "MED:FREQ"]),
+                    ),
+                    col("instance_num", "integer", Safe, num(1, 3)),
+                    col("valtype_cd", "varchar(50)", Safe, one_of(&["N", "T", "@"])),
+                    col("tval_char", "varchar(255)", Safe, one_of(&["E", "L", "G"])),
+                    col("nval_num", "decimal(18,5)", Safe, decimal(0, 400, 2)),
+                    col(
+                        "valueflag_cd",
+                        "varchar(50)",
+                        Safe,
+                        opt(0.7, |r| r.pick(&["H", "L", "A"]).to_owned()),
+                    ),
+                    col("quantity_num", "decimal(18,5)", Safe, decimal(1, 10, 0)),
+                    col(
+                        "units_cd",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["mg", "mmHg", "kg"]),
+                    ),
+                    col(
+                        "end_date",
+                        "timestamp",
+                        Dates,
+                        opt(0.5, |r| {
+                            format!(
+                                "20{}-0{}-1{} 00:00:00",
+                                r.range(10, 23),
+                                r.range(1, 9),
+                                r.range(0, 9)
+                            )
+                        }),
+                    ),
+                    col(
+                        "location_cd",
+                        "varchar(50)",
+                        Safe,
+                        one_of(&["CLINIC A", "WARD 3", "@"]),
+                    ),
+                    col("observation_blob", "text", Names, opt(0.9, note)),
+                    col(
+                        "confidence_num",
+                        "decimal(18,5)",
+                        Safe,
+                        opt(0.9, |_| "1".to_owned()),
+                    ),
+                    col("update_date", "timestamp", Dates, datetime_in(2018, 2024)),
+                    col("sourcesystem_cd", "varchar(50)", Safe, one_of(&["EPIC"])),
+                    col("upload_id", "integer", Safe, one_of(&["1"])),
+                ],
+            },
+        ],
+    }
+}
+
+/// Every schema taken from real systems' DDL (tuning ones, then held out).
 pub fn all_real() -> Vec<Schema> {
-    vec![omop(), mimic()]
+    vec![omop(), mimic(), openmrs(), i2b2()]
 }
