@@ -3,7 +3,7 @@
 //! systems' public synthetic samples have (no real data). Every column was labelled with its
 //! Safe Harbor class before the proposer was run on it. First measured untuned (OMOP: 3 of 76
 //! identifier columns proposed safe, 0.96 of safe columns kept safe; MIMIC-IV: 6 of 49 and
-//! 0.81), then tuned on (both are tuning schemas now: no real schema is held out yet).
+//! 0.81), then tuned on (both are tuning schemas now; `openmrs` and `i2b2` below are held out).
 //!
 //! - `omop`: the OMOP Common Data Model 5.3.1 (OHDSI, PostgreSQL DDL), the clinical tables and
 //!   their keys, with Synthea-to-OMOP shaped values (`person_source_value` a Synthea uuid,
