@@ -471,15 +471,17 @@ impl Streamer {
             std::collections::BTreeMap::new();
         let mut tables = std::collections::BTreeSet::new();
         for (plan, row) in rows {
-            let values = plan.scanned(row);
             if !tables.contains(&plan.qualified) {
                 tables.insert(plan.qualified.clone());
             }
-            if !self.scan.sampled(&plan.qualified, &values) {
+            if !self
+                .scan
+                .sampled_iter(&plan.qualified, plan.scanned_iter(row))
+            {
                 continue;
             }
             self.window.scanned += 1;
-            for (column, value) in values {
+            for (column, value) in plan.scanned_iter(row) {
                 for d in self.scanner.strong_hits(value) {
                     *hits
                         .entry((plan.qualified.clone(), column.to_owned(), d.name()))

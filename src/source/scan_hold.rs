@@ -3,7 +3,7 @@
 //!
 //! | rule | why |
 //! | --- | --- |
-//! | a row is sampled by a hash of its scanned values, not by a running counter | the same row is sampled the same way in any batch, after a replan and after a restart |
+//! | a row is sampled by a hash of its scanned values (SipHash, fixed keys), not by a running counter | the same row is sampled the same way in any batch, after a replan and after a restart |
 //! | a hit holds its (table, column) until that column's decision differs from the one it hit under (a new rule, `scan = false`, blocked, or the table re-decided) | an unrelated registry change never releases it |
 //! | while a (table, column) is held, every row of its table is scanned | nothing of it is let through by the sample |
 //! | the tables of a held batch are scanned whole until a scan of their rows comes out clean | the held batch is scanned whole when it resumes, wherever it comes from (queue, snapshot batch, backfill chunk read again) |
@@ -62,28 +62,41 @@ impl ScanHolds {
 
     /// Whether a row of `table` whose scanned (column, value) pairs are `values` is scanned.
     pub fn sampled(&self, table: &str, values: &[(&str, &str)]) -> bool {
-        if self.every == 0 || values.is_empty() {
+        self.sampled_iter(table, values.iter().copied())
+    }
+
+    /// [`ScanHolds::sampled`] over an iterator (no allocation for rows left out).
+    pub fn sampled_iter<'v>(
+        &self,
+        table: &str,
+        values: impl Iterator<Item = (&'v str, &'v str)>,
+    ) -> bool {
+        if self.every == 0 {
+            return false;
+        }
+        let mut values = values.peekable();
+        if values.peek().is_none() {
             return false;
         }
         if self.every == 1 || self.scans_whole(table) {
             return true;
         }
-        let mut h = blake3::Hasher::new();
-        h.update(table.as_bytes());
+        // SipHash with fixed keys: the same row gives the same answer in every run of a build
+        // (it runs for every row, so it is the cheap hash; nothing secret depends on it).
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        table.hash(&mut h);
         for (c, v) in values {
-            h.update(&[0]);
-            h.update(c.as_bytes());
-            h.update(&[0]);
-            h.update(v.as_bytes());
+            c.hash(&mut h);
+            v.hash(&mut h);
         }
-        let d = h.finalize();
-        let n = u64::from_le_bytes(d.as_bytes()[..8].try_into().unwrap_or([0; 8]));
-        n.is_multiple_of(self.every)
+        h.finish().is_multiple_of(self.every)
     }
 
     /// Every row of `table` is scanned (a column of it is held, or a held batch resumes).
     pub fn scans_whole(&self, table: &str) -> bool {
-        self.whole.contains(table) || self.held.keys().any(|(t, _)| t == table)
+        (!self.whole.is_empty() && self.whole.contains(table))
+            || (!self.held.is_empty() && self.held.keys().any(|(t, _)| t == table))
     }
 
     /// A scan of a batch with rows of `tables` found `hit` (table, column) pairs. Returns the

@@ -570,6 +570,14 @@ impl TablePlan {
 
     /// The published values of the columns the in-flight scanner samples: (column, value).
     pub fn scanned<'v>(&self, row: &'v [proto::Value]) -> Vec<(&str, &'v str)> {
+        self.scanned_iter(row).collect()
+    }
+
+    /// [`TablePlan::scanned`] without collecting (the sampler looks at every row).
+    pub fn scanned_iter<'s, 'v>(
+        &'s self,
+        row: &'v [proto::Value],
+    ) -> impl Iterator<Item = (&'s str, &'v str)> {
         self.columns
             .iter()
             .filter(|c| c.action.is_some())
@@ -579,7 +587,6 @@ impl TablePlan {
                 Some(proto::value::Kind::Text(t)) => Some((c.name.as_str(), t.as_str())),
                 _ => None,
             })
-            .collect()
     }
 
     /// Published columns whose rule needs the vault.
