@@ -814,6 +814,43 @@ impl Streamer {
     }
 }
 
+/// After the low watermark: waits until every transaction in progress now has ended. One whose
+/// commit record precedes the watermark may not be visible yet (its commit is still being
+/// flushed, or a synchronous standby has yet to confirm it): its change would be in neither the
+/// chunk (read too early) nor the window (decoded before it), and the chunk's older row would
+/// overwrite it in dev. Bounded: a transaction still open after 10 s is idle or long-running,
+/// not in the middle of its commit.
+async fn wait_for_commits_in_flight(client: &tokio_postgres::Client) -> Result<(), StreamError> {
+    let xids: Vec<String> = client
+        .query_one(
+            "SELECT coalesce(array_agg(x::text), '{}') \
+             FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) AS x",
+            &[],
+        )
+        .await
+        .map_err(pg("list the transactions in progress"))?
+        .get(0);
+    if xids.is_empty() {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let open: i64 = client
+            .query_one(
+                "SELECT count(*) FROM unnest($1::text[]) AS t \
+                 WHERE pg_catalog.pg_xact_status(t::xid8) = 'in progress'",
+                &[&xids],
+            )
+            .await
+            .map_err(pg("wait for the transactions in progress"))?
+            .get(0);
+        if open == 0 || std::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 async fn query_rows(
     client: &tokio_postgres::Client,
     sql: &str,
@@ -913,6 +950,7 @@ impl Worker {
         loop {
             no += 1;
             emit(LOW_PREFIX, no).await?;
+            wait_for_commits_in_flight(&client).await?;
             let mut rows: Vec<Row> = Vec::new();
             let mut read = 0usize;
             if whole {
