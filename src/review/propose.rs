@@ -546,28 +546,6 @@ fn decide(scanner: &Scanner, f: &ColumnFacts) -> Proposal {
                     | "version"
                     | "rev"
                     | "revision"
-                    | "nbr"
-                    | "num"
-                    | "no"
-                    | "item"
-            )
-        }) && ws.iter().any(|w| {
-            matches!(
-                w.as_str(),
-                "line"
-                    | "ln"
-                    | "seq"
-                    | "sequence"
-                    | "ordinal"
-                    | "pos"
-                    | "position"
-                    | "idx"
-                    | "index"
-                    | "rank"
-                    | "ver"
-                    | "version"
-                    | "rev"
-                    | "revision"
                     | "item"
             )
         });

@@ -82,11 +82,6 @@ impl RegistryWrite {
         self.staged = checkpoint;
     }
 
-    /// Whether anything is staged.
-    pub fn is_empty(&self) -> bool {
-        self.staged.is_empty()
-    }
-
     /// Checks the whole staged registry once more, then replaces each staged file atomically.
     /// Returns the files written.
     pub fn commit(self) -> Result<Vec<PathBuf>, ReviewError> {

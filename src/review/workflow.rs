@@ -887,6 +887,14 @@ async fn set_table_blocked(
     Ok(path)
 }
 
+/// Whether the registry already decides the pending column, for its current type.
+fn decided_already(registry: &Registry, p: &Pending) -> bool {
+    registry
+        .table(&p.table)
+        .and_then(|t| t.columns.get(&p.column))
+        .is_some_and(|c| c.type_name == p.type_name)
+}
+
 /// The decision accepting a proposal (its evidence as the reason).
 fn proposal_decision(prop: &super::propose::Proposal, by: &str) -> ColumnDecision {
     ColumnDecision {
@@ -958,11 +966,7 @@ fn table_passes(
     let mut staged = Vec::new();
     for p in group {
         let Some(prop) = &p.proposal else { continue };
-        let decided = registry
-            .table(&p.table)
-            .and_then(|t| t.columns.get(&p.column))
-            .is_some_and(|c| c.type_name == p.type_name);
-        if decided {
+        if decided_already(registry, p) {
             continue;
         }
         let d = proposal_decision(prop, "proposal check");
@@ -1007,16 +1011,12 @@ fn column_by_column(
         let Some(info) = tables.iter().find(|t| t.qualified() == p.table) else {
             continue;
         };
+        if p.proposal.is_none() || decided_already(registry, p) {
+            continue;
+        }
         let Some(prop) = p.proposal.as_mut() else {
             continue;
         };
-        let decided = registry
-            .table(&p.table)
-            .and_then(|t| t.columns.get(&p.column))
-            .is_some_and(|c| c.type_name == p.type_name);
-        if decided {
-            continue;
-        }
         let class = info
             .columns
             .iter()
@@ -1201,11 +1201,7 @@ async fn accept_proposals(cfg: &Config, by: &str, items: &[Pending]) -> Result<u
     let mut n = 0;
     for p in items {
         let Some(prop) = &p.proposal else { continue };
-        let decided = registry
-            .table(&p.table)
-            .and_then(|t| t.columns.get(&p.column))
-            .is_some_and(|c| c.type_name == p.type_name);
-        if decided {
+        if decided_already(&registry, p) {
             continue;
         }
         let info = &described[&p.table];

@@ -155,11 +155,6 @@ impl ScanHolds {
     pub fn any_held(&self, pairs: &[(String, String)]) -> bool {
         pairs.iter().any(|p| self.held.contains_key(p))
     }
-
-    /// Every pair held now.
-    pub fn held(&self) -> impl Iterator<Item = &(String, String)> {
-        self.held.keys()
-    }
 }
 
 #[cfg(test)]
